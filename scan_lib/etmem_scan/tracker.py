@@ -1,0 +1,59 @@
+"""The one interface every page tracker implements (idle_pages, page_idle, refs, damon).
+
+A tracker is bound to one pid (and a /proc, /sys root) when it is made; each call to
+:meth:`Tracker.scan_pass` is one sample over the given VMAs and returns a :class:`PassRefs`
+(numpy arrays, one row per page seen).  Passes are turned into counts by
+:func:`etmem_scan.pagerefs.accumulate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+from .pagerefs import PassRefs
+
+__all__ = ["PassRefs", "ScanError", "Tracker", "VmaRange"]
+
+
+class ScanError(Exception):
+    """A scan pass failed as a whole (bad stream, unreadable file); its result must be discarded."""
+
+
+class VmaRange(Protocol):
+    """What a tracker needs from a VMA: ``procfs.Vma`` satisfies it."""
+
+    start: int
+    end: int
+
+
+class Tracker:
+    """Base class of the trackers.
+
+    Subclasses set ``name`` (the ``--tracker`` / config value) and ``capability`` (the name the
+    probe reports, e.g. ``"tracker.idle_pages"``), take ``pid`` plus their roots in ``__init__``
+    and implement :meth:`scan_pass`.  A tracker may hold an open file between passes; callers
+    use it as a context manager or call :meth:`close`.
+    """
+
+    name: ClassVar[str] = ""
+    capability: ClassVar[str] = ""
+
+    def scan_pass(self, vmas: Sequence[VmaRange]) -> PassRefs:
+        """Sample the pages of ``vmas`` once.
+
+        Returns one row per page seen: ``addr`` (page start, uint64), ``type`` (uint8:
+        0 = base page, 1 = PMD-size, 2 = PUD-size) and ``weight`` (uint8: 1 = accessed since the
+        last pass, 0 = idle, 3 = dirty).  Rows need not be sorted; an address may appear twice.
+        Raises :class:`ScanError` when the pass as a whole failed.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the tracker holds open (files, kdamonds it created). Idempotent."""
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
