@@ -25,23 +25,14 @@ We strip trailing ASCII whitespace (space, tab, CR, VT, FF) from values unless
 from __future__ import annotations
 
 import enum
-import math
-import re
 from dataclasses import dataclass, field
 
 from etmem_sdk import ConfigError
+from etmem_sdk.params import parse_c_double, parse_c_int64
 
 # g_ascii_isspace: what GKeyFile skips around keys and before values.
 _ASCII_SPACE = " \t\n\r\v\f"
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
-_DEC_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
-_HEX_FLOAT_RE = re.compile(
-    r"([+-]?)0[xX]((?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?)",
-    re.ASCII,
-)
-_SPECIAL_FLOAT_RE = re.compile(r"([+-]?)(inf|infinity|nan(?:\([0-9A-Za-z_]*\))?)", re.I | re.A)
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
@@ -202,29 +193,8 @@ def unescape(raw: str) -> str | None:
     return "".join(out)
 
 
-def parse_int64(text: str) -> int | None:
-    """``g_ascii_strtoll(text, 10)`` over the whole string: ``None`` if not a decimal integer."""
-    if not _INT_RE.fullmatch(text):
-        return None
-    return min(max(int(text), _INT64_MIN), _INT64_MAX)
-
-
-def parse_double(text: str) -> float | None:
-    """C-locale ``strtod`` over the whole string (decimal, hex, inf, nan); ``None`` otherwise."""
-    if _DEC_FLOAT_RE.fullmatch(text):
-        return float(text)
-    m = _HEX_FLOAT_RE.fullmatch(text)
-    if m:
-        body = m.group(2)
-        if "p" not in body.lower():
-            body += "p0"
-        value = float.fromhex("0x" + body)
-        return -value if m.group(1) == "-" else value
-    m = _SPECIAL_FLOAT_RE.fullmatch(text)
-    if m:
-        value = math.nan if m.group(2).lower().startswith("nan") else math.inf
-        return -value if m.group(1) == "-" else value
-    return None
+parse_int64 = parse_c_int64  # g_ascii_strtoll over the whole value, clamped to int64
+parse_double = parse_c_double  # C-locale strtod over the whole value
 
 
 def _is_group_name(name: str) -> bool:

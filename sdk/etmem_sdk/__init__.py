@@ -8,6 +8,7 @@
 Register the module holding the hookimpls under the ``etmem.engines`` entry-point group.
 """
 
+from . import params  # typed key helpers: etmem_sdk.params.get_int ...
 from .errors import ConfigError, EngineError, EtmemError, TargetGone
 from .hookspecs import ENGINE_OPS, hookimpl, hookspec
 from .model import (
@@ -41,4 +42,5 @@ __all__ = [
     "TargetGone",
     "hookimpl",
     "hookspec",
+    "params",
 ]
