@@ -1,0 +1,102 @@
+"""The slide engine's own ``[task]`` keys: ``T``, ``swap_threshold``, ``dram_percent``, plus the
+portable ``tracker`` / ``actuator`` overrides (the original ignores unknown keys, so a config
+holding them still loads there)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from etmem_sdk import ConfigError, ConfigSection, Project
+
+log = logging.getLogger(__name__)
+
+#: Tracker / actuator names a task may force; the probe decides whether they work here.
+TRACKERS = ("idle_pages", "page_idle", "refs", "damon")
+ACTUATORS = ("swap_pages", "pageout")
+
+_SWAP_THRESHOLD_MAX_LEN = 10  # C: total length 1..10, e.g. "999999999g"
+
+
+@dataclass(frozen=True, slots=True)
+class SlideTaskConfig:
+    """Validated slide task keys (part of ``task.params``)."""
+
+    T: int
+    swap_threshold_kb: int = 0  # 0 = unset (C: "g" alone also parses as 0)
+    dram_percent: int = 0  # 0 = disabled
+    tracker: str | None = None  # None = pick from the probe
+    actuator: str | None = None
+
+
+def parse_swap_threshold(text: str) -> int:
+    """``swap_threshold`` value -> kB (``N`` gibibytes, written ``Ng`` or ``NG``).
+
+    Same acceptance as the original: 1..10 characters, every character but the last a digit,
+    the last ``g`` or ``G``. Raises ``ValueError`` otherwise.
+    """
+    if not 1 <= len(text) <= _SWAP_THRESHOLD_MAX_LEN:
+        raise ValueError("must be 1 to 10 characters long")
+    digits, unit = text[:-1], text[-1]
+    if unit not in "gG":
+        raise ValueError("must end with g or G (only gibibytes are supported)")
+    if digits and not (digits.isascii() and digits.isdigit()):
+        raise ValueError("must be digits followed by g or G")
+    return int(digits or "0") << 20
+
+
+def _int_value(section: ConfigSection, key: str) -> int:
+    raw = section[key].strip()
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise ConfigError(f"{section.where(key)}: must be an integer") from None
+
+
+def parse_task_config(section: ConfigSection, project: Project | None) -> SlideTaskConfig:
+    """Validate the slide keys of a ``[task]`` section against its (page-scan) ``project``.
+
+    Raises ``ConfigError`` whose message names the file, group, key and rule.
+    """
+    loop = project.loop if project is not None else None
+    if loop is None:
+        raise ConfigError(
+            f"{section.label}: [task] slide needs a project with scan_type=page (loop is not set)"
+        )
+    if "T" not in section:
+        raise ConfigError(f"{section.label}: [task] T: key is required for the slide engine")
+    t_value = _int_value(section, "T")
+    if not 0 <= t_value <= loop * 3:
+        raise ConfigError(f"{section.where('T')}: must be an integer from 0 to {loop * 3} (3*loop)")
+
+    swap_kb = 0
+    if "swap_threshold" in section:
+        try:
+            swap_kb = parse_swap_threshold(section["swap_threshold"])
+        except ValueError as exc:
+            raise ConfigError(f"{section.where('swap_threshold')}: {exc}") from None
+
+    dram = 0
+    if "dram_percent" in section:
+        dram = _int_value(section, "dram_percent")
+        if not 1 <= dram <= 100:
+            # C accepts it with a warning and disables the feature.
+            log.warning(
+                "%s: not from 1 to 100, dram_percent disabled", section.where("dram_percent")
+            )
+            dram = 0
+
+    tracker = _choice(section, "tracker", TRACKERS)
+    actuator = _choice(section, "actuator", ACTUATORS)
+    return SlideTaskConfig(
+        T=t_value, swap_threshold_kb=swap_kb, dram_percent=dram, tracker=tracker, actuator=actuator
+    )
+
+
+def _choice(section: ConfigSection, key: str, allowed: tuple[str, ...]) -> str | None:
+    if key not in section:
+        return None
+    value = section[key].strip()
+    if value not in allowed:
+        raise ConfigError(f"{section.where(key)}: must be one of {', '.join(allowed)}")
+    return value

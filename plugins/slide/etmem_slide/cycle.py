@@ -1,0 +1,213 @@
+"""One slide cycle for one pid (C ``slide_executor``): gate, ``loop`` scan passes, classify,
+swap out, swapcache watermarks.
+
+Everything the cycle touches comes in as an argument: the tracker and actuator factories, the
+``sleep`` of the worker and the /proc root, so it runs unchanged against fake trees and fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from etmem_scan import procfs
+from etmem_scan.pagerefs import PageRefs, PassRefs
+from etmem_sdk import TargetGone
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: Bytes of a page of each type (PTE, PMD, PUD), for a 4 KiB base page: 4K / 2M / 1G.
+_SHIFT = PAGE_SIZE.bit_length() - 1
+TYPE_SIZES = np.array(
+    [1 << _SHIFT, 1 << ((_SHIFT - 3) * 2 + 3), 1 << ((_SHIFT - 3) * 3 + 3)], dtype=np.uint64
+)
+
+
+class Tracker(Protocol):
+    """What the cycle needs from a tracker (``etmem_scan.tracker.Tracker`` fits)."""
+
+    def scan_pass(self, vmas: list[procfs.Vma]) -> PassRefs: ...
+
+    def close(self) -> None: ...
+
+
+class Actuator(Protocol):
+    """What the cycle needs from an actuator (see ``etmem_slide.mechanism``)."""
+
+    def reclaim(self, cold: PageRefs) -> int:
+        """Swap out ``cold`` (descending addresses); return the bytes handed to the kernel."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CycleSettings:
+    """The project and task settings one cycle uses (a snapshot taken at start)."""
+
+    loop: int
+    sleep: int
+    T: int
+    sysmem_threshold: int = -1
+    swap_threshold_kb: int = 0
+    dram_percent: int = 0
+
+
+@dataclass(slots=True)
+class CycleResult:
+    """What one cycle did for one pid."""
+
+    swapped: bool = False  # False: the gate said no, nothing was scanned
+    pages_scanned: int = 0
+    cold_pages: int = 0
+    bytes_out: int = 0
+    duration: float = 0.0
+
+
+def check_should_swap(
+    sysmem_threshold: int,
+    swap_threshold_kb: int,
+    meminfo: dict[str, int] | None,
+    status: dict[str, int] | None,
+) -> bool:
+    """The gate (C ``check_should_swap``), integer maths as in the original.
+
+    ``sysmem_threshold == -1`` always proceeds. Otherwise free memory must be below the threshold
+    (``MemFree*100/MemTotal < sysmem_threshold``) and then either ``VmRSS`` above
+    ``swap_threshold`` or, with no ``swap_threshold``, ``VmSwap`` below the same percentage of
+    ``VmRSS+VmSwap``.
+    """
+    if sysmem_threshold == -1:
+        return True
+    assert meminfo is not None and status is not None
+    total = meminfo.get("MemTotal", 0)
+    if total <= 0:
+        return False
+    if meminfo.get("MemFree", 0) * 100 // total >= sysmem_threshold:
+        return False
+    rss = status.get("VmRSS", 0)
+    if swap_threshold_kb:
+        return rss > swap_threshold_kb
+    swap = status.get("VmSwap", 0)
+    return (rss + swap) // 100 * sysmem_threshold > swap
+
+
+def accumulate(passes: list[PassRefs]) -> PageRefs:
+    """Sum the weights of every pass per page address (type of the first sighting kept)."""
+    if not passes:
+        empty = np.empty(0, dtype=np.uint64)
+        return PageRefs(empty, np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32))
+    addr = np.concatenate([p.addr for p in passes]).astype(np.uint64, copy=False)
+    typ = np.concatenate([p.type for p in passes]).astype(np.uint8, copy=False)
+    weight = np.concatenate([p.weight for p in passes]).astype(np.int32, copy=False)
+    # Stable sort keeps pass order within one address, so "first" below is the first sighting.
+    order = np.argsort(addr, kind="stable")
+    addr, typ, weight = addr[order], typ[order], weight[order]
+    first = np.ones(len(addr), dtype=bool)
+    first[1:] = addr[1:] != addr[:-1]
+    starts = np.flatnonzero(first)
+    counts = np.add.reduceat(weight, starts) if len(starts) else weight[:0]
+    return PageRefs(addr[starts], typ[starts], counts.astype(np.int32, copy=False))
+
+
+def dram_target_pages(dram_percent: int, status: dict[str, int]) -> int:
+    """How many pages to swap so that ``dram_percent`` of the process stays in RAM
+    (C ``check_should_migrate``: integer maths, division first)."""
+    rss, swap = status.get("VmRSS", 0), status.get("VmSwap", 0)
+    keep = (rss + swap) // 100 * dram_percent
+    if keep > rss:
+        return 0
+    return (rss - keep) * 1024 // PAGE_SIZE
+
+
+def select_cold(refs: PageRefs, T: int, target_pages: int | None = None) -> np.ndarray:
+    """Indices into ``refs`` of the pages to swap out, in descending address order.
+
+    Without ``target_pages`` every page with ``count < T`` is cold. With it (``dram_percent``),
+    pages are taken coldest bucket first (each bucket in descending address order), stopping at
+    the first page with ``count >= T`` or once ``target_pages`` are taken.
+    """
+    if target_pages is None:
+        idx = np.flatnonzero(refs.count < T)
+        return idx[::-1]
+    order = np.lexsort((-refs.addr.astype(np.int64), refs.count))  # count asc, addr desc
+    n_cold = int(np.searchsorted(refs.count[order], T, side="left"))
+    chosen = order[: min(n_cold, max(0, target_pages))]
+    return chosen[np.argsort(refs.addr[chosen], kind="stable")[::-1]]
+
+
+def take(refs: PageRefs, idx: np.ndarray) -> PageRefs:
+    """The rows ``idx`` of ``refs`` (in that order)."""
+    return PageRefs(refs.addr[idx], refs.type[idx], refs.count[idx])
+
+
+def run_cycle(
+    pid: int,
+    settings: CycleSettings,
+    *,
+    make_tracker: Callable[[int], Tracker],
+    make_actuator: Callable[[int], Actuator],
+    sleep: Callable[[float], None],
+    proc_root: str = "/proc",
+    swapcache: Callable[[int], None] | None = None,
+) -> CycleResult:
+    """Run one slide cycle for ``pid`` and say what it did.
+
+    Raises ``TargetGone`` when the process exits (the caller ends this pid's cycle quietly),
+    ``WorkerStopped`` from ``sleep`` when the task is being stopped, ``ScanError`` when a pass
+    failed (the whole scan is discarded, as in C). ``swapcache(pid)`` runs after the swap-out.
+    """
+    began = time.monotonic()
+    result = CycleResult()
+    meminfo = status = None
+    if settings.sysmem_threshold != -1:
+        meminfo = procfs.read_meminfo(proc_root)
+        status = procfs.read_status(pid, proc_root)
+    if not check_should_swap(
+        settings.sysmem_threshold, settings.swap_threshold_kb, meminfo, status
+    ):
+        result.duration = time.monotonic() - began
+        return result
+    result.swapped = True
+
+    vmas = procfs.read_vmas(pid, anon_only=True, proc_root=proc_root)
+    passes: list[PassRefs] = []
+    tracker = make_tracker(pid)
+    try:
+        for _ in range(settings.loop):
+            passes.append(tracker.scan_pass(vmas))
+            sleep(settings.sleep)  # after every pass, the last one too (as C)
+    finally:
+        tracker.close()
+    refs = accumulate(passes)
+    result.pages_scanned = len(refs)
+
+    target = None
+    if settings.dram_percent:
+        target = dram_target_pages(settings.dram_percent, procfs.read_status(pid, proc_root))
+    cold = take(refs, select_cold(refs, settings.T, target))
+    result.cold_pages = len(cold)
+    try:
+        if len(cold):
+            actuator = make_actuator(pid)
+            try:
+                result.bytes_out = actuator.reclaim(cold)
+            finally:
+                actuator.close()
+    finally:
+        # C attempts the swapcache step after every swap-out, even a failed one.
+        if swapcache is not None:
+            try:
+                swapcache(pid)
+            except TargetGone:
+                raise
+            except Exception:
+                log.exception("pid %d: swapcache reclaim failed", pid)
+    result.duration = time.monotonic() - began
+    return result

@@ -1,0 +1,314 @@
+"""The slide engine: swap out a process's cold pages (C ``etmemd_slide.c``).
+
+Registered as the ``slide`` entry point of ``etmem.engines``. The plugin module holds no state
+about projects: the engine's roots live in ``engine.params``, each task's settings, mechanism and
+worker in ``task.params``, per-pid data in ``task_pid.params``. The only process-wide state is the
+one-scanner-per-pid registry in :mod:`etmem_slide.claims` (see there why).
+
+Per task, a :class:`etmem_sdk.worker.PeriodicWorker` runs every project ``interval`` seconds: it
+refreshes the target pids (main pid and direct children) and runs
+:func:`etmem_slide.cycle.run_cycle`
+for each on up to ``max_threads`` threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from etmem_sdk import (
+    PAGE_SCAN,
+    ConfigError,
+    ConfigSection,
+    Engine,
+    EngineError,
+    Reply,
+    TargetGone,
+    Task,
+    TaskPid,
+    hookimpl,
+)
+from etmem_sdk.targets import refresh_task_pids
+from etmem_sdk.worker import PeriodicWorker, Sleep
+
+from . import claims, mechanism
+from .config import SlideTaskConfig, parse_task_config
+from .cycle import CycleSettings, run_cycle
+from .stats import StatsKeeper, format_showstats, new_stats
+
+log = logging.getLogger(__name__)
+
+#: Private commands (``etmem engine CMD -n PROJ -e slide [-t TASK]``).
+COMMANDS = ("showstats",)
+
+
+@dataclass
+class SlideEngine:
+    """``engine.params``: where the engine reads /proc and /sys (tests point these at fakes)."""
+
+    proc_root: str = "/proc"
+    sys_root: str = "/sys"
+    #: Test hook: a fixed capability table instead of probing the machine.
+    caps: dict[str, tuple[bool, str]] | None = None
+
+
+@dataclass
+class SlideTask:
+    """``task.params``: the validated keys, and while started the mechanism and the worker."""
+
+    config: SlideTaskConfig
+    mechanism: mechanism.Mechanism | None = None
+    worker: PeriodicWorker | None = None
+    stats: StatsKeeper | None = None
+    #: pids refused by ``alloc_pid_params`` because another task scans them: (pid, owner).
+    conflicts: list[tuple[int, Task]] = field(default_factory=list)
+
+
+@dataclass
+class SlidePid:
+    """``task_pid.params``: nothing per pid survives a cycle yet; kept for symmetry with C."""
+
+    cycles: int = 0
+
+
+def _engine_params(engine: Engine | None) -> SlideEngine:
+    params = engine.params if engine is not None else None
+    return params if isinstance(params, SlideEngine) else SlideEngine()
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@hookimpl
+def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
+    """slide has no engine keys; it only works in a ``scan_type=page`` project."""
+    project = engine.project
+    if project is not None and project.scan_type != PAGE_SCAN:
+        raise ConfigError(
+            f"{config.label}: [engine] name=slide: needs a project with scan_type=page, "
+            f"project {project.name} has scan_type={project.scan_type}"
+        )
+    engine.params = SlideEngine()
+
+
+@hookimpl
+def clear_eng_params(engine: Engine) -> None:
+    """Drop ``engine.params``."""
+    engine.params = None
+
+
+@hookimpl
+def fill_task_params(task: Task, config: ConfigSection) -> None:
+    """Validate ``T``, ``swap_threshold``, ``dram_percent``, ``tracker``, ``actuator``."""
+    cfg = parse_task_config(config, task.project)
+    task.params = SlideTask(config=cfg)
+    task.stats.clear()
+    task.stats.update(new_stats())
+    task.stats["running"] = False
+
+
+@hookimpl
+def clear_task_params(task: Task) -> None:
+    """Stop the task if it still runs, then drop ``task.params``."""
+    _stop(task)
+    task.params = None
+
+
+# -- start / stop -------------------------------------------------------------------------------
+
+
+@hookimpl
+def start_task(engine: Engine, task: Task) -> None:
+    """Pick the mechanism, claim the target pids, start the periodic worker.
+
+    Fails when no tracker/actuator works here, or when another task already scans a target pid.
+    A target that does not exist yet is not an error (it is looked for every cycle, as in C).
+    """
+    params: SlideTask = task.params
+    if params.worker is not None and params.worker.running:
+        return
+    project = task.project
+    if project is None or project.loop is None or project.interval is None or project.sleep is None:
+        raise EngineError(
+            f"task {task.name}: slide needs a page-scan project (loop/interval/sleep)"
+        )
+    eng = _engine_params(engine)
+    mech = mechanism.resolve(
+        params.config,
+        swap_flag=task.swap_flag,
+        proc_root=eng.proc_root,
+        sys_root=eng.sys_root,
+        caps=eng.caps,
+    )
+    params.mechanism = mech
+    params.stats = StatsKeeper(task)
+    task.stats["tracker"] = mech.tracker
+    task.stats["actuator"] = mech.actuator
+
+    def refresh(t: Task) -> list[TaskPid]:
+        return _refresh(t, eng.proc_root)
+
+    params.conflicts.clear()
+    try:
+        refresh(task)
+    except TargetGone:
+        pass
+    if params.conflicts:
+        pid, owner = params.conflicts[0]
+        _release_pids(engine, task)
+        raise EngineError(
+            f"task {task.name}: pid {pid} is already scanned by {claims.describe(owner)} "
+            f"(one scanner per process)"
+        )
+
+    settings = CycleSettings(
+        loop=project.loop,
+        sleep=project.sleep,
+        T=params.config.T,
+        sysmem_threshold=project.sysmem_threshold,
+        swap_threshold_kb=params.config.swap_threshold_kb,
+        dram_percent=params.config.dram_percent,
+    )
+
+    def per_pid(tp: TaskPid, sleep: Sleep) -> None:
+        _cycle(task, eng, settings, tp, sleep)
+
+    params.worker = PeriodicWorker(
+        task,
+        per_pid,
+        interval=project.interval,
+        max_threads=task.max_threads,
+        refresh=refresh,
+        active=lambda: project.start,
+        on_error=params.stats.error,
+        name=f"slide-{project.name}-{task.name}",
+    )
+    params.worker.start()
+    task.stats["running"] = True
+    log.info(
+        "slide: task %s of project %s started (tracker %s, actuator %s)",
+        task.name,
+        project.name,
+        mech.tracker,
+        mech.actuator,
+    )
+
+
+@hookimpl
+def stop_task(engine: Engine, task: Task) -> None:
+    """Stop the worker (within a second, even mid-``sleep``) and give the pids up."""
+    _stop(task)
+    _release_pids(engine, task)
+
+
+def _stop(task: Task) -> None:
+    params = task.params
+    if not isinstance(params, SlideTask):
+        return
+    worker, params.worker = params.worker, None
+    if worker is not None and not worker.stop(timeout=1.0):
+        log.warning("slide: task %s: a worker is still in a system call after stop", task.name)
+    claims.release_all(task)
+    task.stats["running"] = False
+
+
+def _release_pids(engine: Engine, task: Task) -> None:
+    """Drop the pid list (``free_pid_params`` for each), so a restart resolves afresh."""
+    pids, task.pids = task.pids, []
+    for tp in pids:
+        try:
+            free_pid_params(engine, tp)
+        except Exception:
+            log.exception("slide: free_pid_params(%d) failed", tp.pid)
+    claims.release_all(task)
+
+
+def _refresh(task: Task, proc_root: str) -> list[TaskPid]:
+    """Refresh the task's targets; only pids this task holds the claim for are worked on."""
+    refresh_task_pids(task, proc_root=proc_root)
+    return [tp for tp in task.pids if claims.owner(tp.pid) is task]
+
+
+# -- the per-pid cycle --------------------------------------------------------------------------
+
+
+def _cycle(
+    task: Task, eng: SlideEngine, settings: CycleSettings, tp: TaskPid, sleep: Sleep
+) -> None:
+    pid = tp.pid
+    if pid <= 1 or pid == os.getpid():  # belt and braces: targets.py already filters these
+        return
+    params: SlideTask = task.params
+    mech = params.mechanism
+    assert mech is not None and params.stats is not None
+    project = task.project
+    swapcache = None
+    if mech.swapcache is not None and project is not None:
+
+        def swapcache(p: int) -> None:
+            mech.swapcache(project, p)
+
+    try:
+        result = run_cycle(
+            pid,
+            settings,
+            make_tracker=mech.make_tracker,
+            make_actuator=mech.make_actuator,
+            sleep=sleep,
+            proc_root=eng.proc_root,
+            swapcache=swapcache,
+        )
+    except TargetGone:
+        raise
+    except Exception as exc:
+        # A target exiting mid-cycle shows up as whatever its files fail with: end quietly.
+        if not os.path.isdir(f"{eng.proc_root}/{pid}"):
+            raise TargetGone(f"pid {pid} exited mid-cycle") from exc
+        raise
+    params.stats.record(tp, result)
+    if isinstance(tp.params, SlidePid):
+        tp.params.cycles += 1
+
+
+# -- pids -----------------------------------------------------------------------------------------
+
+
+@hookimpl
+def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
+    """Claim a new target pid for its task; refuse (drop it) if another task scans it."""
+    task = task_pid.task
+    pid = task_pid.pid
+    if pid <= 1 or pid == os.getpid():
+        raise EngineError(f"slide never targets pid {pid}")
+    if task is None:
+        raise EngineError(f"pid {pid} has no task")
+    owner = claims.claim(pid, task)
+    if owner is not None:
+        if isinstance(task.params, SlideTask):
+            task.params.conflicts.append((pid, owner))
+        raise EngineError(f"pid {pid} is already scanned by {claims.describe(owner)}")
+    task_pid.params = SlidePid()
+    if not task_pid.stats:
+        task_pid.stats.update(new_stats())
+
+
+@hookimpl
+def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
+    """Give a pid that left the task's list up."""
+    if task_pid.task is not None:
+        claims.release(task_pid.pid, task_pid.task)
+    task_pid.params = None
+
+
+# -- private commands ---------------------------------------------------------------------------
+
+
+@hookimpl
+def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> None:
+    """``showstats``: per task and per pid statistics (all tasks of the engine without ``-t``)."""
+    if cmd not in COMMANDS:
+        raise EngineError(f"slide: unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
+    tasks: list[Any] = [task] if task is not None else list(engine.tasks)
+    reply.write(format_showstats(tasks) if tasks else "no task\n")

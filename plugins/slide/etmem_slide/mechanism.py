@@ -1,0 +1,173 @@
+"""Which tracker and actuator a slide task uses, and the glue to build them per pid.
+
+Preference follows the original where it can run: ``idle_pages`` + ``swap_pages`` (openEuler's
+etmem_scan / etmem_swap modules); elsewhere ``page_idle`` or ``refs`` for tracking and
+``pageout`` (process_madvise) for swapping out. A task may force either with ``tracker=`` /
+``actuator=``; a forced mechanism that does not work here fails the start, naming what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from etmem_scan import procfs
+from etmem_scan.pagerefs import PageRefs
+from etmem_sdk import EngineError, Project
+
+from .config import SlideTaskConfig
+from .cycle import TYPE_SIZES, Actuator, Tracker
+
+log = logging.getLogger(__name__)
+
+TRACKER_PREFERENCE = ("idle_pages", "page_idle", "refs")
+ACTUATOR_PREFERENCE = ("swap_pages", "pageout")
+#: idle_pages VMA_SCAN_FLAG: only scan VMAs marked for swap (madvise 203 on openEuler).
+VMA_SCAN_FLAG = 0x1000
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """The chosen tracker/actuator pair of a task, with factories bound to its roots."""
+
+    tracker: str
+    actuator: str
+    make_tracker: Callable[[int], Tracker]
+    make_actuator: Callable[[int], Actuator]
+    #: ``swapcache(project, pid)``: the watermark step, or None when the actuator has no swapcache.
+    swapcache: Callable[[Project, int], None] | None
+
+
+def _probe(proc_root: str, sys_root: str) -> dict[str, tuple[bool, str]]:
+    """``{"tracker.refs": (usable, why_not), ...}`` from the scan library's probe."""
+    from etmem_scan import probe
+
+    return probe.capabilities(proc_root=proc_root, sys_root=sys_root)
+
+
+def _usable(caps: dict[str, tuple[bool, str]], kind: str, name: str) -> tuple[bool, str]:
+    return caps.get(f"{kind}.{name}", (False, "the capability probe does not know it"))
+
+
+def _pick(
+    kind: str, forced: str | None, preference: tuple[str, ...], caps: dict[str, tuple[bool, str]]
+) -> str:
+    if forced is not None:
+        ok, why = _usable(caps, kind, forced)
+        if not ok:
+            raise EngineError(f"{kind} {forced} (forced by {kind}=) is not usable here: {why}")
+        return forced
+    missing = []
+    for name in preference:
+        ok, why = _usable(caps, kind, name)
+        if ok:
+            return name
+        missing.append(f"{name}: {why}")
+    raise EngineError(f"no usable {kind} on this machine ({'; '.join(missing)})")
+
+
+def resolve(
+    cfg: SlideTaskConfig,
+    *,
+    swap_flag: bool,
+    proc_root: str = "/proc",
+    sys_root: str = "/sys",
+    caps: dict[str, tuple[bool, str]] | None = None,
+) -> Mechanism:
+    """Choose and bind the tracker and actuator for a task; raise ``EngineError`` saying what is
+    missing when nothing usable exists (the task then fails to start)."""
+    if caps is None:
+        caps = _probe(proc_root, sys_root)
+    tracker = _pick("tracker", cfg.tracker, TRACKER_PREFERENCE, caps)
+    if swap_flag and tracker != "idle_pages":
+        # Only etmem_scan knows which VMAs carry the swap mark; scanning everything would
+        # swap out memory the user asked to keep.
+        raise EngineError(
+            f"swap_flag=yes needs the idle_pages tracker (openEuler etmem_scan module); "
+            f"this task would use {tracker}"
+        )
+    actuator = _pick("actuator", cfg.actuator, ACTUATOR_PREFERENCE, caps)
+    return Mechanism(
+        tracker=tracker,
+        actuator=actuator,
+        make_tracker=_tracker_factory(tracker, swap_flag, proc_root, sys_root),
+        make_actuator=_actuator_factory(actuator, proc_root, sys_root),
+        swapcache=_swapcache_step(proc_root) if actuator == "swap_pages" else None,
+    )
+
+
+def _tracker_factory(
+    name: str, swap_flag: bool, proc_root: str, sys_root: str
+) -> Callable[[int], Tracker]:
+    from etmem_scan import trackers
+
+    if name == "idle_pages":
+        from etmem_scan import idle_pages
+
+        vma_flags = VMA_SCAN_FLAG if swap_flag else 0
+        return lambda pid: idle_pages.IdlePagesTracker(
+            pid, proc_root=proc_root, vma_flags=vma_flags
+        )
+    return lambda pid: trackers.make_tracker(name, pid, proc_root=proc_root, sys_root=sys_root)
+
+
+class _BoundActuator:
+    """An ``etmem_scan`` actuator (``apply(pid, addrs, sizes)``) bound to one pid for a cycle."""
+
+    def __init__(self, impl: object, pid: int) -> None:
+        self._impl = impl
+        self._pid = pid
+
+    def reclaim(self, cold: PageRefs) -> int:
+        sizes = TYPE_SIZES[cold.type]
+        got = self._impl.apply(self._pid, cold.addr, sizes)  # type: ignore[attr-defined]
+        # swap_pages reports nothing useful back (the kernel returns the length written).
+        return int(got) if isinstance(got, int) and got >= 0 else int(sizes.sum())
+
+    def close(self) -> None:
+        """The actuator is shared by the task's cycles; it is closed with the task."""
+
+
+def _actuator_factory(name: str, proc_root: str, sys_root: str) -> Callable[[int], Actuator]:
+    from etmem_scan import actuators
+
+    impl = actuators.make_actuator(name, proc_root=proc_root, sys_root=sys_root)
+    return lambda pid: _BoundActuator(impl, pid)
+
+
+def _swapcache_step(proc_root: str) -> Callable[[Project, int], None]:
+    def step(project: Project, pid: int) -> None:
+        reclaim_swapcache(project, pid, proc_root=proc_root)
+
+    return step
+
+
+def swapcache_over_high(meminfo: dict[str, int], high: int) -> bool:
+    """C's test: SwapCached non-zero and ``MemTotal/SwapCached < 100/high`` (integer divisions)."""
+    cached = meminfo.get("SwapCached", 0)
+    if cached == 0 or high <= 0:
+        return False
+    return meminfo.get("MemTotal", 0) // cached < 100 // high
+
+
+def reclaim_swapcache(project: Project, pid: int, *, proc_root: str = "/proc") -> bool:
+    """The swapcache step (C ``etmemd_reclaim_swapcache``); True if the reclaim ioctl was sent.
+
+    Skipped unless both watermarks are set and swap cache use is above the high one. The first
+    time per project the watermarks are handed to the kernel (``wmark_set``, never reset, as C);
+    then reclaim is switched on. It is never switched off (C never sends RECLAIM_SWAPCACHE_OFF).
+    """
+    high, low = project.swapcache_high_wmark, project.swapcache_low_wmark
+    if high == -1 or low == -1:
+        return False
+    if not swapcache_over_high(procfs.read_meminfo(proc_root), high):
+        return False
+    from etmem_scan import swap_pages
+
+    with project.lock:
+        if not project.wmark_set:
+            swap_pages.set_swapcache_wmark(pid, low, high, proc_root=proc_root)
+            project.wmark_set = True
+    swap_pages.reclaim_swapcache_on(pid, proc_root=proc_root)
+    return True

@@ -1,0 +1,569 @@
+"""slide engine units: key validation, the gate, classification, one cycle over fakes, the engine
+hooks (start/stop, one scanner per pid, showstats) on a fake /proc tree, golden swap_pages text."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pluggy
+import pytest
+from etmem_scan.pagerefs import PageRefs, PassRefs
+from etmem_sdk import (
+    ENGINE_OPS,
+    BufferReply,
+    ConfigError,
+    ConfigSection,
+    Engine,
+    EngineError,
+    Project,
+    TargetGone,
+    Task,
+    hookspecs,
+)
+from etmem_slide import claims, config, cycle, engine, mechanism, stats
+
+B = 0x7F0000000000
+PAGE = 4096
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _project(**kw) -> Project:
+    base = dict(name="p", loop=3, interval=1, sleep=1)
+    base.update(kw)
+    return Project(**base)
+
+
+def _section(**keys: str) -> ConfigSection:
+    items = {"name": "t", "type": "pid", "value": "1", **keys}
+    return ConfigSection("task", items, path="/etc/etmem/slide.conf")
+
+
+def _passrefs(addrs, weights, types=None) -> PassRefs:
+    addrs = np.asarray(addrs, dtype=np.uint64)
+    types = np.zeros(len(addrs), np.uint8) if types is None else np.asarray(types, np.uint8)
+    return PassRefs(addrs, types, np.asarray(weights, dtype=np.uint8))
+
+
+def _refs(addrs, counts, types=None) -> PageRefs:
+    addrs = np.asarray(addrs, dtype=np.uint64)
+    types = np.zeros(len(addrs), np.uint8) if types is None else np.asarray(types, np.uint8)
+    return PageRefs(addrs, types, np.asarray(counts, dtype=np.int32))
+
+
+def _write_proc(root: Path, pid: int, *, comm="work", ppid=1, rss=1000, swap=0, maps=None):
+    d = root / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} {pid} 0 -1 4194304 0 0 0 0\n")
+    (d / "comm").write_text(comm + "\n")
+    (d / "status").write_text(
+        f"Name:\t{comm}\nPid:\t{pid}\nPPid:\t{ppid}\nVmRSS:\t{rss} kB\nVmSwap:\t{swap} kB\n"
+    )
+    if maps is None:
+        maps = f"{B:x}-{B + 0x100000:x} rw-p 00000000 00:00 0 \n"
+    (d / "maps").write_text(maps)
+
+
+def _meminfo(root: Path, total=1000, free=100, cached=0):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "meminfo").write_text(
+        f"MemTotal:       {total} kB\nMemFree:        {free} kB\n"
+        f"SwapCached:     {cached} kB\nSwapTotal:      1000 kB\n"
+    )
+
+
+# -- key validation (§3.5, §10) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["5G", "5g", "123456789g", "999999999g"])
+def test_swap_threshold_ok(text):
+    assert config.parse_swap_threshold(text) == int(text[:-1]) << 20
+    cfg = config.parse_task_config(_section(T="1", swap_threshold=text), _project())
+    assert cfg.swap_threshold_kb == int(text[:-1]) << 20
+
+
+@pytest.mark.parametrize("text", ["", "12345678910234g", "12hhG", "1234", "50m"])
+def test_swap_threshold_bad(text):
+    with pytest.raises(ConfigError, match=r"slide\.conf: \[task\] swap_threshold="):
+        config.parse_task_config(_section(T="1", swap_threshold=text), _project())
+
+
+def test_swap_threshold_g_alone_is_unset():
+    assert config.parse_swap_threshold("g") == 0
+
+
+@pytest.mark.parametrize("value", ["", "10", "-1", "abc"])
+def test_T_bad(value):
+    # loop=3 -> T may be 0..9; 10 is over 3*loop.
+    with pytest.raises(ConfigError, match=r"\[task\] T"):
+        config.parse_task_config(_section(T=value), _project(loop=3))
+
+
+def test_T_missing():
+    with pytest.raises(ConfigError, match="T: key is required"):
+        config.parse_task_config(_section(), _project())
+
+
+@pytest.mark.parametrize("value", ["0", "1", "9"])
+def test_T_ok(value):
+    assert config.parse_task_config(_section(T=value), _project(loop=3)).T == int(value)
+
+
+def test_T_needs_page_project():
+    with pytest.raises(ConfigError, match="scan_type=page"):
+        config.parse_task_config(_section(T="1"), Project(name="p", scan_type="psi", interval=1))
+
+
+@pytest.mark.parametrize(
+    ("value", "want"), [("50", 50), ("1", 1), ("100", 100), ("0", 0), ("101", 0), ("-5", 0)]
+)
+def test_dram_percent_out_of_range_is_disabled(value, want, caplog):
+    cfg = config.parse_task_config(_section(T="1", dram_percent=value), _project())
+    assert cfg.dram_percent == want
+    if want == 0:
+        assert "dram_percent disabled" in caplog.text
+
+
+def test_dram_percent_not_a_number():
+    with pytest.raises(ConfigError, match="dram_percent=x"):
+        config.parse_task_config(_section(T="1", dram_percent="x"), _project())
+
+
+def test_tracker_actuator_keys():
+    cfg = config.parse_task_config(_section(T="1", tracker="refs", actuator="pageout"), _project())
+    assert (cfg.tracker, cfg.actuator) == ("refs", "pageout")
+    with pytest.raises(ConfigError, match="tracker=magic: must be one of"):
+        config.parse_task_config(_section(T="1", tracker="magic"), _project())
+    with pytest.raises(ConfigError, match="actuator=zram"):
+        config.parse_task_config(_section(T="1", actuator="zram"), _project())
+
+
+def test_fill_eng_params_refuses_non_page_project():
+    eng = Engine(name="slide", kind="slide", project=Project(name="p", scan_type="region"))
+    with pytest.raises(ConfigError, match="scan_type=page"):
+        engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
+
+
+# -- the gate (§5 step 1) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sysmem", "swap_kb", "free", "rss", "swap", "want"),
+    [
+        (-1, 0, 999, 0, 0, True),  # disabled: always proceed
+        (0, 0, 0, 1000, 0, False),  # sysmem_threshold=0 never proceeds
+        (50, 0, 500, 1000, 0, False),  # 50 % free is not below 50
+        (50, 0, 499, 1000, 0, True),  # below: VmSwap cap 1000/100*50=500 > 0
+        (50, 0, 100, 1000, 500, True),  # (1500)//100*50 = 750 > 500
+        (50, 0, 100, 500, 500, False),  # (1000)//100*50 = 500, not > 500
+        (50, 0, 100, 99, 0, False),  # division first: 99//100*50 = 0
+        (50, 2 << 20, 100, 2 << 20, 0, False),  # swap_threshold: RSS must be above it
+        (50, 2 << 20, 100, (2 << 20) + 1, 0, True),
+        (50, 1 << 20, 600, 5 << 20, 0, False),  # swap_threshold only matters when memory is low
+    ],
+)
+def test_gate(sysmem, swap_kb, free, rss, swap, want):
+    meminfo = {"MemTotal": 1000, "MemFree": free}
+    status = {"VmRSS": rss, "VmSwap": swap}
+    assert cycle.check_should_swap(sysmem, swap_kb, meminfo, status) is want
+
+
+# -- accumulate / classify (§5 steps 2-3) --------------------------------------------------------
+
+
+def test_accumulate_sums_weights_first_type_kept():
+    p1 = _passrefs([B + 2 * PAGE, B, B + PAGE], [1, 0, 3], [0, 0, 0])
+    p2 = _passrefs([B, B + 2 * PAGE, B + 9 * PAGE], [1, 1, 0], [1, 0, 0])
+    refs = cycle.accumulate([p1, p2])
+    assert refs.addr.tolist() == [B, B + PAGE, B + 2 * PAGE, B + 9 * PAGE]
+    assert refs.count.tolist() == [1, 3, 2, 0]
+    assert refs.type.tolist() == [0, 0, 0, 0]
+
+
+def test_select_cold_threshold_descending():
+    refs = _refs([B, B + PAGE, B + 2 * PAGE, B + 3 * PAGE], [0, 2, 1, 3])
+    idx = cycle.select_cold(refs, T=2)
+    assert refs.addr[idx].tolist() == [B + 2 * PAGE, B]
+    assert cycle.select_cold(refs, T=0).size == 0  # T=0: nothing is cold
+
+
+def test_select_cold_dram_percent_buckets():
+    # counts: bucket 0 = pages 0, 4; bucket 1 = pages 2, 5; hot (>= T=2): 1, 3
+    refs = _refs([B + i * PAGE for i in range(6)], [0, 2, 1, 3, 0, 1])
+    # coldest bucket first, each bucket in descending address order: 4, 0, 5, 2
+    assert refs.addr[cycle.select_cold(refs, 2, 3)].tolist() == [B + 5 * PAGE, B + 4 * PAGE, B]
+    assert len(cycle.select_cold(refs, 2, 100)) == 4  # stops at the first hot page
+    assert len(cycle.select_cold(refs, 2, 0)) == 0
+
+
+def test_dram_target_pages():
+    # keep = (800+200)//100*50 = 500 kB; RSS 800 -> 300 kB to swap
+    assert cycle.dram_target_pages(50, {"VmRSS": 800, "VmSwap": 200}) == 300 * 1024 // PAGE
+    assert cycle.dram_target_pages(90, {"VmRSS": 800, "VmSwap": 200}) == 0  # keep > RSS
+
+
+# -- one cycle over fakes ------------------------------------------------------------------------
+
+
+class FakeTracker:
+    def __init__(self, passes, log):
+        self.passes = list(passes)
+        self.log = log
+
+    def scan_pass(self, vmas):
+        self.log.append(("pass", tuple((v.start, v.end) for v in vmas)))
+        item = self.passes.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self.log.append(("close",))
+
+
+class FakeActuator:
+    def __init__(self, log):
+        self.log = log
+
+    def reclaim(self, cold):
+        self.log.append(("reclaim", cold.addr.tolist()))
+        return len(cold) * PAGE
+
+    def close(self):
+        pass
+
+
+def _run(tmp_path, passes, settings, **kw):
+    log: list = []
+    result = cycle.run_cycle(
+        4242,
+        settings,
+        make_tracker=lambda pid: FakeTracker(passes, log),
+        make_actuator=lambda pid: FakeActuator(log),
+        sleep=lambda s: log.append(("sleep", s)),
+        proc_root=str(tmp_path),
+        **kw,
+    )
+    return result, log
+
+
+def test_cycle_loop_passes_sleep_after_each_and_cold_list(tmp_path):
+    _write_proc(tmp_path, 4242)
+    pages = [B + i * PAGE for i in range(4)]
+    passes = [_passrefs(pages, [1, 0, 1, 0]), _passrefs(pages, [1, 0, 0, 0])]
+    result, log = _run(tmp_path, passes, cycle.CycleSettings(loop=2, sleep=7, T=2))
+    kinds = [e[0] for e in log]
+    assert kinds == ["pass", "sleep", "pass", "sleep", "close", "reclaim"]
+    assert log[1] == ("sleep", 7)
+    assert log[-1] == ("reclaim", [pages[3], pages[2], pages[1]])
+    assert (result.swapped, result.pages_scanned, result.cold_pages) == (True, 4, 3)
+    assert result.bytes_out == 3 * PAGE
+
+
+def test_cycle_gate_no_scan(tmp_path):
+    _write_proc(tmp_path, 4242, rss=1000)
+    _meminfo(tmp_path, total=1000, free=900)
+    result, log = _run(tmp_path, [], cycle.CycleSettings(loop=1, sleep=1, T=1, sysmem_threshold=50))
+    assert result.swapped is False and log == []
+
+
+def test_cycle_nothing_cold_opens_no_actuator(tmp_path):
+    _write_proc(tmp_path, 4242)
+    passes = [_passrefs([B], [1])]
+    result, log = _run(tmp_path, passes, cycle.CycleSettings(loop=1, sleep=1, T=1))
+    assert [e[0] for e in log] == ["pass", "sleep", "close"] and result.cold_pages == 0
+
+
+def test_cycle_failed_pass_discards_everything(tmp_path):
+    from etmem_scan.tracker import ScanError
+
+    _write_proc(tmp_path, 4242)
+    passes = [_passrefs([B], [0]), ScanError("bad stream")]
+    with pytest.raises(ScanError):
+        _run(tmp_path, passes, cycle.CycleSettings(loop=2, sleep=1, T=1))
+
+
+def test_cycle_target_gone(tmp_path):
+    with pytest.raises(TargetGone):
+        _run(tmp_path, [], cycle.CycleSettings(loop=1, sleep=1, T=1))
+
+
+def test_cycle_swapcache_called_after_swapout(tmp_path):
+    _write_proc(tmp_path, 4242)
+    called = []
+    result, log = _run(
+        tmp_path,
+        [_passrefs([B], [0])],
+        cycle.CycleSettings(loop=1, sleep=1, T=1),
+        swapcache=called.append,
+    )
+    assert called == [4242] and result.cold_pages == 1
+
+
+# -- swapcache watermarks (§5 step 5) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("total", "cached", "high", "want"),
+    [
+        (100, 0, 5, False),
+        (100, 100, 100, False),
+        (100, 100, 5, True),
+        (1000, 49, 5, False),
+        (1000, 51, 5, True),
+    ],
+)
+def test_swapcache_over_high(total, cached, high, want):
+    assert mechanism.swapcache_over_high({"MemTotal": total, "SwapCached": cached}, high) is want
+
+
+def test_swapcache_needs_both_watermarks(tmp_path):
+    _meminfo(tmp_path, total=100, cached=100)
+    project = _project(swapcache_high_wmark=5)
+    assert mechanism.reclaim_swapcache(project, 4242, proc_root=str(tmp_path)) is False
+
+
+# -- mechanism choice ----------------------------------------------------------------------------
+
+
+def _caps(**ok):
+    names = [
+        "tracker.idle_pages",
+        "tracker.page_idle",
+        "tracker.refs",
+        "actuator.swap_pages",
+        "actuator.pageout",
+    ]
+    return {n: (ok.get(n.split(".")[1], False), f"{n} missing") for n in names}
+
+
+def test_mechanism_pick_preference_and_forcing(monkeypatch):
+    monkeypatch.setattr(mechanism, "_tracker_factory", lambda *a: None)
+    monkeypatch.setattr(mechanism, "_actuator_factory", lambda *a: None)
+    cfg = config.SlideTaskConfig(T=1)
+    m = mechanism.resolve(cfg, swap_flag=False, caps=_caps(refs=True, pageout=True))
+    assert (m.tracker, m.actuator, m.swapcache) == ("refs", "pageout", None)
+    m = mechanism.resolve(
+        cfg, swap_flag=False, caps=_caps(idle_pages=True, refs=True, swap_pages=True, pageout=True)
+    )
+    assert (m.tracker, m.actuator) == ("idle_pages", "swap_pages") and m.swapcache is not None
+    forced = config.SlideTaskConfig(T=1, tracker="refs", actuator="pageout")
+    m = mechanism.resolve(
+        forced,
+        swap_flag=False,
+        caps=_caps(idle_pages=True, refs=True, swap_pages=True, pageout=True),
+    )
+    assert (m.tracker, m.actuator) == ("refs", "pageout")
+
+
+def test_mechanism_nothing_usable_says_what_is_missing(monkeypatch):
+    cfg = config.SlideTaskConfig(T=1)
+    with pytest.raises(
+        EngineError, match=r"no usable tracker.*idle_pages: tracker.idle_pages missing"
+    ):
+        mechanism.resolve(cfg, swap_flag=False, caps=_caps(pageout=True))
+    with pytest.raises(EngineError, match="no usable actuator"):
+        mechanism.resolve(cfg, swap_flag=False, caps=_caps(refs=True))
+    forced = config.SlideTaskConfig(T=1, tracker="page_idle")
+    with pytest.raises(EngineError, match="tracker page_idle .* not usable here"):
+        mechanism.resolve(forced, swap_flag=False, caps=_caps(refs=True, pageout=True))
+    with pytest.raises(EngineError, match="swap_flag=yes needs the idle_pages tracker"):
+        mechanism.resolve(cfg, swap_flag=True, caps=_caps(refs=True, pageout=True))
+
+
+# -- the engine hooks on a fake /proc tree -------------------------------------------------------
+
+
+class _Fakes:
+    """A fake mechanism: per-pid pass lists, records every reclaim."""
+
+    def __init__(self):
+        self.reclaims: list[tuple[int, list[int]]] = []
+        self.passes_for: dict[int, list] = {}
+        self.block = threading.Event()
+        self.in_scan = threading.Event()
+
+    def mechanism(self, cfg, **kw):
+        fakes = self
+
+        class T:
+            def __init__(self, pid):
+                self.pid = pid
+
+            def scan_pass(self, vmas):
+                fakes.in_scan.set()
+                return fakes.passes_for.get(self.pid, [_passrefs([B, B + PAGE], [0, 1])])[0]
+
+            def close(self):
+                pass
+
+        class A:
+            def __init__(self, pid):
+                self.pid = pid
+
+            def reclaim(self, cold):
+                fakes.reclaims.append((self.pid, cold.addr.tolist()))
+                return len(cold) * PAGE
+
+            def close(self):
+                pass
+
+        return mechanism.Mechanism("fake_t", "fake_a", T, A, None)
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    f = _Fakes()
+    monkeypatch.setattr(mechanism, "resolve", f.mechanism)
+    return f
+
+
+def _engine(tmp_path, project) -> Engine:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(engine)
+    eng = Engine(
+        name="slide", kind="slide", project=project, hooks=pm.hook, implements=frozenset(ENGINE_OPS)
+    )
+    project.engines.insert(0, eng)
+    engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
+    eng.params.proc_root = str(tmp_path)
+    return eng
+
+
+def _task(eng, name, value, **keys) -> Task:
+    t = Task(name=name, type="pid", value=str(value), engine=eng)
+    engine.fill_task_params(t, _section(name=name, value=str(value), T="1", **keys))
+    eng.tasks.insert(0, t)
+    return t
+
+
+def test_engine_cycle_stats_showstats(tmp_path, fakes):
+    _write_proc(tmp_path, 500)
+    _write_proc(tmp_path, 501, ppid=500)  # a child: scanned too
+    project = _project(loop=1, interval=1, sleep=1)
+    eng = _engine(tmp_path, project)
+    task = _task(eng, "t1", 500)
+    engine.start_task(eng, task)
+    try:
+        assert [tp.pid for tp in task.pids] == [500, 501]
+        assert claims.owner(500) is task and claims.owner(501) is task
+        task.params.worker.run_once()  # one tick now instead of waiting a second
+    finally:
+        engine.stop_task(eng, task)
+    assert sorted(fakes.reclaims) == [(500, [B]), (501, [B])]
+    assert claims.owner(500) is None and task.pids == []
+    s = task.stats
+    assert (s["cycles"], s["pages_scanned"], s["cold_pages"], s["bytes_swapped"]) == (
+        2,
+        4,
+        2,
+        2 * PAGE,
+    )
+    assert s["tracker"] == "fake_t" and s["running"] is False
+    json.dumps(s)  # project show --json must be able to carry it
+    reply = BufferReply()
+    engine.eng_mgt_func(eng, None, "showstats", reply)
+    assert "task: t1" in reply.text and "tracker: fake_t" in reply.text
+    total = next(line for line in reply.text.splitlines() if line.startswith("total"))
+    assert total.split()[:6] == ["total", "2", "0", "4", "2", "8"]
+    with pytest.raises(EngineError, match="unknown command"):
+        engine.eng_mgt_func(eng, task, "showhostpages", BufferReply())
+
+
+def test_one_scanner_per_pid_across_projects(tmp_path, fakes):
+    _write_proc(tmp_path, 600)
+    e1 = _engine(tmp_path, _project(name="alpha"))
+    e2 = _engine(tmp_path, _project(name="beta"))
+    t1 = _task(e1, "first", 600)
+    t2 = _task(e2, "second", 600)
+    engine.start_task(e1, t1)
+    try:
+        with pytest.raises(
+            EngineError, match="pid 600 is already scanned by task first of project alpha"
+        ):
+            engine.start_task(e2, t2)
+        assert claims.owner(600) is t1 and t2.params.worker is None
+    finally:
+        engine.stop_task(e1, t1)
+    engine.start_task(e2, t2)  # free again once the first stopped
+    engine.stop_task(e2, t2)
+
+
+def test_target_missing_at_start_is_not_an_error(tmp_path, fakes):
+    eng = _engine(tmp_path, _project())
+    task = _task(eng, "t", 777)
+    engine.start_task(eng, task)
+    try:
+        task.params.worker.run_once()
+        assert task.pids == [] and task.stats["cycles"] == 0
+    finally:
+        engine.stop_task(eng, task)
+
+
+def test_never_targets_init_or_etmemd(tmp_path):
+    eng = _engine(tmp_path, _project())
+    task = _task(eng, "t", 1)
+    from etmem_sdk import TaskPid
+
+    for pid in (1, os.getpid()):
+        with pytest.raises(EngineError, match="never targets"):
+            engine.alloc_pid_params(eng, TaskPid(pid=pid, task=task))
+
+
+def test_stop_mid_sleep_is_prompt(tmp_path, fakes):
+    _write_proc(tmp_path, 800)
+    project = _project(loop=2, interval=1, sleep=600, start=True)
+    eng = _engine(tmp_path, project)
+    task = _task(eng, "t", 800)
+    engine.start_task(eng, task)
+    worker = task.params.worker
+    assert fakes.in_scan.wait(10)  # first pass done, now in the 600 s sleep
+    engine.stop_task(eng, task)
+    assert not worker.running
+    assert fakes.reclaims == []  # the cycle was cut short before swapping anything
+
+
+def test_cycle_error_is_counted(tmp_path, fakes):
+    _write_proc(tmp_path, 900)
+    fakes.passes_for[900] = ["not a PassRefs"]
+    eng = _engine(tmp_path, _project(loop=1))
+    task = _task(eng, "t", 900)
+    engine.start_task(eng, task)
+    try:
+        task.params.worker.run_once()
+    finally:
+        engine.stop_task(eng, task)
+    assert task.stats["errors"] == 1 and task.stats["last_error"]
+
+
+def test_target_exiting_mid_cycle_is_quiet(tmp_path, fakes, monkeypatch):
+    _write_proc(tmp_path, 950)
+    eng = _engine(tmp_path, _project(loop=1))
+    task = _task(eng, "t", 950)
+    engine.start_task(eng, task)
+
+    def vanish(*a, **kw):
+        import shutil
+
+        shutil.rmtree(tmp_path / "950")
+        raise OSError(3, "No such process")
+
+    monkeypatch.setattr(cycle.procfs, "read_vmas", vanish)
+    try:
+        task.params.worker.run_once()
+    finally:
+        engine.stop_task(eng, task)
+    assert task.stats["errors"] == 0 and task.stats["cycles"] == 0
+
+
+def test_stats_format_without_pids():
+    t = Task(name="x", type="name", value="v")
+    t.stats.update(stats.new_stats())
+    text = stats.format_showstats([t])
+    assert text.startswith("task: x") and "total" in text
