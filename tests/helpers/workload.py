@@ -1,0 +1,95 @@
+"""A test workload: one mapping it keeps touching (hot), one it filled once (cold).
+
+Run as ``python workload.py --hot-mib 8 --cold-mib 32 [--period 0.05] [--file PATH]``.
+Prints one JSON line once everything is mapped and filled::
+
+    {"hot": [start, end], "cold": [start, end], "extra": {...}}
+
+then writes one byte into every hot page each ``--period`` seconds until killed.
+
+Each mapping is its own VMA: guard pages with no access sit before, between and after them,
+so the kernel cannot merge them with each other or with the interpreter's own mappings.
+Both are filled with non-zero bytes (the kernel does not write zero pages to swap).
+With ``--file`` it also maps, for the anonymous-rule tests: the file private read-only, the
+file private writable, and one page of shared anonymous memory (addresses under ``extra``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import sys
+import time
+
+import numpy as np
+
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]  # fmt: skip
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PROT_NONE = 0
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _mmap(length: int, prot: int, flags: int, fd: int = -1) -> int:
+    addr = libc.mmap(None, length, prot, flags, fd, 0)
+    if addr in (None, MAP_FAILED):
+        raise OSError(ctypes.get_errno(), "mmap")
+    return addr
+
+
+def _view(addr: int, length: int) -> np.ndarray:
+    return np.ctypeslib.as_array(ctypes.cast(addr, ctypes.POINTER(ctypes.c_uint8)), (length,))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hot-mib", type=int, default=8)
+    ap.add_argument("--cold-mib", type=int, default=32)
+    ap.add_argument("--period", type=float, default=0.05)
+    ap.add_argument("--file", default=None)
+    args = ap.parse_args()
+
+    hot_len, cold_len = args.hot_mib << 20, args.cold_mib << 20
+    total = PAGE + hot_len + PAGE + cold_len + PAGE
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    base = _mmap(total, rw, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    hot = base + PAGE
+    cold = hot + hot_len + PAGE
+    for guard in (base, hot + hot_len, cold + cold_len):
+        if libc.mprotect(guard, PAGE, PROT_NONE):
+            raise OSError(ctypes.get_errno(), "mprotect")
+    hot_v, cold_v = _view(hot, hot_len), _view(cold, cold_len)
+    cold_v[:] = 0x5A
+    hot_v[:] = 0xA5
+
+    extra = {}
+    if args.file:
+        import os
+
+        fd = os.open(args.file, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        ro = _mmap(size, mmap.PROT_READ, mmap.MAP_PRIVATE, fd)
+        wr = _mmap(size, rw, mmap.MAP_PRIVATE, fd)
+        _view(ro, size)[0]  # noqa: B018 - fault the pages in
+        _view(wr, size)[:] = 1
+        sh = _mmap(PAGE, rw, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        _view(sh, PAGE)[:] = 1
+        extra = {"file_ro": [ro, ro + size], "file_rw": [wr, wr + size], "shared": [sh, sh + PAGE]}
+
+    print(json.dumps({"hot": [hot, hot + hot_len], "cold": [cold, cold + cold_len],
+                      "extra": extra}), flush=True)  # fmt: skip
+    stride = hot_v[::PAGE]
+    n = 0
+    while True:
+        n = (n + 1) & 0xFF or 1
+        stride[:] = n
+        time.sleep(args.period)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
