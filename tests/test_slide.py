@@ -105,7 +105,7 @@ def test_T_bad(value):
 
 
 def test_T_missing():
-    with pytest.raises(ConfigError, match="T: key is required"):
+    with pytest.raises(ConfigError, match="T: key not set"):
         config.parse_task_config(_section(), _project())
 
 

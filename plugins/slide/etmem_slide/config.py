@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 
 from etmem_sdk import ConfigError, ConfigSection, Project
+from etmem_sdk import params as P
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,6 @@ def parse_swap_threshold(text: str) -> int:
     return int(digits or "0") << 20
 
 
-def _int_value(section: ConfigSection, key: str) -> int:
-    raw = section[key].strip()
-    try:
-        return int(raw, 10)
-    except ValueError:
-        raise ConfigError(f"{section.where(key)}: must be an integer") from None
-
-
 def parse_task_config(section: ConfigSection, project: Project | None) -> SlideTaskConfig:
     """Validate the slide keys of a ``[task]`` section against its (page-scan) ``project``.
 
@@ -63,22 +56,19 @@ def parse_task_config(section: ConfigSection, project: Project | None) -> SlideT
         raise ConfigError(
             f"{section.label}: [task] slide needs a project with scan_type=page (loop is not set)"
         )
-    if "T" not in section:
-        raise ConfigError(f"{section.label}: [task] T: key is required for the slide engine")
-    t_value = _int_value(section, "T")
-    if not 0 <= t_value <= loop * 3:
-        raise ConfigError(f"{section.where('T')}: must be an integer from 0 to {loop * 3} (3*loop)")
+    t_value = P.get_int(section, "T", 0, loop * 3)
+    assert t_value is not None
 
     swap_kb = 0
     if "swap_threshold" in section:
         try:
             swap_kb = parse_swap_threshold(section["swap_threshold"])
         except ValueError as exc:
-            raise ConfigError(f"{section.where('swap_threshold')}: {exc}") from None
+            raise P.error(section, "swap_threshold", str(exc)) from None
 
     dram = 0
     if "dram_percent" in section:
-        dram = _int_value(section, "dram_percent")
+        dram = P.get_int(section, "dram_percent") or 0
         if not 1 <= dram <= 100:
             # C accepts it with a warning and disables the feature.
             log.warning(
@@ -86,17 +76,8 @@ def parse_task_config(section: ConfigSection, project: Project | None) -> SlideT
             )
             dram = 0
 
-    tracker = _choice(section, "tracker", TRACKERS)
-    actuator = _choice(section, "actuator", ACTUATORS)
+    tracker = P.get_choice(section, "tracker", TRACKERS, required=False)
+    actuator = P.get_choice(section, "actuator", ACTUATORS, required=False)
     return SlideTaskConfig(
         T=t_value, swap_threshold_kb=swap_kb, dram_percent=dram, tracker=tracker, actuator=actuator
     )
-
-
-def _choice(section: ConfigSection, key: str, allowed: tuple[str, ...]) -> str | None:
-    if key not in section:
-        return None
-    value = section[key].strip()
-    if value not in allowed:
-        raise ConfigError(f"{section.where(key)}: must be one of {', '.join(allowed)}")
-    return value
