@@ -1,0 +1,93 @@
+"""The ``etmem`` command line.
+
+Two layers. The original's command forms (``etmem obj add -f F -s S``, ``etmem engine CMD ...``,
+``etmem help``) are parsed with getopt rules by each noun's ``compat_main`` so that they behave
+— exit statuses included — as the C client did. Everything else (``--help`` anywhere, new
+commands, new nouns) goes to the typer app.
+
+To add a noun, write ``cli/<noun>.py`` with either ``app = typer.Typer(name="<noun>", ...)`` or
+``register(parent)``, and add its module name to :data:`NOUNS` — one word.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+import typer
+
+from .common import EXIT_EINVAL, TOP_USAGE, hint, write_out
+
+#: cli/<name>.py modules, in the order ``etmem --help`` lists them.
+NOUNS: tuple[str, ...] = ("obj", "project", "engine")
+
+app = typer.Typer(
+    name="etmem",
+    help="Control etmemd, the memory-tiering daemon: add configuration files, start and stop "
+    "projects, run engine commands. Every command needs -s SOCKET, the name etmemd listens on.",
+    add_completion=False,
+    no_args_is_help=True,
+)
+
+_modules: dict[str, ModuleType] = {}
+
+
+def _load() -> dict[str, ModuleType]:
+    if not _modules:
+        for name in NOUNS:
+            module = importlib.import_module(f"{__name__}.{name}")
+            if hasattr(module, "register"):
+                module.register(app)
+            else:
+                app.add_typer(module.app)
+            _modules[name] = module
+    return _modules
+
+
+def _run_typer(args: list[str]) -> int:
+    try:
+        app(args=args, prog_name="etmem", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _wants_typer(args: Sequence[str]) -> bool:
+    return any(a == "--help" for a in args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``etmem`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    modules = _load()
+    if args == ["help"]:
+        write_out(TOP_USAGE.encode())
+        return 0
+    if not args or args[0] not in modules:
+        if args and args[0] == "--help":
+            return _run_typer(args)
+        what = f"unknown object {args[0]!r}" if args else "an object is needed"
+        hint(f"{what}; objects: {', '.join(modules)}")
+        print("Try 'etmem help' or 'etmem --help'.", file=sys.stderr, flush=True)
+        return EXIT_EINVAL
+    noun, rest = args[0], args[1:]
+    module = modules[noun]
+    compat = getattr(module, "compat_main", None)
+    if compat is None or _wants_typer(rest):
+        return _run_typer(args)
+    if not rest:
+        hint(f"{noun}: a command is needed")
+        print(f"Try 'etmem {noun} help' or 'etmem {noun} --help'.", file=sys.stderr, flush=True)
+        return EXIT_EINVAL
+    if rest[0] == "help":  # the original ignores whatever follows
+        write_out(module.HELP.encode())
+        return 0
+    return compat(rest)

@@ -1,0 +1,350 @@
+"""``etmemd``: the daemon's command line, logging, signals and ``-m`` (systemd) mode.
+
+Command-line rules and exit statuses follow the original: 255 for any argument error, 0 for help.
+Two deliberate differences: a socket name already in use is an error (exit 1; the original
+exits 0), and any stray positional word is refused (the original lets one through in some
+combinations).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .cli.gnu_getopt import Getopt, GetoptError, LongOpt
+from .protocol import ProtocolError, check_socket_name
+from .server import AddressInUse, Server
+
+log = logging.getLogger("etmemd")
+
+#: Where ``-m`` writes the daemon's pid; tests point ETMEMD_PID_FILE elsewhere.
+PID_FILE = "/run/etmemd.pid"
+PID_FILE_ENV = "ETMEMD_PID_FILE"
+#: Seconds a shutdown may take (in-flight clients, then stopping every project) before we give up.
+SHUTDOWN_DEADLINE = 30.0
+#: Of that, how long in-flight clients get to finish before projects are stopped under them.
+CLIENT_GRACE = 5.0
+
+EXIT_ARGS = 255  # the original's status for every argument error
+EXIT_FAIL = 1
+
+#: Log levels of ``-l``: the original's 0..3, lowest = most verbose.
+LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR}
+DEFAULT_LOG_LEVEL = 3
+MAX_ARGC = 6
+
+USAGE = """\
+Usage: etmemd -s NAME [-l LEVEL] [-m]
+       etmemd -h
+
+Options:
+  -s, --socket NAME         listen on the abstract unix socket NAME (1 to 106 characters);
+                            clients reach it with `etmem ... -s NAME`
+  -l, --log-level LEVEL     log this level and above: 0 debug, 1 info, 2 warning, 3 error
+                            (default 3); to syslog when /dev/log exists, else to stderr
+  -m, --mode-systemctl      fork; the parent writes the daemon's pid to /run/etmemd.pid and
+                            exits 0 once the daemon listens (for systemd Type=forking)
+  -h, --help                show this help
+"""
+
+_LONGOPTS = (
+    LongOpt("socket", True, "s"),
+    LongOpt("log-level", True, "l"),
+    LongOpt("mode-systemctl", False, "m"),
+    LongOpt("help", False, "h"),
+)
+
+
+class ArgsExit(Exception):
+    """Parsing ended the program: ``status`` 0 after help, 255 after an argument error."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Options:
+    """What the command line asked for."""
+
+    socket: str
+    log_level: int = DEFAULT_LOG_LEVEL
+    mode_systemctl: bool = False
+
+
+def parse_args(args: Sequence[str]) -> Options:
+    """Parse ``etmemd``'s arguments (without the program name) as the original does.
+
+    Raises :class:`ArgsExit` for help (status 0, message = usage) and for every error
+    (status 255, message says what is wrong).
+    """
+    if len(args) + 1 > MAX_ARGC:
+        raise ArgsExit(EXIT_ARGS, f"error: invalid parameters! at most {MAX_ARGC - 1} arguments")
+    sock: str | None = None
+    level = DEFAULT_LOG_LEVEL
+    mode = False
+    want_help = False
+    scan = Getopt(args, "s:l:mh", _LONGOPTS)
+    try:
+        for opt, value in scan:
+            if opt == "s":
+                if sock is not None:
+                    raise ArgsExit(EXIT_ARGS, "error: parse sock parameter repeated")
+                sock = value or ""
+            elif opt == "l":
+                level = _log_level(value or "")
+            elif opt == "m":
+                mode = True
+            else:  # -h: the original stops scanning here, so "-help" is help too
+                want_help = True
+                break
+    except GetoptError as exc:
+        raise ArgsExit(EXIT_ARGS, f"error: parse parameters failed: {exc}") from None
+    if want_help:
+        if len(args) > 1:
+            raise ArgsExit(EXIT_ARGS, "warn: useless parameters passed in: -h takes no others")
+        raise ArgsExit(0, USAGE)
+    if scan.positionals:
+        words = " ".join(scan.positionals)
+        raise ArgsExit(EXIT_ARGS, f"warn: useless parameters passed in: {words}")
+    if sock is None:
+        raise ArgsExit(EXIT_ARGS, "error: socket name of rpc to listen must be provided")
+    try:
+        check_socket_name(sock)
+    except ProtocolError as exc:
+        raise ArgsExit(EXIT_ARGS, f"error: invalid socket name: {exc}") from None
+    return Options(socket=sock, log_level=level, mode_systemctl=mode)
+
+
+def _log_level(text: str) -> int:
+    # strict decimal, as the C strtol check: no spaces, no trailing junk
+    body = text[1:] if text[:1] in "+-" else text
+    if not body.isdigit() or not body.isascii():
+        raise ArgsExit(EXIT_ARGS, f"error: invalid log level [{text}]: must be 0, 1, 2 or 3")
+    level = int(text)
+    if level not in LOG_LEVELS:
+        raise ArgsExit(
+            EXIT_ARGS,
+            f"error: invalid log level [{level}]: 0 debug, 1 info, 2 warning, 3 error",
+        )
+    return level
+
+
+def setup_logging(level: int, syslog_path: str = "/dev/log") -> logging.Handler:
+    """Send every logger's records at ``level`` and above to syslog, or stderr without it."""
+    handler: logging.Handler
+    if _is_socket(syslog_path):
+        handler = logging.handlers.SysLogHandler(
+            address=syslog_path, facility=logging.handlers.SysLogHandler.LOG_USER
+        )
+        handler.setFormatter(logging.Formatter("etmemd[%(process)d]: %(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s etmemd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(LOG_LEVELS[level])
+    return handler
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` to systemd's NOTIFY_SOCKET if set; True if it was sent."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return False
+    address = "\0" + target[1:] if target.startswith("@") else target
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError as exc:
+        log.warning("cannot notify systemd at %s: %s", target, exc)
+        return False
+    return True
+
+
+def _make_etmemd() -> Any:
+    from .lifecycle import Etmemd  # imported late: argument errors need no engine machinery
+
+    return Etmemd()
+
+
+class Daemon:
+    """One running etmemd: the object store, the server, and the ordered shutdown."""
+
+    def __init__(self, opts: Options, etmemd: Any = None) -> None:
+        self.opts = opts
+        self.etmemd = etmemd if etmemd is not None else _make_etmemd()
+        self.server = Server(self.etmemd, opts.socket)
+        self.signal: int | None = None
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signal = signum
+        self.server.stop()
+
+    def run(self, on_listening: Any = None) -> int:
+        """Listen, serve until SIGTERM/SIGINT, shut down in order; return the exit status."""
+        try:
+            self.server.bind()
+        except AddressInUse as exc:
+            log.error("fail to start rpc server of etmemd: %s", exc.strerror)
+            print(
+                f"etmemd: {exc.strerror} (is another etmemd running with -s {self.opts.socket}?)",
+                file=sys.stderr,
+            )
+            self.server.close()
+            return EXIT_FAIL
+        except OSError as exc:
+            log.error("fail to start rpc server of etmemd: %s", exc)
+            print(f"etmemd: cannot listen on @{self.opts.socket}: {exc}", file=sys.stderr)
+            self.server.close()
+            return EXIT_FAIL
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        if on_listening is not None:
+            on_listening()
+        else:
+            sd_notify("READY=1")
+        log.info("etmemd started, pid %d, socket @%s", os.getpid(), self.opts.socket)
+        self.server.serve_forever()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        """Stop accepting, let in-flight clients finish, stop every project; all by a deadline."""
+        if self.signal is not None:
+            log.info("caught signal %d, shutting down", self.signal)
+        sd_notify("STOPPING=1")
+        deadline = time.monotonic() + SHUTDOWN_DEADLINE
+        self.server.close()  # the name is free again from here on
+        if not self.server.wait_clients(min(deadline, time.monotonic() + CLIENT_GRACE)):
+            log.warning("clients still running after %g s; stopping projects anyway", CLIENT_GRACE)
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def stop_all() -> None:
+            try:
+                self.etmemd.shutdown()
+            except BaseException as exc:  # reported below; the process is ending anyway
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=stop_all, name="etmemd-shutdown", daemon=True).start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            log.error("projects did not stop within %g s; exiting anyway", SHUTDOWN_DEADLINE)
+            return EXIT_FAIL
+        if failure:
+            log.error("stopping projects failed: %s", failure[0])
+            return EXIT_FAIL
+        log.info("etmemd stopped")
+        return 0
+
+
+def pid_file_path() -> str:
+    """Where ``-m`` writes the daemon's pid."""
+    return os.environ.get(PID_FILE_ENV) or PID_FILE
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(pid))
+
+
+def _remove_pid_file(path: str, pid: int) -> None:
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(pid):
+                return  # someone else's by now
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def run_forked(opts: Options) -> int:
+    """``-m``: fork; the parent returns 0 once the child listens (pid file written, READY=1)."""
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_fd)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+
+        def listening() -> None:
+            os.write(write_fd, b"1")
+            os.close(write_fd)
+
+        status = EXIT_FAIL
+        try:
+            status = Daemon(opts).run(on_listening=listening)
+        except BaseException:
+            log.exception("etmemd failed")
+        finally:
+            _remove_pid_file(pid_file_path(), os.getpid())
+            logging.shutdown()
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        ready = pipe.read(1) == b"1"
+    if not ready:
+        _, raw = os.waitpid(child, 0)
+        return os.waitstatus_to_exitcode(raw) or EXIT_FAIL
+    path = pid_file_path()
+    try:
+        _write_pid_file(path, child)
+    except OSError as exc:
+        print(f"etmemd: cannot write pid file {path}: {exc}", file=sys.stderr)
+    sd_notify(f"READY=1\nMAINPID={child}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``etmemd``; returns (and as a script exits with) the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        opts = parse_args(args)
+    except ArgsExit as exc:
+        if exc.status == 0:
+            sys.stdout.write(exc.message)
+            return 0
+        print(f"etmemd: {exc.message}", file=sys.stderr)
+        print("fail to parse parameters to start etmemd; see `etmemd --help`", file=sys.stderr)
+        return exc.status
+    setup_logging(opts.log_level)
+    if opts.mode_systemctl:
+        return run_forked(opts)
+    try:
+        return Daemon(opts).run()
+    except Exception:
+        log.exception("etmemd failed")
+        return EXIT_FAIL
+    finally:
+        logging.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""etmemd's unix-socket server: accept clients, check they are root, run their request.
+
+Unlike the original (one client at a time, no receive timeout, silent close on a bad request),
+every client gets its own thread, a client that sends nothing is dropped after 10 s without
+holding up anyone else, and a malformed request gets a failure reply that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from etmem_sdk import BufferReply, Reply
+
+from .errors import OptCode, OptError
+from .protocol import (
+    REQUEST_MAX,
+    SHOW_JSON,
+    TIMEOUT,
+    Cmd,
+    ProtocolError,
+    Request,
+    clean_output,
+    decode_request,
+    reply_end,
+    request_complete,
+    socket_address,
+)
+
+log = logging.getLogger("etmemd")
+
+_UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+
+
+class Lifecycle(Protocol):
+    """What the server needs from the object store (``etmem_core.lifecycle.Etmemd``)."""
+
+    def obj_add(self, path: str) -> Any: ...
+    def obj_del(self, path: str) -> Any: ...
+    def project_start(self, name: str) -> Any: ...
+    def project_stop(self, name: str) -> Any: ...
+    def project_show(self, name: str | None, reply: Reply) -> Any: ...
+    def project_show_json(self, name: str | None) -> Any: ...
+    def engine_cmd(
+        self, project: str, engine: str, task: str | None, cmd: str, reply: Reply
+    ) -> Any: ...
+
+
+class AddressInUse(OSError):
+    """Another process (usually another etmemd) already listens on the socket name."""
+
+
+class Server:
+    """Serve etmem requests for ``etmemd`` on the abstract socket ``socket_name``.
+
+    ``bind()`` claims the name, ``serve_forever()`` accepts until ``stop()`` (safe to call from
+    a signal handler), ``wait_clients(deadline)`` joins the client threads still running.
+    Calls into the object store are serialised by one lock: the store's operations were written
+    for the original's one-request-at-a-time daemon, and concurrency here is about I/O, so a slow
+    or silent client no longer blocks the others.
+    """
+
+    def __init__(
+        self,
+        etmemd: Lifecycle,
+        socket_name: str,
+        *,
+        timeout: float = TIMEOUT,
+        on_listening: Callable[[], None] | None = None,
+    ) -> None:
+        self.etmemd = etmemd
+        self.socket_name = socket_name
+        self.timeout = timeout
+        self.on_listening = on_listening
+        self._address = socket_address(socket_name)
+        self._sock: socket.socket | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: set[threading.Thread] = set()
+        self._clients_lock = threading.Lock()
+
+    # -- listening socket ---------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Bind and listen; raise :class:`AddressInUse` if the name is taken."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(self._address)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise AddressInUse(
+                    exc.errno, f"socket name {self.socket_name!r} is already in use"
+                ) from None
+            raise
+        sock.listen(128)
+        self._sock = sock
+        log.info("listening on abstract socket @%s", self.socket_name)
+
+    def serve_forever(self) -> None:
+        """Accept clients until :meth:`stop`; each client is served on its own thread."""
+        if self._sock is None:
+            self.bind()
+        assert self._sock is not None
+        if self.on_listening is not None:
+            self.on_listening()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self._sock and not self._stopping.is_set():
+                        self._accept()
+        self._close_listener()
+
+    def stop(self) -> None:
+        """Make :meth:`serve_forever` return; async-signal-safe (sets a flag, writes a pipe)."""
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # pipe full: a wake-up is already pending
+
+    def wait_clients(self, deadline: float) -> bool:
+        """Join client threads until ``deadline`` (``time.monotonic()``); True if all ended."""
+        with self._clients_lock:
+            threads = list(self._clients)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads)
+
+    def close(self) -> None:
+        """Release the listening socket and the wake-up pipe."""
+        self._close_listener()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    def _close_listener(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, _ = self._sock.accept()
+        except OSError as exc:
+            log.error("accept failed: %s", exc)
+            return
+        thread = threading.Thread(target=self._serve_client, args=(conn,), daemon=True)
+        with self._clients_lock:
+            self._clients.add(thread)
+        thread.start()
+
+    # -- one client ---------------------------------------------------------------------------
+
+    def _serve_client(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.settimeout(self.timeout)
+                if not self._peer_is_root(conn):
+                    return
+                log.info("get one connection from etmem")
+                self._handle(conn)
+        except OSError as exc:  # client went away mid-reply, send timed out, ...
+            log.warning("client connection: %s", exc)
+        except Exception:  # a bug must cost one request, never the daemon
+            log.exception("unexpected error while serving a client")
+        finally:
+            with self._clients_lock:
+                self._clients.discard(threading.current_thread())
+
+    def _peer_is_root(self, conn: socket.socket) -> bool:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid, uid, gid = _UCRED.unpack(raw)
+        if uid != 0 or gid != 0:
+            log.error(
+                "client socket connect failed, permission denied (pid %d uid %d gid %d)",
+                pid,
+                uid,
+                gid,
+            )
+            return False
+        return True
+
+    def _read_request(self, conn: socket.socket) -> bytes:
+        """Read one request: one recv normally; more only while it is visibly incomplete."""
+        data = b""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            conn.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = conn.recv(REQUEST_MAX + 1 - len(data))
+            if not chunk:
+                return data
+            data += chunk
+            if request_complete(data):
+                return data
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            untrusted = self._read_request(conn)
+        except TimeoutError:
+            log.warning("client sent no complete request within %g s", self.timeout)
+            self._send_failure(conn, OptError(OptCode.OPT_INVAL, "no request received in time"))
+            return
+        conn.settimeout(self.timeout)
+        log.debug("etmemd get request: %r", untrusted)
+        if not untrusted:
+            log.warning("client closed without sending a request")
+            return
+        try:
+            request = decode_request(untrusted)
+        except ProtocolError as exc:
+            log.error("malformed request: %s", exc)
+            self._send_failure(conn, OptError(OptCode.OPT_INVAL, f"malformed request: {exc}"))
+            return
+        try:
+            self._dispatch(conn, request)
+        except OptError as exc:
+            log.error("%s (%s)", exc.reason, exc.code.name)
+            self._send_failure(conn, exc)
+            return
+        except OSError:
+            raise  # the client's socket failed: nothing more can reach it
+        except Exception as exc:
+            log.exception("request failed with an unexpected error")
+            self._send_failure(conn, OptError(OptCode.OPT_INTER_ERR, f"internal error: {exc}"))
+            return
+        conn.sendall(reply_end(None))
+
+    def _send_failure(self, conn: socket.socket, err: OptError) -> None:
+        # The reason goes out as one text line before the fixed error text: the C client prints
+        # it as it prints any output, and the error line stays the one the original sends.
+        head = b""
+        if err.reason and err.reason != err.code.text:
+            head = clean_output(f"etmemd: {err.reason}".replace("\n", " ").encode()) + b"\n"
+        conn.sendall(head + reply_end(err.code.text))
+
+    def _dispatch(self, conn: socket.socket, req: Request) -> None:
+        def stream(data: bytes) -> None:
+            conn.sendall(data)
+
+        cmd = Cmd(req.cmd)
+        if cmd in (Cmd.OBJ_ADD, Cmd.OBJ_DEL):
+            if req.file_name is None:
+                raise OptError(OptCode.OPT_INVAL, "no configuration file given")
+            with self._lock:
+                if cmd is Cmd.OBJ_ADD:
+                    self.etmemd.obj_add(req.file_name)
+                else:
+                    self.etmemd.obj_del(req.file_name)
+        elif cmd in (Cmd.PROJ_START, Cmd.PROJ_STOP):
+            if req.proj_name is None:
+                raise OptError(OptCode.OPT_INVAL, "no project name given")
+            with self._lock:
+                if cmd is Cmd.PROJ_START:
+                    self.etmemd.project_start(req.proj_name)
+                else:
+                    self.etmemd.project_stop(req.proj_name)
+        elif cmd is Cmd.PROJ_SHOW:
+            # Collect under the lock, send after: a slow reader must not stall the store.
+            if req.eng_cmd == SHOW_JSON:
+                with self._lock:
+                    doc = self.etmemd.project_show_json(req.proj_name)
+                text = doc if isinstance(doc, str) else _to_json(doc)
+                out = text.encode() if text.endswith("\n") else text.encode() + b"\n"
+            else:
+                buffer = BufferReply()
+                with self._lock:
+                    self.etmemd.project_show(req.proj_name, buffer)
+                out = bytes(buffer.data)
+            if out:
+                conn.sendall(clean_output(out))
+        else:  # Cmd.ENG_CMD: engine output streams straight to the client
+            if req.proj_name is None or req.eng_name is None or req.eng_cmd is None:
+                raise OptError(
+                    OptCode.OPT_INVAL, "engine command needs project, engine and command"
+                )
+            with self._lock:
+                self.etmemd.engine_cmd(
+                    req.proj_name, req.eng_name, req.task_name, req.eng_cmd, Reply(stream)
+                )
+
+
+def _to_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False)
