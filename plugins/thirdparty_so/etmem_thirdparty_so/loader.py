@@ -1,0 +1,103 @@
+"""Finding and opening a vendor policy (.so) and the libetmemd_scan.so it may link with.
+
+The checks are the original's: the realpath of ``libname`` must be a regular file owned by
+root:root with mode exactly 0500 or 0700; the library is opened ``RTLD_NOW | RTLD_LOCAL`` and
+``ops_name`` must name a ``struct engine_ops`` data object in it.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import ctypes
+import functools
+import os
+import stat
+from pathlib import Path
+
+from etmem_sdk import ConfigError
+
+from . import abi
+
+SCAN_LIB_NAME = "libetmemd_scan.so"
+#: Overrides where libetmemd_scan.so is looked for first.
+SCAN_LIB_ENV = "ETMEMD_SCAN_LIB"
+ALLOWED_MODES = (0o500, 0o700)
+
+# <checkout>/plugins/thirdparty_so/etmem_thirdparty_so/loader.py -> <checkout>/scan_lib/build
+_BUILD_DIR = Path(__file__).resolve().parents[3] / "scan_lib" / "build"
+
+
+def scan_lib_candidates() -> list[str]:
+    """Where libetmemd_scan.so is looked for, in order."""
+    found = [os.environ[SCAN_LIB_ENV]] if os.environ.get(SCAN_LIB_ENV) else []
+    found.append(str(_BUILD_DIR / SCAN_LIB_NAME))
+    found.append(SCAN_LIB_NAME)  # the dynamic linker's own search (ldconfig, LD_LIBRARY_PATH)
+    return found
+
+
+@functools.cache
+def scan_lib() -> ctypes.CDLL:
+    """libetmemd_scan.so, loaded once with ``RTLD_GLOBAL`` before any policy.
+
+    A policy linked with ``-letmemd_scan`` then finds it by its SONAME without LD_LIBRARY_PATH.
+    Raises ``ConfigError`` saying how to build it when it is nowhere to be found.
+    """
+    errors = []
+    for candidate in scan_lib_candidates():
+        if "/" in candidate and not os.path.exists(candidate):
+            errors.append(f"{candidate}: not found")
+            continue
+        try:
+            lib = ctypes.CDLL(candidate, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        except OSError as exc:
+            errors.append(str(exc))
+            continue
+        abi.bind(lib, abi.SCAN_API)
+        return lib
+    raise ConfigError(
+        f"{SCAN_LIB_NAME} is not built (run `make -C scan_lib` or scripts/setup, or set "
+        f"{SCAN_LIB_ENV}): " + "; ".join(errors)
+    )
+
+
+def check_library(libname: str) -> str:
+    """The realpath of ``libname`` if it passes the original's ownership and mode checks."""
+    try:
+        resolved = os.path.realpath(libname, strict=True)
+        st = os.stat(resolved)
+    except OSError as exc:
+        raise ConfigError(f"libname={libname}: realpath failed: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"libname={libname}: {resolved} is not a regular file")
+    if st.st_uid != 0 or st.st_gid != 0:
+        raise ConfigError(
+            f"libname={libname}: {resolved} is owned by {st.st_uid}:{st.st_gid}, "
+            "it must be owned by root:root"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode not in ALLOWED_MODES:
+        raise ConfigError(
+            f"libname={libname}: {resolved} has mode {mode:04o}, only 0500 or 0700 are allowed"
+        )
+    return resolved
+
+
+def open_library(path: str) -> ctypes.CDLL:
+    """``dlopen(path, RTLD_NOW | RTLD_LOCAL)``."""
+    try:
+        return ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+    except OSError as exc:
+        raise ConfigError(f"dlopen {path} failed: {exc}") from None
+
+
+def close_library(lib: ctypes.CDLL) -> None:
+    """``dlclose`` the handle ``open_library`` returned (the library may stay mapped if shared)."""
+    _ctypes.dlclose(lib._handle)
+
+
+def find_ops(lib: ctypes.CDLL, ops_name: str) -> abi.CEngineOps:
+    """The ``struct engine_ops`` data object named ``ops_name`` inside ``lib``."""
+    try:
+        return abi.CEngineOps.in_dll(lib, ops_name)
+    except ValueError:
+        raise ConfigError(f"ops_name={ops_name}: no such symbol in {lib._name}") from None

@@ -1,0 +1,429 @@
+"""The thirdparty engine: vendors' C policies (.so) loaded and called as the original etmemd did.
+
+The hooks are driven through pluggy exactly as the core calls them; tests/test_thirdparty_core.py
+drives the same policies through etmem_core's Etmemd.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pluggy
+import pytest
+from etmem_sdk import (
+    BufferReply,
+    ConfigError,
+    ConfigSection,
+    Engine,
+    EngineError,
+    Project,
+    Task,
+    TaskPid,
+    hookspecs,
+)
+from etmem_thirdparty_so import abi, engine, glib, loader
+from etmem_thirdparty_so.cstate import EngineState, TaskState
+from thirdparty_build import build_scan_lib, compile_policy
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def libs(tmp_path_factory) -> dict[str, Path]:
+    """Our test policies, compiled once, root-owned, mode 0700."""
+    if os.geteuid() != 0:
+        pytest.skip("policies must be owned by root: run as root")
+    scan = build_scan_lib()
+    tmp = tmp_path_factory.mktemp("policies")
+    return {
+        "my": compile_policy("my_engine.c", tmp / "libthirdparty_engine.so"),
+        "layout": compile_policy("layout_engine.c", tmp / "liblayout.so"),
+        "scan": compile_policy(
+            "scan_engine.c", tmp / "libscan.so", f"-L{scan.parent}", "-letmemd_scan"
+        ),
+    }
+
+
+@pytest.fixture
+def hooks():
+    """The plugin registered on a pluggy manager, as the core's registry does."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(engine, name="thirdparty")
+    pm.check_pending()
+    return pm.hook
+
+
+def sections(path: Path) -> dict[str, ConfigSection]:
+    """The groups of a simple key file (enough for these tests)."""
+    text = path.read_text()
+    groups: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("["):
+            current = groups.setdefault(line.strip("[]"), {})
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            current[key.strip()] = value
+    return {g: ConfigSection(g, items, path=str(path), text=text) for g, items in groups.items()}
+
+
+class Host:
+    """The few core steps the engine relies on: link, call the hook, keep newest first."""
+
+    def __init__(self, hooks, tmp_path: Path):
+        self.hooks = hooks
+        self.tmp = tmp_path
+        self.project = Project("proj", loop=3, interval=5, sleep=2, sysmem_threshold=40)
+        self.n = 0
+
+    def write(self, text: str) -> Path:
+        self.n += 1
+        path = self.tmp / f"obj{self.n}.ini"
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    def add_engine(self, lib: Path, ops: str, eng_name: str = "my_eng", extra: str = "") -> Engine:
+        cfg = sections(
+            self.write(
+                f"[engine]\nname=thirdparty\nproject=proj\neng_name={eng_name}\n"
+                f"libname={lib}\nops_name={ops}\n{extra}"
+            )
+        )["engine"]
+        eng = Engine(eng_name, "thirdparty", project=self.project, config=cfg)
+        self.project.engines.insert(0, eng)
+        try:
+            self.hooks.fill_eng_params(engine=eng, config=cfg)
+        except BaseException:
+            self.project.engines.remove(eng)
+            raise
+        return eng
+
+    def add_task(self, eng: Engine, name: str = "task1", extra: str = "task_private_key=2048\n"):
+        cfg = sections(
+            self.write(
+                f"[task]\nproject=proj\nengine={eng.name}\nname={name}\ntype=pid\nvalue=1\n"
+                f"max_threads=3\nswap_flag=yes\n{extra}"
+            )
+        )["task"]
+        task = Task(name, "pid", "1", max_threads=3, swap_flag=True, engine=eng, config=cfg)
+        eng.tasks.insert(0, task)
+        try:
+            self.hooks.fill_task_params(task=task, config=cfg)
+        except BaseException:
+            eng.tasks.remove(task)
+            raise
+        return task
+
+    def del_task(self, task: Task) -> None:
+        if self.project.start:
+            self.hooks.stop_task(engine=task.engine, task=task)
+        self.hooks.clear_task_params(task=task)
+        task.engine.tasks.remove(task)
+
+    def del_engine(self, eng: Engine) -> None:
+        for task in list(eng.tasks):
+            self.del_task(task)
+        self.hooks.clear_eng_params(engine=eng)
+        self.project.engines.remove(eng)
+
+    def mgt(self, eng: Engine, cmd: str, task: Task | None = None) -> str:
+        reply = BufferReply()
+        self.hooks.eng_mgt_func(engine=eng, task=task, cmd=cmd, reply=reply)
+        return reply.text
+
+
+@pytest.fixture
+def host(hooks, tmp_path):
+    h = Host(hooks, tmp_path)
+    yield h
+    for eng in list(h.project.engines):
+        h.del_engine(eng)
+
+
+def c_string(ptr: int | None) -> bytes | None:
+    return ctypes.string_at(ptr) if ptr else None
+
+
+# --- the original test plugin's behaviour (reference §7.3) ---------------------------------
+
+
+def test_my_engine_ops_full_cycle(host, libs):
+    eng = host.add_engine(libs["my"], "my_engine_ops", extra="engine_private_key=1024\n")
+    state = eng.params
+    assert isinstance(state, EngineState)
+    # the policy kept the g_key_file_get_string result in eng->params
+    assert c_string(state.c.params) == b"1024"
+    assert state.c.engine_type == abi.THIRDPARTY_ENGINE
+    assert state.c.handler == state.lib._handle
+    task = host.add_task(eng)
+    assert c_string(task.params.c.params) == b"2048"
+    host.hooks.start_task(engine=eng, task=task)
+    host.project.start = True
+    assert host.mgt(eng, "my_cmd") == "msg to client\n"
+    assert host.mgt(eng, "my_cmd", task) == "msg to client\n"
+    host.hooks.stop_task(engine=eng, task=task)
+    host.project.start = False
+    host.del_task(task)
+    assert task.params is None
+    host.del_engine(eng)
+    assert eng.params is None
+
+
+@pytest.mark.parametrize("extra", ["engine_private_key=1023\n", "", "engine_private_key=1024 \n"])
+def test_engine_private_key_refused(host, libs, extra):
+    with pytest.raises(ConfigError, match="fill_eng_params returned"):
+        host.add_engine(libs["my"], "my_engine_ops", extra=extra)
+    assert host.project.engines == []
+
+
+def test_task_private_key_refused(host, libs):
+    eng = host.add_engine(libs["my"], "my_engine_ops", extra="engine_private_key=1024\n")
+    with pytest.raises(ConfigError, match="fill_task_params returned"):
+        host.add_task(eng, extra="task_private_key=1024\n")
+    assert eng.tasks == []
+
+
+def test_start_error_ops(host, libs):
+    eng = host.add_engine(libs["my"], "start_error_ops", extra="engine_private_key=1024\n")
+    task = host.add_task(eng)
+    with pytest.raises(EngineError, match="start_task of task task1 returned -1"):
+        host.hooks.start_task(engine=eng, task=task)
+
+
+def test_start_not_null_ops(host, libs):
+    eng = host.add_engine(libs["my"], "start_not_null_ops")
+    task = host.add_task(eng, extra="")
+    host.hooks.start_task(engine=eng, task=task)
+    host.hooks.stop_task(engine=eng, task=task)  # NULL stop_task: skipped
+    with pytest.raises(EngineError, match="no eng_mgt_func"):
+        host.mgt(eng, "my_cmd")
+
+
+def test_start_null_ops(host, libs):
+    eng = host.add_engine(libs["my"], "start_null_ops")
+    task = host.add_task(eng, extra="")
+    with pytest.raises(EngineError, match="no start_task"):
+        host.hooks.start_task(engine=eng, task=task)
+    host.hooks.alloc_pid_params(engine=eng, task_pid=TaskPid(1, task=task))
+
+
+# --- loading rules ---------------------------------------------------------------------------
+
+
+def test_refuses_mode_0644(host, libs, tmp_path):
+    lib = tmp_path / "lib644.so"
+    lib.write_bytes(libs["my"].read_bytes())
+    lib.chmod(0o644)
+    with pytest.raises(ConfigError, match="mode 0644, only 0500 or 0700"):
+        host.add_engine(lib, "my_engine_ops")
+
+
+def test_accepts_mode_0500_through_a_symlink(host, libs, tmp_path):
+    lib = tmp_path / "lib500.so"
+    lib.write_bytes(libs["my"].read_bytes())
+    lib.chmod(0o500)
+    link = tmp_path / "link.so"
+    link.symlink_to(lib)
+    eng = host.add_engine(link, "my_engine_ops", extra="engine_private_key=1024\n")
+    assert eng.params.libname == str(lib)
+
+
+def test_refuses_owner_not_root(host, libs, tmp_path):
+    lib = tmp_path / "libuser.so"
+    lib.write_bytes(libs["my"].read_bytes())
+    lib.chmod(0o700)
+    os.chown(lib, 1000, 0)
+    with pytest.raises(ConfigError, match="owned by 1000:0, it must be owned by root:root"):
+        host.add_engine(lib, "my_engine_ops")
+    os.chown(lib, 0, 1000)
+    with pytest.raises(ConfigError, match="owned by 0:1000"):
+        host.add_engine(lib, "my_engine_ops")
+
+
+def test_refuses_missing_file(host, tmp_path):
+    with pytest.raises(ConfigError, match="realpath failed: No such file"):
+        host.add_engine(tmp_path / "nothere.so", "my_engine_ops")
+
+
+def test_refuses_directory(host, tmp_path):
+    d = tmp_path / "dir.so"
+    d.mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        host.add_engine(d, "my_engine_ops")
+
+
+def test_refuses_missing_symbol(host, libs):
+    with pytest.raises(ConfigError, match="ops_name=no_such_ops: no such symbol"):
+        host.add_engine(libs["my"], "no_such_ops")
+
+
+def test_refuses_long_eng_name(host, libs):
+    with pytest.raises(ConfigError, match="longer than 64"):
+        host.add_engine(libs["my"], "my_engine_ops", eng_name="e" * 65)
+    eng = host.add_engine(
+        libs["my"], "my_engine_ops", eng_name="e" * 64, extra="engine_private_key=1024\n"
+    )
+    assert eng.params.c.name == b"e" * 64
+
+
+def test_refuses_missing_keys(hooks, libs, tmp_path):
+    for missing in engine.REQUIRED_KEYS:
+        items = {"eng_name": "x", "libname": str(libs["my"]), "ops_name": "my_engine_ops"}
+        del items[missing]
+        cfg = ConfigSection("engine", items, path=str(tmp_path / "f"))
+        with pytest.raises(ConfigError, match=f"key {missing} not set for group engine"):
+            hooks.fill_eng_params(engine=Engine("x", "thirdparty"), config=cfg)
+
+
+def test_refuses_a_library_that_does_not_load(host, tmp_path):
+    lib = tmp_path / "garbage.so"
+    lib.write_bytes(b"not an ELF file")
+    lib.chmod(0o700)
+    with pytest.raises(ConfigError, match="dlopen .* failed"):
+        host.add_engine(lib, "my_engine_ops")
+
+
+def test_several_engines_told_apart_by_eng_name(host, libs):
+    a = host.add_engine(libs["layout"], "layout_ops", eng_name="first", extra="tag=A\n")
+    b = host.add_engine(libs["layout"], "layout_ops", eng_name="second", extra="tag=B\n")
+    ta = host.add_task(a, "ta")
+    assert "name=first tag=A" in host.mgt(a, "show")
+    assert "name=second tag=B" in host.mgt(b, "show")
+    assert "tasks=1 first=ta" in host.mgt(a, "show")
+    assert "tasks=0 first=-" in host.mgt(b, "show")
+    # project->engs links the project's .so engines, newest first
+    engs = b.params.c_project.engs
+    assert ctypes.addressof(engs.contents) == ctypes.addressof(b.params.c)
+    assert ctypes.addressof(b.params.c.next.contents) == ctypes.addressof(a.params.c)
+    host.del_engine(b)
+    assert "tag=A" in host.mgt(a, "show", None) and ta.params is not None
+
+
+# --- the layouts, seen from C ---------------------------------------------------------------
+
+
+def test_policy_reads_our_objects_through_the_structs(host, libs):
+    eng = host.add_engine(libs["layout"], "layout_ops", eng_name="lay", extra="tag=hello\n")
+    t1 = host.add_task(eng, "one")
+    t2 = host.add_task(eng, "two")
+    assert host.mgt(eng, "show") == (
+        "type=7 name=lay tag=hello project=proj started=0 loop=3 interval=5 sleep=2 sysmem=40 "
+        "tasks=2 first=two\n"
+    )
+    host.hooks.start_task(engine=eng, task=t1)
+    host.hooks.start_task(engine=eng, task=t1)
+    host.project.start = True
+    t1.value = "4242"
+    t1.max_threads = 7
+    assert host.mgt(eng, "show", t1) == (
+        "task=one type=pid value=4242 max_threads=7 swap_flag=1 starts=2 stops=0 same_engine=1 "
+        "project=proj\n"
+    )
+    host.hooks.stop_task(engine=eng, task=t2)
+    assert "starts=0 stops=1" in host.mgt(eng, "show", t2)
+    assert "started=1" in host.mgt(eng, "show")
+
+
+def test_unknown_command_fails_after_output(host, libs):
+    eng = host.add_engine(libs["layout"], "layout_ops", eng_name="lay", extra="tag=t\n")
+    with pytest.raises(EngineError, match="eng_mgt_func\\('nope'\\) returned -1"):
+        host.mgt(eng, "nope")
+
+
+def test_output_larger_than_a_pipe_reaches_the_client_without_ff_fe(host, libs):
+    eng = host.add_engine(libs["layout"], "layout_ops", eng_name="lay", extra="tag=t\n")
+    reply = BufferReply()
+    host.hooks.eng_mgt_func(engine=eng, task=None, cmd="big", reply=reply)
+    assert len(reply.data) == 200001 - 2
+    assert b"\xff" not in reply.data and b"\xfe" not in reply.data
+    assert reply.data.endswith(b"x\n")
+
+
+def test_pid_params(host, libs):
+    eng = host.add_engine(libs["my"], "my_engine_ops", extra="engine_private_key=1024\n")
+    task = host.add_task(eng)
+    pids = [TaskPid(10, task=task), TaskPid(11, task=task)]
+    for p in pids:
+        host.hooks.alloc_pid_params(engine=eng, task_pid=p)
+        task.pids.append(p)
+    state = task.params
+    assert isinstance(state, TaskState)
+    host.hooks.start_task(engine=eng, task=task)  # syncs the pid list
+    first = state.c.pids.contents
+    assert (first.pid, first.next.contents.pid) == (10, 11)
+    assert ctypes.addressof(first.tk.contents) == ctypes.addressof(state.c)
+    for p in pids:
+        host.hooks.free_pid_params(engine=eng, task_pid=p)
+        assert p.params is None
+
+
+# --- GKeyFile ---------------------------------------------------------------------------------
+
+
+def test_keyfile_is_a_real_gkeyfile():
+    with glib.keyfile("[engine]\nkey=a\\tb\nsp=\\sx \n") as kf:
+        assert glib.get_string(kf, "engine", "key") == "a\tb"
+        assert glib.get_string(kf, "engine", "sp") == " x "
+        assert glib.get_string(kf, "engine", "none") is None
+
+
+def test_toml_sections_become_an_equivalent_keyfile(host, libs, tmp_path):
+    text = glib.keyfile_text({"engine": {"tag": " lead\\and\nnl", "n": "1"}})
+    with glib.keyfile(text) as kf:
+        assert glib.get_string(kf, "engine", "tag") == " lead\\and\nnl"
+    path = tmp_path / "obj.toml"
+    items = {
+        "eng_name": "tom",
+        "libname": str(libs["layout"]),
+        "ops_name": "layout_ops",
+        "tag": "fromtoml",
+    }
+    cfg = ConfigSection("engine", items, path=str(path), text='[[engine]]\ntag = "fromtoml"\n')
+    eng = Engine("tom", "thirdparty", project=host.project, config=cfg)
+    host.project.engines.insert(0, eng)
+    host.hooks.fill_eng_params(engine=eng, config=cfg)
+    assert "tag=fromtoml" in host.mgt(eng, "show")
+
+
+# --- the scan library, from a policy linked with -letmemd_scan ------------------------------
+
+
+@pytest.fixture
+def child():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_policy_linked_with_scan_lib_counts_vmas(host, libs, child):
+    needed = subprocess.run(
+        ["readelf", "-d", str(libs["scan"])], capture_output=True, text=True, check=True
+    ).stdout
+    assert "libetmemd_scan.so" in needed
+    assert "LD_LIBRARY_PATH" not in os.environ
+    eng = host.add_engine(libs["scan"], "scan_ops", eng_name="scan")
+    maps = Path(f"/proc/{child.pid}/maps").read_text().splitlines()
+    assert host.mgt(eng, f"vmas {child.pid}") == f"vmas={len(maps)}\n"
+    # this kernel has no /proc/PID/idle_pages: a clear error, errno ENOENT
+    assert host.mgt(eng, f"refs {child.pid}") == "refs=-1 errno=2\n"
+    with pytest.raises(EngineError):
+        host.mgt(eng, "vmas 0")
+
+
+def test_scan_lib_missing_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(loader, "_BUILD_DIR", tmp_path)
+    monkeypatch.setenv(loader.SCAN_LIB_ENV, str(tmp_path / "none.so"))
+    monkeypatch.setattr(loader, "scan_lib_candidates", lambda: [str(tmp_path / "none.so")])
+    loader.scan_lib.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="libetmemd_scan.so is not built"):
+            loader.scan_lib()
+    finally:
+        loader.scan_lib.cache_clear()
