@@ -12,19 +12,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from etmem_sdk import ConfigError, ConfigSection, Project
-
-try:
-    from etmem_sdk import params
-except ImportError:  # the SDK helper lands in parallel; same names and messages
-    from . import _params_shim as params  # type: ignore[no-redef]
+from etmem_sdk import ConfigError, ConfigSection, Project, params
 
 #: idle_pages ioctl IDLE_SCAN_ADD_FLAGS bits (kernel etmem_scan).
 SCAN_AS_HUGE = 0x01000000
 SCAN_IGN_HOST = 0x02000000
 #: Highest weight one pass can give a page (dirty); counts run 0..loop*MAX_ACCESS_WEIGHT.
 MAX_ACCESS_WEIGHT = 3
-INT_MAX = 2**31 - 1
+INT_MAX = params.INT32_MAX
 MIB = 1 << 20
 HUGE_2M = 2 * MIB
 HUGETLB, NORMAL = "hugetlb", "normal"
@@ -197,10 +192,11 @@ def parse_engine(
     try:
         pairs = parse_node_pair(raw_pairs, nodes)
     except ValueError as exc:
-        raise ConfigError(
-            f"{config.where('node_pair')}: {exc} (this machine has "
-            f"{_machine_nodes(nodes)}; write hot,cold pairs using each node "
-            "once)"
+        raise params.error(
+            config,
+            "node_pair",
+            f"{exc} (this machine has {_machine_nodes(nodes)}; write hot,cold pairs "
+            "using each node once)",
         ) from None
     loop = project.loop
     hot_threshold = params.get_int(config, "hot_threshold", 0, INT_MAX)
@@ -259,19 +255,22 @@ def parse_task(config: ConfigSection, engine: EngineConfig) -> TaskConfig:
         raw = params.get_str(config, "vm_flags")
         flags = split_vmflags(raw)
         if flags != ["ht"]:
-            raise ConfigError(
-                f"{config.where('vm_flags')}: must be exactly ht (cslide places "
-                "hugetlb VMAs; set memory=normal on the engine for other memory)"
+            raise params.error(
+                config,
+                "vm_flags",
+                "must be exactly ht (cslide places hugetlb VMAs; set memory=normal on the "
+                "engine for other memory)",
             )
     else:
         raw = params.get_str(config, "vm_flags", required=False, default="")
         flags = split_vmflags(raw)
         bad = [f for f in flags if not _VMFLAG.fullmatch(f)]
         if bad or len(flags) > MAX_VMFLAGS or "ht" in flags:
-            raise ConfigError(
-                f"{config.where('vm_flags')}: with memory=normal, vm_flags is an "
-                f"optional list of up to {MAX_VMFLAGS} two-letter smaps VmFlags "
-                "other than ht"
+            raise params.error(
+                config,
+                "vm_flags",
+                f"with memory=normal, must be up to {MAX_VMFLAGS} two-letter smaps VmFlags "
+                "other than ht",
             )
     anon_only = params.get_yes_no(config, "anon_only")
     ign_host = params.get_yes_no(config, "ign_host")
