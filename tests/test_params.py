@@ -120,8 +120,10 @@ def test_get_str() -> None:
 
 
 def test_get_str_refuses_undecodable_bytes() -> None:
-    with pytest.raises(ConfigError, match="must be valid UTF-8"):
+    with pytest.raises(ConfigError) as ei:
         P.get_str(sec(name="a\udcff"), "name")
+    assert str(ei.value) == "x.conf: [project] name=a\\xff: must be valid UTF-8"
+    str(ei.value).encode()  # printable, sendable
 
 
 def test_get_choice() -> None:

@@ -79,6 +79,9 @@ def error(section: Mapping[str, str], key: str, rule: str) -> ConfigError:
     Returned, not raised, so callers write ``raise params.error(...)``.
     """
     value = section.get(key)
+    if value is not None:
+        # Undecodable bytes (kept as surrogates) are shown as \xNN so the message stays UTF-8.
+        value = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     shown = key if value is None else f"{key}={value}"
     return ConfigError(f"{_label(section)} {shown}: {rule}")
 

@@ -1,0 +1,252 @@
+"""Object files: what ``etmem obj add|del <file>`` hands to etmemd, turned into config sections.
+
+Two formats:
+
+* **GKeyFile** (any name but ``*.toml``; the original's only format): ``[project]``, ``[engine]``
+  and ``[task]`` groups read by :mod:`etmem_core.keyfile`. Repeated headers merge, so a file
+  holds at most one of each. Values are the strings ``g_key_file_get_string`` returns (escapes
+  processed; a value whose escapes glib would refuse is kept raw). Other groups are ignored.
+* **TOML** (``*.toml``): one ``[project]`` table, ``[[engine]]`` and ``[[task]]`` arrays of
+  tables, so one file can hold several engines and tasks. ``project`` may be omitted in engines
+  and tasks (the file's project is filled in); a task names its engine with ``engine`` (filled
+  in when the file has exactly one engine). Values may be strings, integers, floats or booleans
+  (``true``/``false`` become ``yes``/``no``); every value is handed on as its string, so the
+  same validation applies to both formats.
+
+A TOML section's ``text`` is a GKeyFile rendering of the project, that engine and that task
+(so an engine that needs a ``GKeyFile`` — the thirdparty engine — sees one of each, as in the
+original); ``ObjectFile.text`` is always the file as written.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from etmem_sdk import ConfigError, ConfigSection
+
+from .filecheck import read_object_file
+from .keyfile import KeyFileError, parse_keyfile
+
+GROUPS = ("project", "engine", "task")
+
+
+class ObjectFileSyntaxError(ConfigError):
+    """The file cannot be parsed at all (etmemd answers OPT_INTER_ERR, not OPT_INVAL)."""
+
+
+@dataclass
+class ObjectFile:
+    """A parsed object file: its sections, by kind, in file order."""
+
+    path: str
+    text: str
+    projects: list[ConfigSection] = field(default_factory=list)
+    engines: list[ConfigSection] = field(default_factory=list)
+    tasks: list[ConfigSection] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return _base(self.path)
+
+
+def _base(path: str) -> str:
+    return os.path.basename(path) or path or "<config>"
+
+
+def load_object_file(path: str | os.PathLike[str], *, check: bool = True) -> ObjectFile:
+    """Read and parse the object file at ``path``.
+
+    With ``check`` (the daemon's case) the file must pass :mod:`etmem_core.filecheck` first.
+    Raises :class:`ObjectFileSyntaxError` when the file does not parse, :class:`ConfigError`
+    when it is refused, unreadable, holds no ``project``/``engine``/``task`` group, or (TOML)
+    holds a value that cannot be a key's value.
+    """
+    name = os.fspath(path)
+    if check:
+        data = read_object_file(name)
+    else:
+        try:
+            with open(name, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ConfigError(f"{name}: cannot be read: {e.strerror}") from None
+    return parse_object_data(data, name)
+
+
+def parse_object_data(data: bytes | str, path: str) -> ObjectFile:
+    """Parse an object file's content; ``path`` picks the format and labels the messages."""
+    if path.lower().endswith(".toml"):
+        return _parse_toml(data, path)
+    return _parse_keyfile(data, path)
+
+
+def _no_group(label: str) -> ConfigError:
+    # The original logs "no group has been parsed" and answers OPT_INVAL.
+    return ConfigError(f"{label}: no group has been parsed: no [project], [engine] or [task] group")
+
+
+# --- GKeyFile -----------------------------------------------------------------------------------
+
+
+def _parse_keyfile(data: bytes | str, path: str) -> ObjectFile:
+    label = _base(path)
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    try:
+        kf = parse_keyfile(text)
+    except KeyFileError as e:
+        raise ObjectFileSyntaxError(f"{label}: {e}") from None
+    obj = ObjectFile(path=path, text=text)
+    for group in GROUPS:
+        if not kf.has_group(group):
+            continue
+        items: dict[str, str] = {}
+        for key, raw in kf.items(group).items():
+            try:
+                items[key] = kf.get_string(group, key)
+            except KeyFileError:
+                items[key] = raw  # a bad escape or bad UTF-8: the key's own check refuses it
+        section = ConfigSection(group, items, path=path, text=text, label=label)
+        getattr(obj, group + "s").append(section)
+    if not (obj.projects or obj.engines or obj.tasks):
+        raise _no_group(label)
+    return obj
+
+
+# --- TOML ---------------------------------------------------------------------------------------
+
+
+def _scalar(label: str, where: str, key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    kind = type(value).__name__
+    raise ConfigError(
+        f"{label}: [{where}] {key}: must be a string, integer, float or boolean, not {kind}"
+    )
+
+
+def _check_key(label: str, where: str, key: str) -> None:
+    # Keys must survive a GKeyFile rendering (the thirdparty engine rebuilds one).
+    bad = (
+        not key
+        or key != key.strip(" \t\r\n\v\f")
+        or any(c in "=[]\n\r" for c in key)
+        or key.startswith("#")
+    )
+    if bad:
+        raise ConfigError(f"{label}: [{where}] {key!r}: not a usable key name")
+
+
+def _section_items(label: str, where: str, table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{label}: [{where}] must be a table")
+    items = {}
+    for key, value in table.items():
+        _check_key(label, where, key)
+        items[key] = _scalar(label, where, key, value)
+    return items
+
+
+def _tables(label: str, doc: dict[str, Any], group: str) -> list[dict[str, Any]]:
+    value = doc.get(group)
+    if value is None:
+        return []
+    if isinstance(value, dict):  # [engine] written for a single one: accept it
+        return [value]
+    if isinstance(value, list) and all(isinstance(t, dict) for t in value):
+        return value
+    raise ConfigError(f"{label}: {group} must be an array of tables ([[{group}]])")
+
+
+def _escape(value: str) -> str:
+    out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    if out.startswith(" "):
+        out = "\\s" + out[1:]
+    if out.endswith(" "):  # our reader strips trailing whitespace; keep a meant space
+        out = out[:-1] + "\\s"
+    return out
+
+
+def render_keyfile(sections: list[tuple[str, dict[str, str]]]) -> str:
+    """GKeyFile text for ``(group, items)`` pairs; values escaped so glib reads them back."""
+    lines = []
+    for group, items in sections:
+        lines.append(f"[{group}]")
+        lines.extend(f"{k}={_escape(v)}" for k, v in items.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _engine_identity(items: dict[str, str]) -> str | None:
+    """The name a task uses for this engine: ``eng_name`` for thirdparty, else ``name``."""
+    name = items.get("name")
+    return items.get("eng_name") if name == "thirdparty" else name
+
+
+def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
+    label = _base(path)
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        doc = tomllib.loads(text)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ObjectFileSyntaxError(f"{label}: {e}") from None
+    unknown = sorted(set(doc) - set(GROUPS))
+    if unknown:
+        raise ConfigError(
+            f"{label}: unknown top-level key {', '.join(unknown)} (expected project, engine, task)"
+        )
+    obj = ObjectFile(path=path, text=text)
+
+    project: dict[str, str] | None = None
+    if "project" in doc:
+        project = _section_items(label, "project", doc["project"])
+    engines = [
+        _section_items(label, f"engine #{i}", t)
+        for i, t in enumerate(_tables(label, doc, "engine"), 1)
+    ]
+    tasks = [
+        _section_items(label, f"task #{i}", t) for i, t in enumerate(_tables(label, doc, "task"), 1)
+    ]
+    if project is None and not engines and not tasks:
+        raise _no_group(label)
+
+    proj_name = project.get("name") if project else None
+    for items in engines + tasks:
+        if "project" not in items and proj_name is not None:
+            items["project"] = proj_name
+    if len(engines) == 1:
+        only = _engine_identity(engines[0])
+        for items in tasks:
+            if "engine" not in items and only is not None:
+                items["engine"] = only
+
+    head = [("project", project)] if project is not None else []
+    if project is not None:
+        obj.projects.append(
+            ConfigSection("project", project, path=path, text=render_keyfile(head), label=label)
+        )
+    for i, items in enumerate(engines, 1):
+        rendered = render_keyfile(head + [("engine", items)])
+        obj.engines.append(
+            ConfigSection("engine", items, path=path, text=rendered, label=f"{label}: engine #{i}")
+        )
+    for i, items in enumerate(tasks, 1):
+        own = [
+            e
+            for e in engines
+            if _engine_identity(e) == items.get("engine")
+            and e.get("project") == items.get("project")
+        ]
+        rendered = render_keyfile(head + [("engine", e) for e in own[:1]] + [("task", items)])
+        obj.tasks.append(
+            ConfigSection("task", items, path=path, text=rendered, label=f"{label}: task #{i}")
+        )
+    return obj
