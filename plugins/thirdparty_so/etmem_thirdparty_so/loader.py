@@ -48,7 +48,7 @@ def scan_lib() -> ctypes.CDLL:
             errors.append(f"{candidate}: not found")
             continue
         try:
-            lib = ctypes.CDLL(candidate, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+            lib = ctypes.CDLL(candidate, mode=os.RTLD_NOW | os.RTLD_GLOBAL, use_errno=True)
         except OSError as exc:
             errors.append(str(exc))
             continue
