@@ -472,6 +472,7 @@ def test_engine_cycle_stats_showstats(tmp_path, fakes):
     assert "task: t1" in reply.text and "tracker: fake_t" in reply.text
     total = next(line for line in reply.text.splitlines() if line.startswith("total"))
     assert total.split()[:6] == ["total", "2", "0", "4", "2", "8"]
+    assert total.split()[-1] == "0"  # errors
     with pytest.raises(EngineError, match="unknown command"):
         engine.eng_mgt_func(eng, task, "showhostpages", BufferReply())
 

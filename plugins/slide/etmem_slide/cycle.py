@@ -68,6 +68,7 @@ class CycleResult:
     cold_pages: int = 0
     bytes_out: int = 0
     duration: float = 0.0
+    reclaim_seconds: float = 0.0  # time spent handing the cold pages to the kernel
 
 
 def check_should_swap(
@@ -196,10 +197,12 @@ def run_cycle(
     try:
         if len(cold):
             actuator = make_actuator(pid)
+            t0 = time.monotonic()
             try:
                 result.bytes_out = actuator.reclaim(cold)
             finally:
                 actuator.close()
+                result.reclaim_seconds = time.monotonic() - t0
     finally:
         # C attempts the swapcache step after every swap-out, even a failed one.
         if swapcache is not None:

@@ -20,6 +20,7 @@ def new_stats() -> dict[str, object]:
     """A fresh statistics dict."""
     stats: dict[str, object] = dict.fromkeys(COUNTERS, 0)
     stats["last_cycle_seconds"] = 0.0
+    stats["reclaim_seconds"] = 0.0
     stats["last_error"] = ""
     return stats
 
@@ -44,6 +45,9 @@ class StatsKeeper:
                 stats["cold_pages"] += result.cold_pages
                 stats["bytes_swapped"] += result.bytes_out
                 stats["last_cycle_seconds"] = round(result.duration, 6)
+                stats["reclaim_seconds"] = round(
+                    float(stats.get("reclaim_seconds", 0.0)) + result.reclaim_seconds, 6
+                )
 
     def error(self, tp: TaskPid, exc: BaseException) -> None:
         """Count a failed cycle of ``tp``."""
@@ -59,7 +63,7 @@ class StatsKeeper:
         return tp.stats
 
 
-_ROW = "{:<10} {:>8} {:>8} {:>14} {:>12} {:>14} {:>10} {:>7}\n"
+_ROW = "{:<10} {:>8} {:>8} {:>14} {:>12} {:>14} {:>10} {:>12} {:>7}\n"
 
 
 def format_showstats(tasks: list[Task]) -> str:
@@ -81,6 +85,7 @@ def format_showstats(tasks: list[Task]) -> str:
                 "cold_pages",
                 "swapped_kb",
                 "last_sec",
+                "reclaim_sec",
                 "errors",
             )
         )
@@ -101,5 +106,6 @@ def _row(label: str, s: dict[str, object]) -> str:
         s.get("cold_pages", 0),
         int(s.get("bytes_swapped", 0)) // 1024,  # type: ignore[call-overload]
         f"{float(s.get('last_cycle_seconds', 0.0)):.3f}",  # type: ignore[arg-type]
+        f"{float(s.get('reclaim_seconds', 0.0)):.3f}",  # type: ignore[arg-type]
         s.get("errors", 0),
     )
