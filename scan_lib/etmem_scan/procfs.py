@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
 from etmem_sdk.errors import ConfigError, TargetGone
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "parse_maps",
     "proc_path",
     "read_meminfo",
+    "read_smaps_fields",
     "read_status",
     "read_vmas",
 ]
@@ -180,6 +182,41 @@ def read_vmas(
         check_vmflags(vmflags)
     name = "maps" if vmflags is None else "smaps"
     return parse_maps(_read_text(proc_path(pid, name, proc_root), pid), vmflags, anon_only)
+
+
+def read_smaps_fields(
+    pid: int | str, keys: Sequence[str], proc_root: str | os.PathLike[str] = "/proc"
+) -> dict[str, np.ndarray]:
+    """Per-VMA numbers from /proc/PID/smaps, every VMA in file order.
+
+    Returns ``{"start": uint64[], "end": uint64[], key: int64[] ...}`` with each requested
+    ``key`` (``Rss``, ``Referenced``, ``Swap`` … in kB; 0 where a VMA lacks the line).
+    """
+    text = _read_text(proc_path(pid, "smaps", proc_root), pid)
+    starts: list[int] = []
+    ends: list[int] = []
+    cols: dict[str, list[int]] = {k: [] for k in keys}
+    for line in text.splitlines():
+        head, sep, rest = line.partition(":")
+        if sep and head in cols:
+            words = rest.split()
+            if words and words[0].isdigit() and starts:
+                cols[head][-1] = int(words[0])
+            continue
+        first = line.split(" ", 1)[0]
+        if "-" in first and not first.endswith(":"):  # a VMA header line
+            lo, _, hi = first.partition("-")
+            try:
+                starts.append(int(lo, 16))
+                ends.append(int(hi, 16))
+            except ValueError:
+                continue
+            for col in cols.values():
+                col.append(0)
+    out = {"start": np.array(starts, dtype=np.uint64), "end": np.array(ends, dtype=np.uint64)}
+    for k, col in cols.items():
+        out[k] = np.array(col, dtype=np.int64)
+    return out
 
 
 def _parse_kb_lines(text: str) -> dict[str, int]:
