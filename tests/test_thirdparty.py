@@ -21,6 +21,7 @@ from etmem_sdk import (
     Engine,
     EngineError,
     Project,
+    Reply,
     Task,
     TaskPid,
     hookspecs,
@@ -427,3 +428,16 @@ def test_scan_lib_missing_is_a_clear_error(monkeypatch, tmp_path):
             loader.scan_lib()
     finally:
         loader.scan_lib.cache_clear()
+
+
+def test_a_client_that_goes_away_does_not_block_the_policy(host, libs):
+    eng = host.add_engine(libs["layout"], "layout_ops", eng_name="lay", extra="tag=t\n")
+    sent = []
+
+    def sink(data: bytes) -> None:
+        sent.append(data)
+        raise BrokenPipeError("client gone")
+
+    # the policy writes 200 KB in one write(); it must return although nobody takes the bytes
+    host.hooks.eng_mgt_func(engine=eng, task=None, cmd="big", reply=Reply(sink))
+    assert len(sent) == 1

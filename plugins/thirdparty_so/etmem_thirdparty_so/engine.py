@@ -212,9 +212,19 @@ def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
 
 
 def _relay(fd: int, reply: Reply) -> None:
-    """Copy what the policy writes to ``fd`` to the client until the write end is closed."""
+    """Copy what the policy writes to ``fd`` to the client until the write end is closed.
+
+    Keeps draining after the client went away, so the policy never blocks on a full pipe.
+    """
+    sink: Reply | None = reply
     while chunk := os.read(fd, 65536):
-        reply.write(chunk)
+        if sink is None:
+            continue
+        try:
+            sink.write(chunk)
+        except Exception:  # a dead client must not wedge the policy
+            log.warning("engine output could not be sent to the client; discarding the rest")
+            sink = None
 
 
 @hookimpl
