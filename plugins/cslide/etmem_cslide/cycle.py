@@ -1,0 +1,237 @@
+"""The cslide engine thread: scan every working pid, file its pages, plan, move (C ``cslide_main``).
+
+One cycle: node pools from sysfs -> VMAs and ``loop`` tracker passes per pid (``sleep`` seconds
+after each pass) -> counts -> current node of every page (move_pages query) -> statistics ->
+:func:`policy.plan_moves` -> move_pages, cold pages first, per pid and pair.
+
+Unlike the original, a pid that is gone or unreadable is skipped for the cycle (logged, shown in
+its task's stats) while the other pids go on; every wait is on the engine's stop event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from etmem_sdk import EtmemError
+
+from .config import HUGETLB
+from .host import TYPE_SIZE, accumulate
+from .policy import PidPages, Plan, plan_moves
+from .show import stamp
+from .state import CslideEngine, CslidePid
+
+log = logging.getLogger("etmemd.cslide")
+
+
+@dataclass
+class CycleResult:
+    """What one cycle did (for logs and tests)."""
+
+    scanned: list[CslidePid] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)
+    plan: Plan | None = None
+    #: (pid, destination node) -> bytes moved
+    moved: dict[tuple[int, int], int] = field(default_factory=dict)
+    error: str = ""
+
+
+def engine_main(eng: CslideEngine) -> None:
+    """Body of the engine thread; returns soon after ``eng.stop`` is set."""
+    while True:
+        eng.factory.update()
+        if eng.stop.is_set():
+            break
+        if eng.factory.working_pids():
+            try:
+                run_cycle(eng)
+            except Exception:  # a policy bug must not end the thread silently
+                log.exception("cslide cycle failed")
+        if eng.stop.wait(eng.config.interval):
+            break
+    eng.factory.update()
+
+
+def _skip(result: CycleResult, p: CslidePid, why: str) -> None:
+    p.skipped = why
+    result.skipped[p.pid] = why
+    log.warning("cslide: skipping pid %d this cycle: %s", p.pid, why)
+
+
+def run_cycle(eng: CslideEngine) -> CycleResult:
+    """One full cycle over the engine's working pids."""
+    cfg, host = eng.config, eng.host
+    result = CycleResult()
+    working = eng.factory.working_pids()
+    try:
+        mem = host.node_mem(cfg.nodes, cfg.memory)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        result.error = f"cannot read node memory: {exc}"
+        log.error("cslide: %s", result.error)
+        return result
+    if cfg.memory == HUGETLB:
+        empty = [n for n, m in mem.items() if m.total <= 0]
+        if empty:
+            result.error = "no 2 MiB hugepages on node " + ", ".join(map(str, empty))
+            log.error("cslide: %s", result.error)
+            return result
+    eng.mem = mem
+
+    # Scan: loop passes over every pid, sleep after each pass.
+    scans: dict[int, tuple[CslidePid, list, object, list]] = {}
+    try:
+        for p in working:
+            try:
+                vmas = host.read_vmas(p.pid, p.task)
+                tracker = host.open_tracker(p.pid, p.task, cfg.memory) if vmas else None
+            except (EtmemError, OSError) as exc:
+                _skip(result, p, str(exc))
+                continue
+            p.skipped = ""
+            scans[p.pid] = (p, vmas, tracker, [])
+        for _ in range(cfg.loop):
+            for pid, (p, vmas, tracker, passes) in list(scans.items()):
+                if tracker is None:
+                    continue
+                try:
+                    passes.append(tracker.scan_pass(vmas))
+                except (EtmemError, OSError, ValueError) as exc:
+                    _skip(result, p, f"scan failed: {exc}")
+                    del scans[pid]
+                    tracker.close()
+            if eng.stop.wait(cfg.sleep):
+                result.error = "stopped"
+                return result
+    finally:
+        for _p, _v, tracker, _ in scans.values():
+            if tracker is not None:
+                tracker.close()
+
+    # File every page by (count, current node).
+    pids: list[CslidePid] = []
+    pages: list[PidPages] = []
+    nodes = np.array(cfg.nodes, dtype=np.int64)
+    for p, _vmas, _tracker, passes in scans.values():
+        addr, ptype, count = accumulate(passes)
+        if len(addr):
+            try:
+                status = np.asarray(host.move_pages(p.pid, addr, None), dtype=np.int64)
+            except (EtmemError, OSError) as exc:
+                _skip(result, p, f"node query failed: {exc}")
+                continue
+            keep = np.isin(status, nodes)  # negative status: not present / unmapped
+            pid_pages = PidPages(
+                addr=addr[keep].astype(np.uint64),
+                size=TYPE_SIZE[np.minimum(ptype[keep], 2)],
+                count=count[keep].astype(np.int32),
+                node=status[keep].astype(np.int32),
+            )
+        else:
+            pid_pages = PidPages.empty()
+        pids.append(p)
+        pages.append(pid_pages)
+    result.scanned = pids
+    update_stats(eng, working, pids, pages)
+
+    plan = plan_moves(pages, mem, cfg)
+    result.plan = plan
+    migrate(eng, pids, plan, result)
+    eng.cycles += 1
+    return result
+
+
+def node_pages_kb(pages: PidPages, nodes, hot_threshold: int) -> dict[int, tuple[int, int]]:
+    """node -> (hot KiB, cold KiB) from each page's real size."""
+    out = {}
+    hot = pages.count >= hot_threshold
+    for n in nodes:
+        on = pages.node == n
+        out[n] = (int(pages.size[on & hot].sum()) // 1024, int(pages.size[on & ~hot].sum()) // 1024)
+    return out
+
+
+def _nodes_json(nodes, pages, totals=None) -> dict[str, dict[str, int]]:
+    out = {}
+    for n in nodes:
+        hot, cold = pages.get(n, (0, 0))
+        row = {"used_kb": hot + cold, "hot_kb": hot, "cold_kb": cold}
+        if totals is not None:
+            row = {"total_kb": totals[n].total // 1024, "free_kb": totals[n].free // 1024, **row}
+        out[str(n)] = row
+    return out
+
+
+def update_stats(
+    eng: CslideEngine, working: list[CslidePid], scanned: list[CslidePid], pages: list[PidPages]
+) -> None:
+    """Per-pid and host hot/cold KiB per node, the time, and the JSON copies in the stats."""
+    nodes = eng.config.nodes
+    by_pid = {id(p): pp for p, pp in zip(scanned, pages, strict=True)}
+    host = {n: [0, 0] for n in nodes}
+    with eng.stat_lock:
+        for p in working:
+            pp = by_pid.get(id(p))
+            p.pages = (
+                node_pages_kb(pp, nodes, eng.config.hot_threshold)
+                if pp is not None
+                else {n: (0, 0) for n in nodes}
+            )
+            for n, (h, c) in p.pages.items():
+                host[n][0] += h
+                host[n][1] += c
+        eng.host_pages = {n: (h, c) for n, (h, c) in host.items()}
+        eng.stat_time = time.time()
+        publish_stats(eng, working)
+
+
+def publish_stats(eng: CslideEngine, pids: list[CslidePid] | None = None) -> None:
+    """Replace ``engine.stats`` / ``task.stats`` with fresh JSON-ready dicts (atomic swaps)."""
+    when = stamp(eng.stat_time).strip(" []")
+    if eng.model is not None and eng.mem:
+        eng.model.stats = {
+            "stat_time": eng.stat_time,
+            "stat_time_text": when,
+            "cycles": eng.cycles,
+            "memory": eng.config.memory,
+            "pairs": [{"hot": p.hot, "cold": p.cold} for p in eng.config.pairs],
+            "nodes": _nodes_json(eng.config.nodes, eng.host_pages, eng.mem),
+        }
+    for p in pids or ():
+        if p.task_model is not None:
+            p.task_model.stats = {
+                "pid": p.pid,
+                "stat_time": eng.stat_time,
+                "stat_time_text": when,
+                "skipped": p.skipped,
+                "nodes": _nodes_json(eng.config.nodes, p.pages),
+            }
+
+
+def migrate(eng: CslideEngine, pids: list[CslidePid], plan: Plan, result: CycleResult) -> None:
+    """Move each pid's planned pages, cold ones first; a failing pid does not stop the others."""
+    for p, pair_moves in zip(pids, plan.moves, strict=True):
+        try:
+            for pair, moves in zip(eng.config.pairs, pair_moves, strict=True):
+                for addrs, node, nbytes, src in (
+                    (moves.cold_addrs(), pair.cold, moves.cold_bytes, pair.hot),
+                    (moves.hot_addrs(), pair.hot, moves.hot_bytes, pair.cold),
+                ):
+                    if not len(addrs):
+                        continue
+                    status = np.asarray(eng.host.move_pages(p.pid, addrs, node))
+                    done = int(np.count_nonzero(status == node))
+                    result.moved[(p.pid, node)] = result.moved.get((p.pid, node), 0) + nbytes
+                    log.info(
+                        "cslide: task %d move pages %d KB from node %d to node %d "
+                        "(%d of %d pages landed)",
+                        p.pid,
+                        nbytes // 1024,
+                        src,
+                        node,
+                        done,
+                        len(addrs),
+                    )
+        except (EtmemError, OSError) as exc:
+            _skip(result, p, f"move_pages failed: {exc}")

@@ -1,0 +1,97 @@
+"""The machine as cslide sees it: node pools, VMAs, trackers, move_pages — all over etmem_scan.
+
+One object so the engine loop can be run against fake /proc and /sys trees with an injected
+tracker and move_pages (tests), and against the real kernel otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from etmem_scan import actuators, procfs
+
+from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+#: bytes of a page by tracker page type (0 = base page, 1 = PMD, 2 = PUD)
+TYPE_SIZE = np.array([PAGE_SIZE, 2 << 20, 1 << 30], dtype=np.int64)
+
+
+def _optional(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum the weights of ``passes`` per address: (addr uint64, type uint8, count int32) by addr."""
+    pagerefs = _optional("etmem_scan.pagerefs")
+    acc = getattr(pagerefs, "accumulate", None)
+    if acc is not None:
+        refs = acc(passes)
+        return refs.addr, refs.type, refs.count
+    # Fallback until etmem_scan.pagerefs.accumulate exists.
+    if not passes:
+        return np.empty(0, np.uint64), np.empty(0, np.uint8), np.empty(0, np.int32)
+    addr = np.concatenate([p.addr for p in passes]).astype(np.uint64)
+    ptype = np.concatenate([p.type for p in passes]).astype(np.uint8)
+    weight = np.concatenate([p.weight for p in passes]).astype(np.int32)
+    uniq, first, inverse = np.unique(addr, return_index=True, return_inverse=True)
+    count = np.zeros(len(uniq), np.int32)
+    np.add.at(count, inverse, weight)
+    return uniq, ptype[first], count
+
+
+@dataclass
+class Host:
+    """Real-kernel access rooted at ``proc_root``/``sys_root``."""
+
+    proc_root: str | Path = "/proc"
+    sys_root: str | Path = "/sys"
+
+    def node_mem(self, nodes: tuple[int, ...], memory: str) -> dict[int, NodeMem]:
+        return read_node_mem(self.sys_root, nodes, memory)
+
+    def read_vmas(self, pid: int, task: TaskConfig) -> list:
+        flags = list(task.vm_flags) or None
+        return procfs.read_vmas(
+            pid, vmflags=flags, anon_only=task.anon_only, proc_root=self.proc_root
+        )
+
+    def tracker_name(self, task: TaskConfig, memory: str) -> str:
+        """The task's ``tracker=`` key, else idle_pages for hugetlb (the original's only way to
+        see hugetlb accesses), else the best tracker the probe finds on this machine."""
+        if task.tracker:
+            return task.tracker
+        if memory == HUGETLB:
+            return "idle_pages"
+        probe = _optional("etmem_scan.probe")
+        best = getattr(probe, "best_tracker", None)
+        if best is not None:
+            return best(proc_root=self.proc_root, sys_root=self.sys_root)
+        return "idle_pages" if Path(self.proc_root, "self/idle_pages").exists() else "refs"
+
+    def open_tracker(self, pid: int, task: TaskConfig, memory: str):
+        """A tracker bound to ``pid`` (closed by the caller)."""
+        from etmem_scan.trackers import make_tracker
+
+        return make_tracker(
+            self.tracker_name(task, memory),
+            pid,
+            proc_root=self.proc_root,
+            sys_root=self.sys_root,
+            scan_flags=task.scan_flags,
+        )
+
+    def move_pages(self, pid: int, addrs: np.ndarray, node: int | None) -> np.ndarray:
+        """Query (``node=None``) or move pages with MPOL_MF_MOVE_ALL, in batches; the per-page
+        status (node, or negative errno)."""
+        if node is None:
+            return actuators.query_nodes(pid, addrs)
+        return actuators.move_pages(pid, addrs, node, actuators.MPOL_MF_MOVE_ALL)

@@ -1,0 +1,531 @@
+"""The cslide engine: hooks, the engine loop on a fake machine (fake /proc and /sys, fake tracker
+passes, injected move_pages), the show commands, and on this machine for real: the engine-add
+preconditions and move_pages through the host adapter."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import etmem_cslide.engine as ce
+import numpy as np
+import pytest
+from etmem_cslide import config as cc
+from etmem_cslide.cycle import run_cycle
+from etmem_cslide.host import Host
+from etmem_cslide.show import host_pages_text, task_pages_text
+from etmem_cslide.state import CslidePid, PidFactory, PidState
+from etmem_scan.pagerefs import PassRefs
+from etmem_sdk import (
+    BufferReply,
+    ConfigError,
+    ConfigSection,
+    Engine,
+    EngineError,
+    Project,
+    TargetGone,
+    Task,
+)
+
+HUGE = cc.HUGE_2M
+BASE = 0x7F0000000000
+PID, PID2 = 4242, 4343
+
+
+# --- a fake machine ---------------------------------------------------------------------------
+
+
+def fake_sys(root: Path, nr: list[int], free: list[int]) -> Path:
+    for n, (total, avail) in enumerate(zip(nr, free, strict=True)):
+        hp = root / f"devices/system/node/node{n}/hugepages/hugepages-2048kB"
+        hp.mkdir(parents=True)
+        (hp / "nr_hugepages").write_text(f"{total}\n")
+        (hp / "free_hugepages").write_text(f"{avail}\n")
+    return root
+
+
+def fake_proc(root: Path, pid: int, comm: str, pages: int) -> Path:
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    (d / "comm").write_text(comm + "\n")
+    (d / "stat").write_text(f"{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0\n")
+    end = BASE + pages * HUGE
+    (d / "smaps").write_text(
+        "55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]\n"
+        "Size:                132 kB\nVmFlags: rd wr mr mw me ac\n"
+        f"{BASE:x}-{end:x} rw-p 00000000 00:0f 90210        /anon_hugepage (deleted)\n"
+        f"Size:           {pages * 2048} kB\nKernelPageSize:     2048 kB\n"
+        "VmFlags: rd wr mr mw me de ht\n"
+    )
+    return root
+
+
+class FakeTracker:
+    """Replays scripted passes: ``accessed(pass_index) -> bool mask`` over the VMA's hugepages."""
+
+    def __init__(self, host: FakeHost, pid: int) -> None:
+        self.host, self.pid, self.passes = host, pid, 0
+
+    def scan_pass(self, vmas):
+        if self.pid in self.host.dead:
+            raise TargetGone(f"process {self.pid} is gone")
+        addrs = np.concatenate([np.arange(v.start, v.end, HUGE, dtype=np.uint64) for v in vmas])
+        hot = self.host.hot.get(self.pid, set())
+        weight = np.array([1 if int(a) in hot else 0 for a in addrs], np.uint8)
+        self.passes += 1
+        return PassRefs(addrs, np.ones(len(addrs), np.uint8), weight)
+
+    def close(self) -> None:
+        self.host.closed.append(self.pid)
+
+
+@dataclasses.dataclass
+class FakeHost(Host):
+    """Host over fake trees; trackers and move_pages are simulated on ``placement``."""
+
+    placement: dict = dataclasses.field(default_factory=dict)  # (pid, addr) -> node
+    hot: dict = dataclasses.field(default_factory=dict)  # pid -> set of addrs touched
+    dead: set = dataclasses.field(default_factory=set)
+    calls: list = dataclasses.field(default_factory=list)
+    closed: list = dataclasses.field(default_factory=list)
+
+    def open_tracker(self, pid, task, memory):
+        assert task.scan_flags == cc.SCAN_AS_HUGE | cc.SCAN_IGN_HOST
+        assert self.tracker_name(task, memory) == "idle_pages"
+        return FakeTracker(self, pid)
+
+    def move_pages(self, pid, addrs, node):
+        if pid in self.dead:
+            raise TargetGone(f"process {pid} is gone")
+        self.calls.append((pid, None if node is None else int(node), [int(a) for a in addrs]))
+        out = []
+        for a in addrs:
+            key = (pid, int(a))
+            if key not in self.placement:
+                out.append(-2)  # -ENOENT: not present
+                continue
+            if node is not None:
+                self.placement[key] = int(node)
+            out.append(self.placement[key])
+        return np.array(out, np.int32)
+
+
+def engine_config(**over) -> ConfigSection:
+    items = {
+        "project": "p",
+        "name": "cslide",
+        "node_pair": "0,1",
+        "hot_threshold": "2",
+        "node_mig_quota": "1024",
+        "node_hot_reserve": "40",
+        **over,
+    }
+    return ConfigSection("engine", items, path="/etc/etmem/eng.config")
+
+
+def task_config(name="vm1", value=str(PID)) -> ConfigSection:
+    items = {
+        "project": "p",
+        "engine": "cslide",
+        "name": name,
+        "type": "pid",
+        "value": value,
+        "vm_flags": "ht",
+        "anon_only": "no",
+        "ign_host": "yes",
+    }
+    return ConfigSection("task", items, path="/etc/etmem/task.config")
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """Two nodes of 20 hugepages, 10 free on each; pid 4242 with 20 hugepages: the first 10
+    (touched every pass) on the cold node 1, the other 10 (never touched) on the hot node 0."""
+    sys_root = fake_sys(tmp_path / "sys", nr=[20, 20], free=[10, 10])
+    proc_root = fake_proc(tmp_path / "proc", PID, "qemu-kvm", 20)
+    host = FakeHost(proc_root=proc_root, sys_root=sys_root)
+    addrs = [BASE + i * HUGE for i in range(20)]
+    for i, a in enumerate(addrs):
+        host.placement[(PID, a)] = 1 if i < 10 else 0
+    host.hot[PID] = set(addrs[:10])
+    monkeypatch.setattr(ce, "make_host", lambda: host)
+    return host
+
+
+def new_engine(project=None, **over) -> Engine:
+    project = project or Project(name="p", loop=3, interval=1, sleep=1)
+    engine = Engine(name="cslide", kind="cslide", project=project)
+    project.engines.insert(0, engine)
+    ce.fill_eng_params(engine=engine, config=engine_config(**over))
+    return engine
+
+
+def new_task(engine, name="vm1", value=str(PID)) -> Task:
+    task = Task(name=name, type="pid", value=value, engine=engine)
+    engine.tasks.insert(0, task)
+    ce.fill_task_params(task=task, config=task_config(name, value))
+    return task
+
+
+def no_sleep(engine) -> None:
+    eng = engine.params
+    eng.config = dataclasses.replace(eng.config, sleep=0)
+
+
+def started(engine, task) -> None:
+    """start_task without the engine thread: the test drives cycles itself."""
+    for tp in task.pids:
+        engine.params.factory.add(tp.params)
+    engine.params.factory.update()
+
+
+# --- the engine loop on the fake machine ------------------------------------------------------
+
+
+def test_cycle_promotes_hot_and_demotes_cold_pages(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+
+    result = run_cycle(engine.params)
+
+    addrs = [BASE + i * HUGE for i in range(20)]
+    assert [machine.placement[(PID, a)] for a in addrs] == [0] * 10 + [1] * 10
+    moves = [(pid, node, len(a)) for pid, node, a in machine.calls if node is not None]
+    assert moves == [(PID, 1, 10), (PID, 0, 10)]  # cold pages first, as the original
+    assert result.moved == {(PID, 1): 10 * HUGE, (PID, 0): 10 * HUGE}
+    assert result.skipped == {}
+    assert machine.closed == [PID]  # the tracker is closed after the scan
+    # the query was one batch over every page of the hugetlb VMA only (the heap has no ht)
+    query = [a for pid, node, a in machine.calls if node is None]
+    assert query == [addrs]
+
+
+def test_cycle_statistics_are_taken_before_the_moves(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    run_cycle(engine.params)
+
+    eng = engine.params
+    kb = 10 * 2048
+    assert eng.host_pages == {0: (0, kb), 1: (kb, 0)}
+    assert task.pids[0].params.pages == {0: (0, kb), 1: (kb, 0)}
+    assert engine.stats["nodes"]["0"] == {
+        "total_kb": 20 * 2048,
+        "free_kb": 10 * 2048,
+        "used_kb": kb,
+        "hot_kb": 0,
+        "cold_kb": kb,
+    }
+    assert engine.stats["pairs"] == [{"hot": 0, "cold": 1}]
+    assert engine.stats["cycles"] == 0  # counted after the moves
+    assert task.stats["pid"] == PID
+    assert task.stats["nodes"]["1"] == {"used_kb": kb, "hot_kb": kb, "cold_kb": 0}
+    assert task.stats["skipped"] == ""
+    assert eng.cycles == 1
+
+
+def test_quota_limits_a_cycle_and_the_next_cycle_continues(machine):
+    engine = new_engine(node_mig_quota="8", node_hot_reserve="0")
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+
+    run_cycle(engine.params)
+    on_hot = [i for i in range(10) if machine.placement[(PID, BASE + i * HUGE)] == 0]
+    assert on_hot == [0, 1, 2, 3]  # 8 MiB of quota = 4 hugepages, lowest addresses first
+    run_cycle(engine.params)
+    on_hot = [i for i in range(10) if machine.placement[(PID, BASE + i * HUGE)] == 0]
+    assert on_hot == list(range(8))
+
+
+def test_a_dead_pid_is_skipped_and_the_others_still_move(machine, tmp_path):
+    fake_proc(machine.proc_root, PID2, "qemu-kvm2", 20)
+    engine = new_engine()
+    t1 = new_task(engine)
+    t2 = new_task(engine, name="vm2", value=str(PID2))
+    for i in range(20):
+        machine.placement[(PID2, BASE + i * HUGE)] = 1
+    no_sleep(engine)
+    started(engine, t1)
+    started(engine, t2)
+    machine.dead.add(PID2)
+
+    result = run_cycle(engine.params)
+
+    assert set(result.skipped) == {PID2}
+    assert "gone" in result.skipped[PID2]
+    assert [p.pid for p in result.scanned] == [PID]
+    assert machine.placement[(PID, BASE)] == 0  # the live pid got its hot page promoted
+    assert t2.stats["skipped"] and t2.pids[0].params.pages == {0: (0, 0), 1: (0, 0)}
+
+
+def test_a_pid_whose_vmas_cannot_be_read_is_skipped(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    (machine.proc_root / str(PID) / "smaps").unlink()
+    result = run_cycle(engine.params)
+    assert PID in result.skipped
+    assert [c for c in machine.calls if c[1] is not None] == []
+
+
+def test_a_node_losing_its_hugepages_fails_the_cycle(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    hp = machine.sys_root / "devices/system/node/node1/hugepages/hugepages-2048kB"
+    (hp / "nr_hugepages").write_text("0\n")
+    result = run_cycle(engine.params)
+    assert result.error == "no 2 MiB hugepages on node 1"
+    assert machine.calls == []
+
+
+def test_the_engine_thread_runs_cycles_and_stops_at_engine_delete(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    ce.start_task(engine=engine, task=task)
+    eng = engine.params
+    thread = eng.thread
+    assert thread is not None and thread.is_alive()
+    deadline = time.monotonic() + 30
+    while eng.cycles < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert eng.cycles >= 1
+    ce.stop_task(engine=engine, task=task)
+    assert task.pids[0].params.state is PidState.REMOVE
+    ce.clear_task_params(task=task)
+    ce.clear_eng_params(engine=engine)
+    assert not thread.is_alive()
+    assert engine.params is None
+
+
+# --- hooks and the per-pid state machine ------------------------------------------------------
+
+
+def test_pid_state_machine():
+    f = PidFactory()
+    a = CslidePid(pid=1, task_name="a", task=None)
+    b = CslidePid(pid=2, task_name="b", task=None)
+    f.free(b)  # never started: freed at once
+    assert b.state is PidState.NONE and f.working == []
+    f.add(a)
+    assert a.state is PidState.WORKING and f.working == []  # waits for the engine thread
+    assert f.has_working()
+    f.update()
+    assert f.working == [a] and f.working_pids() == [a]
+    f.remove(a)
+    assert a.state is PidState.REMOVE and f.working_pids() == [] and not f.has_working()
+    f.add(a)  # restarted: back to WORKING without queueing twice
+    f.update()
+    assert f.working == [a]
+    f.free(a)
+    assert a.state is PidState.FREE and f.working == [a]
+    f.update()
+    assert f.working == []
+
+
+def test_task_add_needs_a_live_process(machine):
+    engine = new_engine()
+    with pytest.raises(ConfigError, match=r"task.config: \[task\] value=999999: no such process"):
+        new_task(engine, value="999999")
+
+
+def test_task_add_resolves_the_pid_once_and_start_queues_it(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    assert [tp.pid for tp in task.pids] == [PID]
+    p = task.pids[0].params
+    assert isinstance(p, CslidePid) and p.state is PidState.NONE
+    assert p.task.scan_flags == cc.SCAN_AS_HUGE | cc.SCAN_IGN_HOST
+    engine.params.factory.add(p)
+    assert p.state is PidState.WORKING
+
+
+def test_engine_add_reads_the_pools_and_publishes_stats(machine):
+    engine = new_engine()
+    assert engine.params.mem[0] == cc.NodeMem(total=20 * HUGE, free=10 * HUGE)
+    assert engine.stats["nodes"]["1"]["total_kb"] == 20 * 2048
+    assert engine.stats["stat_time"] == 0.0
+
+
+def test_engine_add_refuses_an_odd_node_count_on_a_fake_tree(tmp_path, monkeypatch):
+    host = FakeHost(proc_root=tmp_path, sys_root=fake_sys(tmp_path / "sys", [4] * 3, [4] * 3))
+    monkeypatch.setattr(ce, "make_host", lambda: host)
+    with pytest.raises(ConfigError, match=r"this machine has 3 NUMA nodes \(node0, node1, node2\)"):
+        new_engine(node_pair="0,1")
+
+
+# --- show commands ----------------------------------------------------------------------------
+
+
+def test_show_text_layout():
+    t = time.mktime((2026, 11, 5, 9, 8, 7, 0, 0, -1))
+    text = host_pages_text(t, [0, 1], {0: 40960, 1: 2048}, {0: (2048, 4096), 1: (0, 0)})
+    assert text == (
+        "[Thu Nov  5 09:08:07 2026] host pages info (KB):\n"
+        " node      total       used        hot       cold\n"
+        "    0      40960       6144       2048       4096\n"
+        "    1       2048          0          0          0\n"
+    )
+    text = task_pages_text(t, 4242, [0, 1], {0: (2048, 4096)})
+    assert text == (
+        "[Thu Nov  5 09:08:07 2026] task 4242 pages info (KB):\n"
+        " node       used        hot       cold\n"
+        "    0       6144       2048       4096\n"
+        "    1          0          0          0\n"
+    )
+
+
+def _show(engine, cmd, task=None) -> str:
+    reply = BufferReply()
+    ce.eng_mgt_func(engine=engine, task=task, cmd=cmd, reply=reply)
+    return reply.text
+
+
+def test_show_commands_after_a_cycle(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    run_cycle(engine.params)
+    stamp = re.escape(time.asctime(time.localtime(engine.params.stat_time)))
+
+    host = _show(engine, "showhostpages")
+    assert re.fullmatch(
+        rf"\[{stamp}\] host pages info \(KB\):\n"
+        r" node      total       used        hot       cold\n"
+        r"    0      40960      20480          0      20480\n"
+        r"    1      40960      20480      20480          0\n",
+        host,
+    )
+    taskp = _show(engine, "showtaskpages", task)
+    assert re.fullmatch(
+        rf"\[{stamp}\] task {PID} pages info \(KB\):\n"
+        r" node       used        hot       cold\n"
+        r"    0      20480          0      20480\n"
+        r"    1      20480      20480          0\n",
+        taskp,
+    )
+
+
+def test_show_before_the_first_cycle_uses_the_epoch(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    started(engine, task)
+    epoch = time.asctime(time.localtime(0))
+    assert _show(engine, "showhostpages").startswith(f"[{epoch}] host pages info (KB):\n")
+    assert "    0          0          0          0\n" in _show(engine, "showtaskpages", task)
+
+
+def test_show_command_errors(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    with pytest.raises(EngineError, match="no working pid"):
+        _show(engine, "showhostpages")  # nothing started yet
+    started(engine, task)
+    with pytest.raises(EngineError, match="not supported"):
+        _show(engine, "showfoo")
+    with pytest.raises(EngineError, match="not found"):
+        _show(engine, "showtaskpages")  # no -t
+    other = Task(name="idle", type="pid", value="1", engine=engine)
+    with pytest.raises(EngineError, match="not started"):
+        _show(engine, "showtaskpages", other)
+    ce.stop_task(engine=engine, task=task)
+    with pytest.raises(EngineError, match="no working pid"):
+        _show(engine, "showhostpages")
+
+
+# --- this machine, for real -------------------------------------------------------------------
+
+
+def test_engine_add_on_this_machine_fails_with_what_it_has(monkeypatch):
+    monkeypatch.setattr(ce, "make_host", Host)
+    nodes = cc.configured_nodes("/sys")
+    assert nodes, "this machine shows no NUMA node directory"
+    with pytest.raises(ConfigError) as e:
+        new_engine(node_pair=";".join(f"{n},{n}" for n in nodes))
+    msg = str(e.value)
+    if len(nodes) % 2:  # the development and CI machines: one node
+        assert msg.endswith(
+            f"needs an even number of nodes; this machine has "
+            f"{len(nodes)} NUMA node{'s' if len(nodes) > 1 else ''} "
+            f"({', '.join(f'node{n}' for n in nodes)})"
+        )
+    else:
+        assert "node_pair" in msg or "nr_hugepages" in msg
+
+
+CHILD = r"""
+import mmap, sys
+m = mmap.mmap(-1, 64 * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+m.write(b"x" * (32 * 4096))  # the first 32 pages present, the rest never touched
+import ctypes
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+print(hex(addr), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def child():
+    with subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            addr = int(proc.stdout.readline(), 16)
+            yield proc.pid, addr
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.root
+def test_move_pages_query_and_node0_moves_for_real(child):
+    pid, addr = child
+    host = Host()
+    addrs = addr + np.arange(64, dtype=np.uint64) * np.uint64(os.sysconf("SC_PAGE_SIZE"))
+    status = host.move_pages(pid, addrs, None)
+    assert list(status[:32]) == [0] * 32  # present pages are on node 0
+    assert all(s < 0 for s in status[32:])  # never touched: not present
+    moved = host.move_pages(pid, addrs[:32], 0)
+    assert list(moved) == [0] * 32
+    with pytest.raises(TargetGone):
+        host.move_pages(2**22 + 12345, addrs[:1], None)
+
+
+@pytest.mark.root
+def test_real_process_resolves_and_its_pages_are_filed_by_node(child, tmp_path, monkeypatch):
+    """The engine's node query on a real process, through a normal-memory engine whose node
+    list comes from a fake 2-node tree (this machine has one node)."""
+    pid, addr = child
+    sys_root = tmp_path / "sys"
+    for n in range(2):
+        d = sys_root / f"devices/system/node/node{n}"
+        d.mkdir(parents=True)
+        (d / "meminfo").write_text(f"Node {n} MemTotal: 1048576 kB\nNode {n} MemFree: 524288 kB\n")
+    host = Host(proc_root="/proc", sys_root=sys_root)
+    monkeypatch.setattr(ce, "make_host", lambda: host)
+    engine = new_engine(memory="normal")
+    task = Task(name="real", type="pid", value=str(pid), engine=engine)
+    cfg = dict(task_config("real", str(pid)))
+    cfg.pop("vm_flags")
+    ce.fill_task_params(task=task, config=ConfigSection("task", cfg, path="t.config"))
+    assert [tp.pid for tp in task.pids] == [pid]
+    vmas = host.read_vmas(pid, task.params)
+    mine = [v for v in vmas if v.start <= addr < v.end]
+    assert mine, "the child's anonymous mapping is among the VMAs"
+    page = os.sysconf("SC_PAGE_SIZE")
+    status = host.move_pages(pid, np.array([addr, addr + 40 * page], np.uint64), None)
+    assert status[0] == 0 and status[1] < 0
