@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pluggy
 import pytest
+from conftest import GOLDEN
 from etmem_scan.pagerefs import PageRefs, PassRefs
 from etmem_sdk import (
     ENGINE_OPS,
@@ -568,3 +569,91 @@ def test_stats_format_without_pids():
     t.stats.update(stats.new_stats())
     text = stats.format_showstats([t])
     assert text.startswith("task: x") and "total" in text
+
+
+# -- golden: the cold lists the original wrote to swap_pages -------------------------------------
+
+GOLDEN_CASES = sorted(p.name for p in (GOLDEN / "idle_pages").glob("*") if p.is_dir())
+#: Cases where we differ on purpose (not kernel-realistic streams): expected text here instead.
+#: set_hva_backward: C keeps a duplicate list node for a page seen twice in one pass (count 0
+#: -> cold); we merge the two sightings (count 2 -> hot), so nothing is cold.
+DELIBERATE = {"set_hva_backward": b""}
+
+
+class _GoldenIdlePages:
+    """A fake ``idle_pages`` file: serves the recorded ``read_N.bin`` chunks of one pass."""
+
+    def __init__(self, reads: list[tuple[int, bytes]], log: list):
+        self.reads = reads
+        self.log = log
+
+    def add_flags(self, request, flags):
+        self.log.append(("ioctl", request, flags))
+
+    def read_at(self, pos, count):
+        # Serve the recorded chunk for this position; a read C never made (our tracker keeps
+        # reading to the VMA end, C stops after one read) gets "nothing more".
+        for i, (off, data) in enumerate(self.reads):
+            if off == pos:
+                del self.reads[: i + 1]
+                return data[:count]
+        return b""
+
+    def close(self):
+        pass
+
+
+def _golden_passes(case: Path) -> list[list[tuple[int, bytes]]]:
+    text = (case / "c_reads.txt").read_text().split("# phase slide_executor", 1)[1]
+    passes: list[list[tuple[int, bytes]]] = []
+    for line in text.splitlines():
+        if line.startswith("open idle_pages"):
+            passes.append([])
+        elif line.startswith("read "):
+            f = dict(kv.split("=") for kv in line.replace(" -> ", " ").split()[1:])
+            data = (case / f"read_{int(f['chunk']) + 1}.bin").read_bytes()
+            passes[-1].append((int(f["offset"], 16), data[: int(f["returned"])]))
+    return passes
+
+
+@pytest.mark.parametrize("name", GOLDEN_CASES)
+def test_golden_swap_pages(name, golden, tmp_path):
+    from etmem_scan.idle_pages import IdlePagesTracker
+    from etmem_scan.pagerefs import format_cold
+    from etmem_scan.tracker import ScanError
+
+    case = golden / "idle_pages" / name
+    meta = {
+        c["name"]: c for c in json.loads((golden / "idle_pages/manifest.json").read_text())["cases"]
+    }[name]
+    _write_proc(tmp_path, 4242, maps=(case / "maps").read_text())
+    passes = _golden_passes(case)
+    log: list = []
+
+    def opener(path):
+        return _GoldenIdlePages(passes.pop(0), log)
+
+    writes: list[bytes] = []
+
+    class Recorder:
+        def reclaim(self, cold):
+            writes.append(format_cold(cold.addr))
+            return 0
+
+        def close(self):
+            pass
+
+    settings = cycle.CycleSettings(loop=meta["loop"], sleep=0, T=meta["T"])
+    try:
+        cycle.run_cycle(
+            4242,
+            settings,
+            make_tracker=lambda pid: IdlePagesTracker(pid, str(tmp_path), opener=opener),
+            make_actuator=lambda pid: Recorder(),
+            sleep=lambda s: None,
+            proc_root=str(tmp_path),
+        )
+    except ScanError:
+        pass  # a failed pass discards the scan: nothing written, as C
+    want = DELIBERATE.get(name, (case / "c_swap_pages.txt").read_bytes())
+    assert b"".join(writes) == want

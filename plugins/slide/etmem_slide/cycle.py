@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from etmem_scan import procfs
+from etmem_scan import pagerefs, procfs
 from etmem_scan.pagerefs import PageRefs, PassRefs
 from etmem_sdk import TargetGone
 
@@ -101,46 +101,29 @@ def check_should_swap(
 
 def accumulate(passes: list[PassRefs]) -> PageRefs:
     """Sum the weights of every pass per page address (type of the first sighting kept)."""
-    if not passes:
-        empty = np.empty(0, dtype=np.uint64)
-        return PageRefs(empty, np.empty(0, dtype=np.uint8), np.empty(0, dtype=np.int32))
-    addr = np.concatenate([p.addr for p in passes]).astype(np.uint64, copy=False)
-    typ = np.concatenate([p.type for p in passes]).astype(np.uint8, copy=False)
-    weight = np.concatenate([p.weight for p in passes]).astype(np.int32, copy=False)
-    # Stable sort keeps pass order within one address, so "first" below is the first sighting.
-    order = np.argsort(addr, kind="stable")
-    addr, typ, weight = addr[order], typ[order], weight[order]
-    first = np.ones(len(addr), dtype=bool)
-    first[1:] = addr[1:] != addr[:-1]
-    starts = np.flatnonzero(first)
-    counts = np.add.reduceat(weight, starts) if len(starts) else weight[:0]
-    return PageRefs(addr[starts], typ[starts], counts.astype(np.int32, copy=False))
+    return pagerefs.accumulate(passes)
 
 
 def dram_target_pages(dram_percent: int, status: dict[str, int]) -> int:
     """How many pages to swap so that ``dram_percent`` of the process stays in RAM
     (C ``check_should_migrate``: integer maths, division first)."""
-    rss, swap = status.get("VmRSS", 0), status.get("VmSwap", 0)
-    keep = (rss + swap) // 100 * dram_percent
-    if keep > rss:
-        return 0
-    return (rss - keep) * 1024 // PAGE_SIZE
+    return pagerefs.dram_percent_target(
+        status.get("VmRSS", 0), status.get("VmSwap", 0), dram_percent, PAGE_SIZE
+    )
 
 
 def select_cold(refs: PageRefs, T: int, target_pages: int | None = None) -> np.ndarray:
-    """Indices into ``refs`` of the pages to swap out, in descending address order.
+    """Indices into ``refs`` (address-sorted) of the pages to swap out, descending addresses.
 
     Without ``target_pages`` every page with ``count < T`` is cold. With it (``dram_percent``),
-    pages are taken coldest bucket first (each bucket in descending address order), stopping at
-    the first page with ``count >= T`` or once ``target_pages`` are taken.
+    pages are taken coldest first (each count in descending address order), only those with
+    ``count < T``, at most ``target_pages`` of them.
     """
     if target_pages is None:
-        idx = np.flatnonzero(refs.count < T)
-        return idx[::-1]
-    order = np.lexsort((-refs.addr.astype(np.int64), refs.count))  # count asc, addr desc
-    n_cold = int(np.searchsorted(refs.count[order], T, side="left"))
-    chosen = order[: min(n_cold, max(0, target_pages))]
-    return chosen[np.argsort(refs.addr[chosen], kind="stable")[::-1]]
+        mask = pagerefs.cold_mask(refs, T)
+    else:
+        mask = pagerefs.dram_percent_mask(refs, T, target_pages)
+    return np.flatnonzero(mask)[::-1]
 
 
 def take(refs: PageRefs, idx: np.ndarray) -> PageRefs:
