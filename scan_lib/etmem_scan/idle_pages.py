@@ -15,6 +15,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import stat
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -239,13 +240,16 @@ IoctlFn = Callable[[int, int, bytes], object]
 class IdlePagesFile:
     """``/proc/PID/idle_pages`` opened read-only; reads at a virtual address via ``lseek``.
 
-    ``ioctl=None`` skips the flag ioctls (a fake tree where the file is a regular file).
+    ``ioctl=None`` skips the flag ioctls.  In a fake tree the file is a regular file holding
+    one captured stream: its content answers the first read after open, later reads get
+    nothing (a regular file cannot seek to a user address).
     """
 
     def __init__(self, path: Path | str, ioctl: IoctlFn | None = fcntl.ioctl) -> None:
         self.path = Path(path)
         self._ioctl = ioctl
         self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        self._recorded: bool | None = stat.S_ISREG(os.fstat(self.fd).st_mode) or None
 
     def add_flags(self, request: int, flags: int) -> None:
         """OR ``flags`` into the file's scan flags (IDLE_SCAN_ADD_FLAGS / VMA_SCAN_ADD_FLAGS)."""
@@ -254,6 +258,9 @@ class IdlePagesFile:
 
     def read_at(self, pos: int, count: int) -> bytes:
         """One ``read()`` of at most ``count`` bytes describing pages from address ``pos``."""
+        if self._recorded is not None:
+            first, self._recorded = self._recorded, False
+            return os.pread(self.fd, count, 0) if first else b""
         os.lseek(self.fd, pos, os.SEEK_SET)
         return os.read(self.fd, count)
 
@@ -266,9 +273,8 @@ class IdlePagesFile:
 class IdlePagesTracker(Tracker):
     """Access bits from openEuler's etmem_scan module, one pass per :meth:`scan_pass`.
 
-    Per pass the file is opened afresh (as etmemd does), ``scan_flags`` are sent with
-    IDLE_SCAN_ADD_FLAGS and, with ``vma_flag``, VMA_SCAN_FLAG with VMA_SCAN_ADD_FLAGS.  Each VMA
-    is read from ``max(vma.start, last_walk_end)`` with etmemd's buffer size, but -- unlike
+    Per pass the file is opened afresh (as etmemd does) and the scan flags are set by ioctl.
+    Each VMA is read from ``max(vma.start, last_walk_end)`` with etmemd's buffer size, but -- unlike
     etmemd, which reads once and silently loses the rest (§13.22) -- reads continue from the
     last decoded address until the VMA end is covered or the kernel returns nothing more.
     """
@@ -281,18 +287,24 @@ class IdlePagesTracker(Tracker):
         pid: int,
         proc_root: Path | str = "/proc",
         *,
-        scan_flags: int = 0,
-        vma_flag: bool = False,
+        flags: int = 0,
+        vma_flags: int = 0,
         page_size: int = PAGE_SIZE,
         ioctl: IoctlFn | None = fcntl.ioctl,
         opener: Callable[[Path], IdlePagesIO] | None = None,
+        sys_root: Path | str = "/sys",
     ) -> None:
-        if scan_flags & ~ALL_SCAN_FLAGS:
-            raise ValueError(f"unknown idle_pages scan flags 0x{scan_flags:x}")
+        """``flags``: sent with IDLE_SCAN_ADD_FLAGS (SCAN_AS_HUGE, SCAN_IGN_HOST, VMA_SCAN_FLAG)
+        when non-zero; ``vma_flags``: sent with VMA_SCAN_ADD_FLAGS (the slide engine's
+        ``swap_flag=yes`` sends VMA_SCAN_FLAG).  ``ioctl=None`` skips both; ``opener`` replaces
+        the file (tests).  ``sys_root`` is accepted for :func:`trackers.make_tracker` only."""
+        for what, value in (("flags", flags), ("vma_flags", vma_flags)):
+            if value & ~ALL_SCAN_FLAGS:
+                raise ValueError(f"unknown idle_pages scan {what} 0x{value:x}")
         self.pid = pid
         self.path = Path(proc_root) / str(pid) / "idle_pages"
-        self.scan_flags = scan_flags
-        self.vma_flag = vma_flag
+        self.flags = flags & ALL_SCAN_FLAGS
+        self.vma_flags = vma_flags
         self.page_size = page_size
         self._open = opener or (lambda p: IdlePagesFile(p, ioctl))
         self.reads: list[tuple[int, int, int]] = []  # (pos, count, returned) of the last pass
@@ -310,10 +322,10 @@ class IdlePagesTracker(Tracker):
         self.reads = []
         parts: list[Runs] = []
         try:
-            if self.scan_flags:
-                f.add_flags(IDLE_SCAN_ADD_FLAGS, self.scan_flags)
-            if self.vma_flag:
-                f.add_flags(VMA_SCAN_ADD_FLAGS, VMA_SCAN_FLAG)
+            if self.flags:
+                f.add_flags(IDLE_SCAN_ADD_FLAGS, self.flags)
+            if self.vma_flags:
+                f.add_flags(VMA_SCAN_ADD_FLAGS, self.vma_flags)
             last_walk_end = 0
             for vma in vmas:
                 if last_walk_end > vma.end:
