@@ -657,3 +657,43 @@ def test_golden_swap_pages(name, golden, tmp_path):
         pass  # a failed pass discards the scan: nothing written, as C
     want = DELIBERATE.get(name, (case / "c_swap_pages.txt").read_bytes())
     assert b"".join(writes) == want
+
+
+# -- swap_flag=yes: only VMAs marked for swap (idle_pages VMA_SCAN_FLAG) -------------------------
+
+
+@pytest.mark.parametrize("swap_flag", [True, False])
+def test_swap_flag_sends_vma_scan_flag(tmp_path, monkeypatch, swap_flag):
+    from etmem_scan import idle_pages
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(
+        idle_pages.IdlePagesFile, "add_flags", lambda self, req, flags: sent.append((req, flags))
+    )
+    _write_proc(tmp_path, 4300)
+    (tmp_path / "4300" / "idle_pages").write_bytes(b"")
+    eng = _engine(tmp_path, _project(loop=2, sleep=1))
+    eng.params.caps = _caps(idle_pages=True, pageout=True)
+    task = _task(eng, "flagged", 4300)
+    task.swap_flag = swap_flag
+    engine.start_task(eng, task)
+    try:
+        assert task.stats["tracker"] == "idle_pages"
+        task.params.worker.sleep = lambda s: None  # no need to wait between the two passes
+        task.params.worker.run_once()
+    finally:
+        engine.stop_task(eng, task)
+    assert task.stats["errors"] == 0 and task.stats["cycles"] == 1
+    # VMA_SCAN_ADD_FLAGS(VMA_SCAN_FLAG) before each of the loop=2 passes, or nothing at all.
+    assert sent == ([(0x40046602, 0x1000)] * 2 if swap_flag else [])
+
+
+def test_swap_flag_refused_without_idle_pages(tmp_path):
+    _write_proc(tmp_path, 4301)
+    eng = _engine(tmp_path, _project())
+    eng.params.caps = _caps(refs=True, pageout=True)
+    task = _task(eng, "flagged", 4301)
+    task.swap_flag = True
+    with pytest.raises(EngineError, match="swap_flag=yes needs the idle_pages tracker"):
+        engine.start_task(eng, task)
+    assert task.params.worker is None
