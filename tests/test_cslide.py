@@ -20,7 +20,6 @@ from etmem_cslide.cycle import run_cycle
 from etmem_cslide.host import Host
 from etmem_cslide.show import host_pages_text, task_pages_text
 from etmem_cslide.state import CslidePid, PidFactory, PidState
-from etmem_scan.pagerefs import PassRefs
 from etmem_sdk import (
     BufferReply,
     ConfigError,
@@ -65,20 +64,39 @@ def fake_proc(root: Path, pid: int, comm: str, pages: int) -> Path:
     return root
 
 
-class FakeTracker:
-    """Replays scripted passes: ``accessed(pass_index) -> bool mask`` over the VMA's hugepages."""
+PMD_ACCESSED, PMD_IDLE, SET_HVA = 1, 6, 0xA0
+
+
+def idle_stream(start: int, types: list[int]) -> bytes:
+    """An idle_pages byte stream: SET_HVA start, then runs of (type << 4 | n), n <= 15."""
+    out = bytearray([SET_HVA]) + start.to_bytes(8, "big")
+    i = 0
+    while i < len(types):
+        n = 1
+        while i + n < len(types) and types[i + n] == types[i] and n < 15:
+            n += 1
+        out.append(types[i] << 4 | n)
+        i += n
+    return bytes(out)
+
+
+class FakeIdlePages:
+    """An open /proc/PID/idle_pages of the fake machine: the hugetlb VMA's pages, those in
+    ``host.hot`` reported accessed, the rest idle."""
 
     def __init__(self, host: FakeHost, pid: int) -> None:
-        self.host, self.pid, self.passes = host, pid, 0
+        self.host, self.pid = host, pid
 
-    def scan_pass(self, vmas):
-        if self.pid in self.host.dead:
-            raise TargetGone(f"process {self.pid} is gone")
-        addrs = np.concatenate([np.arange(v.start, v.end, HUGE, dtype=np.uint64) for v in vmas])
+    def add_flags(self, request: int, flags: int) -> None:
+        self.host.ioctls.append((self.pid, request, flags))
+
+    def read_at(self, pos: int, count: int) -> bytes:
+        pages = self.host.vma_pages[self.pid]
+        if pos != BASE:
+            return b""
         hot = self.host.hot.get(self.pid, set())
-        weight = np.array([1 if int(a) in hot else 0 for a in addrs], np.uint8)
-        self.passes += 1
-        return PassRefs(addrs, np.ones(len(addrs), np.uint8), weight)
+        types = [PMD_ACCESSED if BASE + i * HUGE in hot else PMD_IDLE for i in range(pages)]
+        return idle_stream(BASE, types)
 
     def close(self) -> None:
         self.host.closed.append(self.pid)
@@ -93,11 +111,17 @@ class FakeHost(Host):
     dead: set = dataclasses.field(default_factory=set)
     calls: list = dataclasses.field(default_factory=list)
     closed: list = dataclasses.field(default_factory=list)
+    ioctls: list = dataclasses.field(default_factory=list)
+    vma_pages: dict = dataclasses.field(default_factory=dict)
 
-    def open_tracker(self, pid, task, memory):
-        assert task.scan_flags == cc.SCAN_AS_HUGE | cc.SCAN_IGN_HOST
-        assert self.tracker_name(task, memory) == "idle_pages"
-        return FakeTracker(self, pid)
+    def tracker_options(self, pid):
+        def opener(path):
+            if pid in self.dead:
+                raise FileNotFoundError(2, "No such file or directory", str(path))
+            assert path == Path(self.proc_root) / str(pid) / "idle_pages"
+            return FakeIdlePages(self, pid)
+
+        return {"opener": opener}
 
     def move_pages(self, pid, addrs, node):
         if pid in self.dead:
@@ -153,6 +177,7 @@ def machine(tmp_path, monkeypatch):
     for i, a in enumerate(addrs):
         host.placement[(PID, a)] = 1 if i < 10 else 0
     host.hot[PID] = set(addrs[:10])
+    host.vma_pages[PID] = 20
     monkeypatch.setattr(ce, "make_host", lambda: host)
     return host
 
@@ -201,7 +226,9 @@ def test_cycle_promotes_hot_and_demotes_cold_pages(machine):
     assert moves == [(PID, 1, 10), (PID, 0, 10)]  # cold pages first, as the original
     assert result.moved == {(PID, 1): 10 * HUGE, (PID, 0): 10 * HUGE}
     assert result.skipped == {}
-    assert machine.closed == [PID]  # the tracker is closed after the scan
+    # loop=3 passes, each opening idle_pages afresh with SCAN_AS_HUGE | SCAN_IGN_HOST
+    assert machine.closed == [PID] * 3
+    assert machine.ioctls == [(PID, 0x40046600, 0x03000000)] * 3
     # the query was one batch over every page of the hugetlb VMA only (the heap has no ht)
     query = [a for pid, node, a in machine.calls if node is None]
     assert query == [addrs]
@@ -254,6 +281,7 @@ def test_a_dead_pid_is_skipped_and_the_others_still_move(machine, tmp_path):
     t2 = new_task(engine, name="vm2", value=str(PID2))
     for i in range(20):
         machine.placement[(PID2, BASE + i * HUGE)] = 1
+    machine.vma_pages[PID2] = 20
     no_sleep(engine)
     started(engine, t1)
     started(engine, t2)
@@ -262,7 +290,7 @@ def test_a_dead_pid_is_skipped_and_the_others_still_move(machine, tmp_path):
     result = run_cycle(engine.params)
 
     assert set(result.skipped) == {PID2}
-    assert "gone" in result.skipped[PID2]
+    assert result.skipped[PID2].startswith("scan failed: open ")
     assert [p.pid for p in result.scanned] == [PID]
     assert machine.placement[(PID, BASE)] == 0  # the live pid got its hot page promoted
     assert t2.stats["skipped"] and t2.pids[0].params.pages == {0: (0, 0), 1: (0, 0)}

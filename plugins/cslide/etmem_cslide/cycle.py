@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from etmem_scan.tracker import ScanError
 from etmem_sdk import EtmemError
 
 from .config import HUGETLB
@@ -97,7 +98,7 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
                     continue
                 try:
                     passes.append(tracker.scan_pass(vmas))
-                except (EtmemError, OSError, ValueError) as exc:
+                except (ScanError, EtmemError, OSError, ValueError) as exc:
                     _skip(result, p, f"scan failed: {exc}")
                     del scans[pid]
                     tracker.close()

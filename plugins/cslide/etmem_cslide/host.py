@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from etmem_scan import actuators, procfs
+from etmem_scan import actuators, pagerefs, procfs
+from etmem_scan.trackers import make_tracker
 
 from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
 
@@ -31,21 +32,8 @@ def _optional(module: str):
 
 def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum the weights of ``passes`` per address: (addr uint64, type uint8, count int32) by addr."""
-    pagerefs = _optional("etmem_scan.pagerefs")
-    acc = getattr(pagerefs, "accumulate", None)
-    if acc is not None:
-        refs = acc(passes)
-        return refs.addr, refs.type, refs.count
-    # Fallback until etmem_scan.pagerefs.accumulate exists.
-    if not passes:
-        return np.empty(0, np.uint64), np.empty(0, np.uint8), np.empty(0, np.int32)
-    addr = np.concatenate([p.addr for p in passes]).astype(np.uint64)
-    ptype = np.concatenate([p.type for p in passes]).astype(np.uint8)
-    weight = np.concatenate([p.weight for p in passes]).astype(np.int32)
-    uniq, first, inverse = np.unique(addr, return_index=True, return_inverse=True)
-    count = np.zeros(len(uniq), np.int32)
-    np.add.at(count, inverse, weight)
-    return uniq, ptype[first], count
+    refs = pagerefs.accumulate(passes)
+    return refs.addr, refs.type, refs.count
 
 
 @dataclass
@@ -78,16 +66,20 @@ class Host:
         return "idle_pages" if Path(self.proc_root, "self/idle_pages").exists() else "refs"
 
     def open_tracker(self, pid: int, task: TaskConfig, memory: str):
-        """A tracker bound to ``pid`` (closed by the caller)."""
-        from etmem_scan.trackers import make_tracker
-
+        """A tracker bound to ``pid`` with the task's idle_pages scan flags (closed by the
+        caller)."""
         return make_tracker(
             self.tracker_name(task, memory),
             pid,
             proc_root=self.proc_root,
             sys_root=self.sys_root,
-            scan_flags=task.scan_flags,
+            flags=task.scan_flags,
+            **self.tracker_options(pid),
         )
+
+    def tracker_options(self, pid: int) -> dict:
+        """Extra tracker keywords (tests hand the idle_pages tracker a fake file here)."""
+        return {}
 
     def move_pages(self, pid: int, addrs: np.ndarray, node: int | None) -> np.ndarray:
         """Query (``node=None``) or move pages with MPOL_MF_MOVE_ALL, in batches; the per-page
