@@ -43,7 +43,10 @@ def _probe(proc_root: str, sys_root: str) -> dict[str, tuple[bool, str]]:
     """``{"tracker.refs": (usable, why_not), ...}`` from the scan library's probe."""
     from etmem_scan import probe
 
-    return probe.capabilities(proc_root=proc_root, sys_root=sys_root)
+    caps = probe.probe(proc_root, sys_root)
+    table = {f"tracker.{k}": (v.usable, v.reason) for k, v in caps.trackers.items()}
+    table.update({f"actuator.{k}": (v.usable, v.reason) for k, v in caps.actuators.items()})
+    return table
 
 
 def _usable(caps: dict[str, tuple[bool, str]], kind: str, name: str) -> tuple[bool, str]:
