@@ -1,0 +1,308 @@
+"""Capability probe: which trackers and actuators work on this machine, and why not.
+
+The probe only reads (``/proc``, ``/sys``, ``/proc/config.gz``) and makes two harmless
+syscalls on its own process (an empty ``process_madvise`` and a ``move_pages`` query), so it
+is safe to run anywhere, at any time.  It never writes to DAMON sysfs: "busy" is told from
+``nr_kdamonds`` and each kdamond's ``state``.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from etmem_sdk.errors import EngineError
+
+from .procfs import read_meminfo
+
+__all__ = [
+    "Capabilities",
+    "NothingUsable",
+    "Verdict",
+    "best_actuator",
+    "best_tracker",
+    "parse_node_list",
+    "probe",
+]
+
+TRACKER_ORDER = ("idle_pages", "page_idle", "refs", "damon")
+ACTUATOR_ORDER = ("swap_pages", "pageout", "cold", "migrate")
+
+
+class NothingUsable(EngineError):
+    """No tracker or actuator fit for the purpose works here; the message lists why."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one tracker or actuator works here: ``usable``, and ``reason`` when it does not
+    (``note`` says something worth knowing when it does)."""
+
+    usable: bool
+    reason: str = ""
+    note: str = ""
+
+
+@dataclass
+class Capabilities:
+    """The probe's answer: verdicts per tracker and actuator, plus machine facts."""
+
+    trackers: dict[str, Verdict] = field(default_factory=dict)
+    actuators: dict[str, Verdict] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def usable(self, capability: str) -> bool:
+        """``capability`` is ``"tracker.NAME"`` or ``"actuator.NAME"``."""
+        kind, _, name = capability.partition(".")
+        table = self.trackers if kind == "tracker" else self.actuators
+        v = table.get(name)
+        return bool(v and v.usable)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict: ``{"trackers": {name: {usable, reason, note}}, "actuators": ...,
+        "facts": ..., "defaults": ...}``."""
+        out = {
+            "trackers": {k: asdict(v) for k, v in self.trackers.items()},
+            "actuators": {k: asdict(v) for k, v in self.actuators.items()},
+            "facts": dict(self.facts),
+        }
+        defaults = {}
+        for key, fn in (
+            ("tracker", lambda: best_tracker(self)),
+            ("swap", lambda: best_actuator(self, "swap")),
+            ("migrate", lambda: best_actuator(self, "migrate")),
+        ):
+            try:
+                defaults[key] = fn()
+            except NothingUsable:
+                defaults[key] = None
+        out["defaults"] = defaults
+        return out
+
+
+# ---------------------------------------------------------------- small readers
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def parse_node_list(text: str) -> list[int]:
+    """Parse a kernel CPU/node list like ``0-2,4`` into ``[0, 1, 2, 4]``."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def kernel_config(proc_root: Path) -> dict[str, str] | None:
+    """``/proc/config.gz`` as ``{"CONFIG_X": "y", ...}`` (unset options absent); ``None`` when
+    the kernel does not expose its configuration."""
+    try:
+        with gzip.open(proc_root / "config.gz", "rt") as f:
+            text = f.read()
+    except (OSError, EOFError):
+        return None
+    cfg = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_"):
+            k, _, v = line.partition("=")
+            cfg[k] = v
+    return cfg
+
+
+def _option_off(cfg: dict[str, str] | None, option: str) -> bool:
+    return cfg is not None and cfg.get(option) not in ("y", "m")
+
+
+def _syscall_works(name: str) -> tuple[bool, str]:
+    """Try the syscall harmlessly on ourselves: (works, reason)."""
+    from . import actuators
+
+    try:
+        if name == "process_madvise":
+            fd = os.pidfd_open(os.getpid())
+            try:
+                actuators._call("process_madvise", fd, 0, 0, actuators.MADV_COLD, 0)
+            finally:
+                os.close(fd)
+        else:
+            page = np.zeros(1, dtype=np.uint64)
+            actuators._call("move_pages", 0, 0, page.ctypes.data, 0, page.ctypes.data, 0)
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            return False, f"kernel has no {name}(2)"
+        if e.errno == errno.EPERM:
+            return False, f"{name}(2) not permitted (needs CAP_SYS_NICE / root)"
+        return False, f"{name}(2) failed: {e.strerror}"
+    return True, ""
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def _damon_verdict(sys_root: Path, cfg: dict[str, str] | None) -> tuple[Verdict, dict]:
+    admin = sys_root / "kernel/mm/damon/admin/kdamonds"
+    facts: dict[str, object] = {}
+    if not admin.is_dir():
+        why = "no DAMON sysfs (kernel option CONFIG_DAMON_SYSFS is off)"
+        if _option_off(cfg, "CONFIG_DAMON"):
+            why = "no DAMON (kernel option CONFIG_DAMON is off)"
+        return Verdict(False, why), facts
+    reasons = []
+    nr_text = _read(admin / "nr_kdamonds")
+    nr = int(nr_text) if nr_text and nr_text.strip().isdigit() else 0
+    ops: set[str] = set()
+    running = []
+    for i in range(nr):
+        kd = admin / str(i)
+        if (_read(kd / "state") or "").strip() == "on":
+            running.append(str(i))
+        ops.update((_read(kd / "contexts/0/avail_operations") or "").split())
+    facts["damon_kdamonds"] = nr
+    facts["damon_running"] = running
+    if ops:
+        facts["damon_operations"] = sorted(ops)
+    if ops and "vaddr" not in ops:
+        reasons.append(f"no vaddr operations (kernel has: {' '.join(sorted(ops))})")
+    elif not ops and _option_off(cfg, "CONFIG_DAMON_VADDR"):
+        reasons.append("no vaddr operations (kernel option CONFIG_DAMON_VADDR is off)")
+    if running:
+        reasons.append(f"busy: kdamond {', '.join(running)} is running (not ours)")
+    elif nr:
+        reasons.append(f"busy: {nr} kdamond(s) configured by someone else")
+    if reasons:
+        return Verdict(False, "; ".join(reasons)), facts
+    return Verdict(True, note="one monitored process at a time (needs the only kdamond)"), facts
+
+
+def probe(
+    proc_root: str | os.PathLike[str] = "/proc", sys_root: str | os.PathLike[str] = "/sys"
+) -> Capabilities:
+    """Probe this machine (or the fake tree under the roots). Reads only; see module docs."""
+    proc, sys_ = Path(proc_root), Path(sys_root)
+    cfg = kernel_config(proc)
+    caps = Capabilities()
+    is_root = os.geteuid() == 0
+    try:
+        meminfo = read_meminfo(proc)
+    except OSError:
+        meminfo = {}
+    swap_kb = meminfo.get("SwapTotal", 0)
+
+    # facts
+    f = caps.facts
+    f["kernel"] = (_read(proc / "sys/kernel/osrelease") or os.uname().release).strip()
+    f["page_size"] = os.sysconf("SC_PAGE_SIZE")
+    online = _read(sys_ / "devices/system/node/online")
+    nodes = parse_node_list(online) if online else [0]
+    f["numa_nodes"] = nodes
+    f["swap_total_kb"] = swap_kb
+    f["swap_free_kb"] = meminfo.get("SwapFree", 0)
+    thp = _read(sys_ / "kernel/mm/transparent_hugepage/enabled")
+    f["thp"] = thp.split("[", 1)[1].split("]", 1)[0] if thp and "[" in thp else None
+    f["psi"] = _read(proc / "pressure/memory") is not None
+    reclaim = any(
+        "memory" in (_read(sys_ / d / "cgroup.controllers") or "").split()
+        for d in ("fs/cgroup", "fs/cgroup/unified")
+    )
+    f["cgroup2_memory_reclaim"] = reclaim
+    f["cgroup1_memory"] = (sys_ / "fs/cgroup/memory/memory.limit_in_bytes").exists()
+    f["soft_dirty"] = None if cfg is None else not _option_off(cfg, "CONFIG_MEM_SOFT_DIRTY")
+    zswap = _read(sys_ / "module/zswap/parameters/enabled")
+    f["zswap"] = None if zswap is None else zswap.strip() in ("Y", "1")
+    f["zram"] = (sys_ / "block/zram0").exists()
+    f["root"] = is_root
+
+    # trackers
+    t = caps.trackers
+    if (proc / "self/idle_pages").exists():
+        t["idle_pages"] = Verdict(True, note="openEuler etmem_scan module")
+    else:
+        t["idle_pages"] = Verdict(
+            False, "etmem_scan kernel module not loaded (no /proc/PID/idle_pages)"
+        )
+    if (sys_ / "kernel/mm/page_idle/bitmap").exists():
+        t["page_idle"] = (
+            Verdict(True)
+            if is_root
+            else Verdict(False, "needs root (PFNs in pagemap, the page_idle bitmap)")
+        )
+    else:
+        t["page_idle"] = Verdict(
+            False, "no /sys/kernel/mm/page_idle (kernel option CONFIG_IDLE_PAGE_TRACKING is off)"
+        )
+    if (proc / "self/clear_refs").exists():
+        t["refs"] = Verdict(True, note="per-VMA granularity (clear_refs + smaps Referenced)")
+    else:
+        t["refs"] = Verdict(
+            False, "no /proc/PID/clear_refs (kernel option CONFIG_PROC_PAGE_MONITOR is off)"
+        )
+    t["damon"], damon_facts = _damon_verdict(sys_, cfg)
+    f.update(damon_facts)
+
+    # actuators
+    a = caps.actuators
+    no_swap = "no swap configured (SwapTotal is 0)"
+    if (proc / "self/swap_pages").exists():
+        a["swap_pages"] = Verdict(True) if swap_kb else Verdict(False, no_swap)
+    else:
+        a["swap_pages"] = Verdict(
+            False, "etmem_swap kernel module not loaded (no /proc/PID/swap_pages)"
+        )
+    ok, why = _syscall_works("process_madvise")
+    if not ok:
+        a["pageout"] = a["cold"] = Verdict(False, why)
+    else:
+        a["pageout"] = (
+            Verdict(True, note="process_madvise(MADV_PAGEOUT)")
+            if swap_kb
+            else Verdict(False, no_swap + ": pageout would keep every anonymous page")
+        )
+        a["cold"] = Verdict(True, note="process_madvise(MADV_COLD): deactivates, moves nothing")
+    ok, why = _syscall_works("move_pages")
+    if not ok:
+        a["migrate"] = Verdict(False, why)
+    elif len(nodes) < 2:
+        a["migrate"] = Verdict(
+            False, f"one NUMA node ({nodes[0] if nodes else 0}): nowhere to migrate to"
+        )
+    else:
+        a["migrate"] = Verdict(True, note="move_pages(2)")
+    return caps
+
+
+def best_tracker(caps: Capabilities) -> str:
+    """The default tracker for engines: ``idle_pages``, else ``page_idle``, else ``refs``.
+
+    ``damon`` is never a default: it needs the machine's only kdamond, so it can watch one
+    process at a time; name it explicitly.
+    """
+    for name in ("idle_pages", "page_idle", "refs"):
+        if caps.usable(f"tracker.{name}"):
+            return name
+    why = "; ".join(f"{k}: {v.reason}" for k, v in caps.trackers.items())
+    raise NothingUsable(f"no usable page tracker ({why})")
+
+
+def best_actuator(caps: Capabilities, purpose: str = "swap") -> str:
+    """The default actuator for ``purpose``: ``"swap"`` → ``swap_pages`` else ``pageout``;
+    ``"migrate"`` → ``migrate``; ``"cold"`` → ``cold``."""
+    choices = {"swap": ("swap_pages", "pageout"), "migrate": ("migrate",), "cold": ("cold",)}
+    if purpose not in choices:
+        raise ValueError(f"unknown purpose {purpose!r}; choose one of {', '.join(choices)}")
+    for name in choices[purpose]:
+        if caps.usable(f"actuator.{name}"):
+            return name
+    why = "; ".join(f"{n}: {caps.actuators[n].reason}" for n in choices[purpose])
+    raise NothingUsable(f"no usable actuator to {purpose} ({why})")

@@ -1,0 +1,186 @@
+"""Capability probe: every verdict on fake trees, and this machine's real verdicts."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from etmem_scan import probe as probe_mod
+from etmem_scan.probe import (
+    NothingUsable,
+    best_actuator,
+    best_tracker,
+    parse_node_list,
+    probe,
+)
+from etmem_scan.procfs import read_meminfo
+from fixtures_kernel import swap_on
+
+
+def _w(p: Path, text: str) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def fake_machine(
+    root: Path,
+    *,
+    swap_kb: int = 0,
+    nodes: str = "0",
+    openeuler: bool = False,
+    page_idle: bool = False,
+    clear_refs: bool = True,
+    damon: str | None = None,  # None: no DAMON sysfs; "free", "busy", "configured", "paddr"
+    config: dict[str, str] | None = None,
+) -> tuple[Path, Path]:
+    proc, sys_ = root / "proc", root / "sys"
+    _w(proc / "meminfo", f"MemTotal: 1000000 kB\nMemFree: 900000 kB\nSwapTotal: {swap_kb} kB\n")
+    _w(proc / "sys/kernel/osrelease", "6.6.0-fake\n")
+    _w(proc / "pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    if clear_refs:
+        _w(proc / "self/clear_refs", "")
+    if openeuler:
+        _w(proc / "self/idle_pages", "")
+        _w(proc / "self/swap_pages", "")
+    if config is not None:
+        (proc / "config.gz").write_bytes(
+            gzip.compress("".join(f"{k}={v}\n" for k, v in config.items()).encode())
+        )
+    _w(sys_ / "devices/system/node/online", nodes + "\n")
+    _w(sys_ / "kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n")
+    if page_idle:
+        _w(sys_ / "kernel/mm/page_idle/bitmap", "")
+    if damon is not None:
+        kds = sys_ / "kernel/mm/damon/admin/kdamonds"
+        _w(kds / "nr_kdamonds", "0\n" if damon == "free" else "1\n")
+        if damon != "free":
+            _w(kds / "0/state", "on\n" if damon in ("busy", "paddr") else "off\n")
+            ops = "paddr\n" if damon == "paddr" else "vaddr fvaddr paddr\n"
+            _w(kds / "0/contexts/0/avail_operations", ops)
+    _w(sys_ / "fs/cgroup/cgroup.controllers", "cpu io memory pids\n")
+    return proc, sys_
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_openeuler_machine_prefers_idle_pages_and_swap_pages(tmp_path):
+    caps = probe(*fake_machine(tmp_path, swap_kb=1024, openeuler=True, nodes="0-1"))
+    assert caps.usable("tracker.idle_pages") and caps.usable("actuator.swap_pages")
+    assert best_tracker(caps) == "idle_pages"
+    assert best_actuator(caps, "swap") == "swap_pages"
+    assert best_actuator(caps, "migrate") == "migrate"
+    assert caps.facts["numa_nodes"] == [0, 1]
+    assert caps.facts["kernel"] == "6.6.0-fake"
+    assert caps.facts["cgroup2_memory_reclaim"] is True
+
+
+def test_stock_kernel_without_swap(tmp_path):
+    caps = probe(*fake_machine(tmp_path, config={"CONFIG_IDLE_PAGE_TRACKING": "n"}))
+    t, a = caps.trackers, caps.actuators
+    assert "etmem_scan kernel module not loaded" in t["idle_pages"].reason
+    assert "CONFIG_IDLE_PAGE_TRACKING" in t["page_idle"].reason
+    assert t["refs"].usable and "per-VMA" in t["refs"].note
+    assert "no DAMON" in t["damon"].reason
+    assert "etmem_swap kernel module not loaded" in a["swap_pages"].reason
+    assert not a["pageout"].usable and "no swap" in a["pageout"].reason
+    assert a["cold"].usable
+    assert "one NUMA node" in a["migrate"].reason
+    assert best_tracker(caps) == "refs"
+    with pytest.raises(NothingUsable, match="pageout: no swap"):
+        best_actuator(caps, "swap")
+    assert caps.to_json()["defaults"] == {"tracker": "refs", "swap": None, "migrate": None}
+
+
+def test_openeuler_module_without_swap(tmp_path):
+    caps = probe(*fake_machine(tmp_path, openeuler=True))
+    assert "no swap" in caps.actuators["swap_pages"].reason
+
+
+def test_page_idle_beats_refs_and_swap_makes_pageout_usable(tmp_path):
+    caps = probe(*fake_machine(tmp_path, swap_kb=4096, page_idle=True))
+    assert best_tracker(caps) == "page_idle"
+    assert best_actuator(caps, "swap") == "pageout"
+
+
+def test_no_tracker_at_all(tmp_path):
+    caps = probe(*fake_machine(tmp_path, clear_refs=False))
+    assert "CONFIG_PROC_PAGE_MONITOR" in caps.trackers["refs"].reason
+    with pytest.raises(NothingUsable, match="no usable page tracker"):
+        best_tracker(caps)
+
+
+@pytest.mark.parametrize(
+    ("damon", "usable", "words"),
+    [
+        ("free", True, []),
+        ("busy", False, ["busy", "kdamond 0 is running"]),
+        ("configured", False, ["configured by someone else"]),
+        ("paddr", False, ["no vaddr", "paddr", "busy"]),
+    ],
+)
+def test_damon_verdicts_read_only(tmp_path, damon, usable, words):
+    proc, sys_ = fake_machine(tmp_path, damon=damon)
+    before = snapshot(sys_)
+    caps = probe(proc, sys_)
+    v = caps.trackers["damon"]
+    assert v.usable is usable
+    for w in words:
+        assert w in v.reason
+    assert snapshot(sys_) == before  # the probe never writes DAMON sysfs
+    # damon is never picked by default, even when free
+    assert best_tracker(caps) == "refs"
+
+
+def test_damon_vaddr_from_kernel_config_when_no_context_exists(tmp_path):
+    cfg = {"CONFIG_DAMON": "y", "CONFIG_DAMON_SYSFS": "y", "CONFIG_DAMON_PADDR": "y"}
+    caps = probe(*fake_machine(tmp_path, damon="free", config=cfg))
+    assert "CONFIG_DAMON_VADDR" in caps.trackers["damon"].reason
+
+
+def test_missing_syscalls(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe_mod, "_syscall_works", lambda name: (False, f"no {name}(2)"))
+    caps = probe(*fake_machine(tmp_path, swap_kb=1, nodes="0-3"))
+    assert caps.actuators["pageout"].reason == "no process_madvise(2)"
+    assert caps.actuators["migrate"].reason == "no move_pages(2)"
+
+
+def test_parse_node_list():
+    assert parse_node_list("0\n") == [0]
+    assert parse_node_list("0-2,4,6-7") == [0, 1, 2, 4, 6, 7]
+
+
+# ---------------------------------------------------------------- this machine, for real
+
+
+def test_this_machines_verdicts():
+    swap_before = read_meminfo()["SwapTotal"]
+    caps = probe()
+    swap_after = read_meminfo()["SwapTotal"]
+    t, a = caps.trackers, caps.actuators
+    assert not t["idle_pages"].usable  # no openEuler modules here
+    assert not a["swap_pages"].usable
+    assert not t["page_idle"].usable and "CONFIG_IDLE_PAGE_TRACKING" in t["page_idle"].reason
+    assert t["refs"].usable
+    assert not t["damon"].usable and "vaddr" in t["damon"].reason
+    assert a["cold"].usable
+    assert caps.facts["numa_nodes"] == [0]
+    assert not a["migrate"].usable and "one NUMA node" in a["migrate"].reason
+    assert caps.facts["psi"] is True
+    assert caps.facts["cgroup2_memory_reclaim"] is False
+    assert caps.facts["thp"] == "madvise"
+    if swap_before == swap_after:  # another test may switch swap on or off meanwhile
+        assert a["pageout"].usable is (swap_before > 0)
+    assert best_tracker(caps) == "refs"
+
+
+@pytest.mark.swap
+@pytest.mark.root
+def test_this_machine_with_swap_uses_refs_and_pageout():
+    with swap_on(64):
+        caps = probe()
+        assert caps.actuators["pageout"].usable
+        assert caps.facts["swap_total_kb"] > 0
+        assert best_actuator(caps, "swap") == "pageout"
