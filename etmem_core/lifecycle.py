@@ -1,0 +1,525 @@
+"""The object store of etmemd: projects, their engines and tasks, and what each request does.
+
+Orderings, result codes and the ``project show`` text follow the C daemon (spec §2.6, §4.3-4.5).
+Two deliberate fixes: ``obj add`` is atomic (a failure leaves nothing of that file added), and
+a failed ``project start`` stops the tasks it had already started.
+
+Engines are called only through their pluggy hooks, always with keyword arguments. Whatever an
+engine raises -- ``ConfigError``, ``EngineError`` or a plain bug -- becomes an :class:`OptError`
+for that request naming the engine, and is logged; the daemon carries on. Teardown hooks
+(``stop_task``, ``clear_*``) run even after a failure and never hide the first error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task
+
+from . import objfile, settings
+from .errors import OptCode, OptError
+from .registry import EngineRegistry
+
+log = logging.getLogger(__name__)
+
+_SHOW_HEADER = "{:<8s} {:<8s} {:<16s} {:<16s} {:<16s} {:<8s}\n".format(
+    "number", "type", "value", "name", "engine", "started"
+)
+
+Undo = Callable[[], None]
+
+
+def _inval(reason: str) -> OptError:
+    return OptError(OptCode.OPT_INVAL, reason)
+
+
+def _parsed(fn: Callable[[ConfigSection], Any], section: ConfigSection) -> Any:
+    """Run a core-key parser; a rejected value is OPT_INVAL with the parser's message."""
+    try:
+        return fn(section)
+    except OptError:
+        raise
+    except EtmemError as exc:
+        raise _inval(str(exc)) from None
+
+
+class Etmemd:
+    """All projects of one daemon (newest first, as C), and the requests that change them.
+
+    Every public method takes the store's lock, so requests from several client threads are
+    serialised exactly as the single-threaded C daemon serialises them. Failures raise
+    :class:`OptError`.
+    """
+
+    def __init__(
+        self,
+        registry: EngineRegistry | None = None,
+        *,
+        load: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else EngineRegistry()
+        self._load_file = load if load is not None else objfile.load_object_file
+        self._projects: list[Project] = []
+        self._lock = threading.RLock()
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    @property
+    def projects(self) -> list[Project]:
+        """A snapshot of the projects, newest first."""
+        with self._lock:
+            return list(self._projects)
+
+    def find_project(self, name: str) -> Project | None:
+        """The project called ``name``, or None."""
+        with self._lock:
+            return next((p for p in self._projects if p.name == name), None)
+
+    def _need_project(self, name: str, section: ConfigSection | None = None) -> Project:
+        project = self.find_project(name)
+        if project is None:
+            where = f"{section.label}: " if section is not None else ""
+            raise OptError(OptCode.OPT_PRO_NOEXIST, f"{where}project {name} does not exist")
+        return project
+
+    @staticmethod
+    def _need_engine(project: Project, name: str, section: ConfigSection | None = None) -> Engine:
+        engine = project.find_engine(name)
+        if engine is None:
+            where = f"{section.label}: " if section is not None else ""
+            raise OptError(
+                OptCode.OPT_ENG_NOEXIST,
+                f"{where}engine {name} does not exist in project {project.name}",
+            )
+        return engine
+
+    # -- obj add / del ---------------------------------------------------------------------------
+
+    def _load(self, path: str) -> Any:
+        """Check and parse an object file; C resolves relative paths in the daemon's cwd."""
+        if not path:
+            raise _inval("no configuration file given")
+        full = os.path.abspath(path)
+        try:
+            obj = self._load_file(full)
+        except OptError:
+            raise
+        except objfile.ObjectFileSyntaxError as exc:
+            raise OptError(OptCode.OPT_INTER_ERR, str(exc)) from None
+        except (EtmemError, OSError, ValueError) as exc:
+            raise _inval(str(exc) or f"{path}: cannot be used") from None
+        if not (obj.projects or obj.engines or obj.tasks):
+            raise _inval(f"{os.path.basename(full)}: no group has been parsed")
+        return obj
+
+    def obj_add(self, path: str) -> None:
+        """``etmem obj add``: add the file's project, engines and tasks, in that order.
+
+        All or nothing: on the first failure everything this file added so far is removed
+        again (in reverse order) and the failure is raised.
+        """
+        obj = self._load(path)
+        with self._lock:
+            undo: list[Undo] = []
+            try:
+                for section in obj.projects:
+                    undo.append(self._add_project(section))
+                for section in obj.engines:
+                    undo.append(self._add_engine(section))
+                for section in obj.tasks:
+                    undo.append(self._add_task(section))
+            except OptError as exc:
+                log.error("obj add %s failed: %s", path, exc.reason)
+                self._rollback(undo, path)
+                raise
+            except Exception as exc:  # a bug in the core: still leave nothing half-added
+                log.exception("obj add %s failed", path)
+                self._rollback(undo, path)
+                raise OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}") from exc
+        log.info("obj add %s: done", path)
+
+    def _rollback(self, undo: list[Undo], path: str) -> None:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:  # never hide the error that caused the rollback
+                log.exception("obj add %s: rollback step failed", path)
+
+    def obj_del(self, path: str) -> None:
+        """``etmem obj del``: remove the file's tasks, engines, then project.
+
+        As in C every group is attempted and the last failure is raised.
+        """
+        obj = self._load(path)
+        with self._lock:
+            last: OptError | None = None
+            for remove, sections in (
+                (self._del_task, obj.tasks),
+                (self._del_engine, obj.engines),
+                (self._del_project, obj.projects),
+            ):
+                for section in sections:
+                    try:
+                        remove(section)
+                    except OptError as exc:
+                        log.error("obj del %s: %s", path, exc.reason)
+                        last = exc
+            if last is not None:
+                raise last
+        log.info("obj del %s: done", path)
+
+    # projects
+
+    def _add_project(self, section: ConfigSection) -> Undo:
+        project: Project = _parsed(settings.parse_project, section)
+        if self.find_project(project.name) is not None:
+            raise OptError(
+                OptCode.OPT_PRO_EXISTED,
+                f"{section.label}: project {project.name} has already been added",
+            )
+        if project.config is None:
+            project.config = section
+        self._projects.insert(0, project)
+        return lambda: self._remove_project(project, [])
+
+    def _del_project(self, section: ConfigSection) -> None:
+        # C needs only [project] name to delete a project
+        name = _parsed(settings.project_identity, section)
+        project = self._need_project(name, section)
+        errors: list[OptError] = []
+        self._remove_project(project, errors)
+        if errors:
+            raise errors[0]
+
+    def _remove_project(self, project: Project, errors: list[OptError]) -> None:
+        if project in self._projects:
+            self._projects.remove(project)
+        # engines go while ``start`` still says whether their tasks need stopping
+        for engine in list(project.engines):
+            self._remove_engine(project, engine, errors)
+        project.start = False
+
+    # engines
+
+    def _add_engine(self, section: ConfigSection) -> Undo:
+        proj_name, eng_name = _parsed(settings.engine_identity, section)
+        kind = section.get("name", "")
+        project = self._need_project(proj_name, section)
+        if project.find_engine(eng_name) is not None:
+            raise OptError(
+                OptCode.OPT_ENG_EXISTED,
+                f"{section.label}: engine {eng_name} already exists in project {proj_name}",
+            )
+        loaded = self.registry.get(kind)
+        engine = Engine(
+            name=eng_name,
+            kind=kind,
+            project=project,
+            config=section,
+            hooks=loaded.hooks,
+            implements=loaded.implements,
+        )
+        project.engines.insert(0, engine)
+        try:
+            # a refused engine is unlinked without clear_eng_params, as in C
+            self._call(engine, "fill_eng_params", engine=engine, config=section)
+        except BaseException:
+            project.engines.remove(engine)
+            raise
+        return lambda: self._remove_engine(project, engine, [])
+
+    def _del_engine(self, section: ConfigSection) -> None:
+        proj_name, eng_name = _parsed(settings.engine_identity, section)
+        project = self._need_project(proj_name, section)
+        engine = self._need_engine(project, eng_name, section)
+        errors: list[OptError] = []
+        self._remove_engine(project, engine, errors)
+        if errors:
+            raise errors[0]
+
+    def _remove_engine(self, project: Project, engine: Engine, errors: list[OptError]) -> None:
+        for task in list(engine.tasks):
+            self._remove_task(project, engine, task, errors)
+        self._teardown(engine, "clear_eng_params", errors, engine=engine)
+        if engine in project.engines:
+            project.engines.remove(engine)
+
+    # tasks
+
+    def _add_task(self, section: ConfigSection) -> Undo:
+        proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
+        project = self._need_project(proj_name, section)
+        engine = self._need_engine(project, eng_name, section)
+        if engine.find_task(task_name) is not None:
+            raise OptError(
+                OptCode.OPT_TASK_EXISTED,
+                f"{section.label}: task {task_name} already exists in engine {eng_name}",
+            )
+        task: Task = _parsed(settings.parse_task, section)
+        task.engine = engine
+        if task.config is None:
+            task.config = section
+        engine.tasks.insert(0, task)
+        filled = False
+        try:
+            self._call(engine, "fill_task_params", task=task, config=section)
+            filled = True
+            if project.start and "start_task" in engine.implements:
+                self._call(engine, "start_task", engine=engine, task=task)
+        except BaseException:
+            if filled:
+                self._teardown(engine, "clear_task_params", [], task=task)
+            engine.tasks.remove(task)
+            raise
+        return lambda: self._remove_task(project, engine, task, [])
+
+    def _del_task(self, section: ConfigSection) -> None:
+        proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
+        project = self._need_project(proj_name, section)
+        engine = self._need_engine(project, eng_name, section)
+        task = engine.find_task(task_name)
+        if task is None:
+            raise OptError(
+                OptCode.OPT_TASK_NOEXIST,
+                f"{section.label}: task {task_name} does not exist in engine {eng_name}",
+            )
+        errors: list[OptError] = []
+        self._remove_task(project, engine, task, errors)
+        if errors:
+            raise errors[0]
+
+    def _remove_task(
+        self, project: Project, engine: Engine, task: Task, errors: list[OptError]
+    ) -> None:
+        if project.start:
+            self._stop_one(engine, task, errors)
+        self._teardown(engine, "clear_task_params", errors, task=task)
+        if task in engine.tasks:
+            engine.tasks.remove(task)
+
+    # -- start / stop ----------------------------------------------------------------------------
+
+    def project_start(self, name: str | None) -> None:
+        """``etmem project start``: ``start_task`` for every task of every engine.
+
+        An engine without ``start_task`` makes the start fail (as in C, even with no tasks).
+        On failure the tasks started so far are stopped again and the project stays stopped.
+        """
+        if not name:
+            raise _inval("no project name given")
+        with self._lock:
+            project = self._need_project(name)
+            if project.start:
+                raise OptError(OptCode.OPT_PRO_STARTED, f"project {name} is already started")
+            started: list[tuple[Engine, Task]] = []
+            try:
+                for engine in project.engines:
+                    if "start_task" not in engine.implements:
+                        raise OptError(
+                            OptCode.OPT_INTER_ERR,
+                            f"engine {engine.name}: has no start_task, "
+                            f"so project {name} cannot start",
+                        )
+                    for task in engine.tasks:
+                        self._call(engine, "start_task", engine=engine, task=task)
+                        started.append((engine, task))
+            except BaseException as exc:
+                reason = exc.reason if isinstance(exc, OptError) else repr(exc)
+                log.error("project start %s failed: %s", name, reason)
+                for engine, task in reversed(started):
+                    self._stop_one(engine, task, [])
+                raise
+            project.start = True
+        log.info("project %s started", name)
+
+    def project_stop(self, name: str | None) -> None:
+        """``etmem project stop``: ``stop_task`` for every task; the project is stopped even
+        if an engine fails (the first failure is raised afterwards)."""
+        if not name:
+            raise _inval("no project name given")
+        with self._lock:
+            project = self._need_project(name)
+            if not project.start:
+                raise OptError(OptCode.OPT_PRO_STOPPED, f"project {name} is already stopped")
+            errors: list[OptError] = []
+            for engine in project.engines:
+                for task in engine.tasks:
+                    self._stop_one(engine, task, errors)
+            project.start = False
+        log.info("project %s stopped", name)
+        if errors:
+            raise errors[0]
+
+    def _stop_one(self, engine: Engine, task: Task, errors: list[OptError]) -> None:
+        if "stop_task" not in engine.implements:
+            log.error("engine %s: has no stop_task, task %s not stopped", engine.name, task.name)
+            return
+        self._teardown(engine, "stop_task", errors, engine=engine, task=task)
+
+    # -- engine private commands -------------------------------------------------------------------
+
+    def engine_cmd(
+        self,
+        project: str | None,
+        engine: str | None,
+        task: str | None,
+        cmd: str | None,
+        reply: Reply,
+    ) -> None:
+        """``etmem engine CMD``: run the engine's ``eng_mgt_func``; its output goes to ``reply``.
+
+        C's checks in C's order; the project must be started. An engine that raises an
+        ``EtmemError`` answers "invalid parameters" (C's non-zero return); anything else it
+        raises is an internal error.
+        """
+        if not project or not engine or not cmd:
+            raise _inval("engine command needs a project, an engine and a command")
+        with self._lock:
+            proj = self._need_project(project)
+            if not proj.start:
+                raise _inval(f"project {project} is not started")
+            eng = self._need_engine(proj, engine)
+            tk = None
+            if task:
+                tk = eng.find_task(task)
+                if tk is None:
+                    raise OptError(
+                        OptCode.OPT_TASK_NOEXIST,
+                        f"task {task} does not exist in engine {engine}",
+                    )
+            if "eng_mgt_func" not in eng.implements:
+                raise _inval(f"engine {engine}: has no private commands")
+            try:
+                eng.hooks.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
+            except EtmemError as exc:
+                raise self._engine_failed(eng, "eng_mgt_func", exc, OptCode.OPT_INVAL) from exc
+            except (Exception, SystemExit) as exc:
+                raise self._engine_failed(eng, "eng_mgt_func", exc) from exc
+
+    # -- show ----------------------------------------------------------------------------------
+
+    def _chosen(self, name: str | None) -> list[Project]:
+        return [p for p in self._projects if name is None or p.name == name]
+
+    def project_show(self, name: str | None, reply: Reply) -> None:
+        """``etmem project show [-n NAME]``: C's table, byte for byte (always a success)."""
+        name = name or None
+        with self._lock:
+            chosen = self._chosen(name)
+            if not chosen:
+                reply.write(
+                    "no project exists\n\n"
+                    if name is None
+                    else f"project: project {name} is not existed\n\n"
+                )
+                return
+            for project in chosen:
+                started = "true" if project.start else "false"
+                lines = [f"project: {project.name}\n", _SHOW_HEADER]
+                for engine in project.engines:
+                    for number, task in enumerate(engine.tasks, 1):
+                        lines.append(
+                            f"{number:<8d} {task.type:<8s} {task.value:<16s} "
+                            f"{task.name:<16s} {engine.name:<16s} {started:<8s}\n"
+                        )
+                reply.write("".join(lines))
+
+    def project_show_json(self, name: str | None) -> list[dict[str, Any]]:
+        """Everything ``project show`` knows, plus settings, pids and each object's ``stats``.
+
+        An unknown ``name`` gives an empty list.
+        """
+        name = name or None
+        with self._lock:
+            return [_project_doc(p) for p in self._chosen(name)]
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop and delete every project (daemon exit); failures are only logged."""
+        with self._lock:
+            for project in list(self._projects):
+                errors: list[OptError] = []
+                self._remove_project(project, errors)
+                for err in errors:
+                    log.error("shutdown: project %s: %s", project.name, err.reason)
+        log.info("all projects removed")
+
+    # -- calling engines -----------------------------------------------------------------------
+
+    def _call(self, engine: Engine, op: str, /, **kwargs: Any) -> Any:
+        """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR."""
+        if op not in engine.implements:
+            return None
+        try:
+            return getattr(engine.hooks, op)(**kwargs)
+        except (Exception, SystemExit) as exc:
+            raise self._engine_failed(engine, op, exc) from exc
+
+    def _teardown(self, engine: Engine, op: str, errors: list[OptError], /, **kwargs: Any) -> None:
+        """Call a teardown hook; a failure is logged and recorded in ``errors``, never raised."""
+        try:
+            self._call(engine, op, **kwargs)
+        except OptError as exc:
+            errors.append(exc)
+
+    @staticmethod
+    def _engine_failed(
+        engine: Engine,
+        op: str,
+        exc: BaseException,
+        code: OptCode = OptCode.OPT_INTER_ERR,
+    ) -> OptError:
+        if isinstance(exc, EtmemError):
+            reason = f"engine {engine.name}: {op}: {exc}"
+            log.error("%s", reason)
+        else:  # a bug in the engine: keep the traceback in the log
+            reason = f"engine {engine.name}: {op}: {type(exc).__name__}: {exc}"
+            log.error("%s", reason, exc_info=exc)
+        return OptError(code, reason)
+
+
+def _stats(obj: Any) -> dict[str, Any]:
+    return dict(obj.stats) if getattr(obj, "stats", None) else {}
+
+
+def _project_doc(project: Project) -> dict[str, Any]:
+    return {
+        "name": project.name,
+        "scan_type": project.scan_type,
+        "started": project.start,
+        "loop": project.loop,
+        "interval": project.interval,
+        "sleep": project.sleep,
+        "sysmem_threshold": project.sysmem_threshold,
+        "swapcache_high_wmark": project.swapcache_high_wmark,
+        "swapcache_low_wmark": project.swapcache_low_wmark,
+        "region": dict(project.region),
+        "engines": [_engine_doc(e) for e in project.engines],
+    }
+
+
+def _engine_doc(engine: Engine) -> dict[str, Any]:
+    return {
+        "name": engine.name,
+        "kind": engine.kind,
+        "ops": [op for op in ENGINE_OPS if op in engine.implements],
+        "stats": _stats(engine),
+        "tasks": [_task_doc(t) for t in engine.tasks],
+    }
+
+
+def _task_doc(task: Task) -> dict[str, Any]:
+    return {
+        "name": task.name,
+        "type": task.type,
+        "value": task.value,
+        "max_threads": task.max_threads,
+        "swap_flag": task.swap_flag,
+        "pids": [{"pid": tp.pid, "stats": _stats(tp)} for tp in list(task.pids)],
+        "stats": _stats(task),
+    }

@@ -1,0 +1,820 @@
+"""Etmemd: add/del/start/stop/show/engine commands with C's orderings and result codes,
+plus the two deliberate fixes (atomic obj add, rollback of a failed project start)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from etmem_sdk import BufferReply, ConfigError, EngineError, hookimpl
+
+from etmem_core.errors import OptCode, OptError
+from etmem_core.lifecycle import Etmemd
+from etmem_core.registry import EngineRegistry
+
+# -- throw-away engines --------------------------------------------------------------------------
+
+
+class Rec:
+    """An engine implementing every op; records each call and fails where told to."""
+
+    def __init__(self, log: list[tuple[str, ...]], tag: str = "") -> None:
+        self.log = log
+        self.tag = tag
+        #: op -> exception to raise (optionally only for one task name: (op, task))
+        self.fail: dict[Any, BaseException] = {}
+
+    def _hit(self, op: str, *what: str) -> None:
+        self.log.append((op, *what))
+        exc = self.fail.get((op, *what[1:])) or self.fail.get(op)
+        if exc is not None:
+            raise exc
+
+    @hookimpl
+    def fill_eng_params(self, engine, config):
+        assert engine.project is not None and engine in engine.project.engines
+        assert config["name"] == engine.kind
+        engine.params = {"filled": True}
+        self._hit("fill_eng_params", engine.name)
+
+    @hookimpl
+    def clear_eng_params(self, engine):
+        self._hit("clear_eng_params", engine.name)
+
+    @hookimpl
+    def fill_task_params(self, task, config):
+        assert task.engine is not None and task in task.engine.tasks
+        assert config["name"] == task.name
+        task.params = {"T": config.get("T")}
+        self._hit("fill_task_params", task.engine.name, task.name)
+
+    @hookimpl
+    def clear_task_params(self, task):
+        self._hit("clear_task_params", task.engine.name, task.name)
+
+    @hookimpl
+    def start_task(self, engine, task):
+        self._hit("start_task", engine.name, task.name)
+
+    @hookimpl
+    def stop_task(self, engine, task):
+        self._hit("stop_task", engine.name, task.name)
+
+    @hookimpl
+    def eng_mgt_func(self, engine, task, cmd, reply):
+        self._hit("eng_mgt_func", engine.name, cmd)
+        reply.write(f"{cmd} on {engine.name} task={task.name if task else None}\n")
+
+
+class FillOnly:
+    """An engine with only fill hooks: no start_task, no stop_task, no eng_mgt_func."""
+
+    @hookimpl
+    def fill_eng_params(self, engine, config):
+        pass
+
+
+class StartOnly:
+    @hookimpl
+    def start_task(self, engine, task):
+        pass
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, ...]]:
+    return []
+
+
+@pytest.fixture
+def rec(calls: list[tuple[str, ...]]) -> Rec:
+    return Rec(calls)
+
+
+@pytest.fixture
+def rec2(calls: list[tuple[str, ...]]) -> Rec:
+    return Rec(calls, "2")
+
+
+@pytest.fixture
+def etmemd(rec: Rec, rec2: Rec) -> Any:
+    registry = EngineRegistry()
+    registry.register_plugin("rec", rec)
+    registry.register_plugin("rec2", rec2)
+    registry.register_plugin("fillonly", FillOnly())
+    registry.register_plugin("startonly", StartOnly())
+    d = Etmemd(registry)
+    yield d
+    d.shutdown()
+
+
+class Files:
+    """Writes object files the daemon accepts (root-owned, mode 0600)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __call__(self, name: str, text: str, mode: int = 0o600) -> str:
+        path = self.root / name
+        path.write_text(text)
+        os.chmod(path, mode)
+        return str(path)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Files:
+    return Files(tmp_path)
+
+
+def project(name: str = "p", extra: str = "") -> str:
+    return f"[project]\nname={name}\nloop=1\ninterval=1\nsleep=1\n{extra}"
+
+
+def engine(proj: str = "p", name: str = "rec", extra: str = "") -> str:
+    return f"[engine]\nproject={proj}\nname={name}\n{extra}"
+
+
+def task(
+    name: str = "t1", proj: str = "p", eng: str = "rec", value: str = "mysqld", extra: str = ""
+) -> str:
+    return f"[task]\nproject={proj}\nengine={eng}\nname={name}\ntype=name\nvalue={value}\n{extra}"
+
+
+def show(d: Etmemd, name: str | None = None) -> str:
+    reply = BufferReply()
+    d.project_show(name, reply)
+    return reply.text
+
+
+def code_of(excinfo: pytest.ExceptionInfo[OptError]) -> OptCode:
+    return excinfo.value.code
+
+
+HEADER = "number   type     value            name             engine           started \n"
+
+
+def row(n: int, value: str, name: str, eng: str, started: bool = False) -> str:
+    s = "true" if started else "false"
+    return f"{n:<8d} {'name':<8s} {value:<16s} {name:<16s} {eng:<16s} {s:<8s}\n"
+
+
+# -- add, show, del: the happy paths --------------------------------------------------------------
+
+
+def test_add_one_file_fills_in_order_and_shows(etmemd: Etmemd, files: Files, calls: list) -> None:
+    etmemd.obj_add(files("all.conf", project() + engine() + task(extra="T=2\n")))
+    assert calls == [("fill_eng_params", "rec"), ("fill_task_params", "rec", "t1")]
+    p = etmemd.find_project("p")
+    assert p is not None and p.loop == 1 and not p.start
+    eng = p.engines[0]
+    assert eng.kind == "rec" and eng.params == {"filled": True}
+    assert eng.implements >= {"start_task", "stop_task", "eng_mgt_func"}
+    assert eng.hooks is not None
+    t = eng.tasks[0]
+    assert t.params == {"T": "2"} and t.engine is eng and t.project is p
+    assert t.config is not None and t.config.path.endswith("all.conf")
+    assert show(etmemd) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
+
+
+def test_show_exact_table_newest_first(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project("alpha") + engine("alpha") + task("a1", "alpha")))
+    etmemd.obj_add(files("b", task("a2", "alpha", value="redis")))
+    etmemd.obj_add(files("c", engine("alpha", "rec2") + task("b1", "alpha", "rec2")))
+    etmemd.obj_add(files("d", project("beta")))
+    etmemd.obj_add(files("e", engine("beta") + task("x" * 20, "beta", value="v" * 15)))
+    etmemd.project_start("alpha")
+    assert show(etmemd) == (
+        "project: beta\n"
+        + HEADER
+        + row(1, "v" * 15, "x" * 20, "rec")  # long fields are not cut
+        + "project: alpha\n"
+        + HEADER
+        + row(1, "mysqld", "b1", "rec2", True)  # numbering restarts per engine
+        + row(1, "redis", "a2", "rec", True)
+        + row(2, "mysqld", "a1", "rec", True)
+    )
+    assert show(etmemd, "beta") == "project: beta\n" + HEADER + row(1, "v" * 15, "x" * 20, "rec")
+
+
+def test_show_engines_without_tasks_print_nothing(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine()))
+    assert show(etmemd) == "project: p\n" + HEADER
+
+
+def test_show_nothing(etmemd: Etmemd, files: Files) -> None:
+    assert show(etmemd) == "no project exists\n\n"
+    assert show(etmemd, "X") == "project: project X is not existed\n\n"
+    etmemd.obj_add(files("a", project()))
+    assert show(etmemd, "X") == "project: project X is not existed\n\n"
+    assert show(etmemd, "") == "project: p\n" + HEADER
+
+
+def test_objects_split_over_files_and_relative_path(
+    etmemd: Etmemd, files: Files, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    files("proj.conf", project())
+    files("eng.conf", engine())
+    files("task.conf", task())
+    monkeypatch.chdir(tmp_path)  # C resolves the path in the daemon's cwd
+    for name in ("proj.conf", "eng.conf", "task.conf"):
+        etmemd.obj_add(name)
+    assert [t.name for t in etmemd.find_project("p").engines[0].tasks] == ["t1"]  # type: ignore[union-attr]
+    etmemd.obj_del("task.conf")
+    etmemd.obj_del("./eng.conf")
+    etmemd.obj_del(str(tmp_path / "proj.conf"))
+    assert etmemd.projects == []
+
+
+def test_del_order_task_engine_project(etmemd: Etmemd, files: Files, calls: list) -> None:
+    path = files("all", project() + engine() + task("t1") + "\n")
+    etmemd.obj_add(path)
+    etmemd.obj_add(files("t2", task("t2")))
+    etmemd.project_start("p")
+    calls.clear()
+    etmemd.obj_del(path)
+    # the file's task first, then its engine (which takes t2 with it), then the project
+    assert calls == [
+        ("stop_task", "rec", "t1"),
+        ("clear_task_params", "rec", "t1"),
+        ("stop_task", "rec", "t2"),
+        ("clear_task_params", "rec", "t2"),
+        ("clear_eng_params", "rec"),
+    ]
+    assert etmemd.projects == []
+
+
+def test_delete_project_deletes_and_stops_everything(
+    etmemd: Etmemd, files: Files, calls: list
+) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+    etmemd.obj_add(files("b", engine(name="rec2") + task("t9", eng="rec2")))
+    etmemd.project_start("p")
+    calls.clear()
+    p = etmemd.find_project("p")
+    etmemd.obj_del(files("only-project", project()))
+    assert calls == [
+        ("stop_task", "rec2", "t9"),
+        ("clear_task_params", "rec2", "t9"),
+        ("clear_eng_params", "rec2"),
+        ("stop_task", "rec", "t1"),
+        ("clear_task_params", "rec", "t1"),
+        ("clear_eng_params", "rec"),
+    ]
+    assert etmemd.projects == [] and p is not None and not p.start
+
+
+def test_delete_stopped_project_does_not_stop_tasks(
+    etmemd: Etmemd, files: Files, calls: list
+) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task()))
+    calls.clear()
+    etmemd.obj_del(files("d", "[project]\nname=p\n"))  # del needs only the name
+    assert calls == [("clear_task_params", "rec", "t1"), ("clear_eng_params", "rec")]
+
+
+# -- error codes of obj add ---------------------------------------------------------------------
+
+
+def test_duplicate_project(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project()))
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("b", project()))
+    assert code_of(e) is OptCode.OPT_PRO_EXISTED
+    assert "project p" in e.value.reason
+
+
+def test_engine_into_missing_project(etmemd: Etmemd, files: Files) -> None:
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("a", engine("nope")))
+    assert code_of(e) is OptCode.OPT_PRO_NOEXIST
+
+
+def test_duplicate_engine(etmemd: Etmemd, files: Files, calls: list) -> None:
+    etmemd.obj_add(files("a", project() + engine()))
+    calls.clear()
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("b", engine()))
+    assert code_of(e) is OptCode.OPT_ENG_EXISTED
+    assert calls == []
+
+
+def test_unknown_engine_name(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project()))
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("b", engine(name="no_such_engine_xyz")))
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert e.value.reason == "engine no_such_engine_xyz not support"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[engine]\nname=rec\n",  # no project key
+        "[engine]\nproject=p\n",  # no name key
+        "[engine]\nproject=" + "p" * 65 + "\nname=rec\n",
+    ],
+)
+def test_engine_identity_errors_are_inval(etmemd: Etmemd, files: Files, text: str) -> None:
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("a", text))
+    assert code_of(e) is OptCode.OPT_INVAL
+
+
+def test_engine_fill_failure(etmemd: Etmemd, files: Files, rec: Rec, calls: list) -> None:
+    etmemd.obj_add(files("a", project()))
+    rec.fail["fill_eng_params"] = ConfigError("e.conf: [engine] node_pair=x: bad")
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("b", engine()))
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert e.value.reason == "engine rec: fill_eng_params: e.conf: [engine] node_pair=x: bad"
+    assert calls == [("fill_eng_params", "rec")]  # no clear_eng_params for a refused engine
+    assert etmemd.find_project("p").engines == []  # type: ignore[union-attr]
+
+
+def test_task_errors(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task()))
+    cases = [
+        (task("t2", proj="nope"), OptCode.OPT_PRO_NOEXIST),
+        (task("t2", eng="rec2"), OptCode.OPT_ENG_NOEXIST),
+        (task("t1"), OptCode.OPT_TASK_EXISTED),
+        (task("t2", value="bad:value"), OptCode.OPT_INVAL),
+        (task("t2").replace("type=name", "type=cgroup"), OptCode.OPT_INVAL),
+        (task("t2").replace("value=mysqld\n", ""), OptCode.OPT_INVAL),
+        (task("t" * 65), OptCode.OPT_INVAL),
+        (task("t2", extra="swap_flag=YES\n"), OptCode.OPT_INVAL),
+    ]
+    for n, (text, code) in enumerate(cases):
+        with pytest.raises(OptError) as e:
+            etmemd.obj_add(files(f"t{n}", text))
+        assert code_of(e) is code, text
+    assert [t.name for t in etmemd.find_project("p").engines[0].tasks] == ["t1"]  # type: ignore[union-attr]
+
+
+def test_task_fill_failure(etmemd: Etmemd, files: Files, rec: Rec, calls: list) -> None:
+    etmemd.obj_add(files("a", project() + engine()))
+    rec.fail["fill_task_params"] = ConfigError("t.conf: [task] T=9: must be at most 3")
+    calls.clear()
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("b", task()))
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert "engine rec: fill_task_params: t.conf: [task] T=9" in e.value.reason
+    assert calls == [("fill_task_params", "rec", "t1")]  # no clear_task_params
+    assert etmemd.find_project("p").engines[0].tasks == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "extra", ["loop=0\n", "loop=121\n", "loop=abc\n", "sysmem_threshold=101\n"]
+)
+def test_bad_core_key_is_inval_and_named(etmemd: Etmemd, files: Files, extra: str) -> None:
+    key = extra.split("=")[0]
+    text = project().replace(f"{key}=1\n", "") + extra if key == "loop" else project(extra=extra)
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("bad.conf", text))
+    assert code_of(e) is OptCode.OPT_INVAL
+    assert f"bad.conf: [project] {extra.strip()}" in e.value.reason
+
+
+def test_file_level_errors(etmemd: Etmemd, files: Files, tmp_path: Path) -> None:
+    cases = [
+        (files("syntax", "loop=1\n[project]\nname=p\n"), OptCode.OPT_INTER_ERR),
+        (files("nogroup", "[other]\nname=p\n"), OptCode.OPT_INVAL),
+        (files("mode", project(), mode=0o644), OptCode.OPT_INVAL),
+        (str(tmp_path / "missing"), OptCode.OPT_INVAL),
+        (str(tmp_path), OptCode.OPT_INVAL),
+        ("", OptCode.OPT_INVAL),
+    ]
+    for path, code in cases:
+        for op in (etmemd.obj_add, etmemd.obj_del):
+            with pytest.raises(OptError) as e:
+                op(path)
+            assert code_of(e) is code, path
+    assert etmemd.projects == []
+
+
+# -- atomic obj add ------------------------------------------------------------------------------
+
+
+def test_atomic_add_engine_failure_leaves_no_project(
+    etmemd: Etmemd, files: Files, rec: Rec
+) -> None:
+    rec.fail["fill_eng_params"] = ConfigError("nope")
+    path = files("a", project() + engine() + task())
+    with pytest.raises(OptError):
+        etmemd.obj_add(path)
+    assert etmemd.projects == []
+    rec.fail.clear()
+    etmemd.obj_add(path)  # C would now say "project has been existed"
+    assert show(etmemd) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
+
+
+def test_atomic_add_task_failure_rolls_back_in_reverse(
+    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+) -> None:
+    rec.fail["fill_task_params"] = ConfigError("nope")
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("a", project() + engine() + task()))
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert calls == [
+        ("fill_eng_params", "rec"),
+        ("fill_task_params", "rec", "t1"),
+        ("clear_eng_params", "rec"),  # the engine was filled, so it is cleared
+    ]
+    assert etmemd.projects == []
+
+
+def test_atomic_add_keeps_objects_of_other_files(etmemd: Etmemd, files: Files, calls: list) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+    calls.clear()
+    with pytest.raises(OptError) as e:  # engine exists -> the new project goes again
+        etmemd.obj_add(files("b", project("q") + engine()))
+    assert code_of(e) is OptCode.OPT_ENG_EXISTED
+    assert [p.name for p in etmemd.projects] == ["p"]
+    assert calls == []
+
+
+def test_atomic_add_toml_several_engines(
+    etmemd: Etmemd, files: Files, rec2: Rec, calls: list
+) -> None:
+    text = """
+[project]
+name = "p"
+loop = 1
+interval = 1
+sleep = 1
+
+[[engine]]
+name = "rec"
+
+[[engine]]
+name = "rec2"
+
+[[task]]
+engine = "rec"
+name = "t1"
+type = "name"
+value = "mysqld"
+
+[[task]]
+engine = "rec2"
+name = "t2"
+type = "pid"
+value = 42
+"""
+    path = files("p.toml", text)
+    rec2.fail[("fill_task_params", "t2")] = ConfigError("bad t2")
+    with pytest.raises(OptError):
+        etmemd.obj_add(path)
+    assert etmemd.projects == []
+    assert calls == [
+        ("fill_eng_params", "rec"),
+        ("fill_eng_params", "rec2"),
+        ("fill_task_params", "rec", "t1"),
+        ("fill_task_params", "rec2", "t2"),
+        ("clear_task_params", "rec", "t1"),
+        ("clear_eng_params", "rec2"),
+        ("clear_eng_params", "rec"),
+    ]
+    rec2.fail.clear()
+    etmemd.obj_add(path)
+    p = etmemd.find_project("p")
+    assert p is not None and [e.name for e in p.engines] == ["rec2", "rec"]
+    etmemd.obj_del(path)
+    assert etmemd.projects == []
+
+
+def test_rollback_teardown_error_does_not_mask_first_error(
+    etmemd: Etmemd, files: Files, rec: Rec
+) -> None:
+    rec.fail["fill_task_params"] = ConfigError("the real problem")
+    rec.fail["clear_eng_params"] = RuntimeError("cleanup bug")
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("a", project() + engine() + task()))
+    assert "the real problem" in e.value.reason
+    assert etmemd.projects == []
+
+
+def test_task_add_into_started_project(etmemd: Etmemd, files: Files, rec: Rec, calls: list) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+    etmemd.project_start("p")
+    calls.clear()
+    etmemd.obj_add(files("b", task("t2")))
+    assert calls == [("fill_task_params", "rec", "t2"), ("start_task", "rec", "t2")]
+    rec.fail["start_task"] = EngineError("cannot start")
+    calls.clear()
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("c", task("t3")))
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert calls == [
+        ("fill_task_params", "rec", "t3"),
+        ("start_task", "rec", "t3"),
+        ("clear_task_params", "rec", "t3"),
+    ]
+    assert [t.name for t in etmemd.find_project("p").engines[0].tasks] == ["t2", "t1"]  # type: ignore[union-attr]
+
+
+# -- obj del errors ------------------------------------------------------------------------------
+
+
+def test_del_errors(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task()))
+    cases = [
+        (project("nope"), OptCode.OPT_PRO_NOEXIST),
+        (engine("nope"), OptCode.OPT_PRO_NOEXIST),
+        (engine(name="rec2"), OptCode.OPT_ENG_NOEXIST),
+        (task("t9"), OptCode.OPT_TASK_NOEXIST),
+        (task(eng="rec2"), OptCode.OPT_ENG_NOEXIST),
+        ("[project]\nloop=1\n", OptCode.OPT_INVAL),
+        ("[project]\nname=" + "p" * 65 + "\n", OptCode.OPT_INVAL),
+    ]
+    for n, (text, code) in enumerate(cases):
+        with pytest.raises(OptError) as e:
+            etmemd.obj_del(files(f"d{n}", text))
+        assert code_of(e) is code, text
+    assert show(etmemd) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
+
+
+def test_del_attempts_every_group_and_returns_last_error(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine()))
+    # the task is missing (error), the engine and project still go
+    with pytest.raises(OptError) as e:
+        etmemd.obj_del(files("d", project() + engine() + task("ghost")))
+    assert code_of(e) is OptCode.OPT_TASK_NOEXIST
+    assert etmemd.projects == []
+    etmemd.obj_add(files("b", project()))
+    # engine missing (error), then the project is deleted: the engine error is the last one
+    with pytest.raises(OptError) as e:
+        etmemd.obj_del(files("d2", project() + engine()))
+    assert code_of(e) is OptCode.OPT_ENG_NOEXIST
+    assert etmemd.projects == []
+
+
+# -- start / stop ----------------------------------------------------------------------------------
+
+
+def test_start_stop(etmemd: Etmemd, files: Files, calls: list) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+    etmemd.obj_add(files("b", task("t2") + "\n"))
+    etmemd.obj_add(files("c", engine(name="rec2") + task("t3", eng="rec2")))
+    calls.clear()
+    etmemd.project_start("p")
+    assert etmemd.find_project("p").start  # type: ignore[union-attr]
+    assert calls == [
+        ("start_task", "rec2", "t3"),
+        ("start_task", "rec", "t2"),
+        ("start_task", "rec", "t1"),
+    ]
+    calls.clear()
+    etmemd.project_stop("p")
+    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+    assert calls == [
+        ("stop_task", "rec2", "t3"),
+        ("stop_task", "rec", "t2"),
+        ("stop_task", "rec", "t1"),
+    ]
+
+
+def test_start_stop_state_errors(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task()))
+    for op, name, code in [
+        (etmemd.project_start, "nope", OptCode.OPT_PRO_NOEXIST),
+        (etmemd.project_stop, "nope", OptCode.OPT_PRO_NOEXIST),
+        (etmemd.project_start, "", OptCode.OPT_INVAL),
+        (etmemd.project_start, None, OptCode.OPT_INVAL),
+        (etmemd.project_stop, None, OptCode.OPT_INVAL),
+        (etmemd.project_stop, "p", OptCode.OPT_PRO_STOPPED),
+    ]:
+        with pytest.raises(OptError) as e:
+            op(name)
+        assert code_of(e) is code
+    etmemd.project_start("p")
+    with pytest.raises(OptError) as e:
+        etmemd.project_start("p")
+    assert code_of(e) is OptCode.OPT_PRO_STARTED
+
+
+def test_start_empty_project_and_engine_without_tasks(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project()))
+    etmemd.project_start("p")
+    etmemd.project_stop("p")
+    etmemd.obj_add(files("b", engine()))  # an engine without tasks starts fine
+    etmemd.project_start("p")
+
+
+def test_engine_without_start_task_fails_start(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine(name="fillonly")))
+    with pytest.raises(OptError) as e:  # even with no tasks, as in C
+        etmemd.project_start("p")
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert "engine fillonly" in e.value.reason and "start_task" in e.value.reason
+    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+
+
+def test_failed_start_stops_what_it_started(
+    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+    etmemd.obj_add(files("b", task("t2")))
+    etmemd.obj_add(files("c", task("t3")))
+    rec.fail[("start_task", "t1")] = EngineError("t1 cannot start")
+    calls.clear()
+    with pytest.raises(OptError) as e:
+        etmemd.project_start("p")
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert "engine rec: start_task: t1 cannot start" == e.value.reason
+    assert calls == [
+        ("start_task", "rec", "t3"),
+        ("start_task", "rec", "t2"),
+        ("start_task", "rec", "t1"),
+        ("stop_task", "rec", "t2"),
+        ("stop_task", "rec", "t3"),
+    ]
+    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+    # remove the bad task: now the project starts
+    etmemd.obj_del(files("d", task("t1")))
+    etmemd.project_start("p")
+
+
+def test_stop_skips_engines_without_stop_task(etmemd: Etmemd, files: Files, calls: list) -> None:
+    etmemd.obj_add(files("a", project() + engine(name="startonly") + task(eng="startonly")))
+    etmemd.obj_add(files("b", engine() + task("t2")))
+    etmemd.project_start("p")
+    calls.clear()
+    etmemd.project_stop("p")
+    assert calls == [("stop_task", "rec", "t2")]
+
+
+def test_stop_failure_still_stops_everything(
+    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+    etmemd.obj_add(files("b", task("t2")))
+    etmemd.project_start("p")
+    rec.fail[("stop_task", "t2")] = RuntimeError("bug while stopping")
+    calls.clear()
+    with pytest.raises(OptError) as e:
+        etmemd.project_stop("p")
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert e.value.reason == "engine rec: stop_task: RuntimeError: bug while stopping"
+    assert calls == [("stop_task", "rec", "t2"), ("stop_task", "rec", "t1")]
+    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+
+
+def test_fifty_projects_start_stop(etmemd: Etmemd, files: Files) -> None:
+    for i in range(50):
+        etmemd.obj_add(files(f"p{i}", project(f"p{i}") + engine(f"p{i}") + task(proj=f"p{i}")))
+    for i in range(50):
+        etmemd.project_start(f"p{i}")
+    for i in range(50):
+        etmemd.project_stop(f"p{i}")
+    assert [p.name for p in etmemd.projects] == [f"p{i}" for i in reversed(range(50))]
+
+
+# -- engine private commands -----------------------------------------------------------------------
+
+
+def test_engine_cmd_rules(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task()))
+    etmemd.obj_add(files("b", engine(name="fillonly")))
+    reply = BufferReply()
+    cases = [
+        (("p", "rec", None, "show"), OptCode.OPT_INVAL),  # project not started
+        (("nope", "rec", None, "show"), OptCode.OPT_PRO_NOEXIST),
+        ((None, "rec", None, "show"), OptCode.OPT_INVAL),
+        (("p", None, None, "show"), OptCode.OPT_INVAL),
+        (("p", "rec", None, None), OptCode.OPT_INVAL),
+    ]
+    for args, code in cases:
+        with pytest.raises(OptError) as e:
+            etmemd.engine_cmd(*args, reply)
+        assert code_of(e) is code, args
+    etmemd.obj_del(files("c", engine(name="fillonly")))
+    etmemd.project_start("p")
+    etmemd.obj_add(files("d", engine(name="fillonly")))
+    for args, code in [
+        (("p", "rec2", None, "show"), OptCode.OPT_ENG_NOEXIST),
+        (("p", "rec", "t9", "show"), OptCode.OPT_TASK_NOEXIST),
+        (("p", "fillonly", None, "show"), OptCode.OPT_INVAL),  # no eng_mgt_func
+    ]:
+        with pytest.raises(OptError) as e:
+            etmemd.engine_cmd(*args, reply)
+        assert code_of(e) is code, args
+    assert reply.text == ""
+    etmemd.engine_cmd("p", "rec", None, "showall", reply)
+    etmemd.engine_cmd("p", "rec", "t1", "showtask", reply)
+    assert reply.text == "showall on rec task=None\nshowtask on rec task=t1\n"
+
+
+def test_engine_cmd_failures(etmemd: Etmemd, files: Files, rec: Rec) -> None:
+    etmemd.obj_add(files("a", project() + engine()))
+    etmemd.project_start("p")
+    rec.fail["eng_mgt_func"] = EngineError("unknown command foo")
+    with pytest.raises(OptError) as e:
+        etmemd.engine_cmd("p", "rec", None, "foo", BufferReply())
+    assert code_of(e) is OptCode.OPT_INVAL
+    assert e.value.reason == "engine rec: eng_mgt_func: unknown command foo"
+    rec.fail["eng_mgt_func"] = ZeroDivisionError("division by zero")
+    with pytest.raises(OptError) as e:
+        etmemd.engine_cmd("p", "rec", None, "foo", BufferReply())
+    assert code_of(e) is OptCode.OPT_INTER_ERR
+    assert "ZeroDivisionError" in e.value.reason and "engine rec" in e.value.reason
+
+
+def test_engine_bugs_in_any_hook_become_named_errors(
+    etmemd: Etmemd, files: Files, rec: Rec
+) -> None:
+    for op in ("fill_eng_params", "fill_task_params", "start_task"):
+        rec.fail = {op: KeyError("oops")} if op != "start_task" else {}
+        path = files(f"{op}.conf", project() + engine() + task())
+        if op == "start_task":
+            etmemd.obj_add(path)
+            rec.fail = {op: SystemExit(3)}
+            with pytest.raises(OptError) as e:
+                etmemd.project_start("p")
+            etmemd.obj_del(path)
+        else:
+            with pytest.raises(OptError) as e:
+                etmemd.obj_add(path)
+        assert code_of(e) is OptCode.OPT_INTER_ERR
+        assert e.value.reason.startswith(f"engine rec: {op}: ")
+        assert etmemd.projects == []
+
+
+# -- json, shutdown ------------------------------------------------------------------------------
+
+
+def test_show_json(etmemd: Etmemd, files: Files) -> None:
+    etmemd.obj_add(files("a", project() + engine() + task(extra="max_threads=2\n")))
+    t = etmemd.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
+    t.stats["scans"] = 3
+    from etmem_sdk import TaskPid
+
+    t.pids.append(TaskPid(pid=123, task=t, stats={"swapped": 10}))
+    doc = etmemd.project_show_json(None)
+    json.dumps(doc)  # serialisable
+    assert doc == [
+        {
+            "name": "p",
+            "scan_type": "page",
+            "started": False,
+            "loop": 1,
+            "interval": 1,
+            "sleep": 1,
+            "sysmem_threshold": -1,
+            "swapcache_high_wmark": -1,
+            "swapcache_low_wmark": -1,
+            "region": {},
+            "engines": [
+                {
+                    "name": "rec",
+                    "kind": "rec",
+                    "ops": [
+                        "fill_eng_params",
+                        "clear_eng_params",
+                        "fill_task_params",
+                        "clear_task_params",
+                        "start_task",
+                        "stop_task",
+                        "eng_mgt_func",
+                    ],
+                    "stats": {},
+                    "tasks": [
+                        {
+                            "name": "t1",
+                            "type": "name",
+                            "value": "mysqld",
+                            "max_threads": 2,
+                            "swap_flag": False,
+                            "pids": [{"pid": 123, "stats": {"swapped": 10}}],
+                            "stats": {"scans": 3},
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
+    assert etmemd.project_show_json("nope") == []
+    assert [p["name"] for p in etmemd.project_show_json("p")] == ["p"]
+
+
+def test_shutdown_stops_and_deletes_all(
+    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+) -> None:
+    etmemd.obj_add(files("a", project("a") + engine("a") + task(proj="a")))
+    etmemd.obj_add(files("b", project("b") + engine("b") + task(proj="b")))
+    etmemd.project_start("a")
+    rec.fail["clear_eng_params"] = RuntimeError("bug")  # logged, shutdown goes on
+    calls.clear()
+    etmemd.shutdown()
+    assert etmemd.projects == []
+    assert calls == [
+        ("clear_task_params", "rec", "t1"),
+        ("clear_eng_params", "rec"),
+        ("stop_task", "rec", "t1"),
+        ("clear_task_params", "rec", "t1"),
+        ("clear_eng_params", "rec"),
+    ]
