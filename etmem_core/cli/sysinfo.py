@@ -1,0 +1,83 @@
+"""``etmem sysinfo [--json]``: which page trackers and actuators work on this machine, and why
+the others do not — the capability probe of :mod:`etmem_scan.probe`, for people."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from etmem_scan.probe import Capabilities, NothingUsable, best_actuator, best_tracker, probe
+
+NAME = "sysinfo"
+
+
+def _fact(value: object) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def format_text(caps: Capabilities) -> str:
+    """The verdicts as aligned text: one line per tracker/actuator, then facts and defaults."""
+    lines: list[str] = []
+    for title, table in (("trackers", caps.trackers), ("actuators", caps.actuators)):
+        lines.append(f"{title}:")
+        width = max(len(k) for k in table)
+        for name, v in table.items():
+            text = v.note if v.usable else v.reason
+            lines.append(f"  {name:<{width}}  {'yes' if v.usable else 'no ':<3}  {text}".rstrip())
+    lines.append("facts:")
+    facts = dict(caps.facts)
+    if "swap_total_kb" in facts:
+        facts["swap_total_kb"] = f"{facts['swap_total_kb']} kB"
+        facts["swap_free_kb"] = f"{facts.get('swap_free_kb', 0)} kB"
+    width = max(len(k) for k in facts)
+    for k, v in facts.items():
+        lines.append(f"  {k:<{width}}  {_fact(v)}")
+    lines.append("defaults:")
+    for label, pick in (
+        ("tracker", lambda: best_tracker(caps)),
+        ("swap", lambda: best_actuator(caps, "swap")),
+        ("migrate", lambda: best_actuator(caps, "migrate")),
+    ):
+        try:
+            lines.append(f"  {label:<8} {pick()}")
+        except NothingUsable:
+            lines.append(f"  {label:<8} none usable")
+    return "\n".join(lines) + "\n"
+
+
+def sysinfo(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdicts as one JSON object.")
+    ] = False,
+    proc_root: Annotated[
+        str, typer.Option("--proc-root", hidden=True, help="Read /proc from here (tests).")
+    ] = "/proc",
+    sys_root: Annotated[
+        str, typer.Option("--sys-root", hidden=True, help="Read /sys from here (tests).")
+    ] = "/sys",
+) -> None:
+    """Show which page trackers and actuators work on this machine, and why the others do not.
+
+    Nothing is changed on the machine: the probe only reads /proc and /sys.
+    """
+    caps = probe(proc_root, sys_root)
+    if as_json:
+        typer.echo(json.dumps(caps.to_json(), indent=2, sort_keys=False))
+    else:
+        typer.echo(format_text(caps), nl=False)
+
+
+def register(parent: typer.Typer) -> None:
+    """Add ``sysinfo`` as a top-level command of the ``etmem`` app."""
+    parent.command(NAME)(sysinfo)
+
+
+app = typer.Typer(name=NAME, add_completion=False)
+app.command()(sysinfo)
