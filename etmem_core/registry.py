@@ -18,6 +18,7 @@ from typing import Any
 import pluggy
 from etmem_sdk import hookspecs
 from stevedore import DriverManager, ExtensionManager, NamedExtensionManager
+from stevedore import _cache as stevedore_cache
 from stevedore.exception import NoMatches
 
 from .errors import OptCode, OptError
@@ -186,6 +187,11 @@ class EngineRegistry:
     def refresh(self) -> None:
         """Forget stevedore's listing of the group so newly installed engines are seen."""
         ExtensionManager.ENTRY_POINT_CACHE.pop(self.group, None)
+        # stevedore also memoises the whole entry-point table per sys.path in memory; there is
+        # no public way to drop it, so reach in carefully (absent in other versions: harmless).
+        memo = getattr(getattr(stevedore_cache, "_c", None), "_internal", None)
+        if isinstance(memo, dict):
+            memo.clear()
         importlib.invalidate_caches()
 
     # -- listing -------------------------------------------------------------------------------
