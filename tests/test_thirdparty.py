@@ -26,7 +26,7 @@ from etmem_sdk import (
     TaskPid,
     hookspecs,
 )
-from etmem_thirdparty_so import abi, engine, glib, loader
+from etmem_thirdparty_so import abi, engine, glib, inproc, isolate, loader
 from etmem_thirdparty_so.cstate import EngineState, TaskState
 from thirdparty_build import build_scan_lib, compile_policy
 
@@ -43,6 +43,7 @@ def libs(tmp_path_factory) -> dict[str, Path]:
     return {
         "my": compile_policy("my_engine.c", tmp / "libthirdparty_engine.so"),
         "layout": compile_policy("layout_engine.c", tmp / "liblayout.so"),
+        "crash": compile_policy("crash_engine.c", tmp / "libcrash.so"),
         "scan": compile_policy(
             "scan_engine.c", tmp / "libscan.so", f"-L{scan.parent}", "-letmemd_scan"
         ),
@@ -274,7 +275,7 @@ def test_refuses_long_eng_name(host, libs):
 
 
 def test_refuses_missing_keys(hooks, libs, tmp_path):
-    for missing in engine.REQUIRED_KEYS:
+    for missing in inproc.REQUIRED_KEYS:
         items = {"eng_name": "x", "libname": str(libs["my"]), "ops_name": "my_engine_ops"}
         del items[missing]
         cfg = ConfigSection("engine", items, path=str(tmp_path / "f"))
@@ -441,3 +442,72 @@ def test_a_client_that_goes_away_does_not_block_the_policy(host, libs):
     # the policy writes 200 KB in one write(); it must return although nobody takes the bytes
     host.hooks.eng_mgt_func(engine=eng, task=None, cmd="big", reply=Reply(sink))
     assert len(sent) == 1
+
+
+# --- isolate=yes: the policy in a helper process ------------------------------------------------
+
+
+def test_isolated_policy_full_cycle(host, libs):
+    eng = host.add_engine(
+        libs["my"], "my_engine_ops", extra="engine_private_key=1024\nisolate=yes\n"
+    )
+    state = eng.params
+    assert isinstance(state, isolate.IsolatedEngine) and state.proc.pid != os.getpid()
+    task = host.add_task(eng)
+    host.hooks.start_task(engine=eng, task=task)
+    host.project.start = True
+    assert host.mgt(eng, "my_cmd", task) == "msg to client\n"
+    host.hooks.stop_task(engine=eng, task=task)
+    host.project.start = False
+    host.del_engine(eng)
+    assert state.proc.returncode == 0  # the helper ended with the engine
+
+
+def test_isolated_policy_sees_our_objects(host, libs):
+    eng = host.add_engine(
+        libs["layout"], "layout_ops", eng_name="lay", extra="tag=iso\nisolate=yes\n"
+    )
+    t1 = host.add_task(eng, "one")
+    host.hooks.start_task(engine=eng, task=t1)
+    t1.value = "777"
+    assert host.mgt(eng, "show", t1) == (
+        "task=one type=pid value=777 max_threads=3 swap_flag=1 starts=1 stops=0 same_engine=1 "
+        "project=proj\n"
+    )
+    assert "name=lay tag=iso project=proj started=0 loop=3" in host.mgt(eng, "show")
+    reply = BufferReply()
+    host.hooks.eng_mgt_func(engine=eng, task=None, cmd="big", reply=reply)
+    assert len(reply.data) == 200001 - 2
+    with pytest.raises(EngineError, match="returned -1"):
+        host.mgt(eng, "nope")
+    host.del_task(t1)
+    assert "tasks=0" in host.mgt(eng, "show")
+
+
+def test_isolated_refusals_come_back_as_config_errors(host, libs):
+    with pytest.raises(ConfigError, match="fill_eng_params returned"):
+        host.add_engine(libs["my"], "my_engine_ops", extra="engine_private_key=1\nisolate=yes\n")
+    with pytest.raises(ConfigError, match="no such symbol"):
+        host.add_engine(libs["my"], "nothing_ops", extra="isolate=yes\n")
+    with pytest.raises(ConfigError, match="must be yes or no"):
+        host.add_engine(libs["my"], "my_engine_ops", extra="isolate=true\n")
+
+
+def test_a_crash_in_an_isolated_policy_is_that_engine_failing(host, libs):
+    eng = host.add_engine(libs["crash"], "crash_ops", eng_name="crashy", extra="isolate=yes\n")
+    task = host.add_task(eng, extra="")
+    assert host.mgt(eng, "hello") == "alive\n"
+    with pytest.raises(EngineError, match="died of SIGSEGV"):
+        host.hooks.start_task(engine=eng, task=task)
+    with pytest.raises(EngineError, match="died of SIGSEGV"):
+        host.mgt(eng, "hello")
+    host.hooks.stop_task(engine=eng, task=task)  # nothing left to stop: logged, no error
+    # the same policy crashing in eng_mgt_func
+    other = host.add_engine(libs["crash"], "crash_ops", eng_name="crashy2", extra="isolate=yes\n")
+    with pytest.raises(EngineError, match="died of SIGSEGV"):
+        host.mgt(other, "crash")
+    # this process and in-process engines carry on
+    fine = host.add_engine(libs["my"], "my_engine_ops", extra="engine_private_key=1024\n")
+    assert host.mgt(fine, "my_cmd") == "msg to client\n"
+    host.del_engine(eng)
+    host.del_engine(other)

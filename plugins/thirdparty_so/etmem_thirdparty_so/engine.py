@@ -1,251 +1,90 @@
 """The ``thirdparty`` engine: runs a vendor's C policy (.so) written for the original etmemd.
 
 ``[engine] name=thirdparty`` with ``eng_name`` (the engine's identity in its project), ``libname``,
-``ops_name`` and the policy's own keys. Each hook forwards to the op of the same name in the
-policy's ``struct engine_ops``; the C structs it receives live in our objects' ``params``.
-All nine hooks are implemented here, so a NULL op gets the original's behaviour inside the hook:
-NULL ``start_task`` fails the start, NULL ``eng_mgt_func`` is "invalid parameters", other NULL
-ops do nothing.
+``ops_name``, optional ``isolate=yes|no`` and the policy's own keys. Each hook forwards to the op
+of the same name in the policy's ``struct engine_ops`` — in this process (``inproc``), or, with
+``isolate=yes``, in a helper process of its own (``isolate``) so a crash in vendor code only fails
+that engine. All nine hooks are implemented, so a NULL op gets the original's behaviour inside
+the hook (see ``inproc``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import logging
-import os
-import threading
+from types import ModuleType
 
-from etmem_sdk import (
-    ConfigError,
-    ConfigSection,
-    Engine,
-    EngineError,
-    Reply,
-    Task,
-    TaskPid,
-    hookimpl,
-)
+from etmem_sdk import ConfigError, ConfigSection, Engine, Reply, Task, TaskPid, hookimpl
 
-from . import cstate, glib, loader
-from .cstate import EngineState, PidState, TaskState
+from . import inproc, isolate
 
-log = logging.getLogger(__name__)
-
-MAX_ENG_NAME_LEN = 64
-REQUIRED_KEYS = ("eng_name", "libname", "ops_name")
+ISOLATE_KEY = "isolate"
 
 
-def _required(config: ConfigSection, key: str) -> str:
-    value = config.get(key)
-    if value is None:
-        raise ConfigError(f"{config.label}: key {key} not set for group {config.group}")
-    if value == "":
-        raise ConfigError(f"{config.where(key)}: must not be empty")
-    return value
+def _isolated(config: ConfigSection) -> bool:
+    value = config.get(ISOLATE_KEY, "no")
+    if value not in ("yes", "no"):
+        raise ConfigError(f"{config.where(ISOLATE_KEY)}: must be yes or no")
+    return value == "yes"
 
 
-def _keyfile_text(config: ConfigSection) -> str:
-    """The text the policy's GKeyFile is loaded from: the object file itself when it is a key
-    file, else (TOML) an equivalent key file holding this section's group."""
-    if config.text and not config.path.endswith(".toml"):
-        return config.text
-    return glib.keyfile_text({config.group: dict(config)})
-
-
-def _state(engine: Engine) -> EngineState:
-    state = engine.params
-    if not isinstance(state, EngineState):
-        raise EngineError(f"engine {engine.name}: its policy is not loaded")
-    return state
+def _backend(engine: Engine | None) -> ModuleType:
+    if engine is not None and isinstance(engine.params, isolate.IsolatedEngine):
+        return isolate
+    return inproc
 
 
 @hookimpl
 def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
     """Check and load the policy, then call its ``fill_eng_params`` with a real GKeyFile."""
-    eng_name, libname, ops_name = (_required(config, key) for key in REQUIRED_KEYS)
-    if len(eng_name) > MAX_ENG_NAME_LEN:
-        raise ConfigError(f"{config.where('eng_name')}: longer than {MAX_ENG_NAME_LEN} characters")
-    loader.scan_lib()  # before any policy: it may need the library's symbols or SONAME
-    glib.libglib()
-    path = loader.check_library(libname)
-    lib = loader.open_library(path)
-    try:
-        ops = loader.find_ops(lib, ops_name)
-        state = EngineState(lib=lib, ops=ops, libname=path, ops_name=ops_name)
-        engine.params = state
-        with state.lock:
-            cstate.sync_engine(engine)
-            op = state.op("fill_eng_params")
-            if op is not None:
-                with glib.keyfile(_keyfile_text(config)) as keyfile:
-                    ret = op(keyfile, ctypes.byref(state.c))
-                if ret != 0:
-                    raise ConfigError(
-                        f"{config.label}: engine {eng_name}: {ops_name}.fill_eng_params "
-                        f"returned {ret}"
-                    )
-    except BaseException:
-        engine.params = None
-        loader.close_library(lib)
-        raise
+    inproc.engine_keys(config)
+    if _isolated(config):
+        isolate.fill_eng_params(engine, config)
+    else:
+        inproc.fill_eng_params(engine, config)
 
 
 @hookimpl
 def clear_eng_params(engine: Engine) -> None:
-    """Call the policy's ``clear_eng_params``, then dlclose it."""
-    state = engine.params
-    if not isinstance(state, EngineState):
-        return
-    try:
-        with state.lock:
-            op = state.op("clear_eng_params")
-            if op is not None:
-                op(ctypes.byref(cstate.sync_engine(engine).c))
-    finally:
-        engine.params = None
-        if engine.project is not None:
-            # unlink our struct from the other .so engines of the project before it goes away
-            state.c.next = None
-        loader.close_library(state.lib)
+    """Call the policy's ``clear_eng_params``, then unload it (dlclose / end its process)."""
+    _backend(engine).clear_eng_params(engine)
 
 
 @hookimpl
 def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Give the task its C ``struct task`` and call the policy's ``fill_task_params``."""
-    state = _state(task.engine)
-    task.params = TaskState()
-    try:
-        with state.lock:
-            cstate.sync_task(task)
-            op = state.op("fill_task_params")
-            if op is not None:
-                with glib.keyfile(_keyfile_text(config)) as keyfile:
-                    ret = op(keyfile, ctypes.byref(task.params.c))
-                if ret != 0:
-                    raise ConfigError(
-                        f"{config.label}: task {task.name}: {state.ops_name}.fill_task_params "
-                        f"returned {ret}"
-                    )
-    except BaseException:
-        task.params = None
-        raise
+    _backend(task.engine).fill_task_params(task, config)
 
 
 @hookimpl
 def clear_task_params(task: Task) -> None:
-    """Call the policy's ``clear_task_params``; the C struct goes with ``task.params``."""
-    if not isinstance(task.params, TaskState):
-        return
-    state = _state(task.engine)
-    try:
-        with state.lock:
-            op = state.op("clear_task_params")
-            if op is not None:
-                op(ctypes.byref(cstate.sync_task(task).c))
-    finally:
-        task.params = None
+    """Call the policy's ``clear_task_params``."""
+    _backend(task.engine).clear_task_params(task)
 
 
 @hookimpl
 def start_task(engine: Engine, task: Task) -> None:
     """Call the policy's ``start_task``; a NULL op or a non-zero return fails the start."""
-    state = _state(engine)
-    with state.lock:
-        op = state.op("start_task")
-        if op is None:
-            raise EngineError(f"engine {engine.name}: {state.ops_name} has no start_task")
-        cstate.sync_engine(engine)
-        ret = op(ctypes.byref(state.c), ctypes.byref(cstate.sync_task(task).c))
-    if ret != 0:
-        raise EngineError(f"engine {engine.name}: start_task of task {task.name} returned {ret}")
+    _backend(engine).start_task(engine, task)
 
 
 @hookimpl
 def stop_task(engine: Engine, task: Task) -> None:
     """Call the policy's ``stop_task``; a NULL op is skipped, as in the original."""
-    state = _state(engine)
-    with state.lock:
-        op = state.op("stop_task")
-        if op is None:
-            log.error("engine %s: %s has no stop_task, skipped", engine.name, state.ops_name)
-            return
-        op(ctypes.byref(cstate.sync_engine(engine).c), ctypes.byref(cstate.sync_task(task).c))
-
-
-def _task_of(task_pid: TaskPid) -> Task | None:
-    return task_pid.task if task_pid.task is not None and task_pid.task.params else None
+    _backend(engine).stop_task(engine, task)
 
 
 @hookimpl
 def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     """Give the pid its C ``struct task_pid`` and call the policy's ``alloc_pid_params``."""
-    state = _state(engine)
-    task_pid.params = PidState()
-    with state.lock:
-        cstate.sync_engine(engine)
-        cstate.sync_pid(task_pid, _task_of(task_pid))
-        op = state.op("alloc_pid_params")
-        if op is None:
-            return
-        ptr = ctypes.pointer(task_pid.params.c)
-        ret = op(ctypes.byref(state.c), ctypes.byref(ptr))
-    if ret != 0:
-        task_pid.params = None
-        raise EngineError(f"engine {engine.name}: alloc_pid_params({task_pid.pid}) returned {ret}")
+    _backend(engine).alloc_pid_params(engine, task_pid)
 
 
 @hookimpl
 def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
-    """Call the policy's ``free_pid_params``; the C struct goes with ``task_pid.params``."""
-    if not isinstance(task_pid.params, PidState):
-        return
-    state = _state(engine)
-    try:
-        with state.lock:
-            op = state.op("free_pid_params")
-            if op is not None:
-                cstate.sync_engine(engine)
-                ptr = ctypes.pointer(cstate.sync_pid(task_pid, _task_of(task_pid)).c)
-                op(ctypes.byref(state.c), ctypes.byref(ptr))
-    finally:
-        task_pid.params = None
-
-
-def _relay(fd: int, reply: Reply) -> None:
-    """Copy what the policy writes to ``fd`` to the client until the write end is closed.
-
-    Keeps draining after the client went away, so the policy never blocks on a full pipe.
-    """
-    sink: Reply | None = reply
-    while chunk := os.read(fd, 65536):
-        if sink is None:
-            continue
-        try:
-            sink.write(chunk)
-        except Exception:  # a dead client must not wedge the policy
-            log.warning("engine output could not be sent to the client; discarding the rest")
-            sink = None
+    """Call the policy's ``free_pid_params``."""
+    _backend(engine).free_pid_params(engine, task_pid)
 
 
 @hookimpl
 def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> None:
-    """Run the policy's ``eng_mgt_func`` with a pipe whose bytes stream to the client."""
-    state = _state(engine)
-    op = state.op("eng_mgt_func")
-    if op is None:
-        raise EngineError(f"engine {engine.name}: {state.ops_name} has no eng_mgt_func")
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    # drain concurrently: a policy writing more than a pipe buffer would otherwise block forever
-    relay = threading.Thread(target=_relay, args=(read_fd, reply), daemon=True)
-    relay.start()
-    try:
-        with state.lock:
-            cstate.sync_engine(engine)
-            c_task = ctypes.byref(cstate.sync_task(task).c) if task is not None else None
-            ret = op(ctypes.byref(state.c), c_task, cmd.encode(), write_fd)
-    finally:
-        os.close(write_fd)
-        relay.join()
-        os.close(read_fd)
-    if ret != 0:
-        raise EngineError(f"engine {engine.name}: eng_mgt_func({cmd!r}) returned {ret}")
+    """Run the policy's ``eng_mgt_func``; what it writes to its fd streams to the client."""
+    _backend(engine).eng_mgt_func(engine, task, cmd, reply)
