@@ -17,14 +17,27 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .pagerefs import ADDR_DTYPE, PMD, PTE, PUD, TYPE_DTYPE, PassRefs
+from .pagerefs import (
+    ADDR_DTYPE,
+    PMD,
+    PTE,
+    PUD,
+    TYPE_DTYPE,
+    PageRefs,
+    PassRefs,
+    cold_mask,
+    descending,
+    format_hex_lines,
+    format_refs,
+    merge,
+)
 from .tracker import ScanError, Tracker, VmaRange
 
 log = logging.getLogger(__name__)
@@ -348,3 +361,43 @@ class IdlePagesTracker(Tracker):
         finally:
             f.close()
         return Runs.concat(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# captured streams (``etmem scan --decode``): one stream per pass
+
+
+def _decode_pass(i: int, stream: bytes, page_size: int) -> Runs:
+    try:
+        return decode_runs(stream, page_size)
+    except StreamError as e:
+        e.pass_index = i  # type: ignore[attr-defined]  # which file, for the message
+        raise
+
+
+def decode_passes(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> PageRefs:
+    """Accumulate captured streams, one per pass, into a :class:`PageRefs`.
+
+    Raises :class:`StreamError` (with ``pass_index``) if any pass is one the original rejects:
+    as in etmemd, one bad pass discards the whole result.
+    """
+    refs = PageRefs.empty()
+    for i, s in enumerate(streams):
+        refs = merge(refs, expand(_decode_pass(i, s, page_size), page_size))
+    return refs
+
+
+def refs_text(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> bytes:
+    """``0x<addr> <count> <type>`` lines of the accumulated passes, by address."""
+    return format_refs(decode_passes(streams, page_size))
+
+
+def cold_text_chunks(
+    streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 18
+) -> Iterator[bytes]:
+    """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces."""
+    refs = decode_passes(streams, page_size)
+    cold = descending(refs.addr[cold_mask(refs, threshold)])
+    del refs
+    for i in range(0, len(cold), chunk):
+        yield format_hex_lines(cold[i : i + chunk]).tobytes()
