@@ -1,0 +1,124 @@
+"""The arrows of docs/architecture.md, checked on the source with ``ast``:
+
+* ``etmem_core`` imports no engine (built-in ones, or anything under plugins/ or examples/);
+  it reaches engines only through the ``etmem.engines`` entry points;
+* no engine imports ``etmem_core``;
+* ``etmem_sdk`` and ``etmem_scan`` import no ``etmem_core``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = ROOT / "etmem_core"
+SDK = ROOT / "sdk" / "etmem_sdk"
+SCAN = ROOT / "scan_lib" / "etmem_scan"
+BUILTIN_ENGINES = {"etmem_slide", "etmem_cslide", "etmem_thirdparty_so"}
+SKIP_DIRS = {"tests", "test", "build", "dist", ".venv", "__pycache__"}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Absolute module names a file imports, including ``importlib.import_module("x")`` and
+    ``__import__("x")`` with a literal name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            arg = node.args[0]
+            if name in ("import_module", "__import__") and isinstance(arg, ast.Constant):
+                if isinstance(arg.value, str):
+                    found.add(arg.value)
+    return found
+
+
+def top_levels(modules: set[str]) -> set[str]:
+    return {m.split(".")[0] for m in modules}
+
+
+def py_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*.py") if not SKIP_DIRS & set(p.relative_to(root).parts)]
+
+
+def engine_packages() -> dict[str, Path]:
+    """Top-level packages and modules of every engine under plugins/ and examples/."""
+    found: dict[str, Path] = {}
+    for base in (ROOT / "plugins", ROOT / "examples"):
+        if not base.is_dir():
+            continue
+        for init in base.rglob("__init__.py"):
+            pkg = init.parent
+            if SKIP_DIRS & set(pkg.relative_to(base).parts):
+                continue
+            if not (pkg.parent / "__init__.py").exists():
+                found[pkg.name] = pkg
+        # flat single-module distributions: a .py beside a pyproject.toml (or in its src/)
+        for pyproject in base.rglob("pyproject.toml"):
+            for where in (pyproject.parent, pyproject.parent / "src"):
+                for mod in where.glob("*.py"):
+                    if mod.stem not in ("setup", "conftest", "noxfile"):
+                        found[mod.stem] = mod
+    return found
+
+
+def imports_of(root: Path) -> dict[Path, set[str]]:
+    files = [root] if root.is_file() else py_files(root)
+    return {f: top_levels(imported_modules(f.read_text())) for f in files}
+
+
+def offenders(root: Path, forbidden: set[str]) -> list[str]:
+    return [
+        f"{f.relative_to(ROOT)} imports {sorted(mods & forbidden)}"
+        for f, mods in imports_of(root).items()
+        if mods & forbidden
+    ]
+
+
+def test_the_checker_sees_every_kind_of_import() -> None:
+    src = """
+import etmem_slide.engine
+from etmem_cslide import engine
+from . import sibling
+import importlib
+importlib.import_module("etmem_thirdparty_so")
+__import__("etmem_core.errors")
+def f():
+    from etmem_core.lifecycle import Etmemd
+"""
+    assert top_levels(imported_modules(src)) == {
+        "etmem_slide",
+        "etmem_cslide",
+        "importlib",
+        "etmem_thirdparty_so",
+        "etmem_core",
+    }
+
+
+def test_engine_discovery_finds_the_builtins() -> None:
+    assert BUILTIN_ENGINES <= set(engine_packages())
+
+
+def test_core_imports_no_engine() -> None:
+    forbidden = BUILTIN_ENGINES | set(engine_packages())
+    assert py_files(CORE), "etmem_core not found"
+    assert offenders(CORE, forbidden) == []
+
+
+@pytest.mark.parametrize("name", sorted(engine_packages()))
+def test_engine_imports_no_core(name: str) -> None:
+    assert offenders(engine_packages()[name], {"etmem_core"}) == []
+
+
+@pytest.mark.parametrize("root", [SDK, SCAN], ids=["etmem_sdk", "etmem_scan"])
+def test_sdk_and_scan_import_no_core_and_no_engine(root: Path) -> None:
+    assert py_files(root)
+    forbidden = {"etmem_core"} | BUILTIN_ENGINES | set(engine_packages())
+    assert offenders(root, forbidden) == []
