@@ -1,0 +1,68 @@
+"""``etmem scan PID``: the per-VMA hot/cold summary of a live process."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+from etmem_scan.pagerefs import PageRefs
+from etmem_scan.procfs import Vma
+from fixtures_kernel import spawn_workload
+
+from etmem_core.cli import scan_live
+
+
+def run(pid: int, **kw) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = scan_live.main(pid, out=out, err=err, **kw)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_live_scan_finds_the_cold_mapping():
+    with spawn_workload(hot_mib=2, cold_mib=4, period=0.02) as w:
+        rc, out, err = run(
+            w.pid, loop=2, sleep=0.15, tracker="refs", cold_threshold=2, as_json=True
+        )
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["tracker"] == "refs" and doc["loop"] == 2
+    rows = {(r["start"], r["end"]): r for r in doc["vmas"]}
+    hot, cold = rows[w.hot], rows[w.cold]
+    assert hot["size"] == hot["resident"] == hot["hot"] == 2 << 20 and hot["cold"] == 0
+    assert cold["size"] == cold["resident"] == cold["cold"] == 4 << 20 and cold["hot"] == 0
+
+
+def test_text_table_and_default_tracker():
+    with spawn_workload(hot_mib=1, cold_mib=1) as w:
+        rc, out, err = run(w.pid, loop=1, sleep=0.05)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"pid {w.pid}: tracker refs, 1 pass(es) 0.05 s apart")
+    assert lines[1].split()[:2] == ["start-end", "perms"]
+    assert lines[-1].startswith("total")
+    cold_line = next(line for line in lines if line.startswith(f"{w.cold[0]:>12x}-"))
+    assert cold_line.split()[2:] == ["1.0M", "1.0M", "0", "1.0M"]
+
+
+def test_errors_are_messages_and_exit_status():
+    rc, out, err = run(2**22 + 4321, loop=1, sleep=0)
+    assert rc == 1 and out == "" and "is gone" in err
+    with spawn_workload(hot_mib=1, cold_mib=1) as w:
+        rc, _, err = run(w.pid, tracker="page_idle", sleep=0)
+        assert rc == 1 and "page_idle" in err
+        rc, _, err = run(w.pid, tracker="nope", sleep=0)
+        assert rc == 1 and "unknown tracker" in err
+        rc, _, err = run(w.pid, loop=0)
+        assert rc == 1 and "--loop" in err
+
+
+def test_summarize_counts_huge_pages_by_their_size():
+    vmas = [Vma(0x200000, 0x800000, "rw-p", 0, "00", "00", 0)]
+    refs = PageRefs(
+        np.array([0x200000, 0x400000, 0x401000], np.uint64),
+        np.array([1, 0, 0], np.uint8),
+        np.array([3, 0, 1], np.int32),
+    )
+    (row,) = scan_live.summarize(vmas, refs, cold_threshold=1, page_size=4096)
+    assert (row.size, row.resident, row.hot, row.cold) == (0x600000, 0x202000, 0x201000, 0x1000)
