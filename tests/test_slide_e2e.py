@@ -1,0 +1,230 @@
+"""slide end to end on the real kernel: a swap file, a workload with a hot and a cold mapping, a
+real ``etmemd`` driven through the ``etmem`` client (obj add, project start/stop, showstats).
+
+Order of teardown matters and is guaranteed by fixture nesting: etmemd is stopped first, then the
+workload killed, then the swap file switched off and deleted (swapoff with a live workload would
+read every swapped page back in).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from etmem_scan import pagemap, procfs
+from fixtures_kernel import Workload, spawn_workload, swap_on
+
+pytestmark = [pytest.mark.root, pytest.mark.swap]
+
+BIN = Path(sys.executable).parent
+HOT_MIB, COLD_MIB = 64, 128
+DEADLINE = 30.0  # seconds for the cold mapping to leave RAM
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (swapon, process_madvise on another process)")
+
+
+class Etmemd:
+    """A real etmemd on a unique abstract socket; ``etmem(...)`` runs the client against it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.sock = f"etmem-slide-e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.log = open(tmp_path / "etmemd.log", "w+b")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(BIN / "etmemd"), "-s", self.sock, "-l", "0"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.tmp = tmp_path
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"etmemd exited ({self.proc.returncode}): {self.logtext()}")
+            if self.etmem("project", "show", check=False).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etmemd does not answer: {self.logtext()}")
+            time.sleep(0.2)
+
+    def logtext(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+    def etmem(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [str(BIN / "etmem"), *args, "-s", self.sock],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"etmem {' '.join(args)} -> {res.returncode}\nstdout: {res.stdout}\n"
+                f"stderr: {res.stderr}\netmemd: {self.logtext()}"
+            )
+        return res
+
+    def add(self, name: str, text: str) -> Path:
+        path = self.tmp / f"{name}.conf"
+        path.write_text(text)
+        path.chmod(0o600)
+        self.etmem("obj", "add", "-f", str(path))
+        return path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def slide_config(project: str, pid: int, *, project_keys: str = "", task_keys: str = "") -> str:
+    """A slide object file: loop, interval and sleep at 1 second so tests take seconds."""
+    return (
+        f"[project]\nname={project}\nloop=1\ninterval=1\nsleep=1\n{project_keys}"
+        f"[engine]\nname=slide\nproject={project}\n"
+        f"[task]\nproject={project}\nengine=slide\nname=background\ntype=pid\nvalue={pid}\n"
+        f"T=1\n{task_keys}"
+    )
+
+
+@pytest.fixture
+def rig(tmp_path) -> Iterator[tuple[Etmemd, Workload]]:
+    """Swap on, a 64 MiB hot / 128 MiB cold workload, and an etmemd; torn down in that reverse
+    order (etmemd, workload, swap)."""
+    _need_root()
+    with swap_on(512), spawn_workload(HOT_MIB, COLD_MIB) as w:
+        d = Etmemd(tmp_path)
+        try:
+            yield d, w
+        finally:
+            d.stop()
+            w.kill()
+
+
+def vm_swap_kb(pid: int) -> int:
+    return procfs.read_status(pid).get("VmSwap", 0)
+
+
+def showstats(d: Etmemd, project: str) -> dict[str, int]:
+    """The ``total`` row of ``etmem engine showstats`` as numbers."""
+    out = d.etmem("engine", "showstats", "-n", project, "-e", "slide").stdout
+    header = next(line for line in out.splitlines() if line.startswith("pid"))
+    total = next(line for line in out.splitlines() if line.startswith("total"))
+    return {k: int(float(v)) for k, v in zip(header.split()[1:], total.split()[1:], strict=True)}
+
+
+def wait_for(cond, timeout: float, step: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def test_cold_mapping_swapped_hot_stays(rig):
+    d, w = rig
+    cold_kb = COLD_MIB << 10
+    assert vm_swap_kb(w.pid) < cold_kb // 10  # starting point: nothing of it swapped
+    d.add("e2e", slide_config("e2e", w.pid))
+    d.etmem("project", "start", "-n", "e2e")
+
+    assert wait_for(lambda: vm_swap_kb(w.pid) >= cold_kb * 9 // 10, DEADLINE), (
+        f"VmSwap {vm_swap_kb(w.pid)} kB < 90 % of {cold_kb} kB\n{d.logtext()}"
+    )
+    hot_pages = (w.hot[1] - w.hot[0]) // os.sysconf("SC_PAGE_SIZE")
+    resident = len(pagemap.present_pages(w.pid, [w.hot]))
+    assert resident * 100 >= hot_pages * 99, f"only {resident}/{hot_pages} hot pages resident"
+    cold_resident = len(pagemap.present_pages(w.pid, [w.cold]))
+    assert cold_resident * 10 <= (w.cold[1] - w.cold[0]) // os.sysconf("SC_PAGE_SIZE")
+    assert w.proc.poll() is None, "the workload died"
+
+    stats = showstats(d, "e2e")
+    assert stats["cycles"] >= 1 and stats["cold_pages"] > 0 and stats["errors"] == 0
+    assert stats["swapped_kb"] >= cold_kb * 9 // 10
+    d.etmem("project", "stop", "-n", "e2e")
+
+
+def test_project_stop_stops_swapping(rig):
+    d, w = rig
+    cold_kb = COLD_MIB << 10
+    d.add("stop", slide_config("stop", w.pid))
+    d.etmem("project", "start", "-n", "stop")
+    assert wait_for(lambda: vm_swap_kb(w.pid) >= cold_kb * 9 // 10, DEADLINE), d.logtext()
+    d.etmem("project", "stop", "-n", "stop")
+
+    # Read the cold mapping back in through /proc/PID/mem: a running slide would swap it out
+    # again within a few 1-second cycles; a stopped one must leave it in RAM.
+    with open(f"/proc/{w.pid}/mem", "rb", buffering=0) as mem:
+        mem.seek(w.cold[0])
+        data = mem.read(w.cold[1] - w.cold[0])
+    assert data[:1] == b"\x5a"
+    back = vm_swap_kb(w.pid)
+    assert back < cold_kb // 10, f"reading did not bring the cold mapping back ({back} kB)"
+    time.sleep(5)
+    assert vm_swap_kb(w.pid) < cold_kb // 10, "pages left RAM after project stop"
+    assert w.proc.poll() is None
+
+
+def _cycles_skipped(d: Etmemd, project: str, n: int = 3) -> dict[str, int]:
+    ok = wait_for(lambda: showstats(d, project)["cycles"] >= n, DEADLINE)
+    assert ok, d.logtext()
+    return showstats(d, project)
+
+
+def test_sysmem_threshold_not_met_nothing_swapped(rig):
+    d, w = rig
+    # MemFree is far above 1 % of MemTotal here, so the gate never opens.
+    meminfo = procfs.read_meminfo()
+    assert meminfo["MemFree"] * 100 // meminfo["MemTotal"] >= 1
+    d.add("sysmem", slide_config("sysmem", w.pid, project_keys="sysmem_threshold=1\n"))
+    d.etmem("project", "start", "-n", "sysmem")
+    stats = _cycles_skipped(d, "sysmem")
+    assert stats["skipped"] == stats["cycles"] and stats["pages_scanned"] == 0
+    assert vm_swap_kb(w.pid) < (COLD_MIB << 10) // 10
+    d.etmem("project", "stop", "-n", "sysmem")
+
+
+def test_swap_threshold_above_rss_nothing_swapped(rig):
+    d, w = rig
+    rss = procfs.read_status(w.pid)["VmRSS"]
+    assert rss < 1 << 20  # the workload holds well under 1 GiB
+    # sysmem_threshold=100 always opens the memory gate; swap_threshold=1g then keeps it shut.
+    cfg = slide_config(
+        "swapthr", w.pid, project_keys="sysmem_threshold=100\n", task_keys="swap_threshold=1g\n"
+    )
+    d.add("swapthr", cfg)
+    d.etmem("project", "start", "-n", "swapthr")
+    stats = _cycles_skipped(d, "swapthr")
+    assert stats["skipped"] == stats["cycles"]
+    assert vm_swap_kb(w.pid) < (COLD_MIB << 10) // 10
+    d.etmem("project", "stop", "-n", "swapthr")
+
+
+def test_second_scanner_of_same_pid_refused(rig):
+    d, w = rig
+    d.add("first", slide_config("first", w.pid))
+    d.etmem("project", "start", "-n", "first")
+    d.add("second", slide_config("second", w.pid))
+    res = d.etmem("project", "start", "-n", "second", check=False)
+    assert res.returncode != 0
+    said = res.stdout + res.stderr + d.logtext()
+    assert re.search(rf"pid {w.pid} is already scanned by task background of project first", said)
+    d.etmem("project", "stop", "-n", "first")
