@@ -1,0 +1,130 @@
+"""Page arrays: accumulation, classification and text, checked against plain-Python references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from etmem_scan import pagerefs as pr
+from etmem_scan.pagerefs import PageRefs, PassRefs
+
+
+def P(addr, typ, weight) -> PassRefs:
+    return PassRefs(np.array(addr, np.uint64), np.array(typ, np.uint8), np.array(weight, np.uint8))
+
+
+def reference_accumulate(passes: list[PassRefs]) -> list[tuple[int, int, int]]:
+    acc: dict[int, list[int]] = {}
+    for p in passes:
+        for a, t, w in zip(p.addr.tolist(), p.type.tolist(), p.weight.tolist(), strict=True):
+            if a in acc:
+                acc[a][0] += w
+            else:
+                acc[a] = [w, t]
+    return sorted((a, c, t) for a, (c, t) in acc.items())
+
+
+def rows(r: PageRefs) -> list[tuple[int, int, int]]:
+    return list(zip(r.addr.tolist(), r.count.tolist(), r.type.tolist(), strict=True))
+
+
+def test_accumulate_adds_counts_and_keeps_first_type() -> None:
+    p1 = P([0x1000, 0x2000, 0x200000], [0, 0, 1], [1, 0, 3])
+    p2 = P([0x200000, 0x1000, 0x3000], [0, 0, 0], [1, 1, 1])  # unsorted; 0x200000 now a PTE
+    r = pr.accumulate([p1, p2])
+    assert rows(r) == [(0x1000, 2, 0), (0x2000, 0, 0), (0x3000, 1, 0), (0x200000, 4, 1)]
+    assert r.addr.dtype == np.uint64 and r.type.dtype == np.uint8 and r.count.dtype == np.int32
+
+
+def test_duplicates_inside_one_pass_fold() -> None:
+    r = pr.accumulate([P([0x5000, 0x4000, 0x5000], [1, 0, 0], [0, 1, 1])])
+    assert rows(r) == [(0x4000, 1, 0), (0x5000, 1, 1)]
+
+
+def test_accumulate_random_against_reference() -> None:
+    rng = np.random.default_rng(7)
+    passes = []
+    for _ in range(4):
+        n = int(rng.integers(0, 400))
+        addr = rng.integers(0, 600, n).astype(np.uint64) * np.uint64(4096)
+        if rng.random() < 0.5:
+            addr = np.unique(addr)
+        passes.append(P(addr, rng.integers(0, 3, len(addr)), rng.choice([0, 1, 3], len(addr))))
+    assert rows(pr.accumulate(passes)) == reference_accumulate(passes)
+
+
+def test_same_pages_every_pass() -> None:
+    a = np.arange(10, dtype=np.uint64) * np.uint64(4096)
+    r = pr.accumulate([P(a, [0] * 10, [1] * 10)] * 3)
+    assert r.count.tolist() == [3] * 10
+
+
+def test_empty_passes() -> None:
+    assert len(pr.accumulate([])) == 0
+    assert len(pr.accumulate([PassRefs.empty(), PassRefs.empty()])) == 0
+    r = pr.accumulate([PassRefs.empty(), P([0x1000], [0], [1]), PassRefs.empty()])
+    assert rows(r) == [(0x1000, 1, 0)]
+
+
+def test_cold_mask() -> None:
+    r = pr.accumulate([P([0x1000, 0x2000, 0x3000], [0, 0, 0], [0, 1, 3])])
+    assert pr.cold_mask(r, 2).tolist() == [True, True, False]
+    assert pr.cold_mask(r, 0).tolist() == [False, False, False]  # T=0: nothing is cold
+
+
+def test_dram_percent_target() -> None:
+    # keep = (1000 + 200) / 100 * 50 = 600 (division first); (1000 - 600) kB / 4 kB = 100 pages
+    assert pr.dram_percent_target(1000, 200, 50, 4096) == 100
+    # (1099 + 0) / 100 = 10 -> keep 500, not 549.5
+    assert pr.dram_percent_target(1099, 0, 50, 4096) == (1099 - 500) * 1024 // 4096
+    assert pr.dram_percent_target(100, 900, 50, 4096) == 0  # keep > VmRSS
+
+
+def test_dram_percent_mask_order() -> None:
+    # counts by address: 0x1 ->0, 0x2 ->1, 0x3 ->0, 0x4 ->2, 0x5 ->1
+    r = PageRefs(
+        np.array([0x1000, 0x2000, 0x3000, 0x4000, 0x5000], np.uint64),
+        np.zeros(5, np.uint8),
+        np.array([0, 1, 0, 2, 1], np.int32),
+    )
+    # walk: count 0 (0x3000, 0x1000), then count 1 (0x5000, 0x2000); count 2 is never cold at T=2
+    order = [0x3000, 0x1000, 0x5000, 0x2000]
+    for target in range(0, 6):
+        m = pr.dram_percent_mask(r, 2, target)
+        assert sorted(r.addr[m].tolist()) == sorted(order[:target])
+    assert pr.dram_percent_mask(r, 0, 5).sum() == 0
+
+
+def test_hex_digits() -> None:
+    a = np.array([0, 1, 15, 16, 255, 256, 0x7F0000000000, 2**64 - 1], np.uint64)
+    assert pr.hex_digits(a).tolist() == [len(f"{x:x}") for x in a.tolist()]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_format_cold_matches_printf(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 65, 3000)
+    a = np.array([int(rng.integers(0, 2**63)) >> (63 - min(b, 63)) for b in bits], np.uint64)
+    a[:5] = [0, 1, 2**64 - 1, 0x7F0000000000, 0x400000]
+    want = "".join(f"0x{x:x}\n" for x in sorted(a.tolist(), reverse=True)).encode()
+    assert pr.format_cold(a) == want
+    assert pr.format_cold(a, chunk=17) == want  # chunk boundaries do not matter
+
+
+def test_format_cold_orders() -> None:
+    a = np.arange(5, dtype=np.uint64) * np.uint64(4096) + np.uint64(0x7F0000000000)
+    want = "".join(f"0x{x:x}\n" for x in reversed(a.tolist())).encode()
+    assert pr.format_cold(a) == want  # ascending in
+    assert pr.format_cold(a[::-1]) == want  # descending in
+    assert pr.format_cold(np.empty(0, np.uint64)) == b""
+
+
+def test_format_refs() -> None:
+    r = PageRefs(
+        np.array([0, 0x10, 0x7F0000001000, 2**64 - 1], np.uint64),
+        np.array([0, 1, 2, 0], np.uint8),
+        np.array([0, 12, 360, 2**31 - 1], np.int32),
+    )
+    cols = zip(r.addr.tolist(), r.count.tolist(), r.type.tolist(), strict=True)
+    want = "".join(f"0x{a:x} {c} {t}\n" for a, c, t in cols)
+    assert pr.format_refs(r).decode() == want
+    assert pr.format_refs(PageRefs.empty()) == b""
