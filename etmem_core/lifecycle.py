@@ -484,7 +484,26 @@ class Etmemd:
 
 
 def _stats(obj: Any) -> dict[str, Any]:
-    return dict(obj.stats) if getattr(obj, "stats", None) else {}
+    stats = getattr(obj, "stats", None)
+    return {str(k): _plain(v) for k, v in dict(stats).items()} if stats else {}
+
+
+def _plain(value: Any) -> Any:
+    """Engines may keep numpy numbers or arrays in ``stats``; JSON needs plain values."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    for convert in ("tolist", "item"):  # numpy arrays / scalars
+        method = getattr(value, convert, None)
+        if callable(method):
+            try:
+                return _plain(method())
+            except (TypeError, ValueError):
+                pass
+    return str(value)
 
 
 def _project_doc(project: Project) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from etmem_sdk import BufferReply, ConfigError, EngineError, hookimpl
 
@@ -751,6 +752,9 @@ def test_show_json(etmemd: Etmemd, files: Files) -> None:
     etmemd.obj_add(files("a", project() + engine() + task(extra="max_threads=2\n")))
     t = etmemd.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
     t.stats["scans"] = 3
+    t.engine.stats.update(  # type: ignore[union-attr]
+        {"pages": np.int64(7), "hist": np.arange(3, dtype=np.uint32), "when": Path("/x")}
+    )
     from etmem_sdk import TaskPid
 
     t.pids.append(TaskPid(pid=123, task=t, stats={"swapped": 10}))
@@ -781,7 +785,7 @@ def test_show_json(etmemd: Etmemd, files: Files) -> None:
                         "stop_task",
                         "eng_mgt_func",
                     ],
-                    "stats": {},
+                    "stats": {"pages": 7, "hist": [0, 1, 2], "when": "/x"},
                     "tasks": [
                         {
                             "name": "t1",
@@ -818,3 +822,25 @@ def test_shutdown_stops_and_deletes_all(
         ("clear_task_params", "rec", "t1"),
         ("clear_eng_params", "rec"),
     ]
+
+
+# -- the original's own test config, through the real slide engine -------------------------------
+
+
+def test_original_slide_test_config(golden: Path, tmp_path: Path) -> None:
+    """``T/conf/conf_slide/config_file`` adds, shows and deletes with the built-in engine."""
+    path = tmp_path / "config_file"
+    path.write_bytes(
+        (golden / "config" / "c-test-conf" / "conf_slide" / "config_file").read_bytes()
+    )
+    os.chmod(path, 0o600)  # committed 0644 upstream, which etmemd refuses
+    d = Etmemd()
+    try:
+        d.obj_add(str(path))
+        assert show(d) == "project: test\n" + HEADER + row(1, "sshd", "background1", "slide")
+        eng = d.find_project("test").engines[0]  # type: ignore[union-attr]
+        assert eng.kind == "slide" and "start_task" in eng.implements
+        d.obj_del(str(path))
+        assert show(d) == "no project exists\n\n"
+    finally:
+        d.shutdown()
