@@ -16,7 +16,7 @@ import etmem_cslide.engine as ce
 import numpy as np
 import pytest
 from etmem_cslide import config as cc
-from etmem_cslide.cycle import run_cycle
+from etmem_cslide.cycle import fold_hugepages, run_cycle
 from etmem_cslide.host import Host
 from etmem_cslide.show import host_pages_text, task_pages_text
 from etmem_cslide.state import CslidePid, PidFactory, PidState
@@ -113,6 +113,20 @@ class FakeHost(Host):
     closed: list = dataclasses.field(default_factory=list)
     ioctls: list = dataclasses.field(default_factory=list)
     vma_pages: dict = dataclasses.field(default_factory=dict)
+    opened: list = dataclasses.field(default_factory=list)
+    trackers_closed: list = dataclasses.field(default_factory=list)
+
+    def open_tracker(self, pid, task, memory):
+        tracker = super().open_tracker(pid, task, memory)
+        self.opened.append(pid)
+        close = tracker.close
+
+        def recorded_close():
+            self.trackers_closed.append(pid)
+            close()
+
+        tracker.close = recorded_close
+        return tracker
 
     def tracker_options(self, pid):
         def opener(path):
@@ -325,18 +339,46 @@ def test_the_engine_thread_runs_cycles_and_stops_at_engine_delete(machine):
     no_sleep(engine)
     ce.start_task(engine=engine, task=task)
     eng = engine.params
+    p = task.pids[0].params
     thread = eng.thread
     assert thread is not None and thread.is_alive()
     deadline = time.monotonic() + 30
-    while eng.cycles < 1 and time.monotonic() < deadline:
+    while eng.cycles < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert eng.cycles >= 1
+    assert eng.cycles >= 2
+    assert machine.opened == [PID]  # one tracker, kept across cycles
     ce.stop_task(engine=engine, task=task)
-    assert task.pids[0].params.state is PidState.REMOVE
+    assert p.state is PidState.REMOVE
     ce.clear_task_params(task=task)
+    assert p.state is PidState.FREE
     ce.clear_eng_params(engine=engine)
     assert not thread.is_alive()
     assert engine.params is None
+    assert machine.trackers_closed == [PID] and p.tracker is None
+
+
+def test_a_failed_scan_closes_the_tracker_and_the_next_cycle_reopens_it(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    run_cycle(engine.params)
+    machine.dead.add(PID)
+    assert PID in run_cycle(engine.params).skipped
+    assert machine.trackers_closed == [PID]
+    machine.dead.clear()
+    assert run_cycle(engine.params).skipped == {}
+    assert machine.opened == [PID, PID]
+
+
+def test_base_pages_of_hugetlb_vmas_fold_into_2mib_pages():
+    addr = np.array([BASE + 4096, BASE, BASE + HUGE + 8192, BASE + 2 * HUGE], np.uint64)
+    ptype = np.array([0, 0, 0, 1], np.uint8)
+    count = np.array([3, 1, 0, 2], np.int32)
+    a, t, c = fold_hugepages(addr, ptype, count)
+    assert list(a) == [BASE, BASE + HUGE, BASE + 2 * HUGE]
+    assert list(t) == [1, 1, 1]
+    assert list(c) == [3, 0, 2]
 
 
 # --- hooks and the per-pid state machine ------------------------------------------------------

@@ -15,14 +15,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from etmem_scan.pagerefs import PMD, PTE
 from etmem_scan.tracker import ScanError
 from etmem_sdk import EtmemError
 
-from .config import HUGETLB
+from .config import HUGE_2M, HUGETLB
 from .host import TYPE_SIZE, accumulate
 from .policy import PidPages, Plan, plan_moves
 from .show import stamp
-from .state import CslideEngine, CslidePid
+from .state import CslideEngine, CslidePid, PidState
 
 log = logging.getLogger("etmemd.cslide")
 
@@ -41,18 +42,52 @@ class CycleResult:
 
 def engine_main(eng: CslideEngine) -> None:
     """Body of the engine thread; returns soon after ``eng.stop`` is set."""
-    while True:
-        eng.factory.update()
-        if eng.stop.is_set():
-            break
-        if eng.factory.working_pids():
-            try:
-                run_cycle(eng)
-            except Exception:  # a policy bug must not end the thread silently
-                log.exception("cslide cycle failed")
-        if eng.stop.wait(eng.config.interval):
-            break
-    eng.factory.update()
+    try:
+        while True:
+            for p in eng.factory.update():
+                close_tracker(p)
+            for p in eng.factory.working:
+                if p.state is not PidState.WORKING:
+                    close_tracker(p)
+            if eng.stop.is_set():
+                break
+            if eng.factory.working_pids():
+                try:
+                    run_cycle(eng)
+                except Exception:  # a policy bug must not end the thread silently
+                    log.exception("cslide cycle failed")
+            if eng.stop.wait(eng.config.interval):
+                break
+    finally:
+        for p in eng.factory.update() + eng.factory.working:
+            close_tracker(p)
+
+
+def close_tracker(p: CslidePid) -> None:
+    """Close the pid's tracker if it has one (engine thread only)."""
+    tracker, p.tracker = p.tracker, None
+    if tracker is not None:
+        try:
+            tracker.close()
+        except Exception:
+            log.exception("cslide: closing the tracker of pid %d failed", p.pid)
+
+
+def fold_hugepages(
+    addr: np.ndarray, ptype: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Base-page rows of hugetlb VMAs (trackers that only see 4 KiB pages, e.g. damon) become
+    one 2 MiB row each with the count of its hottest part, like idle_pages with SCAN_AS_HUGE."""
+    small = ptype == PTE
+    if not small.any():
+        return addr, ptype, count
+    mask = ~np.uint64(HUGE_2M - 1)
+    addr = np.where(small, addr & mask, addr)
+    ptype = np.where(small, np.uint8(PMD), ptype).astype(np.uint8)
+    order = np.argsort(addr, kind="stable")
+    addr, ptype, count = addr[order], ptype[order], count[order]
+    uniq, first = np.unique(addr, return_index=True)
+    return uniq, ptype[first], np.maximum.reduceat(count, first)
 
 
 def _skip(result: CycleResult, p: CslidePid, why: str) -> None:
@@ -80,42 +115,42 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
             return result
     eng.mem = mem
 
-    # Scan: loop passes over every pid, sleep after each pass.
-    scans: dict[int, tuple[CslidePid, list, object, list]] = {}
-    try:
-        for p in working:
-            try:
-                vmas = host.read_vmas(p.pid, p.task)
-                tracker = host.open_tracker(p.pid, p.task, cfg.memory) if vmas else None
-            except (EtmemError, OSError) as exc:
-                _skip(result, p, str(exc))
+    # Scan: loop passes over every pid, sleep after each pass. Trackers stay open across
+    # cycles (a DAMON tracker needs time to learn regions); the thread closes them.
+    scans: dict[int, tuple[CslidePid, list, list]] = {}
+    for p in working:
+        try:
+            vmas = host.read_vmas(p.pid, p.task)
+            if vmas and p.tracker is None:
+                p.tracker = host.open_tracker(p.pid, p.task, cfg.memory)
+        except (EtmemError, OSError) as exc:
+            close_tracker(p)
+            _skip(result, p, str(exc))
+            continue
+        p.skipped = ""
+        scans[p.pid] = (p, vmas, [])
+    for _ in range(cfg.loop):
+        for pid, (p, vmas, passes) in list(scans.items()):
+            if not vmas:
                 continue
-            p.skipped = ""
-            scans[p.pid] = (p, vmas, tracker, [])
-        for _ in range(cfg.loop):
-            for pid, (p, vmas, tracker, passes) in list(scans.items()):
-                if tracker is None:
-                    continue
-                try:
-                    passes.append(tracker.scan_pass(vmas))
-                except (ScanError, EtmemError, OSError, ValueError) as exc:
-                    _skip(result, p, f"scan failed: {exc}")
-                    del scans[pid]
-                    tracker.close()
-            if eng.stop.wait(cfg.sleep):
-                result.error = "stopped"
-                return result
-    finally:
-        for _p, _v, tracker, _ in scans.values():
-            if tracker is not None:
-                tracker.close()
+            try:
+                passes.append(p.tracker.scan_pass(vmas))
+            except (ScanError, EtmemError, OSError, ValueError) as exc:
+                close_tracker(p)
+                _skip(result, p, f"scan failed: {exc}")
+                del scans[pid]
+        if eng.stop.wait(cfg.sleep):
+            result.error = "stopped"
+            return result
 
     # File every page by (count, current node).
     pids: list[CslidePid] = []
     pages: list[PidPages] = []
     nodes = np.array(cfg.nodes, dtype=np.int64)
-    for p, _vmas, _tracker, passes in scans.values():
+    for p, _vmas, passes in scans.values():
         addr, ptype, count = accumulate(passes)
+        if cfg.memory == HUGETLB:
+            addr, ptype, count = fold_hugepages(addr, ptype, count)
         if len(addr):
             try:
                 status = np.asarray(host.move_pages(p.pid, addr, None), dtype=np.int64)

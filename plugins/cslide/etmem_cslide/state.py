@@ -41,6 +41,8 @@ class CslidePid:
     skipped: str = ""
     #: the ``Task`` whose ``stats`` the engine thread refreshes
     task_model: Any = None
+    #: the open tracker (engine thread only; kept across cycles, closed when the pid stops)
+    tracker: Any = None
 
 
 class PidFactory:
@@ -71,11 +73,14 @@ class PidFactory:
         if p.state is not PidState.NONE:
             p.state = PidState.FREE
 
-    def update(self) -> None:
-        """Engine thread, loop top: merge new pids (newest first, as C) and drop FREE ones."""
+    def update(self) -> list[CslidePid]:
+        """Engine thread, loop top: merge new pids (newest first, as C) and drop FREE ones;
+        returns the dropped ones."""
         with self._lock:
             new, self._to_add = self._to_add, []
-        self.working = [p for p in (new[::-1] + self.working) if p.state is not PidState.FREE]
+        listed = new[::-1] + self.working
+        self.working = [p for p in listed if p.state is not PidState.FREE]
+        return [p for p in listed if p.state is PidState.FREE]
 
     def working_pids(self) -> list[CslidePid]:
         return [p for p in self.working if p.state is PidState.WORKING]
