@@ -66,3 +66,15 @@ def test_summarize_counts_huge_pages_by_their_size():
     )
     (row,) = scan_live.summarize(vmas, refs, cold_threshold=1, page_size=4096)
     assert (row.size, row.resident, row.hot, row.cold) == (0x600000, 0x202000, 0x201000, 0x1000)
+
+
+def test_etmem_scan_pid_dispatches_here(capfd):
+    from etmem_core.cli import main
+
+    with spawn_workload(hot_mib=1, cold_mib=2, period=0.02) as w:
+        rc = main(["scan", str(w.pid), "--loop", "1", "--sleep", "1", "--tracker", "refs"])
+    out = capfd.readouterr().out
+    assert rc == 0
+    assert out.startswith(f"pid {w.pid}: tracker refs, 1 pass(es) 1 s apart")
+    cold_line = next(line for line in out.splitlines() if line.startswith(f"{w.cold[0]:>12x}-"))
+    assert cold_line.split()[2:] == ["2.0M", "2.0M", "0", "2.0M"]

@@ -56,3 +56,11 @@ def test_fake_machine_without_anything_usable_says_none(tmp_path):
     out = run("--proc-root", str(proc), "--sys-root", str(sys_))
     assert "  tracker  none usable" in out
     assert "  swap     none usable" in out
+
+
+def test_etmem_sysinfo_is_registered(capfd):
+    from etmem_core.cli import main
+
+    assert main(["sysinfo", "--json"]) == 0
+    doc = json.loads(capfd.readouterr().out)
+    assert doc["trackers"]["refs"]["usable"] is True

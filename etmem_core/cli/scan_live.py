@@ -24,7 +24,7 @@ from etmem_scan.tracker import ScanError
 from etmem_scan.trackers import make_tracker
 from etmem_sdk.errors import EtmemError
 
-__all__ = ["VmaSummary", "format_summary", "live_scan", "main", "summarize"]
+__all__ = ["VmaSummary", "format_summary", "live_scan", "main", "scan_process", "summarize"]
 
 EXIT_FAIL = 1
 
@@ -70,7 +70,7 @@ def summarize(vmas, refs: PageRefs, cold_threshold: int, page_size: int) -> list
     return out
 
 
-def live_scan(
+def scan_process(
     pid: int,
     *,
     loop: int = 1,
@@ -150,7 +150,7 @@ def main(
         print("etmem: scan: --loop must be >= 1, --sleep and the threshold >= 0", file=err)
         return EXIT_FAIL
     try:
-        used, rows = live_scan(
+        used, rows = scan_process(
             pid,
             loop=loop,
             sleep=sleep,
@@ -175,3 +175,25 @@ def main(
     else:
         out.write(format_summary(pid, used, rows, loop, sleep, cold_threshold))
     return 0
+
+
+def live_scan(
+    pid: int,
+    *,
+    loop: int = 1,
+    sleep: float = 1.0,
+    tracker: str | None = None,
+    threshold: int | None = None,
+    as_json: bool = False,
+) -> int:
+    """What ``etmem scan PID`` runs (called by :mod:`.scan`): print the summary, return the
+    exit status.  ``tracker=None`` picks the best one here; ``threshold=None`` means 1 (a page
+    is cold when no pass saw it accessed)."""
+    return main(
+        pid,
+        loop=loop,
+        sleep=sleep,
+        tracker=tracker or "auto",
+        cold_threshold=1 if threshold is None else threshold,
+        as_json=as_json,
+    )
