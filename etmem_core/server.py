@@ -64,9 +64,8 @@ class Server:
 
     ``bind()`` claims the name, ``serve_forever()`` accepts until ``stop()`` (safe to call from
     a signal handler), ``wait_clients(deadline)`` joins the client threads still running.
-    Calls into the object store are serialised by one lock: the store's operations were written
-    for the original's one-request-at-a-time daemon, and concurrency here is about I/O, so a slow
-    or silent client no longer blocks the others.
+    The object store serialises its own operations (as the single-threaded original did);
+    concurrency here is about I/O, so a slow or silent client no longer blocks the others.
     """
 
     def __init__(
@@ -87,7 +86,6 @@ class Server:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
         self._clients: set[threading.Thread] = set()
         self._clients_lock = threading.Lock()
 
@@ -178,6 +176,7 @@ class Server:
                     return
                 log.info("get one connection from etmem")
                 self._handle(conn)
+                _discard_unread(conn)
         except OSError as exc:  # client went away mid-reply, send timed out, ...
             log.warning("client connection: %s", exc)
         except Exception:  # a bug must cost one request, never the daemon
@@ -260,30 +259,26 @@ class Server:
         if cmd in (Cmd.OBJ_ADD, Cmd.OBJ_DEL):
             if req.file_name is None:
                 raise OptError(OptCode.OPT_INVAL, "no configuration file given")
-            with self._lock:
-                if cmd is Cmd.OBJ_ADD:
-                    self.etmemd.obj_add(req.file_name)
-                else:
-                    self.etmemd.obj_del(req.file_name)
+            if cmd is Cmd.OBJ_ADD:
+                self.etmemd.obj_add(req.file_name)
+            else:
+                self.etmemd.obj_del(req.file_name)
         elif cmd in (Cmd.PROJ_START, Cmd.PROJ_STOP):
             if req.proj_name is None:
                 raise OptError(OptCode.OPT_INVAL, "no project name given")
-            with self._lock:
-                if cmd is Cmd.PROJ_START:
-                    self.etmemd.project_start(req.proj_name)
-                else:
-                    self.etmemd.project_stop(req.proj_name)
+            if cmd is Cmd.PROJ_START:
+                self.etmemd.project_start(req.proj_name)
+            else:
+                self.etmemd.project_stop(req.proj_name)
         elif cmd is Cmd.PROJ_SHOW:
-            # Collect under the lock, send after: a slow reader must not stall the store.
+            # Collect first, send after: a slow reader must not hold the store's lock.
             if req.eng_cmd == SHOW_JSON:
-                with self._lock:
-                    doc = self.etmemd.project_show_json(req.proj_name)
+                doc = self.etmemd.project_show_json(req.proj_name)
                 text = doc if isinstance(doc, str) else _to_json(doc)
                 out = text.encode() if text.endswith("\n") else text.encode() + b"\n"
             else:
                 buffer = BufferReply()
-                with self._lock:
-                    self.etmemd.project_show(req.proj_name, buffer)
+                self.etmemd.project_show(req.proj_name, buffer)
                 out = bytes(buffer.data)
             if out:
                 conn.sendall(clean_output(out))
@@ -292,10 +287,21 @@ class Server:
                 raise OptError(
                     OptCode.OPT_INVAL, "engine command needs project, engine and command"
                 )
-            with self._lock:
-                self.etmemd.engine_cmd(
-                    req.proj_name, req.eng_name, req.task_name, req.eng_cmd, Reply(stream)
-                )
+            self.etmemd.engine_cmd(
+                req.proj_name, req.eng_name, req.task_name, req.eng_cmd, Reply(stream)
+            )
+
+
+def _discard_unread(conn: socket.socket) -> None:
+    """Drop what the client sent beyond its request (an oversized one): closing a unix socket
+    with unread input resets the connection, and the client could lose our reply."""
+    conn.setblocking(False)
+    for _ in range(64):
+        try:
+            if not conn.recv(4096):
+                return
+        except OSError:
+            return
 
 
 def _to_json(doc: Any) -> str:

@@ -1,0 +1,573 @@
+"""etmemd's server: replies, error mapping, peer check, concurrency, signals, ``-m``.
+
+The first part drives ``Server`` in-process with a fake object store; the second runs the real
+``etmemd`` executable on a unique socket with a throw-away engine installed through a dist-info
+directory on PYTHONPATH, and talks to it with the real ``etmem`` executable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from etmem_core import client
+from etmem_core.errors import OptCode, OptError
+from etmem_core.protocol import Cmd, Request, encode_request
+from etmem_core.server import Server
+
+BIN = Path(sys.executable).parent
+ETMEMD = BIN / "etmemd"
+ETMEM = BIN / "etmem"
+HEADER = "number   type     value            name             engine           started \n"
+
+
+def unique_name() -> str:
+    return f"etmemd-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def listening(name: str) -> bool:
+    """Whether someone listens on the abstract socket ``name`` (read-only probe)."""
+    with open("/proc/net/unix") as f:
+        return any(line.rstrip("\n").endswith(" @" + name) for line in f)
+
+
+def wait_for(predicate, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def raw_exchange(name: str, data: bytes, timeout: float = 15.0) -> bytes:
+    """Send ``data``, read until the daemon closes; the whole reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect("\0" + name)
+        if data:
+            sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        return reply
+
+
+def well_formed(reply: bytes) -> bool:
+    """Text without marker bytes, then exactly one marker at the very end."""
+    return (
+        len(reply) >= 1
+        and reply[-1] in (0xFF, 0xFE)
+        and b"\xff" not in reply[:-1]
+        and b"\xfe" not in reply[:-1]
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# in-process: Server with a fake object store
+
+
+class FakeStore:
+    """Records calls; raises what ``self.raise_next`` holds."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.raise_next: BaseException | None = None
+
+    def _maybe_raise(self) -> None:
+        if self.raise_next is not None:
+            exc, self.raise_next = self.raise_next, None
+            raise exc
+
+    def obj_add(self, path):
+        self.calls.append(("obj_add", path))
+        self._maybe_raise()
+
+    def obj_del(self, path):
+        self.calls.append(("obj_del", path))
+        self._maybe_raise()
+
+    def project_start(self, name):
+        self.calls.append(("project_start", name))
+        self._maybe_raise()
+
+    def project_stop(self, name):
+        self.calls.append(("project_stop", name))
+        self._maybe_raise()
+
+    def project_show(self, name, reply):
+        self.calls.append(("project_show", name))
+        reply.write(f"shown {name}\n")
+        self._maybe_raise()
+
+    def project_show_json(self, name):
+        self.calls.append(("project_show_json", name))
+        return [{"name": name}]
+
+    def engine_cmd(self, project, engine, task, cmd, reply):
+        self.calls.append(("engine_cmd", project, engine, task, cmd))
+        reply.write(b"out\xff\xfe put\n")
+        self._maybe_raise()
+
+
+@pytest.fixture
+def served():
+    store = FakeStore()
+    name = unique_name()
+    server = Server(store, name, timeout=0.5)
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield store, name, server
+    server.stop()
+    thread.join(5)
+    server.wait_clients(time.monotonic() + 5)
+    server.close()
+    assert not listening(name)
+
+
+def test_requests_reach_the_store(served):
+    store, name, _ = served
+    assert raw_exchange(name, encode_request(Request(Cmd.OBJ_ADD, file_name="rel.conf"))) == b"\xff"
+    assert raw_exchange(name, encode_request(Request(Cmd.PROJ_SHOW, proj_name="p"))) == (
+        b"shown p\n\xff"
+    )
+    reply = raw_exchange(name, encode_request(Request(Cmd.PROJ_SHOW, eng_cmd="json")))
+    assert json.loads(reply[:-1]) == [{"name": None}] and reply[-1] == 0xFF
+    reply = raw_exchange(
+        name,
+        encode_request(Request(Cmd.ENG_CMD, proj_name="p", eng_name="e", eng_cmd="c")),
+    )
+    assert reply == b"out put\n\xff"  # marker bytes never leave an engine's output
+    assert store.calls == [
+        ("obj_add", "rel.conf"),  # relative: resolved by the store, in etmemd's cwd
+        ("project_show", "p"),
+        ("project_show_json", None),
+        ("engine_cmd", "p", "e", None, "c"),
+    ]
+
+
+@pytest.mark.parametrize("code", [c for c in OptCode if c != OptCode.OPT_SUCCESS])
+def test_every_opt_error_maps_to_its_wire_text(served, code):
+    store, name, _ = served
+    store.raise_next = OptError(code)
+    reply = raw_exchange(name, encode_request(Request(Cmd.PROJ_START, proj_name="p")))
+    assert reply == code.text.encode() + b"\xfe"
+
+
+def test_reason_line_precedes_the_error_text_and_output_is_kept(served):
+    store, name, _ = served
+    store.raise_next = OptError(OptCode.OPT_INVAL, "a.conf: [project] loop=0: must be 1 to 120")
+    reply = raw_exchange(
+        name, encode_request(Request(Cmd.ENG_CMD, proj_name="p", eng_name="e", eng_cmd="c"))
+    )
+    assert reply == (
+        b"out put\netmemd: a.conf: [project] loop=0: must be 1 to 120\n"
+        b"error: invalid parameters\xfe"
+    )
+
+
+def test_unexpected_exception_is_an_internal_error_and_the_server_survives(served):
+    store, name, _ = served
+    store.raise_next = RuntimeError("boom")
+    reply = raw_exchange(name, encode_request(Request(Cmd.OBJ_DEL, file_name="/x")))
+    assert reply.endswith(OptCode.OPT_INTER_ERR.text.encode() + b"\xfe")
+    assert b"boom" in reply
+    assert raw_exchange(name, encode_request(Request(Cmd.PROJ_SHOW))) == b"shown None\n\xff"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"hello",
+        b"proj_name - file_name - cmd 9 eng_name - eng_cmd - task_name -",
+        b"proj_name a b file_name - cmd 4 eng_name - eng_cmd - task_name -",
+        b"x" * 600,
+        encode_request(Request(Cmd.PROJ_START)),  # no project name
+        encode_request(Request(Cmd.OBJ_ADD)),  # no file
+        encode_request(Request(Cmd.ENG_CMD, proj_name="p")),  # no engine, no command
+    ],
+)
+def test_malformed_requests_get_a_failure_reply_with_the_reason(served, request_bytes):
+    store, name, _ = served
+    reply = raw_exchange(name, request_bytes)
+    assert well_formed(reply) and reply[-1] == 0xFE
+    assert reply.startswith(b"etmemd: ")
+    assert reply.endswith(b"error: invalid parameters\xfe")
+    assert store.calls == []
+
+
+def test_split_request_is_reassembled(served):
+    store, name, _ = served
+    data = encode_request(Request(Cmd.PROJ_SHOW, proj_name="p"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect("\0" + name)
+        sock.sendall(data[:10])
+        time.sleep(0.1)
+        sock.sendall(data[10:])
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+        assert reply == b"shown p\n\xff"
+
+
+def test_silent_client_times_out_with_a_reply(served):
+    _, name, _ = served  # server timeout 0.5 s
+    reply = raw_exchange(name, b"")
+    assert reply.startswith(b"etmemd: no request received in time")
+    assert reply.endswith(b"\xfe")
+
+
+def test_name_in_use_is_refused(served):
+    from etmem_core.server import AddressInUse
+
+    _, name, _ = served
+    other = Server(FakeStore(), name)
+    with pytest.raises(AddressInUse, match="already in use"):
+        other.bind()
+    other.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# the real etmemd executable with a throw-away engine
+
+ENGINE_MODULE = textwrap.dedent(
+    """
+    import os
+    from etmem_sdk import EngineError, hookimpl
+
+    def _log(line):
+        with open(os.environ["THROWAWAY_LOG"], "a") as f:
+            f.write(line + "\\n")
+
+    @hookimpl
+    def fill_eng_params(engine, config):
+        engine.params = {}
+
+    @hookimpl
+    def start_task(engine, task):
+        _log(f"start {engine.project.name} {task.name}")
+
+    @hookimpl
+    def stop_task(engine, task):
+        _log(f"stop {engine.project.name} {task.name}")
+
+    @hookimpl
+    def eng_mgt_func(engine, task, cmd, reply):
+        if cmd == "echo":
+            reply.write(f"echo {task.name if task else '-'}\\n")
+        elif cmd == "marks":
+            reply.write(b"a\\xffb\\xfec\\n")
+        else:
+            raise EngineError(f"unknown command {cmd}")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("throwaway")
+    (root / "etmem_throwaway_engine.py").write_text(ENGINE_MODULE)
+    info = root / "etmem_throwaway_engine-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: etmem-throwaway-engine\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text("[etmem.engines]\nthrowaway = etmem_throwaway_engine\n")
+    return root
+
+
+class Etmemd:
+    """A running etmemd process; always killed in teardown."""
+
+    def __init__(self, name: str, cwd: Path, env: dict[str, str], *extra: str) -> None:
+        self.name = name
+        self.log = cwd / "etmemd.log"
+        self.stderr = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [str(ETMEMD), "-s", name, "-l", "1", *extra],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+        )
+
+    def wait_listening(self) -> None:
+        if not wait_for(lambda: listening(self.name) or self.proc.poll() is not None):
+            raise AssertionError("etmemd did not start listening")
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.stderr.close()
+
+
+@pytest.fixture
+def env(engine_dir, tmp_path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(engine_dir), env.get("PYTHONPATH")]))
+    env["THROWAWAY_LOG"] = str(tmp_path / "engine.log")
+    env["ETMEMD_PID_FILE"] = str(tmp_path / "etmemd.pid")
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+@pytest.fixture
+def etmemd(tmp_path, env):
+    daemon = Etmemd(unique_name(), tmp_path, env)
+    try:
+        daemon.wait_listening()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def write_conf(tmp_path: Path, project: str = "p", task_value: str | None = None) -> Path:
+    conf = tmp_path / f"{project}.conf"
+    conf.write_text(
+        f"[project]\nname={project}\nloop=1\ninterval=1\nsleep=1\n\n"
+        f"[engine]\nname=throwaway\nproject={project}\n\n"
+        f"[task]\nproject={project}\nengine=throwaway\nname=t1\ntype=pid\n"
+        f"value={task_value or os.getpid()}\n"
+    )
+    conf.chmod(0o600)
+    return conf
+
+
+def etmem(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ETMEM), *args], cwd=cwd, capture_output=True, timeout=60)
+
+
+def engine_log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "engine.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_each_recorded_request_gets_a_well_formed_reply(etmemd, golden):
+    files = sorted((golden / "wire" / "requests").glob("*.bin"))
+    assert files
+    for path in files:
+        reply = raw_exchange(etmemd.name, path.read_bytes())
+        assert well_formed(reply), (path.name, reply)
+    # a project show with no projects is the original's success text
+    show = (golden / "wire" / "requests" / "project_show.bin").read_bytes()
+    assert raw_exchange(etmemd.name, show) == b"no project exists\n\n\xff"
+
+
+def test_lifecycle_through_the_etmem_executable(etmemd, tmp_path):
+    write_conf(tmp_path)
+    s = etmemd.name
+    pid = os.getpid()
+
+    added = etmem(tmp_path, "obj", "add", "-f", "p.conf", "-s", s)  # relative: made absolute
+    assert added.returncode == 0, added
+    assert added.stdout == b""
+
+    shown = etmem(tmp_path, "project", "show", "-s", s)
+    row = f"{1:<8d} {'pid':<8s} {pid!s:<16s} {'t1':<16s} {'throwaway':<16s} {'false':<8s}\n"
+    assert shown.returncode == 0 and shown.stdout.decode() == "project: p\n" + HEADER + row
+
+    as_json = etmem(tmp_path, "project", "show", "--json", "-n", "p", "-s", s)
+    assert as_json.returncode == 0, as_json
+    doc = json.loads(as_json.stdout)
+    assert [p["name"] for p in doc] == ["p"]
+
+    assert etmem(tmp_path, "project", "start", "-n", "p", "-s", s).returncode == 0
+    assert engine_log(tmp_path) == ["start p t1"]
+    shown = etmem(tmp_path, "project", "show", "-n", "p", "-s", s)
+    assert shown.stdout.decode().endswith(f"{'true':<8s}\n")
+
+    echo = etmem(tmp_path, "engine", "echo", "-n", "p", "-e", "throwaway", "-t", "t1", "-s", s)
+    assert (echo.returncode, echo.stdout) == (0, b"echo t1\n")
+    marks = etmem(tmp_path, "engine", "marks", "-n", "p", "-e", "throwaway", "-s", s)
+    assert (marks.returncode, marks.stdout) == (0, b"abc\n")
+    bad = etmem(tmp_path, "engine", "nope", "-n", "p", "-e", "throwaway", "-s", s)
+    assert bad.returncode == 186
+    assert bad.stdout.endswith(b"error: invalid parameters\n")
+    assert b"unknown command nope" in bad.stdout  # the reason line from etmemd
+
+    again = etmem(tmp_path, "project", "start", "-n", "p", "-s", s)
+    assert (again.returncode, again.stdout.splitlines()[-1]) == (
+        186,
+        b"error: project has been started",
+    )
+    assert b"etmem: " in again.stderr and b"Usage" not in again.stdout
+
+    assert etmem(tmp_path, "project", "stop", "-n", "p", "-s", s).returncode == 0
+    assert engine_log(tmp_path) == ["start p t1", "stop p t1"]
+
+    assert etmem(tmp_path, "obj", "del", "-f", str(tmp_path / "p.conf"), "-s", s).returncode == 0
+    shown = etmem(tmp_path, "project", "show", "-s", s)
+    assert (shown.returncode, shown.stdout) == (0, b"no project exists\n\n")
+    missing = etmem(tmp_path, "project", "show", "-n", "p", "-s", s)
+    assert missing.stdout == b"project: project p is not existed\n\n"
+    gone = etmem(tmp_path, "project", "start", "-n", "p", "-s", s)
+    assert gone.returncode == 186 and gone.stdout.endswith(b"error: project is not exist\n")
+
+
+def _peer_probe(name: str, user: int | None, group: int) -> subprocess.CompletedProcess:
+    code = textwrap.dedent(
+        f"""
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect("\\0" + {name!r})
+        try:
+            s.sendall(b"proj_name - file_name - cmd 4 eng_name - eng_cmd - task_name -")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        except OSError:
+            data = b""
+        sys.stdout.write(repr(data))
+        """
+    )
+    kwargs: dict = {"group": group, "extra_groups": []}
+    if user is not None:
+        kwargs["user"] = user
+    return subprocess.run(
+        ["/usr/bin/python3", "-c", code], cwd="/", capture_output=True, timeout=30, **kwargs
+    )
+
+
+def test_non_root_peers_are_refused(etmemd):
+    for user, group in ((65534, 65534), (None, 65534)):  # non-root uid; root uid but gid != 0
+        probe = _peer_probe(etmemd.name, user, group)
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout == b"b''", (user, group)  # closed without any reply
+    root = _peer_probe(etmemd.name, None, 0)
+    assert root.stdout == repr(b"no project exists\n\n\xff").encode()
+    assert "permission denied" in etmemd.log.read_text()
+
+
+def test_fifty_concurrent_clients_all_get_correct_replies(etmemd, tmp_path):
+    write_conf(tmp_path)
+    assert etmem(tmp_path, "obj", "add", "-f", "p.conf", "-s", etmemd.name).returncode == 0
+    expected = "project: p\n" + HEADER
+    results: list[tuple[bool, bytes]] = [(False, b"")] * 50
+    barrier = threading.Barrier(50)
+
+    def one(i: int) -> None:
+        out = bytearray()
+        barrier.wait(10)
+        name = "p" if i % 2 else None
+        res = client.call(etmemd.name, Request(Cmd.PROJ_SHOW, proj_name=name), out.extend)
+        results[i] = (res.success, bytes(out))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for ok, out in results:
+        assert ok and out.decode().startswith(expected), out
+
+
+def test_a_silent_client_does_not_block_another(etmemd):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect("\0" + etmemd.name)  # says nothing; etmemd waits up to 10 s for it
+        out = bytearray()
+        res = client.call(etmemd.name, Request(Cmd.PROJ_SHOW), out.extend, timeout=5)
+        assert res.success and out == b"no project exists\n\n"
+
+
+def test_sigterm_stops_started_projects_and_exits_0(etmemd, tmp_path):
+    write_conf(tmp_path)
+    s = etmemd.name
+    assert etmem(tmp_path, "obj", "add", "-f", "p.conf", "-s", s).returncode == 0
+    assert etmem(tmp_path, "project", "start", "-n", "p", "-s", s).returncode == 0
+    etmemd.proc.send_signal(signal.SIGTERM)
+    assert etmemd.proc.wait(30) == 0
+    assert engine_log(tmp_path) == ["start p t1", "stop p t1"]
+    assert not listening(s)
+
+
+def test_sigint_exits_0_too(etmemd):
+    etmemd.proc.send_signal(signal.SIGINT)
+    assert etmemd.proc.wait(30) == 0
+
+
+def test_socket_name_in_use_exits_non_zero(etmemd, tmp_path, env):
+    second = subprocess.run(
+        [str(ETMEMD), "-s", etmemd.name], cwd=tmp_path, env=env, capture_output=True, timeout=60
+    )
+    assert second.returncode != 0
+    assert b"already in use" in second.stderr
+    assert etmemd.proc.poll() is None  # the first one is untouched
+
+
+def _wait_gone(pid: int) -> bool:
+    def gone() -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ", 1)[1].startswith("Z")
+        except FileNotFoundError:
+            return True
+
+    return wait_for(gone, 30)
+
+
+def test_mode_systemctl_forks_writes_pid_and_notifies(tmp_path, env):
+    name = unique_name()
+    notify_path = str(tmp_path / "notify")
+    env = dict(env, NOTIFY_SOCKET=notify_path)
+    pid_file = Path(env["ETMEMD_PID_FILE"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(10)
+        parent = subprocess.run(
+            [str(ETMEMD), "-m", "-s", name],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+        child = int(pid_file.read_text()) if pid_file.exists() else None
+        try:
+            assert parent.returncode == 0
+            assert child is not None and os.path.exists(f"/proc/{child}")
+            assert listening(name)  # the parent returned only once the child listened
+            message = notify.recv(4096).decode()
+            assert message == f"READY=1\nMAINPID={child}"
+            out = bytearray()
+            assert client.call(name, Request(Cmd.PROJ_SHOW), out.extend).success
+        finally:
+            if child is not None:
+                os.kill(child, signal.SIGTERM)
+                assert _wait_gone(child)
+    assert not listening(name)
+    assert not pid_file.exists()  # removed by the daemon on a clean exit
+
+    # -m with the name taken: the parent reports the failure
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        holder.bind("\0" + name)
+        holder.listen(1)
+        failed = subprocess.run(
+            [str(ETMEMD), "-m", "-s", name],
+            cwd=tmp_path,
+            env=dict(env, NOTIFY_SOCKET=""),
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        holder.close()
+    assert failed.returncode != 0
+    assert b"already in use" in failed.stderr
+    assert not pid_file.exists()
