@@ -169,3 +169,10 @@ def test_pageout_of_pid_that_never_existed():
     with pytest.raises(TargetGone):
         Madvise(require_swap=False).apply(2**22 + 12345, np.zeros(1, np.uint64))
     assert os.path.exists("/proc/self")
+
+
+def test_make_actuator_builds_swap_pages(tmp_path):
+    from etmem_scan.swap_pages import SwapPages
+
+    a = make_actuator("swap_pages", proc_root=tmp_path, sys_root=tmp_path)
+    assert isinstance(a, SwapPages) and a.proc_root == tmp_path

@@ -262,3 +262,10 @@ def test_make_tracker_knows_every_name(tmp_path):
         make_tracker("crystal_ball", 1)
     t = make_tracker("refs", 1, proc_root=tmp_path)
     assert isinstance(t, Tracker) and t.name == "refs"
+
+
+def test_make_tracker_builds_the_idle_pages_tracker(tmp_path):
+    from etmem_scan.idle_pages import IdlePagesTracker
+
+    t = make_tracker("idle_pages", PID, proc_root=tmp_path, sys_root=tmp_path, flags=0x1000)
+    assert isinstance(t, IdlePagesTracker) and t.flags == 0x1000

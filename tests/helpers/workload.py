@@ -23,8 +23,6 @@ import mmap
 import sys
 import time
 
-import numpy as np
-
 PAGE = mmap.PAGESIZE
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
@@ -42,8 +40,12 @@ def _mmap(length: int, prot: int, flags: int, fd: int = -1) -> int:
     return addr
 
 
-def _view(addr: int, length: int) -> np.ndarray:
-    return np.ctypeslib.as_array(ctypes.cast(addr, ctypes.POINTER(ctypes.c_uint8)), (length,))
+def _view(addr: int, length: int) -> memoryview:
+    return memoryview((ctypes.c_ubyte * length).from_address(addr)).cast("B")
+
+
+def _fill(addr: int, length: int, byte: int) -> None:
+    ctypes.memset(addr, byte, length)
 
 
 def main() -> None:
@@ -63,9 +65,8 @@ def main() -> None:
     for guard in (base, hot + hot_len, cold + cold_len):
         if libc.mprotect(guard, PAGE, PROT_NONE):
             raise OSError(ctypes.get_errno(), "mprotect")
-    hot_v, cold_v = _view(hot, hot_len), _view(cold, cold_len)
-    cold_v[:] = 0x5A
-    hot_v[:] = 0xA5
+    _fill(cold, cold_len, 0x5A)
+    _fill(hot, hot_len, 0xA5)
 
     extra = {}
     if args.file:
@@ -76,18 +77,19 @@ def main() -> None:
         ro = _mmap(size, mmap.PROT_READ, mmap.MAP_PRIVATE, fd)
         wr = _mmap(size, rw, mmap.MAP_PRIVATE, fd)
         _view(ro, size)[0]  # noqa: B018 - fault the pages in
-        _view(wr, size)[:] = 1
+        _fill(wr, size, 1)
         sh = _mmap(PAGE, rw, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
-        _view(sh, PAGE)[:] = 1
+        _fill(sh, PAGE, 1)
         extra = {"file_ro": [ro, ro + size], "file_rw": [wr, wr + size], "shared": [sh, sh + PAGE]}
 
     print(json.dumps({"hot": [hot, hot + hot_len], "cold": [cold, cold + cold_len],
                       "extra": extra}), flush=True)  # fmt: skip
-    stride = hot_v[::PAGE]
+    hot_v = _view(hot, hot_len)
+    npages = hot_len // PAGE
     n = 0
     while True:
         n = (n + 1) & 0xFF or 1
-        stride[:] = n
+        hot_v[::PAGE] = bytes([n]) * npages  # one write into every hot page
         time.sleep(args.period)
 
 
