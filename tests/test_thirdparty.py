@@ -15,6 +15,7 @@ from pathlib import Path
 import pluggy
 import pytest
 from etmem_sdk import (
+    ENGINE_OPS,
     BufferReply,
     ConfigError,
     ConfigSection,
@@ -398,7 +399,14 @@ def test_toml_sections_become_an_equivalent_keyfile(host, libs, tmp_path):
 
 @pytest.fixture
 def child():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """A live process whose mappings no longer change (it has finished starting up)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline() == "ready\n"
+    proc.stdout.close()
     yield proc
     proc.kill()
     proc.wait()
@@ -511,3 +519,22 @@ def test_a_crash_in_an_isolated_policy_is_that_engine_failing(host, libs):
     assert host.mgt(fine, "my_cmd") == "msg to client\n"
     host.del_engine(eng)
     host.del_engine(other)
+
+
+@pytest.mark.parametrize("isolated", ["no", "yes"])
+def test_null_ops_leave_implements(hooks, libs, tmp_path, isolated):
+    every = frozenset(ENGINE_OPS)
+    for ops, missing in [
+        ("my_engine_ops", set()),
+        ("start_not_null_ops", {"stop_task", "eng_mgt_func"}),
+        ("start_null_ops", {"start_task", "stop_task", "eng_mgt_func"}),
+    ]:
+        items = {"eng_name": "x", "libname": str(libs["my"]), "ops_name": ops}
+        items |= {"engine_private_key": "1024", "isolate": isolated}
+        cfg = ConfigSection("engine", items, path=str(tmp_path / "f"), text="")
+        eng = Engine("x", "thirdparty", config=cfg, implements=every)
+        hooks.fill_eng_params(engine=eng, config=cfg)
+        try:
+            assert eng.implements == every - missing
+        finally:
+            hooks.clear_eng_params(engine=eng)

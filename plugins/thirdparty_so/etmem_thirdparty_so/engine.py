@@ -32,14 +32,29 @@ def _backend(engine: Engine | None) -> ModuleType:
     return inproc
 
 
+#: Ops whose absence the core itself acts on at engine level (C checks the op pointer there).
+_ENGINE_LEVEL_OPS = frozenset({"start_task", "stop_task", "eng_mgt_func"})
+
+
 @hookimpl
 def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
-    """Check and load the policy, then call its ``fill_eng_params`` with a real GKeyFile."""
+    """Check and load the policy, then call its ``fill_eng_params`` with a real GKeyFile.
+
+    The ops among start_task/stop_task/eng_mgt_func that the policy left NULL are then taken
+    out of ``engine.implements``, so the core applies the original's engine-level rules, e.g.
+    a NULL start_task fails ``project start`` even when the engine has no task. (Our hooks
+    also handle a NULL op themselves, for callers that do not look at ``implements``.)
+    """
     inproc.engine_keys(config)
-    if _isolated(config):
-        isolate.fill_eng_params(engine, config)
-    else:
-        inproc.fill_eng_params(engine, config)
+    backend = isolate if _isolated(config) else inproc
+    backend.fill_eng_params(engine, config)
+    if engine.implements:
+        try:
+            nulls = backend.null_ops(engine)
+        except BaseException:
+            backend.clear_eng_params(engine)  # the core will not: to it, the engine was refused
+            raise
+        engine.implements = engine.implements - (nulls & _ENGINE_LEVEL_OPS)
 
 
 @hookimpl

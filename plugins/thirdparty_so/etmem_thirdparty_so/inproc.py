@@ -50,6 +50,12 @@ def _state(engine: Engine) -> EngineState:
     return state
 
 
+def null_ops(engine: Engine) -> frozenset[str]:
+    """The ops the loaded policy left NULL."""
+    state = _state(engine)
+    return frozenset(name for name, _ in type(state.ops)._fields_ if not getattr(state.ops, name))
+
+
 def engine_keys(config: ConfigSection) -> tuple[str, str, str]:
     """``(eng_name, libname, ops_name)``, present, non-empty, ``eng_name`` at most 64 chars."""
     eng_name, libname, ops_name = (_required(config, key) for key in REQUIRED_KEYS)

@@ -124,8 +124,9 @@ class IsolatedEngine:
     #: why the helper is gone (None while it runs)
     dead: str | None = None
 
-    def call(self, engine: Engine, request: dict[str, Any], fd: int | None = None) -> None:
-        """Run one op in the helper; its ``ConfigError``/``EngineError`` is raised here."""
+    def call(self, engine: Engine, request: dict[str, Any], fd: int | None = None) -> Any:
+        """Run one op in the helper and return its result; its ``ConfigError``/``EngineError``
+        is raised here."""
         with self.lock:
             if self.dead is not None:
                 raise EngineError(f"engine {engine.name}: {self.dead}")
@@ -139,10 +140,10 @@ class IsolatedEngine:
                 self.dead = _death(self.proc)
                 log.error("engine %s: %s", engine.name, self.dead)
                 raise EngineError(f"engine {engine.name}: {self.dead}")
-        reply, _ = answer
-        if reply is not None:
-            kind, message = reply
-            raise _ERRORS.get(kind, EngineError)(message)
+        (kind, value), _ = answer
+        if kind:
+            raise _ERRORS.get(kind, EngineError)(value)
+        return value
 
     def close(self) -> None:
         """End the helper: closing the socket makes it exit; kill it if it does not."""
@@ -230,6 +231,11 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
         engine.params = None
         state.close()
         raise
+
+
+def null_ops(engine: Engine) -> frozenset[str]:
+    """The ops the policy left NULL (asked from the helper)."""
+    return _state(engine).call(engine, {"op": "null_ops"})
 
 
 def clear_eng_params(engine: Engine) -> None:
@@ -347,7 +353,7 @@ class _Mirror:
             listed.append(task)
         self.engine.tasks = listed
 
-    def run(self, request: dict[str, Any], fd: int | None) -> None:
+    def run(self, request: dict[str, Any], fd: int | None) -> Any:
         op = request["op"]
         engine = self.engine
         task = self.tasks.get(request["task"]) if request.get("task") is not None else None
@@ -359,6 +365,8 @@ class _Mirror:
                 text=request["config"]["text"],
                 label=request["config"]["label"],
             )
+        if op == "null_ops":
+            return inproc.null_ops(engine)
         if op == "fill_eng_params":
             inproc.fill_eng_params(engine, config)
         elif op == "clear_eng_params":
@@ -396,17 +404,17 @@ class _Mirror:
                 os.close(fd)
         else:
             raise EngineError(f"unknown request {op!r}")
+        return None
 
 
 def _serve(sock: socket.socket) -> None:
     mirror = _Mirror()
-    # the tasks a request names must exist before apply() drops unlisted ones
     while (message := _recv(sock)) is not None:
         request, fd = message
-        answer: tuple[str, str] | None = None
+        answer: tuple[str, Any]
         try:
             mirror.apply(request.pop("snapshot"))
-            mirror.run(request, fd)
+            answer = ("", mirror.run(request, fd))
         except EtmemError as exc:
             answer = (type(exc).__name__, str(exc))
         except Exception as exc:  # a bug on our side: report it, keep serving

@@ -1,0 +1,213 @@
+"""The original thirdparty test's expectations (reference §7.3), through etmem_core's Etmemd
+and, once, through the etmemd and etmem executables."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from etmem_sdk import BufferReply
+from thirdparty_build import build_scan_lib, compile_policy
+
+lifecycle = pytest.importorskip("etmem_core.lifecycle")
+from etmem_core.errors import OptCode, OptError  # noqa: E402
+
+pytestmark = pytest.mark.root
+
+PROJECT = "[project]\nname=test\nscan_type=page\nloop=1\ninterval=1\nsleep=1\n"
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory) -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("object files and policies must be owned by root")
+    build_scan_lib()
+    return compile_policy("my_engine.c", tmp_path_factory.mktemp("so") / "libthirdparty_engine.so")
+
+
+class Files:
+    """Root-owned 0600 object files in tmp_path."""
+
+    def __init__(self, tmp: Path, lib: Path):
+        self.tmp = tmp
+        self.lib = lib
+        self.n = 0
+
+    def write(self, text: str) -> str:
+        self.n += 1
+        path = self.tmp / f"obj{self.n}.config"
+        path.write_text(text)
+        path.chmod(0o600)
+        return str(path)
+
+    def engine(self, ops: str = "my_engine_ops", eng_name: str = "my_engine", **over) -> str:
+        keys = {
+            "name": "thirdparty",
+            "project": "test",
+            "eng_name": eng_name,
+            "libname": str(self.lib),
+            "ops_name": ops,
+            "engine_private_key": "1024",
+            **over,
+        }
+        return self.write("[engine]\n" + "".join(f"{k}={v}\n" for k, v in keys.items()))
+
+    def task(self, name: str = "background1", engine: str = "my_engine") -> str:
+        return self.write(
+            f"[task]\nproject=test\nengine={engine}\nname={name}\ntype=pid\nvalue=1\n"
+            "task_private_key=2048\n"
+        )
+
+
+@pytest.fixture
+def files(tmp_path, lib):
+    return Files(tmp_path, lib)
+
+
+@pytest.fixture
+def etmemd(files):
+    daemon = lifecycle.Etmemd()
+    daemon.obj_add(files.write(PROJECT))
+    yield daemon
+    daemon.shutdown()
+
+
+def code_of(fn, *args) -> OptCode:
+    with pytest.raises(OptError) as exc:
+        fn(*args)
+    return exc.value.code
+
+
+def cmd(etmemd, engine="my_engine", task=None, command="my_cmd") -> str:
+    reply = BufferReply()
+    etmemd.engine_cmd("test", engine, task, command, reply)
+    return reply.text
+
+
+def test_original_thirdparty_expectations(etmemd, files):
+    eng, task = files.engine(), files.task()
+    etmemd.obj_add(eng)
+    etmemd.obj_add(task)
+    etmemd.project_start("test")
+    assert cmd(etmemd) == "msg to client\n"
+    assert cmd(etmemd, task="background1") == "msg to client\n"
+    assert code_of(cmd, etmemd, "no_such_engine") == OptCode.OPT_ENG_NOEXIST
+    assert code_of(cmd, etmemd, "my_engine", "no_such_task") == OptCode.OPT_TASK_NOEXIST
+    etmemd.project_stop("test")
+    assert code_of(cmd, etmemd) == OptCode.OPT_INVAL
+    etmemd.obj_del(task)
+    etmemd.obj_del(eng)
+
+    # start_error_ops: the start fails and the project stays stopped
+    eng, task = files.engine("start_error_ops"), files.task()
+    etmemd.obj_add(eng)
+    etmemd.obj_add(task)
+    assert code_of(etmemd.project_start, "test") == OptCode.OPT_INTER_ERR
+    assert not etmemd.find_project("test").start
+    etmemd.obj_del(task)
+    etmemd.project_start("test")  # no task left: nothing to start, nothing fails
+    assert code_of(etmemd.obj_add, task) == OptCode.OPT_INTER_ERR  # start at add fails
+    assert etmemd.find_project("test").find_engine("my_engine").tasks == []
+    etmemd.project_stop("test")
+    etmemd.obj_del(eng)
+
+
+def test_refused_engines(etmemd, files, tmp_path):
+    bad = {
+        files.engine(libname=str(tmp_path / "missing.so")): OptCode.OPT_INTER_ERR,
+        files.engine(eng_name="e" * 97): OptCode.OPT_INVAL,
+        files.engine(eng_name="e" * 65): OptCode.OPT_INVAL,
+        files.engine(ops="no_such_ops"): OptCode.OPT_INTER_ERR,
+        files.engine(engine_private_key="4096"): OptCode.OPT_INTER_ERR,
+    }
+    for path, code in bad.items():
+        assert code_of(etmemd.obj_add, path) == code, path
+    assert etmemd.find_project("test").engines == []
+    mode644 = tmp_path / "lib644.so"
+    shutil.copy(files.lib, mode644)
+    mode644.chmod(0o644)
+    assert code_of(etmemd.obj_add, files.engine(libname=str(mode644))) == OptCode.OPT_INTER_ERR
+
+
+def test_null_ops(etmemd, files):
+    etmemd.obj_add(files.engine("start_null_ops"))
+    assert code_of(etmemd.project_start, "test") == OptCode.OPT_INTER_ERR
+    etmemd.obj_del(files.engine("start_null_ops"))
+    etmemd.obj_add(files.engine("start_not_null_ops"))
+    etmemd.obj_add(files.task())
+    etmemd.project_start("test")
+    assert code_of(cmd, etmemd) == OptCode.OPT_INVAL  # NULL eng_mgt_func
+    etmemd.project_stop("test")  # NULL stop_task: skipped
+
+
+def test_two_engines_from_one_library(etmemd, files):
+    etmemd.obj_add(files.engine(eng_name="first"))
+    etmemd.obj_add(files.engine(eng_name="second"))
+    etmemd.obj_add(files.task("t1", engine="first"))
+    etmemd.obj_add(files.task("t2", engine="second"))
+    assert code_of(etmemd.obj_add, files.engine(eng_name="second")) == OptCode.OPT_ENG_EXISTED
+    etmemd.project_start("test")
+    assert cmd(etmemd, "first", "t1") == cmd(etmemd, "second", "t2") == "msg to client\n"
+    assert code_of(cmd, etmemd, "first", "t2") == OptCode.OPT_TASK_NOEXIST
+    etmemd.obj_del(files.engine(eng_name="first"))  # deletes (and stops) t1 too
+    assert cmd(etmemd, "second") == "msg to client\n"
+
+
+# --- through the executables ---------------------------------------------------------------
+
+
+@pytest.fixture
+def daemon_socket(tmp_path):
+    name = f"etmemd-thirdparty-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    etmemd_exe = Path(sys.executable).with_name("etmemd")
+    with open(tmp_path / "etmemd.log", "wb") as out:
+        proc = subprocess.Popen(
+            [str(etmemd_exe), "-s", name, "-l", "0"], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def etmem(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("etmem")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=30)
+
+
+def wait_ready(sock: str) -> None:
+    for _ in range(100):
+        if etmem("project", "show", "-s", sock).returncode == 0:
+            return
+        time.sleep(0.1)
+    pytest.fail("etmemd did not come up")
+
+
+def test_through_etmemd_and_etmem(daemon_socket, files):
+    sock = daemon_socket
+    wait_ready(sock)
+    for path in (files.write(PROJECT), files.engine(), files.task()):
+        res = etmem("obj", "add", "-f", path, "-s", sock)
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert etmem("project", "start", "-n", "test", "-s", sock).returncode == 0
+    res = etmem("engine", "my_cmd", "-n", "test", "-e", "my_engine", "-s", sock)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "msg to client\n"
+    res = etmem("engine", "my_cmd", "-n", "test", "-e", "nope", "-s", sock)
+    assert res.returncode != 0
+    assert "error: engine is not exist" in res.stdout + res.stderr
+    assert etmem("project", "stop", "-n", "test", "-s", sock).returncode == 0
+    res = etmem("engine", "my_cmd", "-n", "test", "-e", "my_engine", "-s", sock)
+    assert "error: invalid parameters" in res.stdout + res.stderr
+    assert etmem("obj", "del", "-f", files.write(PROJECT), "-s", sock).returncode == 0
