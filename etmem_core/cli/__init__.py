@@ -26,29 +26,40 @@ NOUNS: tuple[str, ...] = ("obj", "project", "engine", "sysinfo", "scan")
 app = typer.Typer(
     name="etmem",
     help="Control etmemd, the memory-tiering daemon: add configuration files, start and stop "
-    "projects, run engine commands. Every command needs -s SOCKET, the name etmemd listens on.",
+    "projects, run engine commands (these take -s SOCKET, the name etmemd listens on), and "
+    "look at this machine and its processes. 'etmem help' prints the original etmem's usage.",
     add_completion=False,
     no_args_is_help=True,
 )
 
 _modules: dict[str, ModuleType] = {}
+_registered = False
 
 
-def _load() -> dict[str, ModuleType]:
-    if not _modules:
+def _module(name: str) -> ModuleType:
+    """Import one noun's module (only what a command needs: some nouns pull in numpy)."""
+    if name not in _modules:
+        _modules[name] = importlib.import_module(f"{__name__}.{name}")
+    return _modules[name]
+
+
+def _load() -> typer.Typer:
+    """Register every noun in the typer app (for --help and the typer-only commands)."""
+    global _registered
+    if not _registered:
         for name in NOUNS:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = _module(name)
             if hasattr(module, "register"):
                 module.register(app)
             else:
                 app.add_typer(module.app)
-            _modules[name] = module
-    return _modules
+        _registered = True
+    return app
 
 
 def _run_typer(args: list[str]) -> int:
     try:
-        app(args=args, prog_name="etmem", standalone_mode=True)
+        _load()(args=args, prog_name="etmem", standalone_mode=True)
     except SystemExit as exc:
         code = exc.code
         if code is None:
@@ -67,19 +78,18 @@ def _wants_typer(args: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``etmem`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    modules = _load()
     if args == ["help"]:
         write_out(TOP_USAGE.encode())
         return 0
-    if not args or args[0] not in modules:
+    if not args or args[0] not in NOUNS:
         if args and args[0] == "--help":
             return _run_typer(args)
         what = f"unknown object {args[0]!r}" if args else "an object is needed"
-        hint(f"{what}; objects: {', '.join(modules)}")
+        hint(f"{what}; objects: {', '.join(NOUNS)}")
         print("Try 'etmem help' or 'etmem --help'.", file=sys.stderr, flush=True)
         return EXIT_EINVAL
     noun, rest = args[0], args[1:]
-    module = modules[noun]
+    module = _module(noun)
     compat = getattr(module, "compat_main", None)
     if compat is None or _wants_typer(rest):
         return _run_typer(args)
