@@ -168,6 +168,9 @@ class Etmemd:
                     except OptError as exc:
                         log.error("obj del %s: %s", path, exc.reason)
                         last = exc
+                    except Exception as exc:  # a bug in the core: report it, go on
+                        log.exception("obj del %s failed", path)
+                        last = OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}")
             if last is not None:
                 raise last
         log.info("obj del %s: done", path)

@@ -844,3 +844,24 @@ def test_original_slide_test_config(golden: Path, tmp_path: Path) -> None:
         assert show(d) == "no project exists\n\n"
     finally:
         d.shutdown()
+
+
+def test_core_bug_while_adding_or_deleting_is_an_internal_error(
+    etmemd: Etmemd, files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from etmem_core import settings
+
+    path = files("a", project() + engine() + task())
+    etmemd.obj_add(files("p", project()))
+
+    def broken(section: object) -> None:
+        raise RuntimeError("settings bug")
+
+    monkeypatch.setattr(settings, "task_identity", broken)
+    with pytest.raises(OptError) as e:
+        etmemd.obj_add(files("b", engine() + task()))
+    assert code_of(e) is OptCode.OPT_INTER_ERR and "settings bug" in e.value.reason
+    assert etmemd.find_project("p").engines == []  # type: ignore[union-attr]
+    with pytest.raises(OptError) as e:
+        etmemd.obj_del(path)  # the task fails, the engine (absent) fails, the project goes
+    assert etmemd.projects == []
