@@ -88,9 +88,11 @@ def merge_ranges(addrs: np.ndarray, sizes: int | np.ndarray = PAGE_SIZE) -> np.n
     if addrs.size == 0:
         return np.zeros((0, 2), dtype=np.uint64)
     sizes_arr = np.broadcast_to(np.asarray(sizes, dtype=np.uint64), addrs.shape)
-    order = np.argsort(addrs, kind="stable")
-    starts = addrs[order]
-    ends = starts + sizes_arr[order]
+    if addrs.size > 1 and not (addrs[1:] >= addrs[:-1]).all():
+        order = np.argsort(addrs, kind="stable")
+        starts, ends = addrs[order], addrs[order] + sizes_arr[order]
+    else:  # cold lists come address-sorted: skip the sort
+        starts, ends = addrs, addrs + sizes_arr
     reach = np.maximum.accumulate(ends)
     # a new range begins where a page starts beyond everything before it
     new = np.empty(starts.size, dtype=bool)
