@@ -269,3 +269,15 @@ def test_make_tracker_builds_the_idle_pages_tracker(tmp_path):
 
     t = make_tracker("idle_pages", PID, proc_root=tmp_path, sys_root=tmp_path, flags=0x1000)
     assert isinstance(t, IdlePagesTracker) and t.flags == 0x1000
+
+
+def test_damon_refuses_on_this_machine_without_writing(monkeypatch):
+    # Any write attempt fails the test before it reaches the real sysfs.
+    from etmem_scan import trackers
+
+    def no_write(path, value):
+        raise AssertionError(f"tried to write {value!r} to {path}")
+
+    monkeypatch.setattr(trackers, "_write", no_write)
+    with pytest.raises(TrackerUnavailable):
+        make_tracker("damon", 1)
