@@ -167,7 +167,7 @@ class EngineRegistry:
             err = OptError(OptCode.OPT_INTER_ERR, f"engine {name} not support")
             log.error("%s (no %r entry point named %r)", err.reason, self.group, name)
             raise err from None
-        except Exception as exc:  # any import-time error of the plugin's module
+        except (Exception, SystemExit) as exc:  # whatever the plugin's module raises
             raise self._fail(name, f"cannot import it: {_describe(exc)}", exc) from exc
         return manager.driver
 

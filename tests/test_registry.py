@@ -230,12 +230,16 @@ def test_import_error_is_named_and_others_keep_working(site: Site) -> None:
 
 def test_engine_raising_at_import(site: Site) -> None:
     boom = site.module("boom", "raise ValueError('vendor library missing')\n")
-    site.dist("etmem_plugin_boom", {"boomeng": boom})
+    leave = site.module("leave", "import sys\nsys.exit(3)\n")
+    site.dist("etmem_plugin_boom", {"boomeng": boom, "exiteng": leave})
     with pytest.raises(OptError) as e:
         EngineRegistry().get("boomeng")
     assert e.value.reason == (
         "engine 'boomeng': cannot import it: ValueError: vendor library missing"
     )
+    with pytest.raises(OptError) as e:  # not even sys.exit() at import ends the daemon
+        EngineRegistry().get("exiteng")
+    assert e.value.reason == "engine 'exiteng': cannot import it: SystemExit: 3"
 
 
 def test_misspelt_hook_fails_validation(site: Site) -> None:
