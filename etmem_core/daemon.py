@@ -290,8 +290,10 @@ def run_forked(opts: Options) -> int:
     if child == 0:
         os.close(read_fd)
         os.setsid()
+        # stdin/stdout are not used; stderr stays (the log goes there without syslog)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
         os.close(devnull)
 
         def listening() -> None:
