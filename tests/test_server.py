@@ -571,3 +571,19 @@ def test_mode_systemctl_forks_writes_pid_and_notifies(tmp_path, env):
     assert failed.returncode != 0
     assert b"already in use" in failed.stderr
     assert not pid_file.exists()
+
+
+def test_foreground_daemon_notifies_systemd_ready_and_stopping(tmp_path, env):
+    notify_path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(notify_path)
+        notify.settimeout(15)
+        daemon = Etmemd(unique_name(), tmp_path, dict(env, NOTIFY_SOCKET=notify_path))
+        try:
+            assert notify.recv(4096) == b"READY=1"
+            assert listening(daemon.name)
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert notify.recv(4096) == b"STOPPING=1"
+            assert daemon.proc.wait(30) == 0
+        finally:
+            daemon.stop()
