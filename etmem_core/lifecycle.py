@@ -37,14 +37,23 @@ def _inval(reason: str) -> OptError:
     return OptError(OptCode.OPT_INVAL, reason)
 
 
-def _parsed(fn: Callable[[ConfigSection], Any], section: ConfigSection) -> Any:
-    """Run a core-key parser; a rejected value is OPT_INVAL with the parser's message."""
+def _parsed(
+    fn: Callable[[ConfigSection], Any],
+    section: ConfigSection,
+    code: OptCode = OptCode.OPT_INVAL,
+) -> Any:
+    """Run a core-key parser; a rejected value becomes ``code`` with the parser's message.
+
+    Names (missing or too long) are always OPT_INVAL, as in C.
+    """
     try:
         return fn(section)
     except OptError:
         raise
-    except EtmemError as exc:
+    except settings.ObjectNameError as exc:
         raise _inval(str(exc)) from None
+    except EtmemError as exc:
+        raise OptError(code, str(exc)) from None
 
 
 class Etmemd:
@@ -262,7 +271,8 @@ class Etmemd:
                 OptCode.OPT_TASK_EXISTED,
                 f"{section.label}: task {task_name} already exists in engine {eng_name}",
             )
-        task: Task = _parsed(settings.parse_task, section)
+        # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads (only names are OPT_INVAL)
+        task: Task = _parsed(settings.parse_task, section, OptCode.OPT_INTER_ERR)
         task.engine = engine
         if task.config is None:
             task.config = section
