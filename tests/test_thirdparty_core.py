@@ -183,7 +183,14 @@ def daemon_socket(tmp_path):
 
 def etmem(*args: str) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("etmem")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=60)
+
+
+def ok(*args: str) -> str:
+    """Run etmem, expect success, return its stdout."""
+    res = etmem(*args)
+    assert res.returncode == 0, f"etmem {' '.join(args)}: {res.returncode} {res.stdout}{res.stderr}"
+    return res.stdout
 
 
 def wait_ready(sock: str) -> None:
@@ -198,16 +205,14 @@ def test_through_etmemd_and_etmem(daemon_socket, files):
     sock = daemon_socket
     wait_ready(sock)
     for path in (files.write(PROJECT), files.engine(), files.task()):
-        res = etmem("obj", "add", "-f", path, "-s", sock)
-        assert res.returncode == 0, res.stdout + res.stderr
-    assert etmem("project", "start", "-n", "test", "-s", sock).returncode == 0
-    res = etmem("engine", "my_cmd", "-n", "test", "-e", "my_engine", "-s", sock)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout == "msg to client\n"
+        ok("obj", "add", "-f", path, "-s", sock)
+    ok("project", "start", "-n", "test", "-s", sock)
+    assert ok("engine", "my_cmd", "-n", "test", "-e", "my_engine", "-s", sock) == "msg to client\n"
     res = etmem("engine", "my_cmd", "-n", "test", "-e", "nope", "-s", sock)
     assert res.returncode != 0
     assert "error: engine is not exist" in res.stdout + res.stderr
-    assert etmem("project", "stop", "-n", "test", "-s", sock).returncode == 0
+    ok("project", "stop", "-n", "test", "-s", sock)
     res = etmem("engine", "my_cmd", "-n", "test", "-e", "my_engine", "-s", sock)
+    assert res.returncode != 0
     assert "error: invalid parameters" in res.stdout + res.stderr
-    assert etmem("obj", "del", "-f", files.write(PROJECT), "-s", sock).returncode == 0
+    ok("obj", "del", "-f", files.write(PROJECT), "-s", sock)
