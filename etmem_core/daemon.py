@@ -254,7 +254,9 @@ class Daemon:
         threading.Thread(target=stop_all, name="etmemd-shutdown", daemon=True).start()
         if not done.wait(max(0.0, deadline - time.monotonic())):
             log.error("projects did not stop within %g s; exiting anyway", SHUTDOWN_DEADLINE)
-            return EXIT_FAIL
+            # a stuck engine thread must not keep the process alive past the deadline
+            logging.shutdown()
+            os._exit(EXIT_FAIL)
         if failure:
             log.error("stopping projects failed: %s", failure[0])
             return EXIT_FAIL

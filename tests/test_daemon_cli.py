@@ -132,3 +132,47 @@ def test_logging_uses_syslog_socket_when_present(tmp_path):
             root.setLevel(saved[1])
     assert data.startswith(b"<15>")  # LOG_USER | LOG_DEBUG
     assert b"to syslog" in data
+
+
+class _Store:
+    def __init__(self, block: bool = False) -> None:
+        self.block = block
+        self.stopped = False
+
+    def shutdown(self) -> None:
+        if self.block:
+            import threading
+
+            threading.Event().wait()
+        self.stopped = True
+
+
+def test_shutdown_closes_the_socket_then_stops_the_projects():
+    import os
+    import uuid
+
+    name = f"etmemd-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    store = _Store()
+    d = daemon.Daemon(Options(name), etmemd=store)
+    d.server.bind()
+    assert d.shutdown() == 0
+    assert store.stopped
+    with open("/proc/net/unix") as f:
+        assert not any(line.rstrip().endswith("@" + name) for line in f)
+
+
+def test_shutdown_deadline_ends_the_process_with_status_1():
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from test_daemon_cli import _Store;"
+        "from etmem_core import daemon;"
+        "daemon.SHUTDOWN_DEADLINE = 0.3;"
+        "d = daemon.Daemon(daemon.Options('etmemd-deadline-' + str(__import__('os').getpid())),"
+        " etmemd=_Store(block=True));"
+        "d.shutdown(); print('not reached')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert b"not reached" not in proc.stdout
