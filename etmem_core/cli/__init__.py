@@ -12,6 +12,7 @@ To add a noun, write ``cli/<noun>.py`` with either ``app = typer.Typer(name="<no
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -78,6 +79,18 @@ def _wants_typer(args: Sequence[str]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``etmem`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args)
+    except BrokenPipeError:  # `etmem project show | head -1`: the reader left; not our error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(args: list[str]) -> int:
     if args == ["help"]:
         write_out(TOP_USAGE.encode())
         return 0
