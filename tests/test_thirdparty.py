@@ -266,6 +266,14 @@ def test_refuses_missing_symbol(host, libs):
         host.add_engine(libs["my"], "no_such_ops")
 
 
+def test_refuses_a_function_as_ops(host, libs):
+    # dlsym also searches the policy's dependencies: write() is libc's function
+    with pytest.raises(ConfigError, match="ops_name=write: is a function, not a struct engine_ops"):
+        host.add_engine(libs["my"], "write")
+    with pytest.raises(ConfigError, match="ops_name=stdout: object of 8 bytes"):
+        host.add_engine(libs["my"], "stdout")
+
+
 def test_refuses_long_eng_name(host, libs):
     with pytest.raises(ConfigError, match="longer than 64"):
         host.add_engine(libs["my"], "my_engine_ops", eng_name="e" * 65)

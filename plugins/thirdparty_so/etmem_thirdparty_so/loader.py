@@ -95,9 +95,68 @@ def close_library(lib: ctypes.CDLL) -> None:
     _ctypes.dlclose(lib._handle)
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+class _ElfSym(ctypes.Structure):  # Elf64_Sym
+    _fields_ = [
+        ("st_name", ctypes.c_uint32),
+        ("st_info", ctypes.c_ubyte),
+        ("st_other", ctypes.c_ubyte),
+        ("st_shndx", ctypes.c_uint16),
+        ("st_value", ctypes.c_uint64),
+        ("st_size", ctypes.c_uint64),
+    ]
+
+
+_RTLD_DL_SYMENT = 1
+_STT_OBJECT = 1
+_STT_TYPES = {0: "an untyped symbol", 2: "a function", 6: "a TLS object", 10: "an ifunc"}
+
+
+def _symbol_kind(address: int) -> tuple[int, int] | None:
+    """(ELF symbol type, size) of the symbol at ``address``, or None if glibc cannot say."""
+    libc = ctypes.CDLL(None)
+    dladdr1 = getattr(libc, "dladdr1", None)
+    if dladdr1 is None:
+        return None
+    info = _DlInfo()
+    sym = ctypes.POINTER(_ElfSym)()
+    if not dladdr1(
+        ctypes.c_void_p(address), ctypes.byref(info), ctypes.byref(sym), _RTLD_DL_SYMENT
+    ):
+        return None
+    if not sym:
+        return None
+    return sym.contents.st_info & 0xF, sym.contents.st_size
+
+
 def find_ops(lib: ctypes.CDLL, ops_name: str) -> abi.CEngineOps:
-    """The ``struct engine_ops`` data object named ``ops_name`` inside ``lib``."""
+    """The ``struct engine_ops`` data object named ``ops_name`` inside ``lib``.
+
+    Like ``dlsym``, the name is also looked up in the libraries ``lib`` depends on. A symbol
+    that is not a data object of at least ``sizeof(struct engine_ops)`` is refused: calling
+    through a function's code bytes as if they were pointers would crash etmemd.
+    """
     try:
-        return abi.CEngineOps.in_dll(lib, ops_name)
+        ops = abi.CEngineOps.in_dll(lib, ops_name)
     except ValueError:
         raise ConfigError(f"ops_name={ops_name}: no such symbol in {lib._name}") from None
+    kind = _symbol_kind(ctypes.addressof(ops))
+    if kind is not None:
+        sym_type, size = kind
+        if sym_type != _STT_OBJECT:
+            what = _STT_TYPES.get(sym_type, f"a symbol of type {sym_type}")
+            raise ConfigError(f"ops_name={ops_name}: is {what}, not a struct engine_ops object")
+        if size < ctypes.sizeof(abi.CEngineOps):
+            raise ConfigError(
+                f"ops_name={ops_name}: object of {size} bytes, struct engine_ops has "
+                f"{ctypes.sizeof(abi.CEngineOps)}"
+            )
+    return ops
