@@ -619,7 +619,7 @@ def _golden_passes(case: Path) -> list[list[tuple[int, bytes]]]:
 @pytest.mark.parametrize("name", GOLDEN_CASES)
 def test_golden_swap_pages(name, golden, tmp_path):
     from etmem_scan.idle_pages import IdlePagesTracker
-    from etmem_scan.pagerefs import format_cold
+    from etmem_scan.swap_pages import SwapPages
     from etmem_scan.tracker import ScanError
 
     case = golden / "idle_pages" / name
@@ -635,13 +635,12 @@ def test_golden_swap_pages(name, golden, tmp_path):
 
     writes: list[bytes] = []
 
-    class Recorder:
-        def reclaim(self, cold):
-            writes.append(format_cold(cold.addr))
-            return 0
+    def record(fd, data):
+        writes.append(bytes(data))
+        return len(data)
 
-        def close(self):
-            pass
+    (tmp_path / "4242" / "swap_pages").write_bytes(b"")
+    swapper = SwapPages(str(tmp_path), write=record)
 
     settings = cycle.CycleSettings(loop=meta["loop"], sleep=0, T=meta["T"])
     try:
@@ -649,7 +648,7 @@ def test_golden_swap_pages(name, golden, tmp_path):
             4242,
             settings,
             make_tracker=lambda pid: IdlePagesTracker(pid, str(tmp_path), opener=opener),
-            make_actuator=lambda pid: Recorder(),
+            make_actuator=lambda pid: mechanism._BoundActuator(swapper, pid),
             sleep=lambda s: None,
             proc_root=str(tmp_path),
         )
@@ -657,6 +656,8 @@ def test_golden_swap_pages(name, golden, tmp_path):
         pass  # a failed pass discards the scan: nothing written, as C
     want = DELIBERATE.get(name, (case / "c_swap_pages.txt").read_bytes())
     assert b"".join(writes) == want
+    # Unlike the original's stdio stream, every write() holds whole lines (at most 200).
+    assert all(w.endswith(b"\n") and w.count(b"\n") <= 200 for w in writes)
 
 
 # -- swap_flag=yes: only VMAs marked for swap (idle_pages VMA_SCAN_FLAG) -------------------------
@@ -697,3 +698,22 @@ def test_swap_flag_refused_without_idle_pages(tmp_path):
     with pytest.raises(EngineError, match="swap_flag=yes needs the idle_pages tracker"):
         engine.start_task(eng, task)
     assert task.params.worker is None
+
+
+def test_swapcache_watermark_ioctls(tmp_path, monkeypatch):
+    from etmem_scan import swap_pages
+
+    sent: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(
+        swap_pages, "_swap_ioctl", lambda pid, req, arg, root, ioctl: sent.append((pid, req, arg))
+    )
+    _meminfo(tmp_path, total=100, cached=100)
+    project = _project(swapcache_high_wmark=5, swapcache_low_wmark=3)
+    assert mechanism.reclaim_swapcache(project, 77, proc_root=str(tmp_path))
+    assert mechanism.reclaim_swapcache(project, 78, proc_root=str(tmp_path))
+    # watermarks once per project (low in bits 0-7, high in 8-15), then reclaim on every time
+    assert sent == [(77, 0x40047702, 3 | 5 << 8), (77, 0x40047701, 0), (78, 0x40047701, 0)]
+    assert project.wmark_set
+    sent.clear()
+    full = _project(swapcache_high_wmark=100, swapcache_low_wmark=3)
+    assert not mechanism.reclaim_swapcache(full, 77, proc_root=str(tmp_path)) and sent == []
