@@ -124,7 +124,7 @@ class Server:
         self._close_listener()
 
     def stop(self) -> None:
-        """Make :meth:`serve_forever` return; fit for a signal handler (sets a flag, writes a pipe)."""
+        """Make :meth:`serve_forever` return; fit for a signal handler (a flag and a pipe write)."""
         self._stopping.set()
         try:
             os.write(self._wake_w, b"x")
