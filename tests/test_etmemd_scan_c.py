@@ -129,6 +129,14 @@ def test_vmas_of_a_live_process(scan):
     assert abs(len(get_vmas(scan, pid)) - len(lines)) <= 2  # our own process keeps mapping
 
 
+def test_vmflags_on_a_live_process(scan):
+    pid = str(os.getpid()).encode()
+    smaps = Path("/proc/self/smaps").read_text().splitlines()
+    flagged = [line for line in smaps if line.startswith("VmFlags:") and " ex" in line]
+    assert flagged  # our own text segments are executable
+    assert abs(len(get_vmas(scan, pid, [b"ex"])) - len(flagged)) <= 2
+
+
 def refs_list(head) -> list[tuple[int, int, int]]:
     out = []
     node = head

@@ -45,6 +45,8 @@ def libs(tmp_path_factory) -> dict[str, Path]:
         "my": compile_policy("my_engine.c", tmp / "libthirdparty_engine.so"),
         "layout": compile_policy("layout_engine.c", tmp / "liblayout.so"),
         "crash": compile_policy("crash_engine.c", tmp / "libcrash.so"),
+        # not linked with -letmemd_scan: its etmemd_* calls resolve from the global scope
+        "scan_unlinked": compile_policy("scan_engine.c", tmp / "libscan_unlinked.so"),
         "scan": compile_policy(
             "scan_engine.c", tmp / "libscan.so", f"-L{scan.parent}", "-letmemd_scan"
         ),
@@ -433,6 +435,12 @@ def test_policy_linked_with_scan_lib_counts_vmas(host, libs, child):
     assert host.mgt(eng, f"refs {child.pid}") == "refs=-1 errno=2\n"
     with pytest.raises(EngineError):
         host.mgt(eng, "vmas 0")
+
+
+def test_scan_lib_symbols_are_global_for_unlinked_policies(host, libs, child):
+    eng = host.add_engine(libs["scan_unlinked"], "scan_ops", eng_name="scan2")
+    maps = Path(f"/proc/{child.pid}/maps").read_text().splitlines()
+    assert host.mgt(eng, f"vmas {child.pid}") == f"vmas={len(maps)}\n"
 
 
 def test_scan_lib_missing_is_a_clear_error(monkeypatch, tmp_path):
