@@ -717,3 +717,37 @@ def test_swapcache_watermark_ioctls(tmp_path, monkeypatch):
     sent.clear()
     full = _project(swapcache_high_wmark=100, swapcache_low_wmark=3)
     assert not mechanism.reclaim_swapcache(full, 77, proc_root=str(tmp_path)) and sent == []
+
+
+def test_cycle_reclaims_in_chunks_and_stops_between_them(tmp_path):
+    from etmem_sdk.worker import WorkerStopped
+
+    _write_proc(tmp_path, 4242)
+    n = cycle.RECLAIM_CHUNK * 2 + 5
+    pages = [B + i * PAGE for i in range(n)]
+    result, log = _run(tmp_path, [_passrefs(pages, [0] * n)], cycle.CycleSettings(1, 1, T=1))
+    sizes = [len(e[1]) for e in log if e[0] == "reclaim"]
+    assert sizes == [cycle.RECLAIM_CHUNK, cycle.RECLAIM_CHUNK, 5]
+    assert result.bytes_out == n * PAGE and result.cold_pages == n
+
+    def stopping(seconds):
+        if seconds == 0:
+            raise WorkerStopped
+
+    reclaimed: list = []
+
+    class A(FakeActuator):
+        def reclaim(self, cold):
+            reclaimed.append(len(cold))
+            return 0
+
+    with pytest.raises(WorkerStopped):
+        cycle.run_cycle(
+            4242,
+            cycle.CycleSettings(1, 1, T=1),
+            make_tracker=lambda pid: FakeTracker([_passrefs(pages, [0] * n)], []),
+            make_actuator=lambda pid: A([]),
+            sleep=stopping,
+            proc_root=str(tmp_path),
+        )
+    assert reclaimed == [cycle.RECLAIM_CHUNK]  # stopped before the second chunk

@@ -29,6 +29,12 @@ TYPE_SIZES = np.array(
 )
 
 
+#: Cold pages handed to the actuator at a time. Between chunks the cycle checks whether it is
+#: being stopped: swapping out gigabytes in one call would make ``project stop`` wait for it.
+#: A multiple of swap_pages' 200-line batches, so those writes stay full (62.5 MiB of 4K pages).
+RECLAIM_CHUNK = 16000
+
+
 class Tracker(Protocol):
     """What the cycle needs from a tracker (``etmem_scan.tracker.Tracker`` fits)."""
 
@@ -182,7 +188,11 @@ def run_cycle(
             actuator = make_actuator(pid)
             t0 = time.monotonic()
             try:
-                result.bytes_out = actuator.reclaim(cold)
+                for start in range(0, len(cold), RECLAIM_CHUNK):
+                    if start:
+                        sleep(0)  # raises WorkerStopped if the task is being stopped
+                    part = take(cold, np.arange(start, min(start + RECLAIM_CHUNK, len(cold))))
+                    result.bytes_out += actuator.reclaim(part)
             finally:
                 actuator.close()
                 result.reclaim_seconds = time.monotonic() - t0

@@ -268,6 +268,18 @@ def _cycle(
             raise TargetGone(f"pid {pid} exited mid-cycle") from exc
         raise
     params.stats.record(tp, result)
+    if result.swapped:
+        log.info(
+            "slide: task %s pid %d: %d pages scanned, %d cold, %d KiB swapped out, %.2f s",
+            task.name,
+            pid,
+            result.pages_scanned,
+            result.cold_pages,
+            result.bytes_out // 1024,
+            result.duration,
+        )
+    else:
+        log.debug("slide: task %s pid %d: gate closed, nothing scanned", task.name, pid)
     if isinstance(tp.params, SlidePid):
         tp.params.cycles += 1
 
