@@ -8,6 +8,7 @@ read every swapped page back in).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -159,6 +160,17 @@ def test_cold_mapping_swapped_hot_stays(rig):
     stats = showstats(d, "e2e")
     assert stats["cycles"] >= 1 and stats["cold_pages"] > 0 and stats["errors"] == 0
     assert stats["swapped_kb"] >= cold_kb * 9 // 10
+    # the same numbers reach `project show --json`, per task and per pid
+    doc = json.loads(d.etmem("project", "show", "-n", "e2e", "--json").stdout)
+    (task,) = (
+        doc[0]["engines"][0]["tasks"]
+        if isinstance(doc, list)
+        else doc["projects"][0]["engines"][0]["tasks"]
+    )
+    assert task["stats"]["bytes_swapped"] >= (cold_kb * 9 // 10) * 1024
+    assert task["stats"]["tracker"] and task["stats"]["running"] is True
+    (tp,) = task["pids"]
+    assert tp["pid"] == w.pid and tp["stats"]["cycles"] >= 1
     d.etmem("project", "stop", "-n", "e2e")
 
 
