@@ -162,11 +162,7 @@ def test_cold_mapping_swapped_hot_stays(rig):
     assert stats["swapped_kb"] >= cold_kb * 9 // 10
     # the same numbers reach `project show --json`, per task and per pid
     doc = json.loads(d.etmem("project", "show", "-n", "e2e", "--json").stdout)
-    (task,) = (
-        doc[0]["engines"][0]["tasks"]
-        if isinstance(doc, list)
-        else doc["projects"][0]["engines"][0]["tasks"]
-    )
+    (task,) = doc[0]["engines"][0]["tasks"]
     assert task["stats"]["bytes_swapped"] >= (cold_kb * 9 // 10) * 1024
     assert task["stats"]["tracker"] and task["stats"]["running"] is True
     (tp,) = task["pids"]
