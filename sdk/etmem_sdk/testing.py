@@ -1,4 +1,757 @@
-"""pytest plugin for policy authors (registered through the ``pytest11`` entry point).
+"""pytest plugin for policy authors: run an engine without a daemon, on a fake /proc or a live
+child.
 
-Fixtures are added here by the SDK work (issue 9); the module must exist so pytest can load it.
+Installed with etmem (entry point ``pytest11``), so every test suite in an environment holding
+etmem can use these fixtures without importing anything:
+
+``etmem_engine``
+    factory: ``etmem_engine(plugin, name="age")`` -> :class:`EngineHarness`, an in-process driver
+    that validates ``plugin`` against the hookspecs and calls its hooks in the daemon's order
+    (``fill_eng_params``, ``fill_task_params``, ``start_task`` ... ``stop_task``,
+    ``clear_task_params``, ``clear_eng_params``). ``harness.tick()`` runs one cycle of every
+    task's :class:`~etmem_sdk.worker.PeriodicWorker` now. Everything is stopped and cleared at
+    teardown.
+``etmem_fake_proc``
+    a :class:`FakeProc` builder under ``tmp_path``; while the test runs, :mod:`etmem_sdk.scan`'s
+    defaults point at it, with the ``refs`` tracker and the ``fake`` actuator
+    (:class:`RecordingActuator`: records every call and pages the pages out *in the fake tree*).
+``etmem_workload``
+    a live child (:class:`Workload`) with an 8 MiB mapping it keeps touching and a 32 MiB one it
+    filled once; killed at teardown. ``spawn_workload(hot_mib, cold_mib)`` for other sizes.
+``etmem_swap`` / ``etmem_swapped_workload``
+    a swap file switched on for the test (root, on a disk filesystem: ``$ETMEM_TEST_SWAP_DIR``,
+    default ``/var/tmp``); with the workload, the workload is killed *before* the swapoff.
+``etmem_daemon``
+    factory: the real object store of etmemd (``etmem_core``, imported only when the fixture is
+    used -- it needs the ``etmem`` distribution, which ships this SDK) with plugins injected:
+    :class:`LocalDaemon` ``.register(name, plugin)``, ``.add(config_text)``, ``.start(project)``,
+    ``.command(project, engine, cmd)``. For checking a policy against the core's key validation
+    and lifecycle rules rather than the lightweight harness.
+
+The harness and the fake tree never need root; the live fixtures need a real kernel (and root
+for swap and for acting on another process).
 """
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+import pytest
+
+from . import hookspecs, params, scan
+from .model import PAGE_SCAN, BufferReply, ConfigSection, Engine, Project, Task
+from .worker import PeriodicWorker
+
+__all__ = [
+    "EngineHarness",
+    "FakeProc",
+    "FakeProcess",
+    "FakeVma",
+    "LocalDaemon",
+    "RecordingActuator",
+    "Workload",
+    "spawn_workload",
+    "swap_on",
+]
+
+PAGE_SIZE = scan.PAGE_SIZE
+_PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
+_PM_PRESENT = 1 << 63
+_PM_SWAP = 1 << 62
+#: Never used as fake pids: the daemon's own pid and init are not targets.
+_FIRST_FAKE_PID = 4000
+
+
+# --- fake /proc ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeVma:
+    """One mapping of a fake process.
+
+    ``present`` has one flag per page (resident or not); ``referenced`` says whether smaps shows
+    the VMA as touched since the last ``clear_refs`` (what the ``refs`` tracker reads). A page
+    paged out through :meth:`FakeProc.page_out` becomes not present and counts as swapped.
+    """
+
+    start: int
+    end: int
+    perms: str = "rw-p"
+    path: str = ""
+    inode: int = 0
+    referenced: bool = False
+    vmflags: str = "rd wr mr mw me ac"
+    present: np.ndarray = field(default=None)  # type: ignore[assignment]
+    swapped: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.start % PAGE_SIZE or self.end % PAGE_SIZE or self.end <= self.start:
+            raise ValueError(f"VMA {self.start:#x}-{self.end:#x}: not page-aligned or empty")
+        n = self.pages
+        if self.present is None:
+            self.present = np.ones(n, dtype=bool)
+        if self.swapped is None:
+            self.swapped = np.zeros(n, dtype=bool)
+
+    @property
+    def pages(self) -> int:
+        """Number of base pages."""
+        return (self.end - self.start) >> _PAGE_SHIFT
+
+    @property
+    def rss_kb(self) -> int:
+        return int(self.present.sum()) * PAGE_SIZE // 1024
+
+    @property
+    def swap_kb(self) -> int:
+        return int(self.swapped.sum()) * PAGE_SIZE // 1024
+
+
+@dataclass
+class FakeProcess:
+    """A process of a :class:`FakeProc` tree. Change it, then call :meth:`write` (the tree's
+    helpers do that for you)."""
+
+    tree: FakeProc
+    pid: int
+    comm: str
+    ppid: int
+    vmas: list[FakeVma]
+
+    @property
+    def dir(self) -> Path:
+        return self.tree.root / str(self.pid)
+
+    def vma_at(self, addr: int) -> FakeVma:
+        """The VMA holding ``addr``."""
+        for v in self.vmas:
+            if v.start <= addr < v.end:
+                return v
+        raise KeyError(f"pid {self.pid}: no VMA at {addr:#x}")
+
+    def touch(self, *vmas: FakeVma, referenced: bool = True) -> None:
+        """Mark ``vmas`` (default: all) as referenced (or not) from now on."""
+        for v in vmas or self.vmas:
+            v.referenced = referenced
+        self.write()
+
+    @property
+    def rss_kb(self) -> int:
+        return sum(v.rss_kb for v in self.vmas)
+
+    @property
+    def swap_kb(self) -> int:
+        return sum(v.swap_kb for v in self.vmas)
+
+    def write(self) -> None:
+        """(Re)write maps, smaps, status, stat, comm, pagemap and clear_refs."""
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        maps, smaps = [], []
+        for v in self.vmas:
+            head = (
+                f"{v.start:08x}-{v.end:08x} {v.perms} 00000000 "
+                f"{'08:01' if v.inode else '00:00'} {v.inode}"
+            )
+            head = f"{head:<73}{v.path}".rstrip() if v.path else head
+            maps.append(head + "\n")
+            size_kb = (v.end - v.start) // 1024
+            rss = v.rss_kb
+            smaps.append(
+                f"{head}\nSize: {size_kb:>8} kB\nRss: {rss:>8} kB\n"
+                f"Referenced: {rss if v.referenced else 0:>8} kB\n"
+                f"Anonymous: {0 if v.inode else rss:>8} kB\nSwap: {v.swap_kb:>8} kB\n"
+                f"VmFlags: {v.vmflags}\n"
+            )
+        (d / "maps").write_text("".join(maps))
+        (d / "smaps").write_text("".join(smaps))
+        (d / "comm").write_text(self.comm + "\n")
+        (d / "status").write_text(
+            f"Name:\t{self.comm}\nState:\tS (sleeping)\nTgid:\t{self.pid}\nPid:\t{self.pid}\n"
+            f"PPid:\t{self.ppid}\nVmRSS:\t{self.rss_kb:>8} kB\nVmSwap:\t{self.swap_kb:>8} kB\n"
+        )
+        # fields after comm: state ppid pgrp session tty_nr tpgid flags ...
+        (d / "stat").write_text(
+            f"{self.pid} ({self.comm}) S {self.ppid} {self.pid} {self.pid} 0 -1 4194304 "
+            "0 0 0 0 0 0 0 0 20 0 1 0 100 0 0\n"
+        )
+        clear_refs = d / "clear_refs"
+        if not clear_refs.exists():
+            clear_refs.write_text("")
+        with open(d / "pagemap", "wb") as f:  # sparse: 8 bytes per page at (addr / page) * 8
+            for v in self.vmas:
+                ent = np.zeros(v.pages, dtype=np.uint64)
+                ent[v.present] = np.uint64(_PM_PRESENT)
+                ent[v.swapped] = np.uint64(_PM_SWAP)
+                f.seek((v.start >> _PAGE_SHIFT) * 8)
+                f.write(ent.tobytes())
+
+
+class FakeProc:
+    """A fake ``/proc`` (and empty ``/sys``) tree for policy tests.
+
+    ::
+
+        tree = FakeProc(tmp_path / "proc")
+        p = tree.add_process(comm="db", vmas=[(0x10000000, 8 << 20), (0x20000000, 32 << 20)])
+        p.touch(p.vmas[0])            # the first mapping is hot, the second cold
+        tree.page_out(p.pid, addrs)   # what RecordingActuator does
+
+    Writes ``PID/{maps,smaps,status,stat,comm,pagemap,clear_refs}``, ``meminfo`` and
+    ``self/clear_refs`` (so the probe finds the ``refs`` tracker). ``sys_root`` is an empty
+    directory beside it.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        mem_total_kb: int = 16 << 20,
+        swap_total_kb: int = 4 << 20,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sys_root = self.root.parent / (self.root.name + "-sys")
+        self.sys_root.mkdir(exist_ok=True)
+        (self.root / "self").mkdir(exist_ok=True)
+        (self.root / "self" / "clear_refs").write_text("")
+        self.processes: dict[int, FakeProcess] = {}
+        self.mem_total_kb = mem_total_kb
+        self.swap_total_kb = swap_total_kb
+        self._next_pid = _FIRST_FAKE_PID
+        #: the ``fake`` actuator bound to this tree, once the ``etmem_fake_proc`` fixture made it
+        self.actuator: RecordingActuator | None = None
+        self.write_meminfo()
+
+    @property
+    def proc_root(self) -> str:
+        """The tree's root as a string, for ``proc_root=`` parameters."""
+        return str(self.root)
+
+    def write_meminfo(self, **extra_kb: int) -> None:
+        """Write ``meminfo`` from the processes' totals (fields in ``extra_kb`` override)."""
+        rss = sum(p.rss_kb for p in self.processes.values())
+        swapped = sum(p.swap_kb for p in self.processes.values())
+        fields = {
+            "MemTotal": self.mem_total_kb,
+            "MemFree": max(0, self.mem_total_kb - rss - (1 << 20)),
+            "MemAvailable": max(0, self.mem_total_kb - rss),
+            "SwapCached": 0,
+            "SwapTotal": self.swap_total_kb,
+            "SwapFree": max(0, self.swap_total_kb - swapped),
+        }
+        fields.update(extra_kb)
+        (self.root / "meminfo").write_text(
+            "".join(f"{k + ':':<16}{v:>8} kB\n" for k, v in fields.items())
+        )
+
+    def add_process(
+        self,
+        *,
+        vmas: Sequence[FakeVma | tuple[int, int]] = (),
+        comm: str = "workload",
+        pid: int | None = None,
+        ppid: int = 1,
+    ) -> FakeProcess:
+        """Add a process; ``vmas`` are :class:`FakeVma` or ``(start, length)`` anonymous
+        read-write mappings, all resident and not referenced."""
+        if pid is None:
+            while self._next_pid in self.processes:
+                self._next_pid += 1
+            pid = self._next_pid
+        made = [v if isinstance(v, FakeVma) else FakeVma(v[0], v[0] + v[1]) for v in vmas]
+        proc = FakeProcess(self, pid, comm[:15], ppid, sorted(made, key=lambda v: v.start))
+        self.processes[pid] = proc
+        proc.write()
+        self.write_meminfo()
+        return proc
+
+    def remove_process(self, pid: int) -> None:
+        """The process exits: its directory disappears."""
+        proc = self.processes.pop(pid)
+        for f in proc.dir.iterdir():
+            f.unlink()
+        proc.dir.rmdir()
+        self.write_meminfo()
+
+    def page_out(self, pid: int, addrs: np.ndarray) -> int:
+        """Move the resident pages among ``addrs`` of ``pid`` to "swap"; returns pages moved."""
+        proc = self.processes[pid]
+        addrs = np.asarray(addrs, dtype=np.uint64)
+        moved = 0
+        for v in proc.vmas:
+            inside = addrs[(addrs >= v.start) & (addrs < v.end)]
+            idx = ((inside - np.uint64(v.start)) >> np.uint64(_PAGE_SHIFT)).astype(np.intp)
+            idx = idx[v.present[idx]]
+            v.present[idx] = False
+            v.swapped[idx] = True
+            moved += len(idx)
+        proc.write()
+        self.write_meminfo()
+        return moved
+
+
+@dataclass
+class ActuatorCall:
+    """One :meth:`RecordingActuator.apply` call."""
+
+    pid: int
+    addrs: np.ndarray
+    bytes: int
+
+
+class RecordingActuator(scan.Actuator):
+    """An actuator for tests: records every ``apply`` and, given a :class:`FakeProc`, pages the
+    pages out in it (so VmRSS/VmSwap and pagemap change as on a real kernel). ``apply`` returns
+    the bytes it was asked to move, like ``pageout``."""
+
+    name = "fake"
+
+    def __init__(self, tree: FakeProc | None = None) -> None:
+        self.tree = tree
+        self.calls: list[ActuatorCall] = []
+
+    def apply(self, pid: int, addrs: np.ndarray, sizes: int | np.ndarray = PAGE_SIZE) -> int:
+        addrs = np.array(addrs, dtype=np.uint64)
+        total = int(np.sum(np.broadcast_to(np.asarray(sizes, dtype=np.uint64), addrs.shape)))
+        self.calls.append(ActuatorCall(pid, addrs, total))
+        if self.tree is not None and pid in self.tree.processes:
+            self.tree.page_out(pid, addrs)
+        return total
+
+    @property
+    def pages(self) -> int:
+        """Pages asked for over all calls."""
+        return sum(len(c.addrs) for c in self.calls)
+
+
+# --- in-process engine driver -------------------------------------------------------------------
+
+
+def _section(group: str, items: Mapping[str, Any] | None, label: str) -> ConfigSection:
+    return ConfigSection(group, {k: str(v) for k, v in (items or {}).items()}, label=label)
+
+
+def _find_worker(params: Any) -> PeriodicWorker | None:
+    """The PeriodicWorker an engine keeps in ``task.params`` (attribute or key ``worker``, or any
+    attribute holding one)."""
+    if params is None:
+        return None
+    if isinstance(params, PeriodicWorker):
+        return params
+    if isinstance(params, Mapping):
+        candidates = list(params.values())
+    else:
+        candidates = list(getattr(params, "__dict__", {}).values())
+        candidates += [getattr(params, s, None) for s in getattr(type(params), "__slots__", ())]
+    return next((c for c in candidates if isinstance(c, PeriodicWorker)), None)
+
+
+class EngineHarness:
+    """Drive one engine plugin the way etmemd does, in this process, without etmem_core.
+
+    The plugin is validated with pluggy against the hookspecs (a misspelt hook or argument fails
+    here as it would in the daemon). Core keys get light checks only (integers are integers);
+    the daemon's full rules are in ``etmem_core.settings`` -- use ``etmem_daemon`` for those.
+    """
+
+    def __init__(self, plugin: Any, name: str = "engine") -> None:
+        self.name = name
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.pm.register(plugin)
+        self.pm.check_pending()
+        self.implements = frozenset(
+            op for op in hookspecs.ENGINE_OPS if getattr(self.pm.hook, op).get_hookimpls()
+        )
+        self.project: Project | None = None
+        self.engine: Engine | None = None
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay of the plugin."""
+        return self.pm.hook
+
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        if op not in self.implements:
+            return None
+        return getattr(self.pm.hook, op)(**kwargs)
+
+    def add(
+        self,
+        project: Mapping[str, Any] | None = None,
+        engine: Mapping[str, Any] | None = None,
+        tasks: Sequence[Mapping[str, Any]] = (),
+        *,
+        label: str = "test.conf",
+    ) -> Engine:
+        """``obj add`` of one project with this engine and ``tasks``; returns the engine.
+
+        Project keys default to ``loop=1``, ``sleep=0`` and ``interval=3600`` -- so the worker's
+        own timer stays quiet and :meth:`tick` decides when cycles happen; give ``interval=1``
+        to let it run by itself. Task keys default to ``name=task<N>``, ``type=pid``.
+        """
+        if self.engine is not None:
+            raise RuntimeError("this harness already holds an engine; make another harness")
+        pkeys = {"name": "test", "scan_type": PAGE_SCAN, "loop": 1, "interval": 3600, "sleep": 0}
+        pkeys.update(project or {})
+        psec = _section("project", pkeys, label)
+        proj = Project(
+            name=psec["name"],
+            scan_type=psec["scan_type"],
+            loop=params.get_int(psec, "loop", 1),
+            interval=params.get_int(psec, "interval", 1),
+            sleep=params.get_int(psec, "sleep", 0),
+            sysmem_threshold=params.get_int(psec, "sysmem_threshold", -1, 100, required=False)
+            if "sysmem_threshold" in psec
+            else -1,
+            config=psec,
+        )
+        esec = _section(
+            "engine", {"name": self.name, "project": proj.name, **(engine or {})}, label
+        )
+        eng = Engine(
+            name=self.name,
+            kind=self.name,
+            project=proj,
+            config=esec,
+            hooks=self.pm.hook,
+            implements=self.implements,
+        )
+        proj.engines.insert(0, eng)
+        self._call("fill_eng_params", engine=eng, config=esec)
+        self.project, self.engine = proj, eng
+        for n, keys in enumerate(tasks, 1):
+            self.add_task(keys, label=label, default_name=f"task{n}")
+        return eng
+
+    def add_task(
+        self, keys: Mapping[str, Any], *, label: str = "test.conf", default_name: str = "task"
+    ) -> Task:
+        """Add one task (``fill_task_params``; ``start_task`` too if started)."""
+        eng, proj = self._need()
+        tkeys = {"name": default_name, "type": "pid", "project": proj.name, "engine": self.name}
+        tkeys.update(keys)
+        tsec = _section("task", tkeys, label)
+        task = Task(
+            name=tsec["name"],
+            type=params.get_choice(tsec, "type", ("pid", "name")),
+            value=params.get_str(tsec, "value"),
+            max_threads=params.get_int(tsec, "max_threads", 1, required=False, default=1),
+            swap_flag=params.get_yes_no(tsec, "swap_flag", required=False, default=False),
+            engine=eng,
+            config=tsec,
+        )
+        self._call("fill_task_params", task=task, config=tsec)
+        eng.tasks.insert(0, task)
+        if proj.start:
+            self._call("start_task", engine=eng, task=task)
+        return task
+
+    def _need(self) -> tuple[Engine, Project]:
+        if self.engine is None or self.project is None:
+            raise RuntimeError("add() a project first")
+        return self.engine, self.project
+
+    def task(self, name: str | None = None) -> Task:
+        """The task called ``name`` (default: the only one)."""
+        eng, _ = self._need()
+        if name is None:
+            if len(eng.tasks) != 1:
+                raise ValueError(f"{len(eng.tasks)} tasks: name one")
+            return eng.tasks[0]
+        found = eng.find_task(name)
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def start(self) -> None:
+        """``project start``: ``start_task`` for every task."""
+        eng, proj = self._need()
+        if "start_task" not in self.implements:
+            raise RuntimeError(f"engine {self.name} has no start_task: etmemd could not start it")
+        for task in reversed(eng.tasks):  # oldest first
+            self._call("start_task", engine=eng, task=task)
+        proj.start = True
+
+    def tick(self, times: int = 1) -> None:
+        """Run ``times`` cycles of every task's worker now, in order, waiting for each.
+
+        Works for engines that keep their :class:`~etmem_sdk.worker.PeriodicWorker` in
+        ``task.params`` (as an attribute, or under a ``worker`` key).
+        """
+        eng, proj = self._need()
+        if not proj.start:
+            raise RuntimeError("start() the project first")
+        workers = []
+        for task in reversed(eng.tasks):
+            w = _find_worker(task.params)
+            if w is None:
+                raise RuntimeError(f"task {task.name}: no PeriodicWorker in task.params to tick")
+            workers.append(w)
+        for _ in range(times):
+            for w in workers:
+                w.run_once()
+
+    def command(self, cmd: str, task: str | None = None) -> str:
+        """``etmem engine CMD [-t TASK]``: the private command's output as text."""
+        eng, _ = self._need()
+        reply = BufferReply()
+        tk = self.task(task) if task is not None else None
+        self.hook.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
+        return reply.text
+
+    def stop(self) -> None:
+        """``project stop``: ``stop_task`` for every task."""
+        eng, proj = self._need()
+        if not proj.start:
+            return
+        for task in eng.tasks:
+            self._call("stop_task", engine=eng, task=task)
+        proj.start = False
+
+    def remove(self) -> None:
+        """``obj del`` of everything: stop, then ``clear_task_params`` and ``clear_eng_params``."""
+        if self.engine is None:
+            return
+        eng = self.engine
+        try:
+            self.stop()
+        finally:
+            for task in list(eng.tasks):
+                self._call("clear_task_params", task=task)
+                eng.tasks.remove(task)
+            self._call("clear_eng_params", engine=eng)
+            self.engine = self.project = None
+
+
+# --- the real object store ----------------------------------------------------------------------
+
+
+class LocalDaemon:
+    """etmemd's object store (``etmem_core.lifecycle.Etmemd``) in this process, no socket.
+
+    ``etmem_core`` is imported here, at construction: it ships in the same ``etmem``
+    distribution as this SDK, but engines themselves must never import it.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        from etmem_core.lifecycle import Etmemd  # late: only this fixture needs the core
+        from etmem_core.registry import EngineRegistry
+
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.registry = EngineRegistry()
+        self.store = Etmemd(self.registry)
+        self._n = 0
+
+    def register(self, name: str, plugin: Any) -> None:
+        """Use ``plugin`` for ``[engine] name=NAME`` (no entry point needed)."""
+        self.registry.register_plugin(name, plugin)
+
+    def add(self, text: str, name: str | None = None) -> Path:
+        """Write an object file (mode 0600) and ``obj add`` it; returns its path."""
+        self._n += 1
+        path = self.dir / (name or f"obj{self._n}.conf")
+        path.write_text(text)
+        path.chmod(0o600)
+        self.store.obj_add(str(path))
+        return path
+
+    def delete(self, path: str | os.PathLike[str]) -> None:
+        """``obj del`` of a file added before."""
+        self.store.obj_del(str(path))
+
+    def start(self, project: str) -> None:
+        """``project start``."""
+        self.store.project_start(project)
+
+    def stop(self, project: str) -> None:
+        """``project stop``."""
+        self.store.project_stop(project)
+
+    def command(self, project: str, engine: str, cmd: str, task: str | None = None) -> str:
+        """``etmem engine CMD -n PROJECT -e ENGINE [-t TASK]``: the output as text."""
+        reply = BufferReply()
+        self.store.engine_cmd(project, engine, task, cmd, reply)
+        return reply.text
+
+    def show_json(self, project: str | None = None) -> list[dict[str, Any]]:
+        """``project show --json``: settings, pids and stats of every object."""
+        return self.store.project_show_json(project)
+
+    def close(self) -> None:
+        """Stop and delete every project (what etmemd does at exit)."""
+        self.store.shutdown()
+
+
+# --- live processes and swap --------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """A running ``etmem_sdk._workload`` child: ``hot`` and ``cold`` are ``(start, end)``."""
+
+    proc: subprocess.Popen
+    hot: tuple[int, int]
+    cold: tuple[int, int]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def status(self) -> dict[str, int]:
+        """Its ``/proc/PID/status`` numbers (``VmRSS``, ``VmSwap`` in kB)."""
+        return scan.read_status(self.pid, proc_root="/proc")
+
+    def resident(self, which: str = "cold") -> int:
+        """Resident pages of the ``"hot"`` or ``"cold"`` mapping."""
+        return len(scan.present_pages(self.pid, [getattr(self, which)], proc_root="/proc"))
+
+    def kill(self) -> None:
+        """SIGKILL it and reap it (idempotent)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def spawn_workload(
+    hot_mib: int = 8, cold_mib: int = 32, period: float = 0.05
+) -> Iterator[Workload]:
+    """Start a workload child (see :mod:`etmem_sdk._workload`); it is killed on exit."""
+    cmd = [sys.executable, "-m", "etmem_sdk._workload", "--hot-mib", str(hot_mib),
+           "--cold-mib", str(cold_mib), "--period", str(period)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    w: Workload | None = None
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line:
+            raise RuntimeError(f"workload exited early (status {proc.wait()})")
+        info = json.loads(line)
+        w = Workload(proc, tuple(info["hot"]), tuple(info["cold"]))
+        yield w
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def _fs_type(path: Path) -> str:
+    best, fstype = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mnt, typ = line.split()[:3]
+            inside = str(path) == mnt or str(path).startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) > len(best):
+                best, fstype = mnt, typ
+    return fstype
+
+
+@contextlib.contextmanager
+def swap_on(size_mib: int = 256, directory: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """A swap file switched on for the block; switched off and deleted after, even on failure.
+
+    Needs root (skips otherwise) and a disk filesystem (swap files on tmpfs are refused):
+    ``directory`` defaults to ``$ETMEM_TEST_SWAP_DIR`` or ``/var/tmp``. Kill processes whose
+    memory went to this swap *before* leaving the block, or swapoff reads it all back.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("a swap file needs root")
+    where = Path(directory or os.environ.get("ETMEM_TEST_SWAP_DIR", "/var/tmp"))
+    if _fs_type(where) in ("tmpfs", "ramfs", ""):
+        pytest.fail(f"{where} is not on a disk filesystem; set ETMEM_TEST_SWAP_DIR")
+    path = where / f"etmem-sdk-swap-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    on = False
+    try:
+        subprocess.run(["fallocate", "-l", f"{size_mib}M", str(path)], check=True)
+        path.chmod(0o600)
+        subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
+        subprocess.run(["swapon", str(path)], check=True)
+        on = True
+        yield path
+    finally:
+        if on:
+            subprocess.run(["swapoff", str(path)], check=False)
+        path.unlink(missing_ok=True)
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def etmem_engine() -> Iterator[Any]:
+    """Factory ``etmem_engine(plugin, name="engine") -> EngineHarness``; all removed at teardown."""
+    made: list[EngineHarness] = []
+
+    def make(plugin: Any, name: str = "engine") -> EngineHarness:
+        harness = EngineHarness(plugin, name)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in reversed(made):
+        harness.remove()
+
+
+@pytest.fixture
+def etmem_fake_proc(tmp_path: Path) -> Iterator[FakeProc]:
+    """A :class:`FakeProc` under ``tmp_path``, made the scan defaults for the test: policies
+    see its processes, the ``refs`` tracker and the ``fake`` :class:`RecordingActuator`
+    (``tree.actuator``)."""
+    tree = FakeProc(tmp_path / "proc")
+    recorder = RecordingActuator(tree)
+    tree.actuator = recorder
+    scan.register_actuator("fake", lambda **_kw: recorder)
+    try:
+        with scan.using_defaults(
+            proc_root=tree.proc_root, sys_root=str(tree.sys_root), tracker="refs", actuator="fake"
+        ):
+            yield tree
+    finally:
+        scan.unregister("fake")
+
+
+@pytest.fixture
+def etmem_daemon(tmp_path: Path) -> Iterator[LocalDaemon]:
+    """A :class:`LocalDaemon` (etmemd's real object store, in process); shut down at teardown."""
+    daemon = LocalDaemon(tmp_path / "etmemd")
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture
+def etmem_workload() -> Iterator[Workload]:
+    """A live child with an 8 MiB hot mapping and a 32 MiB cold one; killed at teardown."""
+    with spawn_workload() as w:
+        yield w
+
+
+@pytest.fixture
+def etmem_swap() -> Iterator[Path]:
+    """A 256 MiB swap file, on for the test (root only)."""
+    with swap_on() as path:
+        yield path
+
+
+@pytest.fixture
+def etmem_swapped_workload() -> Iterator[Workload]:
+    """``etmem_workload`` while ``etmem_swap`` is on; the workload dies before the swapoff."""
+    with swap_on(), spawn_workload() as w:
+        yield w

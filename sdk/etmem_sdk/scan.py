@@ -1,0 +1,349 @@
+"""The scan facade: everything a policy needs from ``etmem_scan``, in one import.
+
+::
+
+    from etmem_sdk import scan
+
+    tracker_name = scan.choose_tracker(cfg.tracker)          # config, daemon default, or probe
+    actuator = scan.open_actuator(scan.choose_actuator(cfg.actuator))
+    with scan.open_tracker(tracker_name, pid) as tracker:
+        vmas = scan.read_vmas(pid)
+        refs = scan.sample(tracker, vmas, passes=2, sleep=sleep, interval=1)
+    idle = refs.addr[refs.count == 0]
+    actuator.apply(pid, idle, scan.page_bytes(refs.type[refs.count == 0]))
+
+Four groups of names:
+
+* **process views** -- :func:`read_vmas` (the original's maps/smaps rules), :func:`read_status`
+  (``VmRSS``, ``VmSwap`` in kB), :func:`read_meminfo`, :func:`present_pages`;
+* **page arrays** -- :class:`PassRefs` (one pass), :class:`PageRefs` (accumulated, sorted by
+  address), :func:`accumulate`, :func:`merge`, :func:`cold_mask`, :func:`carry` (line up values
+  kept from the previous cycle with the pages seen now), :func:`page_bytes`;
+* **trackers and actuators** -- :func:`open_tracker`, :func:`open_actuator` (by name, bound to the
+  current roots), :func:`sample` (several passes with stoppable sleeps between them);
+* **the capability probe** -- :func:`capabilities`, :func:`choose_tracker`,
+  :func:`choose_actuator`, and the process-wide :class:`ScanDefaults` (the daemon's
+  ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc).
+
+Every reader here uses the current defaults' ``proc_root`` / ``sys_root`` unless given one, so a
+policy written against this module runs unchanged on a fake tree under
+``etmem_sdk.testing``'s fixtures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from etmem_scan import actuators as _actuators
+from etmem_scan import pagemap as _pagemap
+from etmem_scan import probe as _probe
+from etmem_scan import procfs as _procfs
+from etmem_scan import trackers as _trackers
+from etmem_scan.actuators import ACTUATORS, Actuator, ActuatorError, NoSwap
+from etmem_scan.pagerefs import PMD, PTE, PUD, PageRefs, PassRefs, accumulate, cold_mask, merge
+from etmem_scan.probe import Capabilities, NothingUsable, Verdict
+from etmem_scan.procfs import Vma
+from etmem_scan.tracker import ScanError, Tracker
+from etmem_scan.trackers import TRACKERS, TrackerUnavailable
+
+from .errors import EngineError
+
+__all__ = [
+    "ACTUATORS",
+    "PAGE_SIZE",
+    "PMD",
+    "PTE",
+    "PUD",
+    "TRACKERS",
+    "Actuator",
+    "ActuatorError",
+    "Capabilities",
+    "NoSwap",
+    "NothingUsable",
+    "PageRefs",
+    "PassRefs",
+    "ScanDefaults",
+    "ScanError",
+    "Tracker",
+    "TrackerUnavailable",
+    "Verdict",
+    "Vma",
+    "accumulate",
+    "capabilities",
+    "carry",
+    "choose_actuator",
+    "choose_tracker",
+    "cold_mask",
+    "defaults",
+    "merge",
+    "open_actuator",
+    "open_tracker",
+    "page_bytes",
+    "present_pages",
+    "read_meminfo",
+    "read_status",
+    "read_vmas",
+    "register_actuator",
+    "register_tracker",
+    "sample",
+    "set_defaults",
+    "unregister",
+    "using_defaults",
+]
+
+#: The base page size of this machine, in bytes.
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+_SHIFT = PAGE_SIZE.bit_length() - 1
+#: Bytes of a page of each type (PTE, PMD, PUD): 4 KiB / 2 MiB / 1 GiB with 4 KiB base pages.
+_TYPE_BYTES = np.array(
+    [1 << _SHIFT, 1 << ((_SHIFT - 3) * 2 + 3), 1 << ((_SHIFT - 3) * 3 + 3)], dtype=np.uint64
+)
+
+
+# --- process-wide defaults ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScanDefaults:
+    """Where policies read processes from, and which mechanism they use when a config names none.
+
+    ``tracker`` / ``actuator`` ``None`` means "the best one the capability probe finds". etmemd
+    sets them from the ``[scan]`` table of ``etmemd.toml`` at start; the SDK's test fixtures
+    point ``proc_root`` / ``sys_root`` at a fake tree. Read them with :func:`defaults` each time
+    they are needed (at ``start_task``), never copy them at import.
+    """
+
+    tracker: str | None = None
+    actuator: str | None = None
+    proc_root: str = "/proc"
+    sys_root: str = "/sys"
+
+
+_defaults = ScanDefaults()
+_lock = threading.Lock()
+#: name -> factory for mechanisms added at run time (test doubles, experiments).
+_extra_trackers: dict[str, Callable[..., Tracker]] = {}
+_extra_actuators: dict[str, Callable[..., Actuator]] = {}
+
+
+def defaults() -> ScanDefaults:
+    """The current process-wide :class:`ScanDefaults`."""
+    return _defaults
+
+
+def set_defaults(**changes: str | None) -> ScanDefaults:
+    """Change some fields of the defaults (``tracker=``, ``actuator=``, ``proc_root=``,
+    ``sys_root=``); returns the previous defaults so a caller can put them back."""
+    global _defaults
+    with _lock:
+        previous = _defaults
+        _defaults = dataclasses.replace(previous, **changes)
+        return previous
+
+
+@contextlib.contextmanager
+def using_defaults(**changes: str | None) -> Iterator[ScanDefaults]:
+    """``with using_defaults(proc_root=fake):`` -- the defaults changed for the block only."""
+    global _defaults
+    previous = set_defaults(**changes)
+    try:
+        yield _defaults
+    finally:
+        with _lock:
+            _defaults = previous
+
+
+def register_tracker(name: str, factory: Callable[..., Tracker]) -> None:
+    """Make ``open_tracker(name, pid)`` call ``factory(pid, proc_root=..., sys_root=...)``.
+
+    For test doubles and experimental trackers; a registered name counts as usable for
+    :func:`choose_tracker` whatever the probe says.
+    """
+    with _lock:
+        _extra_trackers[name] = factory
+
+
+def register_actuator(name: str, factory: Callable[..., Actuator]) -> None:
+    """Make ``open_actuator(name)`` call ``factory(proc_root=..., sys_root=...)`` (see
+    :func:`register_tracker`)."""
+    with _lock:
+        _extra_actuators[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Forget a tracker and/or actuator added with ``register_*``."""
+    with _lock:
+        _extra_trackers.pop(name, None)
+        _extra_actuators.pop(name, None)
+
+
+# --- process views ------------------------------------------------------------------------------
+
+
+def _proc(proc_root: str | None) -> str:
+    return _defaults.proc_root if proc_root is None else proc_root
+
+
+def read_vmas(
+    pid: int, vmflags: Sequence[str] | None = None, anon_only: bool = True, proc_root=None
+) -> list[Vma]:
+    """The VMAs of ``pid`` as etmemd scans them: from ``maps`` (or ``smaps`` keeping only VMAs
+    carrying every flag in ``vmflags``), anonymous ones only unless ``anon_only=False``.
+
+    Raises :class:`etmem_sdk.TargetGone` when the process has exited.
+    """
+    return _procfs.read_vmas(pid, vmflags, anon_only, _proc(proc_root))
+
+
+def read_status(pid: int, proc_root=None) -> dict[str, int]:
+    """Numeric fields of ``/proc/PID/status`` (``VmRSS``, ``VmSwap`` ... in kB)."""
+    return _procfs.read_status(pid, _proc(proc_root))
+
+
+def read_meminfo(proc_root=None) -> dict[str, int]:
+    """``/proc/meminfo`` as ``{"MemTotal": kB, "SwapTotal": kB, ...}``."""
+    return _procfs.read_meminfo(_proc(proc_root))
+
+
+def present_pages(pid: int, ranges, proc_root=None) -> np.ndarray:
+    """Addresses (uint64) of the resident base pages of ``pid`` within ``ranges`` (VMAs or
+    ``(start, end)`` pairs)."""
+    return _pagemap.present_pages(pid, ranges, _proc(proc_root))
+
+
+# --- page arrays --------------------------------------------------------------------------------
+
+
+def page_bytes(types: np.ndarray) -> np.ndarray:
+    """Size in bytes (uint64) of each page from its type (:data:`PTE`, :data:`PMD`, :data:`PUD`)."""
+    return _TYPE_BYTES[np.asarray(types, dtype=np.intp)]
+
+
+def carry(
+    old_addr: np.ndarray, old_values: np.ndarray, new_addr: np.ndarray, fill: int = 0
+) -> np.ndarray:
+    """Values kept per page last cycle, lined up with the pages seen this cycle.
+
+    ``old_addr`` must be sorted (as :class:`PageRefs` addresses are). Returns an array shaped
+    like ``new_addr`` holding ``old_values`` where the page was known, else ``fill``: the one
+    step every policy with a memory of past cycles (ages, scores, counts) needs, vectorised.
+    """
+    out = np.full(len(new_addr), fill, dtype=np.asarray(old_values).dtype)
+    if len(old_addr) == 0 or len(new_addr) == 0:
+        return out
+    idx = np.searchsorted(old_addr, new_addr)
+    inside = idx < len(old_addr)
+    hit = np.zeros(len(new_addr), dtype=bool)
+    hit[inside] = old_addr[idx[inside]] == new_addr[inside]
+    out[hit] = old_values[idx[hit]]
+    return out
+
+
+# --- trackers and actuators ---------------------------------------------------------------------
+
+
+def open_tracker(name: str, pid: int, *, proc_root=None, sys_root=None, **kw) -> Tracker:
+    """A tracker called ``name`` (one of :data:`TRACKERS`, or one added with
+    :func:`register_tracker`) watching ``pid``; use it as a context manager or ``close()`` it.
+
+    Raises :class:`TrackerUnavailable` when this machine cannot run it, ``ValueError`` for an
+    unknown name.
+    """
+    proc = _proc(proc_root)
+    sys_ = _defaults.sys_root if sys_root is None else sys_root
+    factory = _extra_trackers.get(name)
+    if factory is not None:
+        return factory(pid, proc_root=proc, sys_root=sys_, **kw)
+    return _trackers.make_tracker(name, pid, proc_root=proc, sys_root=sys_, **kw)
+
+
+def open_actuator(name: str, *, proc_root=None, sys_root=None, **kw) -> Actuator:
+    """An actuator called ``name`` (one of :data:`ACTUATORS`, or one added with
+    :func:`register_actuator`): ``apply(pid, addrs, sizes)`` moves those pages.
+
+    ``pageout`` returns the bytes the kernel accepted and raises :class:`NoSwap` without swap;
+    ``cold`` only deactivates pages; ``migrate`` takes ``node=``; ``swap_pages`` needs
+    openEuler's etmem_swap module.
+    """
+    proc = _proc(proc_root)
+    sys_ = _defaults.sys_root if sys_root is None else sys_root
+    factory = _extra_actuators.get(name)
+    if factory is not None:
+        return factory(proc_root=proc, sys_root=sys_, **kw)
+    return _actuators.make_actuator(name, proc_root=proc, sys_root=sys_, **kw)
+
+
+def sample(
+    tracker: Tracker,
+    vmas: Sequence[Vma],
+    passes: int = 1,
+    sleep: Callable[[float], None] | None = None,
+    interval: float = 0.0,
+) -> PageRefs:
+    """Run ``passes`` scan passes over ``vmas`` and accumulate them into one :class:`PageRefs`.
+
+    Between passes (not after the last) it calls ``sleep(interval)``: pass the
+    :class:`etmem_sdk.worker.Sleep` a worker gives the policy, so a stop interrupts the wait.
+    ``count`` of a page is then the number of passes that saw it accessed (3 per pass for a dirty
+    page under ``idle_pages``). A failed pass raises :class:`ScanError`.
+    """
+    refs = PageRefs.empty()
+    for i in range(passes):
+        if i and interval > 0 and sleep is not None:
+            sleep(interval)
+        refs = merge(refs, tracker.scan_pass(vmas))
+    return refs
+
+
+# --- the capability probe -----------------------------------------------------------------------
+
+
+def capabilities(proc_root=None, sys_root=None) -> Capabilities:
+    """Probe which trackers and actuators work here (reads only; see ``etmem sysinfo``)."""
+    return _probe.probe(_proc(proc_root), _defaults.sys_root if sys_root is None else sys_root)
+
+
+def _choose(kind: str, requested: str | None, fallback: Callable[[Capabilities], str], caps):
+    extra = _extra_trackers if kind == "tracker" else _extra_actuators
+    name = requested if requested is not None else getattr(_defaults, kind)
+    if name is not None and name in extra:
+        return name
+    if caps is None:
+        caps = capabilities()
+    if name is None:
+        return fallback(caps)  # raises NothingUsable naming every reason
+    table = caps.trackers if kind == "tracker" else caps.actuators
+    verdict = table.get(name)
+    if verdict is None:
+        raise EngineError(f"{kind} {name}: unknown; choose one of {', '.join(table)}")
+    if not verdict.usable:
+        source = "the task's config" if requested is not None else "the daemon's defaults"
+        raise EngineError(f"{kind} {name} (from {source}) is not usable here: {verdict.reason}")
+    return name
+
+
+def choose_tracker(requested: str | None = None, *, caps: Capabilities | None = None) -> str:
+    """The tracker a task should use: ``requested`` (from its config) if given, else the
+    daemon's default, else the probe's best (``idle_pages`` > ``page_idle`` > ``refs``).
+
+    Raises :class:`etmem_sdk.EngineError` (``NothingUsable`` is one) saying why when the chosen
+    one does not work here -- call it at ``start_task`` so the start fails with that reason.
+    """
+    return _choose("tracker", requested, _probe.best_tracker, caps)
+
+
+def choose_actuator(
+    requested: str | None = None, *, purpose: str = "swap", caps: Capabilities | None = None
+) -> str:
+    """The actuator a task should use: ``requested``, else the daemon's default, else the
+    probe's best for ``purpose`` (``"swap"``: ``swap_pages`` > ``pageout``; ``"cold"``;
+    ``"migrate"``). Raises like :func:`choose_tracker`.
+    """
+    return _choose("actuator", requested, lambda c: _probe.best_actuator(c, purpose), caps)
