@@ -21,12 +21,6 @@ etmem can use these fixtures without importing anything:
 ``etmem_swap`` / ``etmem_swapped_workload``
     a swap file switched on for the test (root, on a disk filesystem: ``$ETMEM_TEST_SWAP_DIR``,
     default ``/var/tmp``); with the workload, the workload is killed *before* the swapoff.
-``etmem_daemon``
-    factory: the real object store of etmemd (``etmem_core``, imported only when the fixture is
-    used -- it needs the ``etmem`` distribution, which ships this SDK) with plugins injected:
-    :class:`LocalDaemon` ``.register(name, plugin)``, ``.add(config_text)``, ``.start(project)``,
-    ``.command(project, engine, cmd)``. For checking a policy against the core's key validation
-    and lifecycle rules rather than the lightweight harness.
 
 The harness and the fake tree never need root; the live fixtures need a real kernel (and root
 for swap and for acting on another process).
@@ -59,7 +53,6 @@ __all__ = [
     "FakeProc",
     "FakeProcess",
     "FakeVma",
-    "LocalDaemon",
     "RecordingActuator",
     "Workload",
     "spawn_workload",
@@ -364,7 +357,8 @@ class EngineHarness:
 
     The plugin is validated with pluggy against the hookspecs (a misspelt hook or argument fails
     here as it would in the daemon). Core keys get light checks only (integers are integers);
-    the daemon's full rules are in ``etmem_core.settings`` -- use ``etmem_daemon`` for those.
+    the daemon's full rules apply once the policy runs under etmemd (see
+    docs/writing-a-policy.md for driving a real etmemd from a test).
     """
 
     def __init__(self, plugin: Any, name: str = "engine") -> None:
@@ -537,66 +531,6 @@ class EngineHarness:
             self.engine = self.project = None
 
 
-# --- the real object store ----------------------------------------------------------------------
-
-
-class LocalDaemon:
-    """etmemd's object store (``etmem_core.lifecycle.Etmemd``) in this process, no socket.
-
-    ``etmem_core`` is imported here, at construction: it ships in the same ``etmem``
-    distribution as this SDK, but engines themselves must never import it.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        from etmem_core.lifecycle import Etmemd  # late: only this fixture needs the core
-        from etmem_core.registry import EngineRegistry
-
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.registry = EngineRegistry()
-        self.store = Etmemd(self.registry)
-        self._n = 0
-
-    def register(self, name: str, plugin: Any) -> None:
-        """Use ``plugin`` for ``[engine] name=NAME`` (no entry point needed)."""
-        self.registry.register_plugin(name, plugin)
-
-    def add(self, text: str, name: str | None = None) -> Path:
-        """Write an object file (mode 0600) and ``obj add`` it; returns its path."""
-        self._n += 1
-        path = self.dir / (name or f"obj{self._n}.conf")
-        path.write_text(text)
-        path.chmod(0o600)
-        self.store.obj_add(str(path))
-        return path
-
-    def delete(self, path: str | os.PathLike[str]) -> None:
-        """``obj del`` of a file added before."""
-        self.store.obj_del(str(path))
-
-    def start(self, project: str) -> None:
-        """``project start``."""
-        self.store.project_start(project)
-
-    def stop(self, project: str) -> None:
-        """``project stop``."""
-        self.store.project_stop(project)
-
-    def command(self, project: str, engine: str, cmd: str, task: str | None = None) -> str:
-        """``etmem engine CMD -n PROJECT -e ENGINE [-t TASK]``: the output as text."""
-        reply = BufferReply()
-        self.store.engine_cmd(project, engine, task, cmd, reply)
-        return reply.text
-
-    def show_json(self, project: str | None = None) -> list[dict[str, Any]]:
-        """``project show --json``: settings, pids and stats of every object."""
-        return self.store.project_show_json(project)
-
-    def close(self) -> None:
-        """Stop and delete every project (what etmemd does at exit)."""
-        self.store.shutdown()
-
-
 # --- live processes and swap --------------------------------------------------------------------
 
 
@@ -724,16 +658,6 @@ def etmem_fake_proc(tmp_path: Path) -> Iterator[FakeProc]:
             yield tree
     finally:
         scan.unregister("fake")
-
-
-@pytest.fixture
-def etmem_daemon(tmp_path: Path) -> Iterator[LocalDaemon]:
-    """A :class:`LocalDaemon` (etmemd's real object store, in process); shut down at teardown."""
-    daemon = LocalDaemon(tmp_path / "etmemd")
-    try:
-        yield daemon
-    finally:
-        daemon.close()
 
 
 @pytest.fixture

@@ -63,9 +63,11 @@ RefreshFunc = Callable[[Task], Iterable[TaskPid]]
 
 
 def _default_refresh(task: Task) -> Iterable[TaskPid]:
-    from .targets import refresh_task_pids  # imported late: only the running worker needs it
+    from . import scan  # imported late: only the running worker needs these
+    from .targets import refresh_task_pids
 
-    result = refresh_task_pids(task)
+    # the scan defaults' /proc, so a policy on a fake tree (etmem_sdk.testing) sees its pids
+    result = refresh_task_pids(task, proc_root=scan.defaults().proc_root)
     return task.pids if result is None else result
 
 
@@ -73,7 +75,8 @@ class PeriodicWorker:
     """Runs ``func(task_pid, sleep)`` for every target pid of ``task`` every ``interval`` seconds.
 
     ``max_threads`` pids are worked on in parallel (C's thread pool size). ``refresh`` updates the
-    task's pid list before each tick (default: :func:`etmem_sdk.targets.refresh_task_pids`); if it
+    task's pid list before each tick (default: :func:`etmem_sdk.targets.refresh_task_pids` under
+    ``etmem_sdk.scan.defaults().proc_root``); if it
     raises :class:`TargetGone` the tick does nothing, as C keeps the old list and skips. ``active``
     is consulted before each tick (C runs a tick only while the project is started).
 
