@@ -374,11 +374,20 @@ def test_a_failed_scan_closes_the_tracker_and_the_next_cycle_reopens_it(machine)
 def test_base_pages_of_hugetlb_vmas_fold_into_2mib_pages():
     addr = np.array([BASE + 4096, BASE, BASE + HUGE + 8192, BASE + 2 * HUGE], np.uint64)
     ptype = np.array([0, 0, 0, 1], np.uint8)
-    count = np.array([3, 1, 0, 2], np.int32)
+    count = np.array([3, 3, 0, 2], np.int32)
     a, t, c = fold_hugepages(addr, ptype, count)
     assert list(a) == [BASE, BASE + HUGE, BASE + 2 * HUGE]
     assert list(t) == [1, 1, 1]
     assert list(c) == [3, 0, 2]
+
+
+def test_a_region_boundary_inside_a_hugepage_does_not_make_it_hot():
+    # 511 idle parts and one accessed part (a DAMON region starting 4 KiB before the page end)
+    addr = BASE + np.arange(512, dtype=np.uint64) * np.uint64(4096)
+    count = np.zeros(512, np.int32)
+    count[-1] = 3
+    a, _, c = fold_hugepages(addr, np.zeros(512, np.uint8), count)
+    assert list(a) == [BASE] and list(c) == [0]
 
 
 # --- hooks and the per-pid state machine ------------------------------------------------------

@@ -77,7 +77,12 @@ def fold_hugepages(
     addr: np.ndarray, ptype: np.ndarray, count: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Base-page rows of hugetlb VMAs (trackers that only see 4 KiB pages, e.g. damon) become
-    one 2 MiB row each with the count of its hottest part, like idle_pages with SCAN_AS_HUGE."""
+    one 2 MiB row each, like idle_pages with SCAN_AS_HUGE reports them.
+
+    The row's count is the rounded mean of its parts: a hugepage has one accessed bit, so its
+    parts only disagree where a tracker's region boundary cuts through it (DAMON regions are
+    4 KiB-aligned), and then most of the page tells the truth.
+    """
     small = ptype == PTE
     if not small.any():
         return addr, ptype, count
@@ -85,9 +90,10 @@ def fold_hugepages(
     addr = np.where(small, addr & mask, addr)
     ptype = np.where(small, np.uint8(PMD), ptype).astype(np.uint8)
     order = np.argsort(addr, kind="stable")
-    addr, ptype, count = addr[order], ptype[order], count[order]
-    uniq, first = np.unique(addr, return_index=True)
-    return uniq, ptype[first], np.maximum.reduceat(count, first)
+    addr, ptype, count = addr[order], ptype[order], count[order].astype(np.int64)
+    uniq, first, parts = np.unique(addr, return_index=True, return_counts=True)
+    mean = np.add.reduceat(count, first) / parts
+    return uniq, ptype[first], np.floor(mean + 0.5).astype(np.int32)
 
 
 def _skip(result: CycleResult, p: CslidePid, why: str) -> None:
