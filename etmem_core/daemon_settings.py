@@ -1,0 +1,154 @@
+"""``/etc/etmem/etmemd.toml``: optional settings of the daemon itself (not of projects).
+
+::
+
+    [engines]
+    allow = ["slide", "cslide", "age"]   # only these may be loaded (absent: any installed engine)
+    block = ["thirdparty"]               # never these (wins over allow)
+
+    [scan]
+    tracker = "refs"       # when a task names no tracker (absent: the probe's best)
+    actuator = "pageout"   # likewise for the actuator
+
+Every table and key is optional, and so is the file: without it etmemd behaves as if it were
+empty. ``etmemd --config PATH`` reads another file (which must then exist). Unknown tables or
+keys are refused, so a typo cannot silently leave an engine unblocked.
+
+The engine lists become the :class:`~etmem_core.registry.EngineRegistry`'s ``allowed`` /
+``blocked``: a config naming a blocked engine fails with ``engine 'X': blocked by the daemon's
+configuration`` while every other engine keeps working. The scan defaults go to
+:func:`etmem_sdk.scan.set_defaults`, where engines read them through
+``etmem_sdk.scan.choose_tracker()`` / ``choose_actuator()``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from etmem_sdk import ConfigError
+
+from .registry import EngineRegistry
+
+#: Where etmemd looks when ``--config`` is not given.
+DEFAULT_PATH = "/etc/etmem/etmemd.toml"
+#: Largest settings file read (it is a few lines).
+MAX_SIZE = 1 << 20
+
+_KEYS = {"engines": ("allow", "block"), "scan": ("tracker", "actuator")}
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The parsed settings; ``path`` is the file they came from (``None``: no file)."""
+
+    path: str | None = None
+    allowed: frozenset[str] | None = None
+    blocked: frozenset[str] = frozenset()
+    tracker: str | None = None
+    actuator: str | None = None
+
+    def registry(self) -> EngineRegistry:
+        """An engine registry that enforces the allow and block lists."""
+        return EngineRegistry(allowed=self.allowed, blocked=self.blocked)
+
+    def apply_scan_defaults(self) -> None:
+        """Hand the tracker/actuator defaults to the SDK, where engines pick them up."""
+        from etmem_sdk import scan  # late: the scan library is only needed by a running daemon
+
+        scan.set_defaults(tracker=self.tracker, actuator=self.actuator)
+
+
+def _where(path: str, table: str, key: str | None = None, value: Any = None) -> str:
+    name = os.path.basename(path)
+    if key is None:
+        return f"{name}: [{table}]"
+    return f"{name}: [{table}] {key}={value!r}" if value is not None else f"{name}: [{table}] {key}"
+
+
+def _check_file(path: str) -> None:
+    """A file that decides which code etmemd loads must not be writable by other users."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the daemon settings: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: the daemon settings must be a regular file")
+    if st.st_size > MAX_SIZE:
+        raise ConfigError(f"{path}: the daemon settings are larger than {MAX_SIZE} bytes")
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path}: the daemon settings must belong to root and not be writable by group or "
+            f"others (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})"
+        )
+
+
+def _names(path: str, table: str, key: str, value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{_where(path, table, key, value)}: must be a list of engine names")
+    return frozenset(value)
+
+
+def _choice(path: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(
+            f"{_where(path, 'scan', key, value)}: must be one of {', '.join(choices)}"
+        )
+    return value
+
+
+def parse(text: str, path: str = DEFAULT_PATH) -> DaemonSettings:
+    """Parse settings text; raises :class:`ConfigError` naming the file, table and key."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{os.path.basename(path)}: not valid TOML: {exc}") from None
+    for table, body in doc.items():
+        if table not in _KEYS:
+            raise ConfigError(
+                f"{os.path.basename(path)}: unknown table [{table}]; "
+                f"known: {', '.join(f'[{t}]' for t in _KEYS)}"
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"{_where(path, table)}: must be a table")
+        for key in body:
+            if key not in _KEYS[table]:
+                raise ConfigError(
+                    f"{_where(path, table, key)}: unknown key; known: {', '.join(_KEYS[table])}"
+                )
+    engines, scan_table = doc.get("engines", {}), doc.get("scan", {})
+    allowed = _names(path, "engines", "allow", engines["allow"]) if "allow" in engines else None
+    blocked = (
+        _names(path, "engines", "block", engines["block"]) if "block" in engines else frozenset()
+    )
+    from etmem_sdk import scan  # late, as in apply_scan_defaults
+
+    tracker = actuator = None
+    if "tracker" in scan_table:
+        tracker = _choice(path, "tracker", scan_table["tracker"], scan.TRACKERS)
+    if "actuator" in scan_table:
+        actuator = _choice(path, "actuator", scan_table["actuator"], scan.ACTUATORS)
+    return DaemonSettings(path, allowed, blocked, tracker, actuator)
+
+
+def load(path: str | None = None) -> DaemonSettings:
+    """Read the settings: ``path`` (must exist), or :data:`DEFAULT_PATH` if it exists, else
+    the built-in defaults. Raises :class:`ConfigError` saying what is wrong."""
+    if path is None:
+        if not os.path.lexists(DEFAULT_PATH):
+            return DaemonSettings()
+        path = DEFAULT_PATH
+    _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SIZE + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the daemon settings: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the daemon settings are not UTF-8") from None
+    return parse(text, path)
