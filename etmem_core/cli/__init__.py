@@ -22,7 +22,7 @@ import typer
 from .common import EXIT_EINVAL, TOP_USAGE, hint, write_out
 
 #: cli/<name>.py modules, in the order ``etmem --help`` lists them.
-NOUNS: tuple[str, ...] = ("obj", "project", "engine", "sysinfo", "scan")
+NOUNS: tuple[str, ...] = ("obj", "project", "engine", "plugins", "sysinfo", "scan")
 
 app = typer.Typer(
     name="etmem",
