@@ -116,6 +116,9 @@ class FakeHost(Host):
     opened: list = dataclasses.field(default_factory=list)
     trackers_closed: list = dataclasses.field(default_factory=list)
 
+    def check_tracker(self, task, memory):
+        return self.tracker_name(task, memory)  # the fake idle_pages file always works
+
     def open_tracker(self, pid, task, memory):
         tracker = super().open_tracker(pid, task, memory)
         self.opened.append(pid)
@@ -608,3 +611,22 @@ def test_real_process_resolves_and_its_pages_are_filed_by_node(child, tmp_path, 
     page = os.sysconf("SC_PAGE_SIZE")
     status = host.move_pages(pid, np.array([addr, addr + 40 * page], np.uint64), None)
     assert status[0] == 0 and status[1] < 0
+
+
+@pytest.mark.root
+def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_path, monkeypatch):
+    """This kernel has no idle_pages: a hugetlb task must name another tracker or not start."""
+    pid, _addr = child
+    host = Host(proc_root="/proc", sys_root=fake_sys(tmp_path / "sys", [8, 8], [8, 8]))
+    monkeypatch.setattr(ce, "make_host", lambda: host)
+    engine = new_engine()
+    task = Task(name="vm", type="pid", value=str(pid), engine=engine)
+    ce.fill_task_params(task=task, config=task_config("vm", str(pid)))
+    with pytest.raises(EngineError) as e:
+        ce.start_task(engine=engine, task=task)
+    msg = str(e.value)
+    assert msg.startswith("tracker idle_pages cannot work here: ")
+    assert "idle_pages" in msg.split(": ", 1)[1]  # the probe's reason
+    assert msg.endswith("(hugetlb accesses need idle_pages, or tracker=damon on a stock kernel)")
+    assert engine.params.thread is None  # nothing was started
+    assert task.pids[0].params.state is PidState.NONE

@@ -151,6 +151,7 @@ def start_task(engine, task):
         # The process went away since task add: look it up again (a restarted name is found).
         if not refresh_pids(engine, task, eng.host.proc_root):
             raise EngineError(f"task {task.name}: no such process ({task.type} {task.value})")
+    eng.host.check_tracker(task.params, eng.config.memory)
     for tp in task.pids:
         alloc_pid_params(engine, tp)
         eng.factory.add(tp.params)

@@ -6,28 +6,21 @@ tracker and move_pages (tests), and against the real kernel otherwise.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from etmem_scan import actuators, pagerefs, procfs
+from etmem_scan import actuators, pagerefs, probe, procfs
 from etmem_scan.trackers import make_tracker
+from etmem_sdk import EngineError
 
 from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: bytes of a page by tracker page type (0 = base page, 1 = PMD, 2 = PUD)
 TYPE_SIZE = np.array([PAGE_SIZE, 2 << 20, 1 << 30], dtype=np.int64)
-
-
-def _optional(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
 
 
 def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,17 +46,26 @@ class Host:
         )
 
     def tracker_name(self, task: TaskConfig, memory: str) -> str:
-        """The task's ``tracker=`` key, else idle_pages for hugetlb (the original's only way to
-        see hugetlb accesses), else the best tracker the probe finds on this machine."""
+        """The task's ``tracker=`` key, else idle_pages for hugetlb (the only default tracker
+        that sees hugetlb accesses), else the best tracker the probe finds on this machine."""
         if task.tracker:
             return task.tracker
         if memory == HUGETLB:
             return "idle_pages"
-        probe = _optional("etmem_scan.probe")
-        best = getattr(probe, "best_tracker", None)
-        if best is not None:
-            return best(proc_root=self.proc_root, sys_root=self.sys_root)
-        return "idle_pages" if Path(self.proc_root, "self/idle_pages").exists() else "refs"
+        return probe.best_tracker(probe.probe(self.proc_root, self.sys_root))
+
+    def check_tracker(self, task: TaskConfig, memory: str) -> str:
+        """The tracker the task will use; raises ``EngineError`` saying why it cannot work here."""
+        name = self.tracker_name(task, memory)
+        verdict = probe.probe(self.proc_root, self.sys_root).trackers.get(name)
+        if verdict is None:
+            raise EngineError(f"unknown tracker {name!r}")
+        if not verdict.usable:
+            hint = ""
+            if memory == HUGETLB and not task.tracker:
+                hint = " (hugetlb accesses need idle_pages, or tracker=damon on a stock kernel)"
+            raise EngineError(f"tracker {name} cannot work here: {verdict.reason}{hint}")
+        return name
 
     def open_tracker(self, pid: int, task: TaskConfig, memory: str):
         """A tracker bound to ``pid`` with the task's idle_pages scan flags (closed by the
