@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .cli.gnu_getopt import Getopt, GetoptError, LongOpt
@@ -44,7 +44,7 @@ DEFAULT_LOG_LEVEL = 3
 MAX_ARGC = 6
 
 USAGE = """\
-Usage: etmemd -s NAME [-l LEVEL] [-m]
+Usage: etmemd -s NAME [-l LEVEL] [-m] [--config PATH]
        etmemd -h
 
 Options:
@@ -54,6 +54,8 @@ Options:
                             (default 3); to syslog when /dev/log exists, else to stderr
   -m, --mode-systemctl      fork; the parent writes the daemon's pid to /run/etmemd.pid and
                             exits 0 once the daemon listens (for systemd Type=forking)
+      --config PATH         daemon settings (engines allowed/blocked, default tracker and
+                            actuator); default /etc/etmem/etmemd.toml when it exists
   -h, --help                show this help
 """
 
@@ -62,6 +64,7 @@ _LONGOPTS = (
     LongOpt("log-level", True, "l"),
     LongOpt("mode-systemctl", False, "m"),
     LongOpt("help", False, "h"),
+    LongOpt("config", True, "C"),  # long only: "C" is not in the short option string
 )
 
 
@@ -81,6 +84,10 @@ class Options:
     socket: str
     log_level: int = DEFAULT_LOG_LEVEL
     mode_systemctl: bool = False
+    #: ``--config PATH``: the daemon settings file (None: the default path, if it exists)
+    config: str | None = None
+    #: the loaded :class:`~etmem_core.daemon_settings.DaemonSettings`, once :func:`main` read them
+    settings: Any = field(default=None, compare=False, repr=False)
 
 
 def parse_args(args: Sequence[str]) -> Options:
@@ -89,8 +96,11 @@ def parse_args(args: Sequence[str]) -> Options:
     Raises :class:`ArgsExit` for help (status 0, message = usage) and for every error
     (status 255, message says what is wrong).
     """
-    if len(args) + 1 > MAX_ARGC:
+    # --config is ours, not the original's: its words do not count against the original's limit
+    ours = sum(2 if a == "--config" else 1 for a in args if a.startswith("--config"))
+    if len(args) - ours + 1 > MAX_ARGC:
         raise ArgsExit(EXIT_ARGS, f"error: invalid parameters! at most {MAX_ARGC - 1} arguments")
+    config: str | None = None
     sock: str | None = None
     level = DEFAULT_LOG_LEVEL
     mode = False
@@ -106,6 +116,8 @@ def parse_args(args: Sequence[str]) -> Options:
                 level = _log_level(value or "")
             elif opt == "m":
                 mode = True
+            elif opt == "C":
+                config = value or ""
             else:  # -h: the original stops scanning here, so "-help" is help too
                 want_help = True
                 break
@@ -124,7 +136,7 @@ def parse_args(args: Sequence[str]) -> Options:
         check_socket_name(sock)
     except ProtocolError as exc:
         raise ArgsExit(EXIT_ARGS, f"error: invalid socket name: {exc}") from None
-    return Options(socket=sock, log_level=level, mode_systemctl=mode)
+    return Options(socket=sock, log_level=level, mode_systemctl=mode, config=config)
 
 
 def _log_level(text: str) -> int:
@@ -184,10 +196,15 @@ def sd_notify(message: str) -> bool:
     return True
 
 
-def _make_etmemd() -> Any:
-    from .lifecycle import Etmemd  # imported late: argument errors need no engine machinery
+def _make_etmemd(opts: Options | None = None) -> Any:
+    from . import daemon_settings  # imported late: argument errors need no engine machinery
+    from .lifecycle import Etmemd
 
-    return Etmemd()
+    settings = opts.settings if opts is not None else None
+    if settings is None:
+        settings = daemon_settings.load(opts.config if opts is not None else None)
+    settings.apply_scan_defaults()
+    return Etmemd(settings.registry())
 
 
 class Daemon:
@@ -195,7 +212,7 @@ class Daemon:
 
     def __init__(self, opts: Options, etmemd: Any = None) -> None:
         self.opts = opts
-        self.etmemd = etmemd if etmemd is not None else _make_etmemd()
+        self.etmemd = etmemd if etmemd is not None else _make_etmemd(opts)
         self.server = Server(self.etmemd, opts.socket)
         self.signal: int | None = None
 
@@ -339,6 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fail to parse parameters to start etmemd; see `etmemd --help`", file=sys.stderr)
         return exc.status
     setup_logging(opts.log_level)
+    from etmem_sdk import ConfigError
+
+    from . import daemon_settings
+
+    try:  # read before forking, so a bad settings file is an error on the terminal
+        opts.settings = daemon_settings.load(opts.config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        print(f"etmemd: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     if opts.mode_systemctl:
         return run_forked(opts)
     try:
