@@ -1,0 +1,97 @@
+"""A real ``etmemd`` child on a unique abstract socket, driven with the ``etmem`` client.
+
+For the end-to-end tests of daemon settings and plugin distributions; ``bindir`` picks which
+environment's ``etmemd``/``etmem`` run (a fresh virtual environment in the ecosystem test).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+
+class EtmemdProc:
+    """``etmemd -s UNIQUE -l 0 [extra args]``; ``etmem(...)`` runs the client against it."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *extra: str,
+        bindir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.bindir = bindir or Path(sys.executable).parent
+        self.workdir = workdir
+        self.env = env
+        self.sock = f"etmem-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.log = open(workdir / f"etmemd-{self.sock}.log", "w+b")  # noqa: SIM115 - in stop()
+        self.proc = subprocess.Popen(
+            [str(self.bindir / "etmemd"), "-s", self.sock, "-l", "0", *extra],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while self.etmem("project", "show", check=False).returncode != 0:
+            if self.proc.poll() is not None:
+                self.log.close()
+                raise RuntimeError(f"etmemd exited ({self.proc.returncode}): {self.logtext()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"etmemd does not answer: {self.logtext()}")
+            time.sleep(0.2)
+
+    def logtext(self) -> str:
+        """The last part of etmemd's log (stderr, level debug)."""
+        path = self.workdir / f"etmemd-{self.sock}.log"
+        return path.read_bytes().decode(errors="replace")[-6000:]
+
+    def etmem(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``etmem ARGS -s SOCKET``; with ``check`` a failure raises with the daemon's log."""
+        res = subprocess.run(
+            [str(self.bindir / "etmem"), *args, "-s", self.sock],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=self.env,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(
+                f"etmem {' '.join(args)} -> {res.returncode}\nstdout: {res.stdout}\n"
+                f"stderr: {res.stderr}\netmemd: {self.logtext()}"
+            )
+        return res
+
+    def add(self, name: str, text: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Write an object file (0600) and ``etmem obj add`` it."""
+        path = self.workdir / f"{name}.conf"
+        path.write_text(text)
+        path.chmod(0o600)
+        return self.etmem("obj", "add", "-f", str(path), check=check)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within 15 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+
+
+def project_config(project: str, engine: str, pid: int, task_keys: str = "") -> str:
+    """One project (loop/interval/sleep 1), one engine, one task on ``pid``."""
+    return (
+        f"[project]\nname={project}\nloop=1\ninterval=1\nsleep=1\n"
+        f"[engine]\nname={engine}\nproject={project}\n"
+        f"[task]\nproject={project}\nengine={engine}\nname=t\ntype=pid\nvalue={pid}\n{task_keys}"
+    )

@@ -1,0 +1,144 @@
+"""etmemd.toml: the daemon's own settings (engine allow/block lists, scan defaults) and
+``etmemd --config``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from etmem_sdk import ConfigError, scan
+from etmemd_proc import EtmemdProc, project_config
+
+from etmem_core import daemon, daemon_settings
+from etmem_core.daemon_settings import DaemonSettings, load, parse
+from etmem_core.errors import OptError
+
+FULL = """
+[engines]
+allow = ["slide", "age"]
+block = ["thirdparty"]
+
+[scan]
+tracker = "refs"
+actuator = "pageout"
+"""
+
+
+def test_parse_every_key():
+    s = parse(FULL, "/etc/etmem/etmemd.toml")
+    assert s == DaemonSettings(
+        "/etc/etmem/etmemd.toml",
+        frozenset({"slide", "age"}),
+        frozenset({"thirdparty"}),
+        "refs",
+        "pageout",
+    )
+    assert parse("") == DaemonSettings(daemon_settings.DEFAULT_PATH)
+    assert parse("[engines]\n").allowed is None  # no allow list: every engine may load
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[engine]\nallow=[]\n", "etmemd.toml: unknown table [engine]; known: [engines], [scan]"),
+        ("[scan]\ntraker='refs'\n", "etmemd.toml: [scan] traker: unknown key; known: tracker,"),
+        ("[engines]\nblock='slide'\n", "etmemd.toml: [engines] block='slide': must be a list of"),
+        ("[engines]\nallow=['']\n", "etmemd.toml: [engines] allow=['']: must be a list of engine"),
+        ("[scan]\ntracker='psychic'\n", "etmemd.toml: [scan] tracker='psychic': must be one of"),
+        ("[scan]\nactuator=1\n", "etmemd.toml: [scan] actuator=1: must be one of swap_pages,"),
+        ("engines = 1\n", "etmemd.toml: [engines]: must be a table"),
+        ("[scan\n", "etmemd.toml: not valid TOML: "),
+    ],
+)
+def test_parse_refuses_with_file_table_and_key(text, message):
+    with pytest.raises(ConfigError) as err:
+        parse(text, "/etc/etmem/etmemd.toml")
+    assert str(err.value).startswith(message)
+
+
+def test_load_default_path_is_optional_but_an_explicit_one_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(daemon_settings, "DEFAULT_PATH", str(tmp_path / "absent.toml"))
+    assert load() == DaemonSettings()
+    with pytest.raises(ConfigError, match="absent.toml: cannot read the daemon settings"):
+        load(str(tmp_path / "absent.toml"))
+    conf = tmp_path / "etmemd.toml"
+    conf.write_text(FULL)
+    conf.chmod(0o644)
+    monkeypatch.setattr(daemon_settings, "DEFAULT_PATH", str(conf))
+    assert load().tracker == "refs"
+    conf.chmod(0o664)
+    with pytest.raises(ConfigError, match="not be writable by group or others .mode 0664"):
+        load(str(conf))
+    with pytest.raises(ConfigError, match="must be a regular file"):
+        load(str(tmp_path))
+
+
+def test_registry_enforces_the_lists():
+    reg = DaemonSettings(allowed=frozenset({"slide", "cslide"}), blocked=frozenset({"cslide"}))
+    registry = reg.registry()
+    assert "start_task" in registry.get("slide").implements
+    with pytest.raises(OptError, match="engine 'cslide': blocked by the daemon's configuration"):
+        registry.get("cslide")
+    with pytest.raises(OptError, match="engine 'thirdparty': not in the daemon's list of allowed"):
+        registry.get("thirdparty")
+
+
+def test_scan_defaults_reach_the_sdk():
+    before = scan.defaults()
+    try:
+        DaemonSettings(tracker="refs", actuator="cold").apply_scan_defaults()
+        assert (scan.defaults().tracker, scan.defaults().actuator) == ("refs", "cold")
+        assert scan.choose_actuator() == "cold"
+    finally:
+        scan.set_defaults(tracker=before.tracker, actuator=before.actuator)
+
+
+def test_etmemd_config_option():
+    opts = daemon.parse_args(["-s", "x", "-l", "0", "-m", "--config", "/p/etmemd.toml"])
+    assert opts.config == "/p/etmemd.toml" and opts.mode_systemctl  # 7 words: ours not counted
+    assert daemon.parse_args(["--config=/q.toml", "-s", "x"]).config == "/q.toml"
+    assert daemon.parse_args(["-s", "x"]).config is None
+    with pytest.raises(daemon.ArgsExit) as err:
+        daemon.parse_args(["-s", "x", "-l", "0", "-m", "-m", "--config", "/p"])
+    assert err.value.status == daemon.EXIT_ARGS  # the original's limit still holds for the rest
+
+
+def test_etmemd_refuses_to_start_on_bad_settings(tmp_path):
+    conf = tmp_path / "etmemd.toml"
+    conf.write_text("[scan]\ntracker = 'psychic'\n")
+    etmemd = Path(sys.executable).parent / "etmemd"
+    res = subprocess.run(
+        [str(etmemd), "-s", f"never-{tmp_path.name}", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert res.returncode == daemon.EXIT_FAIL
+    assert "etmemd: etmemd.toml: [scan] tracker='psychic': must be one of" in res.stderr
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_blocked_engine_is_named_and_the_others_keep_working(tmp_path, sleeper):
+    conf = tmp_path / "etmemd.toml"
+    conf.write_text('[engines]\nblock = ["cslide"]\n')
+    d = EtmemdProc(tmp_path, "--config", str(conf))
+    try:
+        res = d.add("blocked", project_config("p1", "cslide", sleeper), check=False)
+        assert res.returncode != 0
+        assert "engine 'cslide': blocked by the daemon's configuration" in res.stdout + res.stderr
+        d.add("fine", project_config("p2", "slide", sleeper, "T=1\n"))
+        show = d.etmem("project", "show").stdout
+        assert "p2" in show and "p1" not in show
+    finally:
+        d.stop()
