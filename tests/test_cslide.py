@@ -630,3 +630,92 @@ def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_pa
     assert msg.endswith("(hugetlb accesses need idle_pages, or tracker=damon on a stock kernel)")
     assert engine.params.thread is None  # nothing was started
     assert task.pids[0].params.state is PidState.NONE
+
+
+# --- through the core (etmem_core.lifecycle.Etmemd, the engine found by its entry point) ------
+
+
+def _objfile(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
+
+
+PROJ = "[project]\nname=test\nscan_type=page\nloop=3\ninterval=1\nsleep=1\n"
+ENG = (
+    "[engine]\nname=cslide\nproject=test\nnode_pair={pairs}\nhot_threshold=2\n"
+    "node_mig_quota=1024\nnode_hot_reserve=40\n"
+)
+TASK = (
+    "[task]\nproject=test\nengine=cslide\nname=vm1\ntype=pid\nvalue={pid}\nvm_flags=ht\n"
+    "anon_only=no\nign_host=yes\n"
+)
+
+
+def test_core_refuses_the_originals_test_engine_on_this_machine(golden, tmp_path, monkeypatch):
+    from etmem_core.errors import OptCode, OptError
+    from etmem_core.lifecycle import Etmemd
+
+    monkeypatch.setattr(ce, "make_host", Host)
+    nodes = cc.configured_nodes("/sys")
+    conf = golden / "config/c-test-conf/conf_cslide"
+    d = Etmemd()
+    try:
+        d.obj_add(_objfile(tmp_path, "proj.config", (conf / "proj.config").read_text()))
+        if len(nodes) % 2 == 0:
+            pytest.skip("this machine has an even number of nodes")  # never on dev/CI machines
+        with pytest.raises(OptError) as e:
+            d.obj_add(_objfile(tmp_path, "eng.config", (conf / "eng.config").read_text()))
+        assert e.value.code == OptCode.OPT_INTER_ERR
+        assert f"this machine has {len(nodes)} NUMA node" in e.value.reason
+    finally:
+        d.shutdown()
+
+
+def test_core_end_to_end_on_the_fake_machine(machine, tmp_path):
+    from etmem_core.errors import OptCode, OptError
+    from etmem_core.lifecycle import Etmemd
+
+    d = Etmemd()
+    try:
+        d.obj_add(_objfile(tmp_path, "p.config", PROJ))
+        d.obj_add(_objfile(tmp_path, "e.config", ENG.format(pairs="0,1")))
+        with pytest.raises(OptError) as e:  # pid 1 is never a target
+            d.obj_add(_objfile(tmp_path, "t1.config", TASK.format(pid=1)))
+        assert "no such process" in e.value.reason
+        d.obj_add(_objfile(tmp_path, "t.config", TASK.format(pid=PID)))
+        with pytest.raises(OptError) as e:
+            d.engine_cmd("test", "cslide", None, "showhostpages", BufferReply())
+        assert e.value.code == OptCode.OPT_INVAL  # project not started
+
+        d.project_start("test")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            doc = d.project_show_json("test")[0]
+            engine_doc = doc["engines"][0]
+            if engine_doc["stats"].get("cycles", 0) >= 1:
+                break
+            time.sleep(0.1)
+        assert engine_doc["stats"]["cycles"] >= 1
+        task_doc = engine_doc["tasks"][0]
+        assert task_doc["stats"]["pid"] == PID
+        # stats of a cycle after the first one's moves: hot pages on node 0, cold on node 1
+        kb = 10 * 2048
+        assert task_doc["stats"]["nodes"]["0"] == {"used_kb": kb, "hot_kb": kb, "cold_kb": 0}
+        assert task_doc["stats"]["nodes"]["1"] == {"used_kb": kb, "hot_kb": 0, "cold_kb": kb}
+        assert [machine.placement[(PID, BASE + i * HUGE)] for i in range(10)] == [0] * 10
+
+        reply = BufferReply()
+        d.engine_cmd("test", "cslide", "vm1", "showtaskpages", reply)
+        assert reply.text.splitlines()[1] == " node       used        hot       cold"
+        with pytest.raises(OptError) as e:
+            d.engine_cmd("test", "cslide", None, "nosuchcmd", BufferReply())
+        assert e.value.code == OptCode.OPT_INVAL
+        d.project_stop("test")
+        engine = d.find_project("test").find_engine("cslide")
+        thread = engine.params.thread
+        d.obj_del(_objfile(tmp_path, "e.config", ENG.format(pairs="0,1")))
+        assert not thread.is_alive()
+    finally:
+        d.shutdown()
