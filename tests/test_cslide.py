@@ -115,6 +115,13 @@ class FakeHost(Host):
     vma_pages: dict = dataclasses.field(default_factory=dict)
     opened: list = dataclasses.field(default_factory=list)
     trackers_closed: list = dataclasses.field(default_factory=list)
+    cpu_calls: list = dataclasses.field(default_factory=list)
+
+    def run_on_node(self, node):
+        self.cpu_calls.append(("node", node))
+
+    def set_affinity(self, cpus):
+        self.cpu_calls.append(("restore", cpus))
 
     def check_tracker(self, task, memory):
         return self.tracker_name(task, memory)  # the fake idle_pages file always works
@@ -242,6 +249,8 @@ def test_cycle_promotes_hot_and_demotes_cold_pages(machine):
     moves = [(pid, node, len(a)) for pid, node, a in machine.calls if node is not None]
     assert moves == [(PID, 1, 10), (PID, 0, 10)]  # cold pages first, as the original
     assert result.moved == {(PID, 1): 10 * HUGE, (PID, 0): 10 * HUGE}
+    # moved while running on the pair's lower node, then the thread's CPU set came back
+    assert machine.cpu_calls == [("node", 0), ("restore", os.sched_getaffinity(0))]
     assert result.skipped == {}
     # loop=3 passes, each opening idle_pages afresh with SCAN_AS_HUGE | SCAN_IGN_HOST
     assert machine.closed == [PID] * 3
@@ -394,6 +403,30 @@ def test_a_region_boundary_inside_a_hugepage_does_not_make_it_hot():
 
 
 # --- hooks and the per-pid state machine ------------------------------------------------------
+
+
+def test_run_on_node_uses_the_nodes_cpulist(tmp_path):
+    import threading
+
+    node = tmp_path / "devices/system/node/node1"
+    node.mkdir(parents=True)
+    (node / "cpulist").write_text("0\n")
+    host = Host(sys_root=tmp_path)
+    seen = {}
+
+    def body():
+        before = host.affinity()
+        host.run_on_node(1)
+        seen["on"] = os.sched_getaffinity(0)
+        host.run_on_node(7)  # no such node: nothing changes
+        seen["missing"] = os.sched_getaffinity(0)
+        host.set_affinity(before)
+        seen["back"] = os.sched_getaffinity(0) == before
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen == {"on": {0}, "missing": {0}, "back": True}
 
 
 def test_pid_state_machine():

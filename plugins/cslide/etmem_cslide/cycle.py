@@ -252,28 +252,41 @@ def publish_stats(eng: CslideEngine, pids: list[CslidePid] | None = None) -> Non
 
 
 def migrate(eng: CslideEngine, pids: list[CslidePid], plan: Plan, result: CycleResult) -> None:
-    """Move each pid's planned pages, cold ones first; a failing pid does not stop the others."""
-    for p, pair_moves in zip(pids, plan.moves, strict=True):
-        try:
-            for pair, moves in zip(eng.config.pairs, pair_moves, strict=True):
-                for addrs, node, nbytes, src in (
-                    (moves.cold_addrs(), pair.cold, moves.cold_bytes, pair.hot),
-                    (moves.hot_addrs(), pair.hot, moves.hot_bytes, pair.cold),
-                ):
-                    if not len(addrs):
-                        continue
-                    status = np.asarray(eng.host.move_pages(p.pid, addrs, node))
-                    done = int(np.count_nonzero(status == node))
-                    result.moved[(p.pid, node)] = result.moved.get((p.pid, node), 0) + nbytes
-                    log.info(
-                        "cslide: task %d move pages %d KB from node %d to node %d "
-                        "(%d of %d pages landed)",
-                        p.pid,
-                        nbytes // 1024,
-                        src,
-                        node,
-                        done,
-                        len(addrs),
-                    )
-        except (EtmemError, OSError) as exc:
-            _skip(result, p, f"move_pages failed: {exc}")
+    """Move each pid's planned pages, cold ones first; a failing pid does not stop the others.
+
+    Like the original, the thread runs on the pair's lower-numbered node while it moves (the
+    copy then runs near the memory), and gets its own CPU set back afterwards.
+    """
+    saved = eng.host.affinity()
+    try:
+        for p, pair_moves in zip(pids, plan.moves, strict=True):
+            try:
+                for pair, moves in zip(eng.config.pairs, pair_moves, strict=True):
+                    if moves.hot or moves.cold:
+                        eng.host.run_on_node(min(pair.hot, pair.cold))
+                    _move(eng, p, pair, moves, result)
+            except (EtmemError, OSError) as exc:
+                _skip(result, p, f"move_pages failed: {exc}")
+    finally:
+        eng.host.set_affinity(saved)
+
+
+def _move(eng: CslideEngine, p: CslidePid, pair, moves, result: CycleResult) -> None:
+    for addrs, node, nbytes, src in (
+        (moves.cold_addrs(), pair.cold, moves.cold_bytes, pair.hot),
+        (moves.hot_addrs(), pair.hot, moves.hot_bytes, pair.cold),
+    ):
+        if not len(addrs):
+            continue
+        status = np.asarray(eng.host.move_pages(p.pid, addrs, node))
+        landed = int(np.count_nonzero(status == node))
+        result.moved[(p.pid, node)] = result.moved.get((p.pid, node), 0) + nbytes
+        log.info(
+            "cslide: task %d move pages %d KB from node %d to node %d (%d of %d pages landed)",
+            p.pid,
+            nbytes // 1024,
+            src,
+            node,
+            landed,
+            len(addrs),
+        )

@@ -89,3 +89,25 @@ class Host:
         if node is None:
             return actuators.query_nodes(pid, addrs)
         return actuators.move_pages(pid, addrs, node, actuators.MPOL_MF_MOVE_ALL)
+
+    def affinity(self) -> set[int]:
+        """The calling thread's CPU set."""
+        return os.sched_getaffinity(0)
+
+    def set_affinity(self, cpus: set[int]) -> None:
+        """Best effort: set the calling thread's CPU set (0 = this thread on Linux)."""
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:
+            pass
+
+    def run_on_node(self, node: int) -> None:
+        """Run the calling thread on ``node``'s CPUs (the original's ``numa_run_on_node``).
+        A node without CPUs, or an unreadable cpulist, changes nothing."""
+        try:
+            text = (Path(self.sys_root) / f"devices/system/node/node{node}/cpulist").read_text()
+        except OSError:
+            return
+        cpus = set(probe.parse_node_list(text.strip())) if text.strip() else set()
+        if cpus:
+            self.set_affinity(cpus)
