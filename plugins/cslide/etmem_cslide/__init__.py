@@ -1,1 +1,7 @@
-"""etmem package."""
+"""cslide: keep each process's hot pages on the fast node of a NUMA pair and its cold pages on
+the slow node (entry point ``cslide`` = :mod:`etmem_cslide.engine`).
+
+Modules: ``config`` (keys and machine facts), ``policy`` (the pure placement decision),
+``cycle`` (the engine thread), ``host`` (the machine through etmem_scan), ``state`` (per-pid
+states and the engine's state), ``show`` (the private commands' text).
+"""
