@@ -95,3 +95,15 @@ def project_config(project: str, engine: str, pid: int, task_keys: str = "") -> 
         f"[engine]\nname={engine}\nproject={project}\n"
         f"[task]\nproject={project}\nengine={engine}\nname=t\ntype=pid\nvalue={pid}\n{task_keys}"
     )
+
+
+def throwaway_dist(
+    site: Path, dist: str, version: str, module: str, source: str, entry_point: str
+) -> None:
+    """A module plus a minimal ``*.dist-info`` registering it as engine ``entry_point`` -- an
+    installed distribution as far as entry points go, for a directory put on PYTHONPATH."""
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[etmem.engines]\n{entry_point} = {module}\n")

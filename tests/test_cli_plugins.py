@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from etmemd_proc import throwaway_dist
 
 from etmem_core.cli import plugins as cli_plugins
 from etmem_core.registry import EngineInfo
@@ -29,21 +30,12 @@ def stop_task(engine, task):
 """
 
 
-def make_dist(site: Path, dist: str, version: str, module: str, source: str, ep: str) -> None:
-    """A module plus a minimal ``*.dist-info`` registering entry point ``ep`` for it."""
-    (site / f"{module}.py").write_text(source)
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[etmem.engines]\n{ep} = {module}\n")
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     site = tmp_path / "site"
     site.mkdir()
-    make_dist(site, "etmem-good-engine", "2.0", "good_engine_mod", GOOD, "good")
-    make_dist(
+    throwaway_dist(site, "etmem-good-engine", "2.0", "good_engine_mod", GOOD, "good")
+    throwaway_dist(
         site,
         "etmem-broken-engine",
         "1.0",
