@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from etmem_scan import idle_pages as ip
 from etmem_scan.pagerefs import PageRefs, cold_mask, format_cold, format_refs, merge
@@ -396,3 +397,71 @@ def test_missing_file_is_a_scan_error(tmp_path: Path) -> None:
     t = ip.IdlePagesTracker(42, proc_root=tmp_path)
     with pytest.raises(ScanError, match="idle_pages"):
         t.scan_pass([Vma(B, B + 65536)])
+
+
+# ---------------------------------------------------------------------------------------------
+# the run-level fast path (etmem scan --decode --cold) against the page-level one
+
+
+def random_stream(rng: np.random.Generator, nrec: int) -> bytes:
+    """Mostly plausible streams: aligned SET_HVAs (some 2M-aligned, for PMD records), every
+    record type, n = 0..15, the odd jump backwards or to an unaligned address."""
+    out = bytearray()
+    for _ in range(nrec):
+        r = rng.random()
+        if not out or r < 0.05:
+            unit = int(rng.choice([4096, 2 << 20, 2 << 20, 2048]))
+            out += hva(B + int(rng.integers(0, 8 if unit > 4096 else 64)) * unit)
+        elif r < 0.3:
+            out.append(int(rng.choice([1, 4, 6, 7, 9])) << 4 | int(rng.integers(0, 4)))
+        else:
+            out.append(int(rng.choice([0, 3, 5, 8, 0, 5])) << 4 | int(rng.integers(0, 16)))
+    return bytes(out)
+
+
+def page_level(streams: list[bytes], threshold: int) -> bytes | type:
+    try:
+        refs = ip.decode_passes(streams)
+    except ip.StreamError:
+        return ip.StreamError
+    return format_cold(refs.addr[cold_mask(refs, threshold)])
+
+
+def run_level(streams: list[bytes], threshold: int, chunk: int) -> bytes | type:
+    try:
+        pieces = ip.cold_text_chunks(streams, threshold, chunk=97 * chunk, record_chunk=chunk)
+        return b"".join(pieces)
+    except ip.StreamError:
+        return ip.StreamError
+
+
+def test_fast_cold_path_equals_page_level_on_random_streams() -> None:
+    rng = np.random.default_rng(2024)
+    paths = {"sweep": 0, "fallback": 0}
+    for _ in range(200):
+        streams = [random_stream(rng, int(rng.integers(0, 40))) for _ in range(rng.integers(1, 4))]
+        if rng.random() < 0.05:  # the occasional broken pass
+            streams[-1] = bytes([int(rng.choice([0x01, 0xB3]))]) + streams[-1]
+        threshold = int(rng.integers(0, 5))
+        chunk = int(rng.choice([3, 7, 1 << 15]))  # records per chunk: boundaries everywhere
+        assert run_level(streams, threshold, chunk) == page_level(streams, threshold)
+        try:
+            seg = ip.sweep(streams, chunk=chunk)
+        except ip.StreamError:
+            continue
+        paths["sweep" if seg is not None else "fallback"] += 1
+    assert paths["sweep"] > 50 and paths["fallback"] > 10  # both paths were exercised
+
+
+def test_sweep_segments_match_page_level(golden: Path) -> None:
+    d = golden / "idle_pages" / "multipass_counts"
+    streams = [(d / f"read_{k}.bin").read_bytes() for k in (1, 2, 3)]
+    seg = ip.sweep(streams, chunk=5)
+    assert seg is not None
+    refs = ip.decode_passes(streams)
+    addr = np.concatenate(
+        [s + np.arange(n, dtype=np.uint64) * np.uint64(4096)
+         for s, n in zip(seg.start.tolist(), seg.npages.tolist(), strict=True)]
+    )  # fmt: skip
+    assert addr.tolist() == refs.addr.tolist()
+    assert np.repeat(seg.count, seg.npages).tolist() == refs.count.tolist()

@@ -11,13 +11,14 @@ its address with one cumulative sum per stream, and expands records to pages wit
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
 import stat
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +27,7 @@ import numpy as np
 
 from .pagerefs import (
     ADDR_DTYPE,
+    COUNT_DTYPE,
     PMD,
     PTE,
     PUD,
@@ -136,6 +138,117 @@ def _set_hva_positions(b: np.ndarray) -> np.ndarray:
     return cand[real]
 
 
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """Per record byte (0..255): what the record means, so decoding is table lookups."""
+
+    step: np.ndarray  # uint64: how far the address advances
+    npages: np.ndarray  # int64: entries emitted (0 for holes and n=0)
+    etype: np.ndarray  # uint8: page type of the entries
+    weight: np.ndarray  # uint8
+    align: np.ndarray  # uint64: alignment mask of the entry size
+    state: np.ndarray  # uint8: 0 = no entries, else 1 + etype * 4 + weight
+    big: np.ndarray  # bool: entries larger than a base page (their alignment needs a check)
+
+
+_TABLES: dict[int, _Tables] = {}
+
+
+def _tables(page_size: int) -> _Tables:
+    if page_size not in _TABLES:
+        sizes = page_sizes(page_size)
+        v = np.arange(256)
+        t, n = v >> 4, v & 15
+        valid = t < 10
+        tt = np.where(valid, t, 8)  # invalid bytes are refused before the tables are used
+        etype = _ENTRY_TYPE[tt]
+        npages = np.where((tt <= PMD_IDLE_PTES) & valid, n, 0).astype(np.int64)
+        npages[tt == PMD_IDLE_PTES] *= int(sizes[PMD] // sizes[PTE])
+        weight = _WEIGHT[tt]
+        _TABLES[page_size] = _Tables(
+            step=(n.astype(ADDR_DTYPE) * sizes[_STEP_TYPE[tt]]),
+            npages=npages,
+            etype=etype,
+            weight=weight,
+            align=sizes[etype] - np.uint64(1),
+            state=np.where(npages > 0, 1 + etype.astype(np.int64) * 4 + weight, 0).astype(np.uint8),
+            big=(npages > 0) & (etype != PTE),
+        )
+    return _TABLES[page_size]
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """The record bytes of one stream (SET_HVA commands removed) with their addresses."""
+
+    v: np.ndarray  # uint8 record bytes
+    start: np.ndarray  # uint64 address of each record
+    keep: np.ndarray  # bool: the record emits entries (not a hole, n > 0, aligned)
+    jumps: np.ndarray  # int64 indices into v where a SET_HVA moved the address
+    end: int  # address after the last record (C's last_walk_end)
+
+
+def _records(b: np.ndarray, page_size: int) -> _Records:
+    tab = _tables(page_size)
+    hva_pos = _set_hva_positions(b)
+    cut = len(b)
+    trunc = np.flatnonzero(hva_pos + 8 >= len(b))
+    if len(trunc):  # an incomplete SET_HVA stops decoding there
+        cut = int(hva_pos[trunc[0]])
+        hva_pos = hva_pos[: trunc[0]]
+    k = len(hva_pos)
+    if k:
+        hva = (
+            np.ascontiguousarray(b[hva_pos[:, None] + np.arange(1, 9)])
+            .view(">u8")
+            .ravel()
+            .astype(ADDR_DTYPE)
+        )
+        v = np.delete(b[:cut], (hva_pos[:, None] + np.arange(9)).ravel())
+        first = hva_pos - 9 * np.arange(k)  # index in v of the first record after each SET_HVA
+    else:
+        hva = np.empty(0, ADDR_DTYPE)
+        v = b[:cut]
+        first = np.empty(0, np.int64)
+
+    def byte_offset(i: int) -> int:  # position in the stream, for messages
+        return i + 9 * int(np.searchsorted(first, i, side="right"))
+
+    if len(v) == 0:
+        return _Records(
+            v, np.empty(0, ADDR_DTYPE), np.empty(0, bool), first, int(hva[-1]) if k else 0
+        )
+    if (v >= 0xA0).any():
+        i = int(np.argmax(v >= 0xA0))
+        raise StreamError(f"unknown idle_pages record 0x{int(v[i]):02x} at byte {byte_offset(i)}")
+    step = tab.step[v]
+    start = np.cumsum(step)
+    start -= step  # address as if no SET_HVA had moved it
+    if k:
+        # add each SET_HVA's correction to the records it governs (records before the first
+        # one keep address 0, which is the error below)
+        at = np.minimum(first, len(v) - 1)
+        off = hva - np.where(first < len(v), start[at], start[-1] + step[-1])
+        lengths = np.diff(np.r_[first, len(v)])
+        start[first[0] :] += np.repeat(off, lengths)
+    zero = start == 0
+    if zero.any():
+        i = int(np.argmax(zero))
+        raise StreamError(f"idle_pages record at byte {byte_offset(i)} before any address")
+    end = int(hva[-1]) if k and first[-1] == len(v) else int(start[-1] + step[-1])
+    keep = tab.npages[v] > 0
+    unaligned = keep & ((start & tab.align[v]) != 0)
+    if unaligned.any():
+        i = np.flatnonzero(unaligned)
+        log.warning(
+            "idle_pages: ignored %d record(s) not aligned to their page size, first at 0x%x",
+            len(i),
+            int(start[i[0]]),
+        )
+        keep &= ~unaligned
+    return _Records(v, start, keep, first, end)
+
+
 def decode_runs(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> Runs:
     """Decode one ``read()`` of idle_pages into runs of page entries.
 
@@ -147,65 +260,10 @@ def decode_runs(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> Runs:
     do not exist (10 with a count, 11-15; C reads past its tables on those).
     """
     b = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, bytes | bytearray) else buf
-    sizes = page_sizes(page_size)
-    hva_pos = _set_hva_positions(b)
-    cut = len(b)
-    trunc = np.flatnonzero(hva_pos + 8 >= len(b))
-    if len(trunc):  # an incomplete SET_HVA stops decoding there
-        cut = int(hva_pos[trunc[0]])
-        hva_pos = hva_pos[: trunc[0]]
-    payload = np.ones(cut, dtype=bool)
-    if len(hva_pos):
-        payload[(hva_pos[:, None] + np.arange(9)).ravel()] = False
-    rec = np.flatnonzero(payload)
-    hva = np.empty(0, dtype=ADDR_DTYPE)
-    if len(hva_pos):
-        hva = (
-            np.ascontiguousarray(b[hva_pos[:, None] + np.arange(1, 9)])
-            .view(">u8")
-            .ravel()
-            .astype(ADDR_DTYPE)
-        )
-    if len(rec) == 0:
-        return dataclasses.replace(_EMPTY_RUNS, end=int(hva[-1]) if len(hva) else 0)
-
-    v = b[rec]
-    t = v >> 4
-    n = (v & 15).astype(ADDR_DTYPE)
-    bad = t >= 10
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise StreamError(f"unknown idle_pages record 0x{int(v[i]):02x} at byte {int(rec[i])}")
-    step = n * sizes[_STEP_TYPE[t]]
-    excl = np.cumsum(step) - step  # wraps modulo 2**64 like C's u_int64_t
-    seg = np.searchsorted(hva_pos, rec) - 1  # -1: before any SET_HVA
-    base = np.r_[np.uint64(0), hva].astype(ADDR_DTYPE)
-    seg_first = np.searchsorted(seg, np.arange(-1, len(hva_pos)))  # first record per segment
-    seg_first_excl = np.r_[excl, np.uint64(0)][seg_first]
-    addr = base[seg + 1] + (excl - seg_first_excl[seg + 1])
-    zero = addr == 0
-    if zero.any():
-        i = int(np.flatnonzero(zero)[0])
-        raise StreamError(f"idle_pages record at byte {int(rec[i])} before any address")
-    if len(hva_pos) and hva_pos[-1] > rec[-1]:
-        end = int(hva[-1])
-    else:
-        end = int(addr[-1] + step[-1])
-
-    keep = (t <= PMD_IDLE_PTES) & (n > 0)
-    etype = _ENTRY_TYPE[t]
-    unaligned = keep & ((addr & (sizes[etype] - np.uint64(1))) != 0)
-    if unaligned.any():
-        i = np.flatnonzero(unaligned)
-        log.warning(
-            "idle_pages: ignored %d record(s) not aligned to their page size, first at 0x%x",
-            len(i),
-            int(addr[i[0]]),
-        )
-        keep &= ~unaligned
-    npages = n.astype(np.int64)
-    npages[t == PMD_IDLE_PTES] *= int(sizes[PMD] // sizes[PTE])
-    return Runs(addr[keep], npages[keep], etype[keep], _WEIGHT[t[keep]], end)
+    r = _records(b, page_size)
+    tab = _tables(page_size)
+    v = r.v[r.keep]
+    return Runs(r.start[r.keep], tab.npages[v], tab.etype[v], tab.weight[v], r.end)
 
 
 def expand(runs: Runs, page_size: int = PAGE_SIZE) -> PassRefs:
@@ -387,17 +445,237 @@ def decode_passes(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> PageR
     return refs
 
 
-def refs_text(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> bytes:
-    """``0x<addr> <count> <type>`` lines of the accumulated passes, by address."""
-    return format_refs(decode_passes(streams, page_size))
+# The fast path works on runs, never on one row per page until the text is written: every pass
+# becomes a sorted list of "events" (address where the pass's weight or page size changes),
+# all passes' events are merged by one sort, and a cumulative sum over them gives, for every
+# stretch of addresses, the accumulated count and which page size covers it.  Only the cold
+# stretches are expanded to addresses, a chunk at a time, straight into text.
+
+_NSTATES = 13  # 0 = no entry, else 1 + etype * 4 + weight (weight 0, 1 or 3)
+_CODE_BITS = 8  # an event's (from, to) state pair, in the low bits of its page-aligned address
+_st = np.arange(_NSTATES)
+_ST_W = np.where(_st > 0, (_st - 1) % 4, 0)
+_ST_T = np.where(_st > 0, (_st - 1) // 4, -1)
+_code = np.arange(1 << _CODE_BITS)
+_frm, _to = np.minimum(_code // _NSTATES, _NSTATES - 1), _code % _NSTATES
+EVENT_DW = (_ST_W[_to] - _ST_W[_frm]).astype(np.int8)
+EVENT_DCOV = np.stack([(_ST_T[_to] == t).astype(np.int8) - (_ST_T[_frm] == t) for t in range(3)])
+del _st, _code, _frm, _to
+
+
+def _stream_header(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Record bytes (SET_HVA commands cut out), and per SET_HVA: its address and the index of
+    the first record it governs."""
+    hva_pos = _set_hva_positions(b)
+    cut = len(b)
+    trunc = np.flatnonzero(hva_pos + 8 >= len(b))
+    if len(trunc):  # an incomplete SET_HVA stops decoding there
+        cut = int(hva_pos[trunc[0]])
+        hva_pos = hva_pos[: trunc[0]]
+    k = len(hva_pos)
+    if not k:
+        return b[:cut], np.empty(0, ADDR_DTYPE), np.empty(0, np.int64)
+    hva = (
+        np.ascontiguousarray(b[hva_pos[:, None] + np.arange(1, 9)])
+        .view(">u8")
+        .ravel()
+        .astype(ADDR_DTYPE)
+    )
+    v = np.delete(b[:cut], (hva_pos[:, None] + np.arange(9)).ravel())
+    return v, hva, hva_pos - 9 * np.arange(k)
+
+
+def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) -> np.ndarray:
+    """Events of one pass: ``address | from_state * 13 + to_state`` (uint64), address order.
+
+    Same decoding rules as :func:`decode_runs`; works through the records a cache-sized chunk
+    at a time, carrying the running address and state across chunks.
+    """
+    tab = _tables(page_size)
+    v, hva, first = _stream_header(np.frombuffer(stream, dtype=np.uint8))
+    n = len(v)
+    if n == 0:
+        return np.empty(0, ADDR_DTYPE)
+
+    def fail(what: str, at: int, why: str = "") -> StreamError:
+        pos = at + 9 * int(np.searchsorted(first, at, side="right"))  # offset in the stream
+        e = StreamError(f"{what} at byte {pos}{why}")
+        e.pass_index = i  # type: ignore[attr-defined]
+        return e
+
+    bad = v >= 0xA0
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise fail(f"unknown idle_pages record 0x{int(v[j]):02x}", j)
+    # a SET_HVA followed directly by another one governs nothing: keep the last per index
+    last = np.r_[first[1:] != first[:-1], True]
+    first, hva = first[last], hva[last]
+    first_in, hva_in = first[first < n], hva[first < n]
+    check_align = bool(np.any(hva & np.uint64(page_size - 1))) or bool(
+        tab.big[np.flatnonzero(np.bincount(v, minlength=256))].any()
+    )
+    keys: list[np.ndarray] = []
+    nskipped = 0
+    u_carry = np.uint64(0)  # running address before SET_HVA corrections
+    off = np.uint64(0)  # correction of the segment in force
+    prev_state, prev_end = 0, 0
+    for c0 in range(0, n, chunk):
+        vc = v[c0 : c0 + chunk]
+        m = len(vc)
+        step = tab.step[vc]
+        start = np.cumsum(step)
+        start -= step
+        start += u_carry
+        u_carry = start[-1] + step[-1]
+        lo, hi = np.searchsorted(first_in, [c0, c0 + m])
+        js = first_in[lo:hi] - c0
+        if len(js):
+            seg_off = hva_in[lo:hi] - start[js]
+            offs = np.repeat(np.r_[off, seg_off], np.diff(np.r_[0, js, m]))
+            off = seg_off[-1]
+            start += offs
+        elif off:
+            start += off
+        zero = start == 0
+        if zero.any():
+            raise fail("idle_pages record", c0 + int(np.argmax(zero)), " before any address")
+        state = tab.state[vc]
+        if check_align:
+            unaligned = (start & tab.align[vc]) != 0
+            unaligned &= state > 0
+            if unaligned.any():
+                nskipped += int(unaligned.sum())
+                state[unaligned] = 0
+        change = np.flatnonzero(state[1:] != state[:-1]) + 1
+        if state[0] != prev_state:
+            change = np.r_[0, change]
+        if len(js):  # a SET_HVA may move the address: close and reopen there
+            change = change[~np.isin(change, js)]
+            jb = np.maximum(js - 1, 0)
+            jp = np.where(js > 0, state[jb], prev_state).astype(np.uint64)
+            je = np.where(js > 0, start[jb] + step[jb], np.uint64(prev_end))
+            keys += [je | (jp * np.uint64(_NSTATES)), start[js] | state[js].astype(np.uint64)]
+        if len(change):
+            before = np.where(change > 0, state[np.maximum(change - 1, 0)], prev_state)
+            code = before.astype(np.uint64) * np.uint64(_NSTATES) + state[change]
+            keys.append(start[change] | code)
+        prev_state, prev_end = int(state[-1]), int(start[-1] + step[-1])
+    keys.append(np.array([prev_end | prev_state * _NSTATES], ADDR_DTYPE))
+    if nskipped:
+        log.warning("idle_pages: ignored %d record(s) not aligned to their page size", nskipped)
+    out = np.concatenate(keys)
+    return out[(out & np.uint64(0xFF)) != 0]  # drop "nothing -> nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class Segments:
+    """Accumulated passes as address ranges: ``npages`` pages of ``type`` from ``start``, each
+    with the same ``count``; sorted, not overlapping, only ranges some pass saw."""
+
+    start: np.ndarray  # uint64
+    npages: np.ndarray  # int64
+    type: np.ndarray  # uint8
+    count: np.ndarray  # int32
+
+
+def sweep(
+    streams: Sequence[bytes], page_size: int = PAGE_SIZE, chunk: int = 1 << 15
+) -> Segments | None:
+    """Accumulate captured passes as :class:`Segments`.
+
+    Same result as :func:`decode_passes`, without a row per page.  Returns None when pages
+    of different sizes overlap (a huge page split between passes, PMD_IDLE_PTES against
+    PMD_ACCESSED): then the type-of-first-sighting rule needs the page-level path.
+    """
+    keys = np.concatenate([_pass_events(i, s, page_size, chunk) for i, s in enumerate(streams)])
+    if len(keys) == 0:
+        return Segments(np.empty(0, ADDR_DTYPE), np.empty(0, np.int64), np.empty(0, TYPE_DTYPE),
+                        np.empty(0, COUNT_DTYPE))  # fmt: skip
+    keys.sort(kind="stable")  # passes are each sorted already: a merge
+    code = (keys & np.uint64(0xFF)).astype(np.intp)
+    keys >>= np.uint64(_CODE_BITS)
+    last = np.flatnonzero(np.r_[keys[1:] != keys[:-1], True])
+    bounds = keys[last] << np.uint64(_CODE_BITS)
+    del keys
+    count = np.cumsum(EVENT_DW[code], dtype=np.int32)[last[:-1]]
+    cov = [np.cumsum(EVENT_DCOV[t][code], dtype=np.int32)[last[:-1]] > 0 for t in range(3)]
+    del code
+    ncov = cov[0].astype(np.int8) + cov[1] + cov[2]
+    if (ncov > 1).any():
+        return None
+    present = ncov == 1
+    ptype = np.where(cov[1], PMD, np.where(cov[2], PUD, PTE)).astype(TYPE_DTYPE)[present]
+    start = bounds[:-1][present]
+    length = (bounds[1:] - bounds[:-1])[present]
+    npages = (length // page_sizes(page_size)[ptype]).astype(np.int64)
+    return Segments(start, npages, ptype, count[present])
+
+
+def _expand_desc(seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.ndarray) -> np.ndarray:
+    """Addresses ``lo .. hi-1`` of the pages of ``seg`` counted from the top (descending)."""
+    r0 = int(np.searchsorted(cum, lo, side="right"))
+    r1 = int(np.searchsorted(cum, hi - 1, side="right")) + 1
+    # segments are stored ascending; line l counts from the top: segment j = n - 1 - r
+    n = len(seg.start)
+    j = np.arange(n - 1 - r0, n - 1 - r1, -1)
+    size = sizes[seg.type[j]]
+    top = seg.start[j] + (seg.npages[j].astype(ADDR_DTYPE) - np.uint64(1)) * size
+    first_line = np.r_[0, cum][r0:r1]  # global line index of each segment's top page
+    take = np.minimum(cum[r0:r1], hi) - np.maximum(first_line, lo)
+    k = top + first_line.astype(ADDR_DTYPE) * size  # address of line l = k - l * size
+    if np.all(size == size[0]):
+        a = np.repeat(k - np.uint64(lo) * size[0], take)
+        a -= np.arange(hi - lo, dtype=ADDR_DTYPE) * size[0]
+        return a
+    lines = np.arange(lo, hi, dtype=ADDR_DTYPE)
+    return np.repeat(k, take) - lines * np.repeat(size, take)
 
 
 def cold_text_chunks(
-    streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 18
-) -> Iterator[bytes]:
-    """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces."""
-    refs = decode_passes(streams, page_size)
-    cold = descending(refs.addr[cold_mask(refs, threshold)])
-    del refs
-    for i in range(0, len(cold), chunk):
-        yield format_hex_lines(cold[i : i + chunk]).tobytes()
+    streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 18,
+    workers: int = 2, record_chunk: int = 1 << 15,
+) -> Iterator[bytes]:  # fmt: skip
+    """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces.
+
+    Exactly what the slide engine writes: ``0x%lx`` lines, highest address first.  Raises
+    :class:`StreamError` (with ``pass_index``) for a pass the original rejects.
+    """
+    seg = sweep(streams, page_size, chunk=record_chunk)
+    if seg is None:  # overlapping page sizes: the exact page-level path
+        refs = decode_passes(streams, page_size)
+        cold = descending(refs.addr[cold_mask(refs, threshold)])
+        del refs
+        for i in range(0, len(cold), chunk):
+            yield format_hex_lines(cold[i : i + chunk], order=-1).tobytes()
+        return
+    keep = seg.count < threshold
+    seg = Segments(seg.start[keep], seg.npages[keep], seg.type[keep], seg.count[keep])
+    total = int(seg.npages.sum())
+    if total == 0:
+        return
+    sizes = page_sizes(page_size)
+    cum = np.cumsum(seg.npages[::-1])  # lines before the end of each segment, from the top
+
+    def piece(lo: int) -> bytes:
+        hi = min(lo + chunk, total)
+        return format_hex_lines(_expand_desc(seg, sizes, lo, hi, cum), order=-1).tobytes()
+
+    starts = range(0, total, chunk)
+    if workers <= 1 or len(starts) < 2:
+        for lo in starts:
+            yield piece(lo)
+        return
+    # numpy drops the GIL in take/copy: format the next pieces while this one is written
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for lo in starts:
+            pending.append(pool.submit(piece, lo))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def refs_text(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> bytes:
+    """``0x<addr> <count> <type>`` lines of the accumulated passes, by address."""
+    return format_refs(decode_passes(streams, page_size))

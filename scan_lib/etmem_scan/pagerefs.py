@@ -171,43 +171,63 @@ def hex_digits(a: np.ndarray) -> np.ndarray:
     """Number of lower-case hex digits ``%lx`` prints for each value (1 for zero)."""
     a = np.asarray(a, dtype=ADDR_DTYPE)
     nd = np.ones(len(a), dtype=np.int8)
-    for d in range(2, 17):
-        nd += a >= np.uint64(1 << (4 * (d - 1)))
+    for d in range(1, 16):  # int8 compare-and-add runs in SIMD: cheaper than a bit length
+        nd += a >= np.uint64(1 << (4 * d))
     return nd
 
 
-def _format_block(a: np.ndarray, d: int, tail: bytes = b"\n") -> np.ndarray:
-    """``0x`` + exactly ``d`` hex digits + ``tail`` for every value of ``a`` (all < 16**d)."""
+def _format_block(a: np.ndarray, d: int, tail: bytes = b"\n", ordered: bool = False) -> np.ndarray:
+    """``0x`` + exactly ``d`` hex digits + ``tail`` for every value of ``a`` (all < 16**d).
+
+    ``ordered``: ``a`` is sorted (either way), so a top 16-bit word equal at both ends is
+    the same everywhere and is written as a constant.
+    """
     m = len(a)
     width = d + 2 + len(tail)
     buf = np.empty(_PAD + m * width, dtype=np.uint8)
     words = a.view(np.uint16).reshape(m, 4)  # little-endian: column 0 = lowest 16 bits
     nwords = (d + 3) // 4
+    top_const = ordered and words[0, nwords - 1] == words[-1, nwords - 1]
     tmp = np.empty(m, dtype=np.uint32)
     for k in range(nwords - 1, -1, -1):  # top word first: lower ones overwrite its spill
         off = _PAD + 2 + d - 4 * (k + 1)
         dst = np.ndarray((m,), dtype=np.uint32, buffer=buf, offset=off, strides=(width,))
-        np.take(_HEX4, words[:, k], out=tmp, mode="wrap")
-        dst[...] = tmp
+        if k == nwords - 1 and top_const:
+            dst[...] = _HEX4[int(words[0, k])]
+        else:
+            np.take(_HEX4, words[:, k], out=tmp, mode="wrap")
+            dst[...] = tmp
     np.ndarray((m,), dtype=np.uint16, buffer=buf, offset=_PAD, strides=(width,))[...] = _0X
     for i, ch in enumerate(tail):
         buf[_PAD + d + 2 + i :: width] = ch
     return buf[_PAD:]
 
 
-def format_hex_lines(a: np.ndarray) -> np.ndarray:
-    """``0x%lx\\n`` for every value of ``a``, in the given order, as one uint8 array."""
+_POW16 = np.array([1 << (4 * d) for d in range(1, 16)], dtype=ADDR_DTYPE)
+
+
+def format_hex_lines(a: np.ndarray, order: int = 0) -> np.ndarray:
+    """``0x%lx\\n`` for every value of ``a``, in the given order, as one uint8 array.
+
+    ``order``: 0 unknown, 1 ascending, -1 descending (lets the digit-count blocks be found
+    by binary search instead of a pass over the data).
+    """
     a = np.ascontiguousarray(a, dtype=ADDR_DTYPE)
-    if len(a) == 0:
+    m = len(a)
+    if m == 0:
         return np.empty(0, dtype=np.uint8)
-    nd = hex_digits(a)
-    change = np.flatnonzero(nd[1:] != nd[:-1]) + 1
-    bounds = np.r_[0, change, len(a)]
-    if len(bounds) == 2:
-        return _format_block(a, int(nd[0]))
-    return np.concatenate(
-        [_format_block(a[s:e], int(nd[s])) for s, e in zip(bounds[:-1], bounds[1:], strict=True)]
-    )
+    if order:
+        asc = a if order > 0 else a[::-1]
+        cuts = np.searchsorted(asc, _POW16)  # values below 16**d have at most d digits
+        cuts = np.unique(np.r_[0, cuts, m] if order > 0 else m - np.r_[m, cuts, 0])
+        bounds = cuts
+    else:
+        nd = hex_digits(a)
+        bounds = np.r_[0, np.flatnonzero(nd[1:] != nd[:-1]) + 1, m]
+    # every block holds values of one digit count: that of its first value
+    blocks = [(int(s), int(e)) for s, e in zip(bounds[:-1], bounds[1:], strict=True) if e > s]
+    parts = [_format_block(a[s:e], len(f"{int(a[s]):x}"), ordered=bool(order)) for s, e in blocks]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def descending(addrs: np.ndarray) -> np.ndarray:
@@ -223,7 +243,9 @@ def descending(addrs: np.ndarray) -> np.ndarray:
 def format_cold(addrs: np.ndarray, chunk: int = 1 << 18) -> bytes:
     """The ``swap_pages`` text for ``addrs``: ``0x%lx\\n`` lines in descending address order."""
     a = descending(addrs)
-    return b"".join(format_hex_lines(a[i : i + chunk]).tobytes() for i in range(0, len(a), chunk))
+    return b"".join(
+        format_hex_lines(a[i : i + chunk], order=-1).tobytes() for i in range(0, len(a), chunk)
+    )
 
 
 def _decimal_columns(v: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
