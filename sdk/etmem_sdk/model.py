@@ -88,6 +88,7 @@ class Task:
 
     @property
     def project(self) -> Project | None:
+        """The project of the task's engine (``None`` while the task is not linked)."""
         return self.engine.project if self.engine is not None else None
 
 
@@ -112,6 +113,7 @@ class Engine:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def find_task(self, name: str) -> Task | None:
+        """The task of this engine called ``name``, or ``None``."""
         return next((t for t in self.tasks if t.name == name), None)
 
 
@@ -135,6 +137,7 @@ class Project:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def find_engine(self, name: str) -> Engine | None:
+        """The engine of this project called ``name``, or ``None``."""
         return next((e for e in self.engines if e.name == name), None)
 
 
@@ -145,11 +148,11 @@ class Reply:
     UTF-8 never contains them).
     """
 
-
     def __init__(self, sink: Callable[[bytes], None]) -> None:
         self._sink = sink
 
     def write(self, text: str | bytes) -> None:
+        """Send ``text`` (str as UTF-8, or bytes) to the client now, without 0xFF/0xFE bytes."""
         data = text.encode() if isinstance(text, str) else bytes(text)
         data = data.replace(b"\xff", b"").replace(b"\xfe", b"")
         if data:
@@ -165,4 +168,5 @@ class BufferReply(Reply):
 
     @property
     def text(self) -> str:
+        """Everything written so far, decoded as UTF-8."""
         return self.data.decode(errors="replace")

@@ -105,10 +105,12 @@ class FakeVma:
 
     @property
     def rss_kb(self) -> int:
+        """Resident kB (what smaps ``Rss:`` shows)."""
         return int(self.present.sum()) * PAGE_SIZE // 1024
 
     @property
     def swap_kb(self) -> int:
+        """Swapped-out kB (what smaps ``Swap:`` shows)."""
         return int(self.swapped.sum()) * PAGE_SIZE // 1024
 
 
@@ -125,6 +127,7 @@ class FakeProcess:
 
     @property
     def dir(self) -> Path:
+        """``<tree>/<pid>``."""
         return self.tree.root / str(self.pid)
 
     def vma_at(self, addr: int) -> FakeVma:
@@ -142,10 +145,12 @@ class FakeProcess:
 
     @property
     def rss_kb(self) -> int:
+        """``VmRSS`` in kB: the resident pages of every VMA."""
         return sum(v.rss_kb for v in self.vmas)
 
     @property
     def swap_kb(self) -> int:
+        """``VmSwap`` in kB."""
         return sum(v.swap_kb for v in self.vmas)
 
     def write(self) -> None:
@@ -544,6 +549,7 @@ class Workload:
 
     @property
     def pid(self) -> int:
+        """The child's process id."""
         return self.proc.pid
 
     def status(self) -> dict[str, int]:
