@@ -4,10 +4,12 @@ harness, the live workload and swap helpers, and the fixtures through the pytest
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +291,27 @@ def test_swap_on_is_switched_off_and_deleted_even_on_failure():
     with open("/proc/swaps") as f:
         assert str(path) not in f.read()
     assert not path.exists()
+
+
+def test_the_tutorials_policy_and_tests_run(tmp_path):
+    """docs/writing-a-policy.md: its engine and its tests, copied out of the page, pass."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "writing-a-policy.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) == 2, "the tutorial has one engine block and one test block"
+    pkg = tmp_path / "src" / "etmem_plugin_quiet"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "engine.py").write_text(blocks[0])
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_quiet.py").write_text(blocks[1])
+    (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "src")},
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 passed" in res.stdout or (os.geteuid() != 0 and "2 passed" in res.stdout)
