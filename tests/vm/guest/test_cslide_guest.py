@@ -136,6 +136,7 @@ def test_hot_half_ends_on_the_hot_node_and_cold_half_on_the_cold_node(workload, 
         ),
     )
     eng = engine.params
+    assert eng.host.check_tracker(task.params, eng.config.memory) == "damon"
     p = task.pids[0].params
     eng.factory.add(p)
     eng.factory.update()
