@@ -34,6 +34,14 @@ PAGE = 4096
 # -- helpers -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_claims():
+    """A failing test must not leave pids claimed for the tests after it."""
+    yield
+    with claims._lock:
+        claims._owners.clear()
+
+
 def _project(**kw) -> Project:
     base = dict(name="p", loop=3, interval=1, sleep=1)
     base.update(kw)
