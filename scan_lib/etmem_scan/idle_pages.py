@@ -485,8 +485,9 @@ def _stream_header(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return v, hva, hva_pos - 9 * np.arange(k)
 
 
-def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) -> np.ndarray:
-    """Events of one pass: ``address | from_state * 13 + to_state`` (uint64), address order.
+def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) -> list[np.ndarray]:
+    """Events of one pass: ``address | from_state * 13 + to_state`` (uint64), address order
+    within the pass, as one array per chunk.
 
     Same decoding rules as :func:`decode_runs`; works through the records a cache-sized chunk
     at a time, carrying the running address and state across chunks.
@@ -495,7 +496,7 @@ def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) ->
     v, hva, first = _stream_header(np.frombuffer(stream, dtype=np.uint8))
     n = len(v)
     if n == 0:
-        return np.empty(0, ADDR_DTYPE)
+        return []
 
     def fail(what: str, at: int, why: str = "") -> StreamError:
         pos = at + 9 * int(np.searchsorted(first, at, side="right"))  # offset in the stream
@@ -549,6 +550,7 @@ def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) ->
         change = np.flatnonzero(state[1:] != state[:-1]) + 1
         if state[0] != prev_state:
             change = np.r_[0, change]
+        nkeys = len(keys)
         if len(js):  # a SET_HVA may move the address: close and reopen there
             change = change[~np.isin(change, js)]
             jb = np.maximum(js - 1, 0)
@@ -559,12 +561,15 @@ def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) ->
             before = np.where(change > 0, state[np.maximum(change - 1, 0)], prev_state)
             code = before.astype(np.uint64) * np.uint64(_NSTATES) + state[change]
             keys.append(start[change] | code)
+        if len(keys) > nkeys + 1:  # jump events can be "nothing -> nothing": drop those
+            new = np.concatenate(keys[nkeys:])
+            keys[nkeys:] = [new[(new & np.uint64(0xFF)) != 0]]
         prev_state, prev_end = int(state[-1]), int(start[-1] + step[-1])
-    keys.append(np.array([prev_end | prev_state * _NSTATES], ADDR_DTYPE))
+    if prev_state:
+        keys.append(np.array([prev_end | prev_state * _NSTATES], ADDR_DTYPE))
     if nskipped:
         log.warning("idle_pages: ignored %d record(s) not aligned to their page size", nskipped)
-    out = np.concatenate(keys)
-    return out[(out & np.uint64(0xFF)) != 0]  # drop "nothing -> nothing"
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,41 +583,88 @@ class Segments:
     count: np.ndarray  # int32
 
 
+def _merged_events(streams: Sequence[bytes], page_size: int, chunk: int) -> np.ndarray:
+    parts: list[np.ndarray] = []
+    for i, s in enumerate(streams):
+        parts += _pass_events(i, s, page_size, chunk)
+    keys = np.concatenate(parts) if parts else np.empty(0, ADDR_DTYPE)
+    del parts
+    keys.sort(kind="stable")  # each pass is sorted already: timsort merges the runs
+    return keys
+
+
 def sweep(
-    streams: Sequence[bytes], page_size: int = PAGE_SIZE, chunk: int = 1 << 15
+    streams: Sequence[bytes],
+    page_size: int = PAGE_SIZE,
+    chunk: int = 1 << 15,
+    threshold: int | None = None,
 ) -> Segments | None:
     """Accumulate captured passes as :class:`Segments`.
 
-    Same result as :func:`decode_passes`, without a row per page.  Returns None when pages
-    of different sizes overlap (a huge page split between passes, PMD_IDLE_PTES against
-    PMD_ACCESSED): then the type-of-first-sighting rule needs the page-level path.
+    Same result as :func:`decode_passes`, without a row per page.  With ``threshold`` only
+    the cold ranges (``count < threshold``) are kept, neighbours of one page size merged.
+    Returns None when pages of different sizes overlap (a huge page split between passes,
+    PMD_IDLE_PTES against PMD_ACCESSED): the type-of-first-sighting rule then needs the
+    page-level path.  Raises :class:`StreamError` (with ``pass_index``) for a rejected pass.
     """
-    keys = np.concatenate([_pass_events(i, s, page_size, chunk) for i, s in enumerate(streams)])
-    if len(keys) == 0:
+    keys = _merged_events(streams, page_size, chunk)
+    sizes = page_sizes(page_size)
+    out: list[Segments] = []
+    carry = np.zeros(4, dtype=np.int64)  # count and coverage per page type before the chunk
+    pend: tuple[np.ndarray, ...] | None = None  # last boundary of the previous chunk
+    n, c0 = len(keys), 0
+    low = np.uint64((1 << _CODE_BITS) - 1)
+    while c0 < n:
+        c1 = min(c0 + chunk, n)
+        if c1 < n:  # all events at one address in the same chunk
+            c1 = int(np.searchsorted(keys, ((keys[c1 - 1] >> np.uint64(_CODE_BITS)) + np.uint64(1))
+                                     << np.uint64(_CODE_BITS)))  # fmt: skip
+        kc = keys[c0:c1]
+        code = (kc & low).astype(np.intp)
+        kc &= ~low  # now the address
+        last = np.flatnonzero(np.r_[kc[1:] != kc[:-1], True])
+        state = [kc[last]]
+        for t, table in enumerate((EVENT_DW, *EVENT_DCOV)):
+            run = np.cumsum(table[code], dtype=np.int64)[last]
+            run += carry[t]
+            carry[t] = run[-1]
+            state.append(run)
+        if pend is not None:
+            state = [np.r_[p, q] for p, q in zip(pend, state, strict=True)]
+        pend = tuple(x[-1:] for x in state)
+        bounds, count, cov = state[0], state[1][:-1], [c[:-1] > 0 for c in state[2:]]
+        c0 = c1
+        ncov = cov[0].astype(np.int8) + cov[1] + cov[2]
+        if (ncov > 1).any():
+            return None
+        keep = ncov == 1
+        if threshold is not None:
+            keep &= count < threshold
+        idx = np.flatnonzero(keep)
+        if not len(idx):
+            continue
+        ptype = np.where(cov[1], PMD, np.where(cov[2], PUD, PTE)).astype(TYPE_DTYPE)[idx]
+        start, end = bounds[idx], bounds[idx + 1]
+        if threshold is not None:  # neighbours of one page size need not stay apart
+            head = np.r_[True, (start[1:] != end[:-1]) | (ptype[1:] != ptype[:-1])]
+            first = np.flatnonzero(head)
+            last_of = np.r_[first[1:], len(idx)] - 1
+            start, end, ptype, idx = start[first], end[last_of], ptype[first], idx[first]
+        npages = ((end - start) // sizes[ptype]).astype(np.int64)
+        out.append(Segments(start, npages, ptype, count[idx].astype(COUNT_DTYPE)))
+    if not out:
         return Segments(np.empty(0, ADDR_DTYPE), np.empty(0, np.int64), np.empty(0, TYPE_DTYPE),
                         np.empty(0, COUNT_DTYPE))  # fmt: skip
-    keys.sort(kind="stable")  # passes are each sorted already: a merge
-    code = (keys & np.uint64(0xFF)).astype(np.intp)
-    keys >>= np.uint64(_CODE_BITS)
-    last = np.flatnonzero(np.r_[keys[1:] != keys[:-1], True])
-    bounds = keys[last] << np.uint64(_CODE_BITS)
-    del keys
-    count = np.cumsum(EVENT_DW[code], dtype=np.int32)[last[:-1]]
-    cov = [np.cumsum(EVENT_DCOV[t][code], dtype=np.int32)[last[:-1]] > 0 for t in range(3)]
-    del code
-    ncov = cov[0].astype(np.int8) + cov[1] + cov[2]
-    if (ncov > 1).any():
-        return None
-    present = ncov == 1
-    ptype = np.where(cov[1], PMD, np.where(cov[2], PUD, PTE)).astype(TYPE_DTYPE)[present]
-    start = bounds[:-1][present]
-    length = (bounds[1:] - bounds[:-1])[present]
-    npages = (length // page_sizes(page_size)[ptype]).astype(np.int64)
-    return Segments(start, npages, ptype, count[present])
+    return Segments(*(np.concatenate([getattr(o, f) for o in out]) for f in Segments.__slots__))
 
 
-def _expand_desc(seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.ndarray) -> np.ndarray:
-    """Addresses ``lo .. hi-1`` of the pages of ``seg`` counted from the top (descending)."""
+def _expand_desc(
+    seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.ndarray, ramp: np.ndarray | None
+) -> np.ndarray:
+    """Addresses ``lo .. hi-1`` of the pages of ``seg`` counted from the top (descending).
+
+    ``ramp``: ``arange(n) * size`` when every segment has that one page size (else None).
+    """
     r0 = int(np.searchsorted(cum, lo, side="right"))
     r1 = int(np.searchsorted(cum, hi - 1, side="right")) + 1
     # segments are stored ascending; line l counts from the top: segment j = n - 1 - r
@@ -623,24 +675,24 @@ def _expand_desc(seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.nda
     first_line = np.r_[0, cum][r0:r1]  # global line index of each segment's top page
     take = np.minimum(cum[r0:r1], hi) - np.maximum(first_line, lo)
     k = top + first_line.astype(ADDR_DTYPE) * size  # address of line l = k - l * size
-    if np.all(size == size[0]):
-        a = np.repeat(k - np.uint64(lo) * size[0], take)
-        a -= np.arange(hi - lo, dtype=ADDR_DTYPE) * size[0]
+    if ramp is not None:
+        a = np.repeat(k - np.uint64(lo) * size, take)
+        a -= ramp[: hi - lo]
         return a
     lines = np.arange(lo, hi, dtype=ADDR_DTYPE)
     return np.repeat(k, take) - lines * np.repeat(size, take)
 
 
 def cold_text_chunks(
-    streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 18,
-    workers: int = 2, record_chunk: int = 1 << 15,
+    streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 16,
+    workers: int = min(2, os.cpu_count() or 1), record_chunk: int = 1 << 15,
 ) -> Iterator[bytes]:  # fmt: skip
     """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces.
 
     Exactly what the slide engine writes: ``0x%lx`` lines, highest address first.  Raises
     :class:`StreamError` (with ``pass_index``) for a pass the original rejects.
     """
-    seg = sweep(streams, page_size, chunk=record_chunk)
+    seg = sweep(streams, page_size, chunk=record_chunk, threshold=threshold)
     if seg is None:  # overlapping page sizes: the exact page-level path
         refs = decode_passes(streams, page_size)
         cold = descending(refs.addr[cold_mask(refs, threshold)])
@@ -648,17 +700,18 @@ def cold_text_chunks(
         for i in range(0, len(cold), chunk):
             yield format_hex_lines(cold[i : i + chunk], order=-1).tobytes()
         return
-    keep = seg.count < threshold
-    seg = Segments(seg.start[keep], seg.npages[keep], seg.type[keep], seg.count[keep])
     total = int(seg.npages.sum())
     if total == 0:
         return
     sizes = page_sizes(page_size)
     cum = np.cumsum(seg.npages[::-1])  # lines before the end of each segment, from the top
+    ramp = None
+    if np.all(seg.type == seg.type[0]):
+        ramp = np.arange(min(chunk, total), dtype=ADDR_DTYPE) * sizes[seg.type[0]]
 
     def piece(lo: int) -> bytes:
         hi = min(lo + chunk, total)
-        return format_hex_lines(_expand_desc(seg, sizes, lo, hi, cum), order=-1).tobytes()
+        return format_hex_lines(_expand_desc(seg, sizes, lo, hi, cum, ramp), order=-1).tobytes()
 
     starts = range(0, total, chunk)
     if workers <= 1 or len(starts) < 2:

@@ -184,12 +184,26 @@ def _format_block(a: np.ndarray, d: int, tail: bytes = b"\n", ordered: bool = Fa
     """
     m = len(a)
     width = d + 2 + len(tail)
-    buf = np.empty(_PAD + m * width, dtype=np.uint8)
+    buf = np.empty(_PAD + m * width + 8, dtype=np.uint8)
     words = a.view(np.uint16).reshape(m, 4)  # little-endian: column 0 = lowest 16 bits
     nwords = (d + 3) // 4
     top_const = ordered and words[0, nwords - 1] == words[-1, nwords - 1]
+    lowest = nwords - 1
+    if top_const and d % 4 == 0 and tail == b"\n":
+        # one 8-byte constant per line boundary: "\n" + "0x" + the top 4 digits (+ 1 byte the
+        # next word overwrites), instead of three separate stores
+        const = np.frombuffer(
+            b"\n0x" + _HEX4[int(words[0, nwords - 1])].tobytes() + b"\0", dtype=np.uint64
+        )[0]
+        np.ndarray((m + 1,), dtype=np.uint64, buffer=buf, offset=_PAD - 1, strides=(width,))[
+            ...
+        ] = const
+        lowest = nwords - 2
+        prefix_done = True
+    else:
+        prefix_done = False
     tmp = np.empty(m, dtype=np.uint32)
-    for k in range(nwords - 1, -1, -1):  # top word first: lower ones overwrite its spill
+    for k in range(lowest, -1, -1):  # top word first: lower ones overwrite its spill
         off = _PAD + 2 + d - 4 * (k + 1)
         dst = np.ndarray((m,), dtype=np.uint32, buffer=buf, offset=off, strides=(width,))
         if k == nwords - 1 and top_const:
@@ -197,10 +211,11 @@ def _format_block(a: np.ndarray, d: int, tail: bytes = b"\n", ordered: bool = Fa
         else:
             np.take(_HEX4, words[:, k], out=tmp, mode="wrap")
             dst[...] = tmp
-    np.ndarray((m,), dtype=np.uint16, buffer=buf, offset=_PAD, strides=(width,))[...] = _0X
-    for i, ch in enumerate(tail):
-        buf[_PAD + d + 2 + i :: width] = ch
-    return buf[_PAD:]
+    if not prefix_done:
+        np.ndarray((m,), dtype=np.uint16, buffer=buf, offset=_PAD, strides=(width,))[...] = _0X
+        for i, ch in enumerate(tail):
+            buf[_PAD + d + 2 + i :: width][:m] = ch
+    return buf[_PAD : _PAD + m * width]
 
 
 _POW16 = np.array([1 << (4 * d) for d in range(1, 16)], dtype=ADDR_DTYPE)
