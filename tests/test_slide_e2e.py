@@ -236,3 +236,19 @@ def test_second_scanner_of_same_pid_refused(rig):
     said = res.stdout + res.stderr + d.logtext()
     assert re.search(rf"pid {w.pid} is already scanned by task background of project first", said)
     d.etmem("project", "stop", "-n", "first")
+
+
+def test_target_exiting_mid_cycle_is_quiet(rig):
+    d, w = rig
+    d.add("exit", slide_config("exit", w.pid).replace("loop=1\n", "loop=3\n"))
+    d.etmem("project", "start", "-n", "exit")
+    # A cycle is 3 passes with a 1 s sleep after each, then 1 s to the next one: 1.5 s after a
+    # cycle ended, the next one is in the middle of its passes.
+    assert wait_for(lambda: showstats(d, "exit")["cycles"] >= 1, DEADLINE), d.logtext()
+    time.sleep(1.5)
+    w.kill()
+    time.sleep(4)
+    assert d.proc.poll() is None, "etmemd died with its target"
+    stats = showstats(d, "exit")
+    assert stats["errors"] == 0, d.logtext()
+    d.etmem("project", "stop", "-n", "exit")
