@@ -484,6 +484,10 @@ def test_engine_cycle_stats_showstats(tmp_path, fakes):
     assert total.split()[-1] == "0"  # errors
     with pytest.raises(EngineError, match="unknown command"):
         engine.eng_mgt_func(eng, task, "showhostpages", BufferReply())
+    other = _task(eng, "t2", 999)
+    one = BufferReply()
+    engine.eng_mgt_func(eng, other, "showstats", one)  # -t: only that task
+    assert "task: t2" in one.text and "task: t1" not in one.text
 
 
 def test_one_scanner_per_pid_across_projects(tmp_path, fakes):

@@ -89,7 +89,7 @@ def format_showstats(tasks: list[Task]) -> str:
                 "errors",
             )
         )
-        for tp in task.pids:
+        for tp in list(task.pids):  # a worker may be refreshing the list meanwhile
             out.append(_row(str(tp.pid), tp.stats or new_stats()))
         out.append(_row("total", s))
         if s.get("last_error"):
