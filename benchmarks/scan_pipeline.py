@@ -6,7 +6,9 @@ figures measured on the same input.
     python benchmarks/scan_pipeline.py --page-level     # also the page-array path engines use
     python benchmarks/scan_pipeline.py --runs 10 --cases 64G-4K
 
-Each case runs in a fresh interpreter so that peak memory is its own: "extra" is the peak RSS
+"cpu s" is the process's CPU time per run (median): on a shared machine it says more than the
+wall time, which includes waiting for a core.  Each case runs in a fresh interpreter so that
+peak memory is its own: "extra" is the peak RSS
 above what the interpreter had after importing etmem_scan (streams, arrays, text buffers).
 Pipeline time covers reading the three stream files through writing the last line of text
 (to /dev/null); the command time is ``etmem scan --decode p1 p2 p3 --cold 2 > /dev/null`` as a
@@ -74,13 +76,14 @@ def child(case: str, runs: int, path: str, directory: Path) -> None:
             if piece.count(b"\n") > 1
             else piece[:-1]
         )
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for piece in pieces():
             out.write(piece)
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"case": case, "path": path, "times": times, "cold_lines": lines,
+        cpu.append(time.process_time() - c0)
+    print(json.dumps({"case": case, "path": path, "times": times, "cpu": cpu, "cold_lines": lines,
                       "first": first.decode(), "last": last.decode(), "base_kib": base,
                       "peak_kib": maxrss_kib()}))  # fmt: skip
 
@@ -115,6 +118,7 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"# {os.cpu_count()} CPUs, load average {load:.2f}; T={T}, loop=3; median of {args.runs}")
     hdr = (f"{'case':8} {'path':5} {'pages':>11} {'cold':>11} {'median s':>9} {'best s':>7} "
+           f"{'cpu s':>6} "
            f"{'Mpages/s':>8} {'peak MiB':>8} {'extra B/pg':>10} {'orig s':>7} "
            f"{'orig B/pg':>9}")  # fmt: skip
     print(hdr)
@@ -134,7 +138,9 @@ def main() -> int:
             med, best = statistics.median(r["times"]), min(r["times"])
             extra = (r["peak_kib"] - r["base_kib"]) * 1024 / pages
             orig_bpp = orig_mib * 1048576 / pages if case.endswith("4K") else float("nan")
+            cpu = statistics.median(r["cpu"])
             print(f"{case:8} {path:5} {pages:>11,} {cold:>11,} {med:>9.3f} {best:>7.3f} "
+                  f"{cpu:>6.3f} "
                   f"{pages / med / 1e6:>8.1f} {r['peak_kib'] / 1024:>8.1f} {extra:>10.2f} "
                   f"{orig_s:>7.3f} {orig_bpp:>9.1f}")  # fmt: skip
     if "64G-4K" in args.cases:
