@@ -763,3 +763,57 @@ def test_cycle_reclaims_in_chunks_and_stops_between_them(tmp_path):
             proc_root=str(tmp_path),
         )
     assert reclaimed == [cycle.RECLAIM_CHUNK]  # stopped before the second chunk
+
+
+# -- the §10 task cases through the whole obj add path (core + this engine) ----------------------
+
+_OBJ = (
+    "[project]\nname=p10\nloop=3\ninterval=1\nsleep=1\n"
+    "[engine]\nname=slide\nproject=p10\n"
+    "[task]\nproject=p10\nengine=slide\nname=t\ntype=pid\nvalue=1\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "ok"),
+    [
+        ("T=1\n", True),
+        ("T=9\n", True),  # 3 * loop
+        ("T=\n", False),
+        ("T=10\n", False),  # > 3 * loop
+        ("T=-1\n", False),
+        ("", False),  # T missing
+        ("T=1\nswap_flag=yes\n", True),
+        ("T=1\nswap_flag=no\n", True),
+        ("T=1\nswap_flag=YES\n", False),
+        ("T=1\nswap_flag=NO\n", False),
+        ("T=1\nswap_flag=\n", False),
+        ("T=1\nswap_flag=wrong\n", False),
+        ("T=1\nswap_threshold=50g\n", True),
+        ("T=1\nswap_threshold=50m\n", False),
+        ("T=1\ndram_percent=101\n", True),  # warning only
+        ("T=1\ntracker=refs\nactuator=pageout\n", True),
+        ("T=1\ntracker=nope\n", False),
+    ],
+)
+def test_task_keys_through_obj_add(tmp_path, extra, ok):
+    if os.geteuid() != 0:
+        pytest.skip("object files must be owned by root")
+    from etmem_core.errors import OptError
+    from etmem_core.lifecycle import Etmemd
+
+    path = tmp_path / "slide.conf"
+    path.write_text(_OBJ + extra)
+    path.chmod(0o600)
+    d = Etmemd()
+    try:
+        if ok:
+            d.obj_add(str(path))
+            (task,) = d.find_project("p10").engines[0].tasks
+            assert isinstance(task.params, engine.SlideTask)
+        else:
+            with pytest.raises(OptError):
+                d.obj_add(str(path))
+            assert d.find_project("p10") is None  # obj add is atomic
+    finally:
+        d.shutdown()
