@@ -139,9 +139,7 @@ def task_stats(d: EtmemdProc, project: str) -> dict:
     return doc[0]["engines"][0]["tasks"][0]["stats"]
 
 
-pytestmark = [pytest.mark.slow]
-
-
+@pytest.mark.slow
 def test_fresh_venv_holds_its_own_install(venv_bin: Path, broken_site: Path) -> None:
     where = subprocess.run(
         [str(venv_bin / "python"), "-c", "import etmem_sdk, etmem_plugin_age, sys; "
@@ -152,6 +150,7 @@ def test_fresh_venv_holds_its_own_install(venv_bin: Path, broken_site: Path) -> 
     assert where[0].startswith(venv) and where[1].startswith(venv), where  # not the checkout's
 
 
+@pytest.mark.slow
 def test_etmem_plugins_lists_age_and_the_broken_engine(venv_bin: Path, broken_site: Path) -> None:
     res = subprocess.run(
         [str(venv_bin / "etmem"), "plugins", "--check", "--json"],
@@ -172,6 +171,7 @@ def test_etmem_plugins_lists_age_and_the_broken_engine(venv_bin: Path, broken_si
     assert rows["slide"]["loads"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.swap
 def test_age_policy_moves_cold_memory_under_etmemd(rig: Rig) -> None:
@@ -194,6 +194,7 @@ def test_age_policy_moves_cold_memory_under_etmemd(rig: Rig) -> None:
     d.etmem("project", "stop", "-n", "aged")
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.swap
 def test_broken_engine_fails_while_slide_keeps_running(rig: Rig) -> None:
@@ -215,7 +216,8 @@ def test_broken_engine_fails_while_slide_keeps_running(rig: Rig) -> None:
 
 
 def test_the_example_suite_passes_with_the_sdk_fixtures() -> None:
-    """The example distribution's own tests (fake tree and live child), from the checkout."""
+    """The example distribution's own tests (fake tree and live child), from the checkout; not
+    slow, so the policy is tested wherever the fast suite runs."""
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
         capture_output=True,
