@@ -92,7 +92,8 @@ def check_should_swap(
     """
     if sysmem_threshold == -1:
         return True
-    assert meminfo is not None and status is not None
+    if meminfo is None or status is None:
+        raise ValueError("the gate needs /proc/meminfo and the process status")
     total = meminfo.get("MemTotal", 0)
     if total <= 0:
         return False
