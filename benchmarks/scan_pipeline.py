@@ -47,7 +47,7 @@ def maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def child(case: str, runs: int, path: str, directory: Path) -> None:
+def child(case: str, runs: int, path: str, directory: Path, workers: int = 1) -> None:
     """Run one case in this process and print one JSON line."""
     from etmem_scan import idle_pages
     from etmem_scan.pagerefs import cold_mask, format_cold
@@ -60,7 +60,7 @@ def child(case: str, runs: int, path: str, directory: Path) -> None:
     def pieces():
         streams = [f.read_bytes() for f in files]
         if path == "fast":
-            yield from idle_pages.cold_text_chunks(streams, T, page)
+            yield from idle_pages.cold_text_chunks(streams, T, page, workers=workers)
             return
         refs = idle_pages.decode_passes(streams, page)  # PageRefs, one row per page
         del streams
@@ -109,14 +109,16 @@ def main() -> int:
     ap.add_argument("--page-level", action="store_true",
                     help="also time the page-array path (PageRefs; what engines use)")  # fmt: skip
     ap.add_argument("--dir", type=Path, default=S.DEFAULT_DIR, help="stream cache directory")
+    ap.add_argument("--workers", type=int, default=1, help="formatting threads (fast path)")
     ap.add_argument("--child", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.runs, args.child[1], args.dir)
+        child(args.child[0], args.runs, args.child[1], args.dir, args.workers)
         return 0
 
     load = os.getloadavg()[0]
-    print(f"# {os.cpu_count()} CPUs, load average {load:.2f}; T={T}, loop=3; median of {args.runs}")
+    print(f"# {os.cpu_count()} CPUs, load average {load:.2f}; T={T}, loop=3; median of "
+          f"{args.runs}; {args.workers} formatting thread(s)")  # fmt: skip
     hdr = (f"{'case':8} {'path':5} {'pages':>11} {'cold':>11} {'median s':>9} {'best s':>7} "
            f"{'cpu s':>6} "
            f"{'Mpages/s':>8} {'peak MiB':>8} {'extra B/pg':>10} {'orig s':>7} "
@@ -129,7 +131,7 @@ def main() -> int:
         for path in paths:
             res = subprocess.run(
                 [sys.executable, __file__, "--runs", str(args.runs), "--dir", str(args.dir),
-                 "--child", case, path],
+                 "--workers", str(args.workers), "--child", case, path],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             r = json.loads(res.stdout.strip().splitlines()[-1])

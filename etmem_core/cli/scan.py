@@ -50,7 +50,7 @@ def decode_command(files: list[Path], threshold: int | None, page_size: int) -> 
         if threshold is not None:
             _write_out(idle_pages.cold_text_chunks(streams, threshold, page_size))
         else:
-            _write_out([idle_pages.refs_text(streams, page_size)])
+            _write_out(idle_pages.refs_text_chunks(streams, page_size))
     except ScanError as e:
         which = getattr(e, "pass_index", None)
         where = f"{files[which]}: " if which is not None else ""

@@ -731,6 +731,32 @@ def cold_text_chunks(
             yield pending.popleft().result()
 
 
+def refs_text_chunks(
+    streams: Sequence[bytes], page_size: int = PAGE_SIZE, chunk: int = 1 << 16
+) -> Iterator[bytes]:
+    """``0x<addr> <count> <type>`` lines of the accumulated passes, by address, in pieces."""
+    seg = sweep(streams, page_size)
+    if seg is None:  # overlapping page sizes: the exact page-level path
+        yield format_refs(decode_passes(streams, page_size))
+        return
+    total = int(seg.npages.sum())
+    sizes = page_sizes(page_size)
+    cum = np.cumsum(seg.npages)
+    first = cum - seg.npages  # line of each segment's first page
+    base = (
+        seg.start - first.astype(ADDR_DTYPE) * sizes[seg.type]
+    )  # address of line l = base + l*size
+    for lo in range(0, total, chunk):
+        hi = min(lo + chunk, total)
+        r0 = int(np.searchsorted(cum, lo, side="right"))
+        r1 = int(np.searchsorted(cum, hi - 1, side="right")) + 1
+        take = np.minimum(cum[r0:r1], hi) - np.maximum(first[r0:r1], lo)
+        lines = np.arange(lo, hi, dtype=ADDR_DTYPE)
+        addr = np.repeat(base[r0:r1], take) + lines * np.repeat(sizes[seg.type[r0:r1]], take)
+        yield format_refs(PageRefs(addr, np.repeat(seg.type[r0:r1], take),
+                                   np.repeat(seg.count[r0:r1], take)))  # fmt: skip
+
+
 def refs_text(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> bytes:
     """``0x<addr> <count> <type>`` lines of the accumulated passes, by address."""
-    return format_refs(decode_passes(streams, page_size))
+    return b"".join(refs_text_chunks(streams, page_size))
