@@ -143,6 +143,13 @@ def start_task(engine: Engine, task: Task) -> None:
         caps=eng.caps,
     )
     params.mechanism = mech
+    if mech.swapcache is None and project.swapcache_high_wmark != -1:
+        log.warning(
+            "slide: task %s: swapcache watermarks need the swap_pages actuator; with %s "
+            "there is no kernel swapcache reclaim to steer, so they are ignored",
+            task.name,
+            mech.actuator,
+        )
     params.stats = StatsKeeper(task)
     task.stats["tracker"] = mech.tracker
     task.stats["actuator"] = mech.actuator
