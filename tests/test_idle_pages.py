@@ -405,8 +405,16 @@ def test_missing_file_is_a_scan_error(tmp_path: Path) -> None:
 
 def random_stream(rng: np.random.Generator, nrec: int) -> bytes:
     """Mostly plausible streams: aligned SET_HVAs (some 2M-aligned, for PMD records), every
-    record type, n = 0..15, the odd jump backwards or to an unaligned address."""
+    record type, n = 0..15, the odd jump backwards or to an unaligned address.  Half of them
+    hold base pages only (the decoder's lean path)."""
     out = bytearray()
+    if rng.random() < 0.5:
+        for _ in range(nrec):
+            if not out or rng.random() < 0.05:
+                out += hva(B + int(rng.integers(0, 64)) * 4096)
+            else:
+                out.append(int(rng.choice([0, 3, 5, 8, 0, 5])) << 4 | int(rng.integers(0, 16)))
+        return bytes(out)
     for _ in range(nrec):
         r = rng.random()
         if not out or r < 0.05:

@@ -485,7 +485,7 @@ def _stream_header(b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return v, hva, hva_pos - 9 * np.arange(k)
 
 
-def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) -> list[np.ndarray]:
+def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 16) -> list[np.ndarray]:
     """Events of one pass: ``address | from_state * 13 + to_state`` (uint64), address order
     within the pass, as one array per chunk.
 
@@ -509,13 +509,28 @@ def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) ->
         j = int(np.argmax(bad))
         raise fail(f"unknown idle_pages record 0x{int(v[j]):02x}", j)
     # a SET_HVA followed directly by another one governs nothing: keep the last per index
-    last = np.r_[first[1:] != first[:-1], True]
-    first, hva = first[last], hva[last]
+    if len(first):
+        last = np.r_[first[1:] != first[:-1], True]
+        first, hva = first[last], hva[last]
     first_in, hva_in = first[first < n], hva[first < n]
     check_align = bool(np.any(hva & np.uint64(page_size - 1))) or bool(
         tab.big[np.flatnonzero(np.bincount(v, minlength=256))].any()
     )
     keys: list[np.ndarray] = []
+    # Lean path: when every record is bound to be aligned and no address can wrap past 2**64,
+    # addresses are needed only where an event happens, not for every record.
+    sizes = page_sizes(page_size)
+    if (
+        not check_align
+        and (not len(hva) or int(hva.max()) < 1 << 62)
+        and n * 15 * int(sizes[PUD]) < 1 << 62
+    ):
+        if not len(first_in) or first_in[0] > 0:
+            raise fail("idle_pages record", 0, " before any address")
+        if (hva_in == 0).any():
+            at = int(first_in[np.argmax(hva_in == 0)])
+            raise fail("idle_pages record", at, " before any address")
+        return _lean_events(v, tab, first_in, hva_in, chunk)
     nskipped = 0
     u_carry = np.uint64(0)  # running address before SET_HVA corrections
     off = np.uint64(0)  # correction of the segment in force
@@ -572,6 +587,50 @@ def _pass_events(i: int, stream: bytes, page_size: int, chunk: int = 1 << 15) ->
     return keys
 
 
+def _lean_events(
+    v: np.ndarray, tab: _Tables, first_in: np.ndarray, hva_in: np.ndarray, chunk: int
+) -> list[np.ndarray]:
+    """:func:`_pass_events` for streams whose records are all aligned and cannot wrap."""
+    keys: list[np.ndarray] = []
+    n13 = np.uint64(_NSTATES)
+    e_carry = np.uint64(0)  # uncorrected end of the last record of the previous chunk
+    off = np.uint64(0)  # SET_HVA correction in force
+    prev_state = 0
+    for c0 in range(0, len(v), chunk):
+        vc = v[c0 : c0 + chunk]
+        m = len(vc)
+        ends = tab.step[vc]
+        ends[0] += e_carry
+        np.cumsum(ends, out=ends)  # uncorrected end of each record
+
+        def ustart(idx: np.ndarray, ends=ends, e_carry=e_carry) -> np.ndarray:
+            return np.where(idx > 0, ends[np.maximum(idx - 1, 0)], e_carry)
+
+        lo, hi = np.searchsorted(first_in, [c0, c0 + m])
+        js = first_in[lo:hi] - c0
+        offs = np.r_[off, hva_in[lo:hi] - ustart(js)]  # correction from each SET_HVA on
+        state = tab.state[vc]
+        change = np.flatnonzero(state[1:] != state[:-1]) + 1
+        if state[0] != prev_state:
+            change = np.r_[0, change]
+        nkeys = len(keys)
+        if len(js):  # a SET_HVA may move the address: close and reopen there
+            change = change[js[np.minimum(np.searchsorted(js, change), len(js) - 1)] != change]
+            jp = np.where(js > 0, state[np.maximum(js - 1, 0)], prev_state).astype(np.uint64)
+            keys += [(ustart(js) + offs[:-1]) | (jp * n13), hva_in[lo:hi] | state[js]]
+        if len(change):
+            before = np.where(change > 0, state[np.maximum(change - 1, 0)], prev_state)
+            at = ustart(change) + offs[np.searchsorted(js, change, side="right")]
+            keys.append(at | (before.astype(np.uint64) * n13 + state[change]))
+        if len(keys) > nkeys + 1:  # jump events can be "nothing -> nothing": drop those
+            new = np.concatenate(keys[nkeys:])
+            keys[nkeys:] = [new[(new & np.uint64(0xFF)) != 0]]
+        off, e_carry, prev_state = offs[-1], ends[-1], int(state[-1])
+    if prev_state:
+        keys.append(np.array([int(e_carry + off) | prev_state * _NSTATES], ADDR_DTYPE))
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class Segments:
     """Accumulated passes as address ranges: ``npages`` pages of ``type`` from ``start``, each
@@ -596,7 +655,7 @@ def _merged_events(streams: Sequence[bytes], page_size: int, chunk: int) -> np.n
 def sweep(
     streams: Sequence[bytes],
     page_size: int = PAGE_SIZE,
-    chunk: int = 1 << 15,
+    chunk: int = 1 << 16,
     threshold: int | None = None,
 ) -> Segments | None:
     """Accumulate captured passes as :class:`Segments`.
@@ -685,7 +744,7 @@ def _expand_desc(
 
 def cold_text_chunks(
     streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 16,
-    workers: int = 1, record_chunk: int = 1 << 15,
+    workers: int = 1, record_chunk: int = 1 << 16,
 ) -> Iterator[bytes]:  # fmt: skip
     """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces.
 
