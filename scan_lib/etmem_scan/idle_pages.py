@@ -184,40 +184,19 @@ class _Records:
     v: np.ndarray  # uint8 record bytes
     start: np.ndarray  # uint64 address of each record
     keep: np.ndarray  # bool: the record emits entries (not a hole, n > 0, aligned)
-    jumps: np.ndarray  # int64 indices into v where a SET_HVA moved the address
     end: int  # address after the last record (C's last_walk_end)
 
 
 def _records(b: np.ndarray, page_size: int) -> _Records:
     tab = _tables(page_size)
-    hva_pos = _set_hva_positions(b)
-    cut = len(b)
-    trunc = np.flatnonzero(hva_pos + 8 >= len(b))
-    if len(trunc):  # an incomplete SET_HVA stops decoding there
-        cut = int(hva_pos[trunc[0]])
-        hva_pos = hva_pos[: trunc[0]]
-    k = len(hva_pos)
-    if k:
-        hva = (
-            np.ascontiguousarray(b[hva_pos[:, None] + np.arange(1, 9)])
-            .view(">u8")
-            .ravel()
-            .astype(ADDR_DTYPE)
-        )
-        v = np.delete(b[:cut], (hva_pos[:, None] + np.arange(9)).ravel())
-        first = hva_pos - 9 * np.arange(k)  # index in v of the first record after each SET_HVA
-    else:
-        hva = np.empty(0, ADDR_DTYPE)
-        v = b[:cut]
-        first = np.empty(0, np.int64)
+    v, hva, first = _stream_header(b)
+    k = len(first)
 
     def byte_offset(i: int) -> int:  # position in the stream, for messages
         return i + 9 * int(np.searchsorted(first, i, side="right"))
 
     if len(v) == 0:
-        return _Records(
-            v, np.empty(0, ADDR_DTYPE), np.empty(0, bool), first, int(hva[-1]) if k else 0
-        )
+        return _Records(v, np.empty(0, ADDR_DTYPE), np.empty(0, bool), int(hva[-1]) if k else 0)
     if (v >= 0xA0).any():
         i = int(np.argmax(v >= 0xA0))
         raise StreamError(f"unknown idle_pages record 0x{int(v[i]):02x} at byte {byte_offset(i)}")
@@ -246,7 +225,7 @@ def _records(b: np.ndarray, page_size: int) -> _Records:
             int(start[i[0]]),
         )
         keep &= ~unaligned
-    return _Records(v, start, keep, first, end)
+    return _Records(v, start, keep, end)
 
 
 def decode_runs(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> Runs:
