@@ -20,7 +20,7 @@ RUN = VM_DIR / "run"
 CHECKOUT = VM_DIR.parent.parent
 
 if os.environ.get("ETMEM_IN_VM") != "1":
-    collect_ignore_glob = ["guest/*"]
+    collect_ignore = ["guest"]
 
 
 @dataclass
