@@ -314,3 +314,10 @@ def test_the_tutorials_policy_and_tests_run(tmp_path):
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "3 passed" in res.stdout or (os.geteuid() != 0 and "2 passed" in res.stdout)
+
+
+def test_harness_loads_an_installed_engine_by_name():
+    h = EngineHarness("slide")  # the built-in, through its etmem.engines entry point
+    assert h.name == "slide" and "start_task" in h.implements
+    with pytest.raises(LookupError, match="no 'etmem.engines' entry point named 'nope'"):
+        EngineHarness("nope")

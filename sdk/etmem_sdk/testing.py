@@ -6,6 +6,7 @@ etmem can use these fixtures without importing anything:
 
 ``etmem_engine``
     factory: ``etmem_engine(plugin, name="age")`` -> :class:`EngineHarness`, an in-process driver
+    (``plugin`` is the module or object holding the hookimpls, or the name of an installed engine)
     that validates ``plugin`` against the hookspecs and calls its hooks in the daemon's order
     (``fill_eng_params``, ``fill_task_params``, ``start_task`` ... ``stop_task``,
     ``clear_task_params``, ``clear_eng_params``). ``harness.tick()`` runs one cycle of every
@@ -29,6 +30,7 @@ for swap and for acting on another process).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -55,6 +57,7 @@ __all__ = [
     "FakeVma",
     "RecordingActuator",
     "Workload",
+    "load_entry_point",
     "spawn_workload",
     "swap_on",
 ]
@@ -342,6 +345,15 @@ def _section(group: str, items: Mapping[str, Any] | None, label: str) -> ConfigS
     return ConfigSection(group, {k: str(v) for k, v in (items or {}).items()}, label=label)
 
 
+def load_entry_point(name: str, group: str = "etmem.engines") -> Any:
+    """Import the engine installed as entry point ``name`` (what etmemd would load for
+    ``[engine] name=NAME``); ``LookupError`` if none is installed under that name."""
+    found = [ep for ep in importlib.metadata.entry_points(group=group) if ep.name == name]
+    if not found:
+        raise LookupError(f"no {group!r} entry point named {name!r} is installed")
+    return found[0].load()
+
+
 def _find_worker(params: Any) -> PeriodicWorker | None:
     """The PeriodicWorker an engine keeps in ``task.params`` (attribute or key ``worker``, or any
     attribute holding one)."""
@@ -366,8 +378,11 @@ class EngineHarness:
     docs/writing-a-policy.md for driving a real etmemd from a test).
     """
 
-    def __init__(self, plugin: Any, name: str = "engine") -> None:
-        self.name = name
+    def __init__(self, plugin: Any, name: str | None = None) -> None:
+        if isinstance(plugin, str):  # an installed engine, by its entry-point name
+            name = name or plugin
+            plugin = load_entry_point(plugin)
+        self.name = name or "engine"
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.pm.register(plugin)
@@ -638,7 +653,7 @@ def etmem_engine() -> Iterator[Any]:
     """Factory ``etmem_engine(plugin, name="engine") -> EngineHarness``; all removed at teardown."""
     made: list[EngineHarness] = []
 
-    def make(plugin: Any, name: str = "engine") -> EngineHarness:
+    def make(plugin: Any, name: str | None = None) -> EngineHarness:
         harness = EngineHarness(plugin, name)
         made.append(harness)
         return harness
