@@ -817,3 +817,26 @@ def test_task_keys_through_obj_add(tmp_path, extra, ok):
             assert d.find_project("p10") is None  # obj add is atomic
     finally:
         d.shutdown()
+
+
+def test_daemon_default_tracker_is_used_when_the_task_names_none():
+    from etmem_sdk import scan
+    from etmem_slide import mechanism
+    from etmem_slide.config import SlideTaskConfig
+
+    caps = {
+        "tracker.refs": (True, ""),
+        "tracker.page_idle": (True, ""),
+        "tracker.damon": (False, "busy"),
+        "actuator.pageout": (True, ""),
+    }
+    cfg = SlideTaskConfig(T=1)
+    previous = scan.set_defaults(tracker="refs")
+    try:
+        assert mechanism.resolve(cfg, swap_flag=False, caps=caps).tracker == "refs"
+        scan.set_defaults(tracker="damon")
+        with pytest.raises(EngineError, match="etmemd.toml.*busy"):
+            mechanism.resolve(cfg, swap_flag=False, caps=caps)
+    finally:
+        scan.set_defaults(**vars(previous))
+    assert mechanism.resolve(cfg, swap_flag=False, caps=caps).tracker == "page_idle"

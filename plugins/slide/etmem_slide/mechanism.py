@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from etmem_scan import procfs
 from etmem_scan.pagerefs import PageRefs
 from etmem_sdk import EngineError, Project
+from etmem_sdk.scan import defaults as scan_defaults
 
 from .config import SlideTaskConfig
 from .cycle import TYPE_SIZES, Actuator, Tracker
@@ -56,10 +57,15 @@ def _usable(caps: dict[str, tuple[bool, str]], kind: str, name: str) -> tuple[bo
 def _pick(
     kind: str, forced: str | None, preference: tuple[str, ...], caps: dict[str, tuple[bool, str]]
 ) -> str:
+    source = f"forced by {kind}="
+    if forced is None:
+        # The daemon's default (etmemd.toml [scan]) comes after the task's own key.
+        forced = getattr(scan_defaults(), kind)
+        source = f"the daemon's default {kind} in etmemd.toml"
     if forced is not None:
         ok, why = _usable(caps, kind, forced)
         if not ok:
-            raise EngineError(f"{kind} {forced} (forced by {kind}=) is not usable here: {why}")
+            raise EngineError(f"{kind} {forced} ({source}) is not usable here: {why}")
         return forced
     missing = []
     for name in preference:
