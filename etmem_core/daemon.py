@@ -222,6 +222,11 @@ class Daemon:
 
     def run(self, on_listening: Any = None) -> int:
         """Listen, serve until SIGTERM/SIGINT, shut down in order; return the exit status."""
+        # Handlers go in before the name is visible: a client may signal as soon as it can
+        # connect, and the default SIGINT action would skip the ordered shutdown.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         try:
             self.server.bind()
         except AddressInUse as exc:
@@ -237,9 +242,6 @@ class Daemon:
             print(f"etmemd: cannot listen on @{self.opts.socket}: {exc}", file=sys.stderr)
             self.server.close()
             return EXIT_FAIL
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         if on_listening is not None:
             on_listening()
         else:
