@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from etmem_scan import actuators, pagemap, procfs
+from etmem_sdk.testing import swap_on
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,23 +43,6 @@ WORKLOAD = ROOT / "tests" / "helpers" / "workload.py"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
-
-
-@contextmanager
-def swap_file(size_mib: int, directory: Path):
-    path = directory / f"etmem-bench-swap-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    on = False
-    try:
-        subprocess.run(["fallocate", "-l", f"{size_mib}M", str(path)], check=True)
-        path.chmod(0o600)
-        subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
-        subprocess.run(["swapon", str(path)], check=True)
-        on = True
-        yield path
-    finally:
-        if on:
-            subprocess.run(["swapoff", str(path)], check=False)
-        path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -205,7 +189,7 @@ def main() -> int:
     tmp.mkdir()
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, tmp, True)
-        stack.enter_context(swap_file(cold_mib + hot_mib + 1024, Path(args.swap_dir)))
+        stack.enter_context(swap_on(cold_mib + hot_mib + 1024, Path(args.swap_dir)))
         # The machine is shared and its swap speed swings by 2x from one minute to the next:
         # interleave bare and slide runs and compare medians.
         bares, slides = [], []

@@ -12,63 +12,24 @@ Use them from a test module with ``from fixtures_kernel import swapfile, workloa
   *before* swapoff (otherwise swapoff reads every swapped page back in).
 
 ``spawn_workload(...)`` / ``swap_on(...)`` are the context managers behind them, for tests that
-need other sizes.
+need other sizes; ``swap_on`` is the SDK's (``etmem_sdk.testing``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from etmem_sdk.testing import swap_on  # the one swap-file helper; re-exported here
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
-SWAP_DIR = Path(os.environ.get("ETMEM_TEST_SWAP_DIR", "/var/tmp"))
-
-
-def _fs_type(path: Path) -> str:
-    best, fstype = "", ""
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            dev, mnt, typ = line.split()[:3]
-            if str(path).startswith(mnt) and len(mnt) > len(best):
-                best, fstype = mnt, typ
-    return fstype
-
-
-@contextlib.contextmanager
-def swap_on(size_mib: int = 256, directory: Path = SWAP_DIR) -> Iterator[Path]:
-    """Create, mkswap and swapon a swap file; swapoff and delete it on exit."""
-    device = os.environ.get("ETMEM_TEST_SWAP_DEVICE")
-    if device:
-        # The QEMU test bed has no disk: its zram device is already the swap (tests/vm/guest).
-        yield Path(device)
-        return
-    if os.geteuid() != 0:
-        pytest.skip("swap tests need root")
-    if _fs_type(directory) in ("tmpfs", "ramfs", ""):
-        pytest.fail(f"{directory} is not on a disk filesystem; set ETMEM_TEST_SWAP_DIR")
-    path = directory / f"etmem-test-swap-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    on = False
-    try:
-        subprocess.run(["fallocate", "-l", f"{size_mib}M", str(path)], check=True)
-        path.chmod(0o600)
-        subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
-        subprocess.run(["swapon", str(path)], check=True)
-        on = True
-        yield path
-    finally:
-        if on:
-            subprocess.run(["swapoff", str(path)], check=False)
-        path.unlink(missing_ok=True)
 
 
 @dataclass
