@@ -109,8 +109,8 @@ def main() -> int:
     ap.add_argument("--page-level", action="store_true",
                     help="also time the page-array path (PageRefs; what engines use)")  # fmt: skip
     ap.add_argument("--dir", type=Path, default=S.DEFAULT_DIR, help="stream cache directory")
-    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                    help="formatting threads of the fast path (the library's default)")  # fmt: skip
+    ap.add_argument("--workers", type=int, default=1,
+                    help="formatting threads of the fast path (default 1)")  # fmt: skip
     ap.add_argument("--child", nargs=2, metavar=("CASE", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

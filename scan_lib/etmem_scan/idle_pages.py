@@ -723,15 +723,15 @@ def _expand_desc(
 
 def cold_text_chunks(
     streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 16,
-    workers: int = min(2, os.cpu_count() or 1), record_chunk: int = 1 << 16,
+    workers: int = 1, record_chunk: int = 1 << 16,
 ) -> Iterator[bytes]:  # fmt: skip
     """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces.
 
     Exactly what the slide engine writes: ``0x%lx`` lines, highest address first.  Raises
     :class:`StreamError` (with ``pass_index``) for a pass the original rejects.  With two
     ``workers`` the next pieces are formatted in a thread while one is written (numpy drops
-    the GIL): about twice as fast on an idle 2-core machine, ~0.5 byte/page more memory;
-    ``workers=1`` does everything in the calling thread.
+    the GIL); on the shared 2-core development VMs that was no faster (the other core is
+    busy) and cost ~0.5 byte/page more, so the default is to do everything in this thread.
     """
     seg = sweep(streams, page_size, chunk=record_chunk, threshold=threshold)
     if seg is None:  # overlapping page sizes: the exact page-level path
