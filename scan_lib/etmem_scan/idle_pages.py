@@ -245,20 +245,29 @@ def decode_runs(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> Runs:
     return Runs(r.start[r.keep], tab.npages[v], tab.etype[v], tab.weight[v], r.end)
 
 
-def expand(runs: Runs, page_size: int = PAGE_SIZE) -> PassRefs:
-    """One row per page entry of ``runs`` (``repeat`` + ramp, no per-page Python)."""
+def expand(runs: Runs, page_size: int = PAGE_SIZE, chunk: int = 1 << 16) -> PassRefs:
+    """One row per page entry of ``runs`` (``repeat`` + ramp, no per-page Python).
+
+    The address of line ``l`` of run ``r`` is ``base[r] + l * size[r]``; the ramp is added a
+    chunk at a time so no second page-sized array is ever alive.
+    """
     total = int(runs.npages.sum()) if len(runs) else 0
     if total == 0:
         return PassRefs.empty()
-    sizes = page_sizes(page_size)
-    first = np.cumsum(runs.npages) - runs.npages
-    addr = np.arange(total, dtype=ADDR_DTYPE)
-    addr -= np.repeat(first.astype(ADDR_DTYPE), runs.npages)
-    if np.all(runs.type == runs.type[0]):
-        addr *= sizes[runs.type[0]]
+    sizes = page_sizes(page_size)[runs.type]
+    first = (np.cumsum(runs.npages) - runs.npages).astype(ADDR_DTYPE)
+    addr = np.repeat(runs.start - first * sizes, runs.npages)
+    if np.all(sizes == sizes[0]):
+        ramp = np.arange(min(chunk, total), dtype=ADDR_DTYPE) * sizes[0]
+        for c0 in range(0, total, chunk):
+            part = addr[c0 : c0 + chunk]
+            part += ramp[: len(part)]
+            part += np.uint64(c0) * sizes[0]
     else:
-        addr *= np.repeat(sizes[runs.type], runs.npages)
-    addr += np.repeat(runs.start, runs.npages)
+        step = np.repeat(sizes, runs.npages)
+        for c0 in range(0, total, chunk):
+            part = addr[c0 : c0 + chunk]
+            part += np.arange(c0, c0 + len(part), dtype=ADDR_DTYPE) * step[c0 : c0 + len(part)]
     return PassRefs(addr, np.repeat(runs.type, runs.npages), np.repeat(runs.weight, runs.npages))
 
 
