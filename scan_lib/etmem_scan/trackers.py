@@ -120,13 +120,13 @@ class RefsTracker(Tracker):
 
 
 def _word_runs(words: np.ndarray, gap: int = 64) -> list[tuple[int, int]]:
-    """Split sorted unique word indices into [first, last] runs worth one read each."""
+    """Split sorted unique word indices into runs worth one read each, as ``(lo, hi)`` slice
+    bounds into ``words``: the run covers bitmap words ``words[lo]`` .. ``words[hi - 1]``."""
     if words.size == 0:
         return []
     cut = np.flatnonzero(np.diff(words) > gap) + 1
-    firsts = np.concatenate(([0], cut))
-    lasts = np.concatenate((cut - 1, [words.size - 1]))
-    return [(int(words[a]), int(words[b])) for a, b in zip(firsts, lasts, strict=True)]
+    bounds = np.concatenate(([0], cut, [words.size])).tolist()
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 class PageIdleTracker(Tracker):
@@ -183,23 +183,24 @@ class PageIdleTracker(Tracker):
         values = np.zeros(uniq.size, dtype=np.uint64)
         masks = np.zeros(uniq.size, dtype=np.uint64)
         np.bitwise_or.at(masks, inverse, np.uint64(1) << bit)
+        # each run is a slice of the sorted ``uniq``: no per-run mask over every word
         runs = _word_runs(uniq)
         try:
-            for first, last in runs:
+            for lo, hi in runs:
+                first, last = int(uniq[lo]), int(uniq[hi - 1])
                 buf = os.pread(self._bitmap, (last - first + 1) * 8, first * 8)
                 block = np.frombuffer(buf, dtype=np.uint64)
-                sel = (uniq >= first) & (uniq <= last)
-                got = uniq[sel] - first
+                got = uniq[lo:hi] - first
                 ok = got < block.size
                 vals = np.zeros(got.size, dtype=np.uint64)
                 vals[ok] = block[got[ok]]
-                values[sel] = vals
+                values[lo:hi] = vals
             idle = (values[inverse] >> bit) & np.uint64(1)
             # mark every page we saw idle again; 0 bits leave other pages alone
-            for first, last in runs:
+            for lo, hi in runs:
+                first, last = int(uniq[lo]), int(uniq[hi - 1])
                 block = np.zeros(last - first + 1, dtype=np.uint64)
-                sel = (uniq >= first) & (uniq <= last)
-                block[uniq[sel] - first] = masks[sel]
+                block[uniq[lo:hi] - first] = masks[lo:hi]
                 os.pwrite(self._bitmap, block.tobytes(), first * 8)
         except OSError as e:
             raise ScanError(f"page_idle: bitmap access failed: {e.strerror}") from e
