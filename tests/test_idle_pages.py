@@ -476,3 +476,22 @@ def test_sweep_segments_match_page_level(golden: Path) -> None:
     )  # fmt: skip
     assert addr.tolist() == refs.addr.tolist()
     assert np.repeat(seg.count, seg.npages).tolist() == refs.count.tolist()
+
+
+@pytest.mark.parametrize("lines", [1, 3, 7, 1000])
+def test_cold_text_across_digit_and_top_word_changes(lines: int) -> None:
+    """Pieces that cross a 4 GiB boundary (top 16 bits change), go from 12 to 11 hex digits,
+    or hold 2 MiB pages take the general formatter; the text is the same either way."""
+    streams = [
+        hva(0x7F00FFFFD000) + bytes([0x56])  # idle pages across 0x7f0100000000
+        + hva(0x100000FFE000) + bytes([0x54])  # 13 digits down to 12
+        + hva(0xFFFFFFE000) + bytes([0x54])  # 10 digits and 11
+        + hva(0x7F0200000000) + bytes([0x62]),  # two idle 2 MiB pages
+    ]  # fmt: skip
+    fast = b"".join(ip.cold_text_chunks(streams, 1, chunk=lines))
+    assert fast == page_level(streams, 1)
+    assert fast.count(b"\n") == 6 + 4 + 4 + 2
+    base_pages_only = [streams[0][:-10]]  # the 4 KiB table path where a piece allows it
+    fast = b"".join(ip.cold_text_chunks(base_pages_only, 1, chunk=lines))
+    assert fast == page_level(base_pages_only, 1)
+    assert fast.count(b"\n") == 6 + 4 + 4

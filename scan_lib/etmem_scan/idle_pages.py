@@ -26,6 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from .pagerefs import (
+    _HEX4,
+    _PAD,
     ADDR_DTYPE,
     COUNT_DTYPE,
     PMD,
@@ -705,13 +707,11 @@ def sweep(
     return Segments(*(np.concatenate([getattr(o, f) for o in out]) for f in Segments.__slots__))
 
 
-def _expand_desc(
-    seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.ndarray, ramp: np.ndarray | None
-) -> np.ndarray:
-    """Addresses ``lo .. hi-1`` of the pages of ``seg`` counted from the top (descending).
-
-    ``ramp``: ``arange(n) * size`` when every segment has that one page size (else None).
-    """
+def _desc_parts(
+    seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For lines ``lo .. hi-1`` counted from the top page of ``seg``: per segment touched,
+    ``k`` (the address of line ``l`` is ``k - l * size``), how many lines, and the size."""
     r0 = int(np.searchsorted(cum, lo, side="right"))
     r1 = int(np.searchsorted(cum, hi - 1, side="right")) + 1
     # segments are stored ascending; line l counts from the top: segment j = n - 1 - r
@@ -721,13 +721,49 @@ def _expand_desc(
     top = seg.start[j] + (seg.npages[j].astype(ADDR_DTYPE) - np.uint64(1)) * size
     first_line = np.r_[0, cum][r0:r1]  # global line index of each segment's top page
     take = np.minimum(cum[r0:r1], hi) - np.maximum(first_line, lo)
-    k = top + first_line.astype(ADDR_DTYPE) * size  # address of line l = k - l * size
+    return top + first_line.astype(ADDR_DTYPE) * size, take, size
+
+
+def _expand_desc(
+    seg: Segments, sizes: np.ndarray, lo: int, hi: int, cum: np.ndarray, ramp: np.ndarray | None
+) -> np.ndarray:
+    """Addresses ``lo .. hi-1`` of the pages of ``seg`` counted from the top (descending).
+
+    ``ramp``: ``arange(n) * size`` when every segment has that one page size (else None).
+    """
+    k, take, size = _desc_parts(seg, sizes, lo, hi, cum)
     if ramp is not None:
         a = np.repeat(k - np.uint64(lo) * size, take)
         a -= ramp[: hi - lo]
         return a
     lines = np.arange(lo, hi, dtype=ADDR_DTYPE)
     return np.repeat(k, take) - lines * np.repeat(size, take)
+
+
+_HEX8_20: np.ndarray | None = None
+
+
+def _lines12_4k(k: np.ndarray, take: np.ndarray, lo: int, m: int, top: int, ramp32) -> bytes:
+    """``0x%lx`` lines of 4 KiB pages whose addresses all have 12 hex digits and the same top
+    16 bits: per line one table lookup on address bits 12-31 (8 digits of which the last
+    three are "000") and two 8-byte stores."""
+    global _HEX8_20
+    if _HEX8_20 is None:  # 8 MiB, built on first use
+        i = np.arange(1 << 20, dtype=np.uint64)
+        _HEX8_20 = _HEX4[i >> np.uint64(4)].astype(np.uint64) | (
+            _HEX4[(i & np.uint64(15)) << np.uint64(12)].astype(np.uint64) << np.uint64(32)
+        )
+    base = (((k >> np.uint64(12)) - np.uint64(lo)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    idx = np.repeat(base, take)
+    idx -= ramp32[:m]
+    idx &= np.uint32(0xFFFFF)
+    buf = np.empty(_PAD + m * 15 + 8, dtype=np.uint8)
+    const = np.frombuffer(b"\n0x" + _HEX4[top].tobytes() + b"\0", dtype=np.uint64)[0]
+    np.ndarray((m + 1,), dtype=np.uint64, buffer=buf, offset=_PAD - 1, strides=(15,))[...] = const
+    np.ndarray((m,), dtype=np.uint64, buffer=buf, offset=_PAD + 6, strides=(15,))[...] = np.take(
+        _HEX8_20, idx
+    )
+    return buf[_PAD : _PAD + m * 15].tobytes()
 
 
 def cold_text_chunks(
@@ -755,12 +791,19 @@ def cold_text_chunks(
         return
     sizes = page_sizes(page_size)
     cum = np.cumsum(seg.npages[::-1])  # lines before the end of each segment, from the top
-    ramp = None
+    ramp = ramp32 = None
     if np.all(seg.type == seg.type[0]):
         ramp = np.arange(min(chunk, total), dtype=ADDR_DTYPE) * sizes[seg.type[0]]
+        if sizes[seg.type[0]] == 4096:
+            ramp32 = np.arange(min(chunk, total), dtype=np.uint32)
 
     def piece(lo: int) -> bytes:
         hi = min(lo + chunk, total)
+        if ramp32 is not None:  # the common case: 4 KiB pages at 12-digit addresses
+            k, take, _ = _desc_parts(seg, sizes, lo, hi, cum)
+            a_hi, a_lo = int(k[0]) - lo * 4096, int(k[-1]) - (hi - 1) * 4096
+            if 1 << 44 <= a_lo and a_hi < 1 << 48 and a_hi >> 32 == a_lo >> 32:
+                return _lines12_4k(k, take, lo, hi - lo, a_hi >> 32, ramp32)
         return format_hex_lines(_expand_desc(seg, sizes, lo, hi, cum, ramp), order=-1).tobytes()
 
     starts = range(0, total, chunk)
