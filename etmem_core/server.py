@@ -164,7 +164,13 @@ class Server:
         thread = threading.Thread(target=self._serve_client, args=(conn,), daemon=True)
         with self._clients_lock:
             self._clients.add(thread)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had: drop this client, keep listening
+            log.error("cannot serve a client: %s", exc)
+            with self._clients_lock:
+                self._clients.discard(thread)
+            conn.close()
 
     # -- one client ---------------------------------------------------------------------------
 

@@ -187,6 +187,21 @@ def test_unexpected_exception_is_an_internal_error_and_the_server_survives(serve
     assert raw_exchange(name, encode_request(Request(Cmd.PROJ_SHOW))) == b"shown None\n\xff"
 
 
+def test_a_client_thread_that_cannot_start_costs_that_client_only(served, monkeypatch):
+    # Out of threads: the client is dropped (no reply), the server keeps accepting.
+    store, name, server = served
+    real_start = threading.Thread.start
+
+    def refuse_once(self):
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_once)
+    assert raw_exchange(name, b"") == b""
+    assert raw_exchange(name, encode_request(Request(Cmd.PROJ_SHOW))) == b"shown None\n\xff"
+    assert server.wait_clients(time.monotonic() + 5)
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
