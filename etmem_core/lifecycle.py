@@ -145,10 +145,12 @@ class Etmemd:
                 log.error("obj add %s failed: %s", path, exc.reason)
                 self._rollback(undo, path)
                 raise
-            except Exception as exc:  # a bug in the core: still leave nothing half-added
-                log.exception("obj add %s failed", path)
+            except BaseException as exc:  # a bug: still leave nothing half-added
+                log.error("obj add %s failed", path, exc_info=exc)
                 self._rollback(undo, path)
-                raise OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}") from exc
+                raise OptError(
+                    OptCode.OPT_INTER_ERR, f"{path}: {type(exc).__name__}: {exc}"
+                ) from exc
         log.info("obj add %s: done", path)
 
     def _rollback(self, undo: list[Undo], path: str) -> None:
@@ -410,7 +412,7 @@ class Etmemd:
                 eng.hooks.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
             except EtmemError as exc:
                 raise self._engine_failed(eng, "eng_mgt_func", exc, OptCode.OPT_INVAL) from exc
-            except (Exception, SystemExit) as exc:
+            except BaseException as exc:  # KeyboardInterrupt too: a plugin's, not a signal
                 raise self._engine_failed(eng, "eng_mgt_func", exc) from exc
 
     # -- show ----------------------------------------------------------------------------------
@@ -470,7 +472,9 @@ class Etmemd:
             return None
         try:
             return getattr(engine.hooks, op)(**kwargs)
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:
+            # Hooks run on client threads (signals reach only the main thread, whose handlers
+            # raise nothing), so even KeyboardInterrupt here is the engine's own doing.
             raise self._engine_failed(engine, op, exc) from exc
 
     def _teardown(self, engine: Engine, op: str, errors: list[OptError], /, **kwargs: Any) -> None:
@@ -505,10 +509,12 @@ def _plain(value: Any) -> Any:
     """Engines may keep numpy numbers or arrays in ``stats``; JSON needs plain values."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    # Worker threads update stats while this walks them: iterate a copy (taken in one C call),
+    # never the live container, or a concurrent insert fails the whole request.
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in dict(value).items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
+        return [_plain(v) for v in list(value)]
     for convert in ("tolist", "item"):  # numpy arrays / scalars
         method = getattr(value, convert, None)
         if callable(method):

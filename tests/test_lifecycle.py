@@ -806,6 +806,24 @@ def test_show_json(etmemd: Etmemd, files: Files) -> None:
     assert [p["name"] for p in etmemd.project_show_json("p")] == ["p"]
 
 
+def test_show_json_survives_stats_changing_while_it_is_walked(etmemd: Etmemd, files: Files) -> None:
+    # An engine's worker thread may add a key to a nested stats dict at any moment of the walk;
+    # here the walk itself triggers the insert, at the worst moment (mid-iteration).
+    etmemd.obj_add(files("a", project() + engine() + task()))
+    t = etmemd.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
+    per_node: dict[str, object] = {}
+
+    class Grows:
+        def tolist(self) -> int:
+            per_node["late"] = 1
+            return 5
+
+    per_node.update({"n0": Grows(), "n1": 2})
+    t.stats["per_node"] = per_node
+    doc = etmemd.project_show_json("p")
+    assert doc[0]["engines"][0]["tasks"][0]["stats"] == {"per_node": {"n0": 5, "n1": 2}}
+
+
 def test_shutdown_stops_and_deletes_all(
     etmemd: Etmemd, files: Files, rec: Rec, calls: list
 ) -> None:
