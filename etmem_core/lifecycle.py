@@ -273,7 +273,8 @@ class Etmemd:
                 OptCode.OPT_TASK_EXISTED,
                 f"{section.label}: task {task_name} already exists in engine {eng_name}",
             )
-        # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads (only names are OPT_INVAL)
+        # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads
+        # (only names are OPT_INVAL)
         task: Task = _parsed(settings.parse_task, section, OptCode.OPT_INTER_ERR)
         task.engine = engine
         if task.config is None:
