@@ -492,6 +492,6 @@ def test_cold_text_across_digit_and_top_word_changes(lines: int) -> None:
     assert fast == page_level(streams, 1)
     assert fast.count(b"\n") == 6 + 4 + 4 + 2
     base_pages_only = [streams[0][:-10]]  # the 4 KiB table path where a piece allows it
-    fast = b"".join(ip.cold_text_chunks(base_pages_only, 1, chunk=lines))
+    fast = b"".join(ip.cold_text_chunks(base_pages_only, 1, chunk=lines, table_min=1))
     assert fast == page_level(base_pages_only, 1)
     assert fast.count(b"\n") == 6 + 4 + 4

@@ -748,11 +748,9 @@ def _lines12_4k(k: np.ndarray, take: np.ndarray, lo: int, m: int, top: int, ramp
     16 bits: per line one table lookup on address bits 12-31 (8 digits of which the last
     three are "000") and two 8-byte stores."""
     global _HEX8_20
-    if _HEX8_20 is None:  # 8 MiB, built on first use
-        i = np.arange(1 << 20, dtype=np.uint64)
-        _HEX8_20 = _HEX4[i >> np.uint64(4)].astype(np.uint64) | (
-            _HEX4[(i & np.uint64(15)) << np.uint64(12)].astype(np.uint64) << np.uint64(32)
-        )
+    if _HEX8_20 is None:  # 8 MiB, built on first use: bits 16-31 x bits 12-15
+        low = _HEX4[np.arange(16) << 12].astype(np.uint64) << np.uint64(32)
+        _HEX8_20 = (_HEX4.astype(np.uint64)[:, None] | low[None, :]).ravel()
     base = (((k >> np.uint64(12)) - np.uint64(lo)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     idx = np.repeat(base, take)
     idx -= ramp32[:m]
@@ -768,7 +766,7 @@ def _lines12_4k(k: np.ndarray, take: np.ndarray, lo: int, m: int, top: int, ramp
 
 def cold_text_chunks(
     streams: Sequence[bytes], threshold: int, page_size: int = PAGE_SIZE, chunk: int = 1 << 16,
-    workers: int = 1, record_chunk: int = 1 << 16,
+    workers: int = 1, record_chunk: int = 1 << 16, table_min: int = 1 << 20,
 ) -> Iterator[bytes]:  # fmt: skip
     """The ``swap_pages`` text of the accumulated passes (``count < threshold``), in pieces.
 
@@ -794,7 +792,7 @@ def cold_text_chunks(
     ramp = ramp32 = None
     if np.all(seg.type == seg.type[0]):
         ramp = np.arange(min(chunk, total), dtype=ADDR_DTYPE) * sizes[seg.type[0]]
-        if sizes[seg.type[0]] == 4096:
+        if sizes[seg.type[0]] == 4096 and total >= table_min:  # worth an 8 MiB table
             ramp32 = np.arange(min(chunk, total), dtype=np.uint32)
 
     def piece(lo: int) -> bytes:
