@@ -7,6 +7,7 @@ drives the same policies through etmem_core's Etmemd.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
 import sys
@@ -485,6 +486,19 @@ def test_isolated_policy_full_cycle(host, libs):
     host.project.start = False
     host.del_engine(eng)
     assert state.proc.returncode == 0  # the helper ended with the engine
+
+
+def test_isolated_helper_that_cannot_start_leaks_no_socket(libs, monkeypatch):
+    def no_process(*_a, **_kw):
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(isolate.subprocess, "Popen", no_process)
+    eng = Engine(name="iso", kind="thirdparty")
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        isolate.fill_eng_params(eng, ConfigSection("engine", {"eng_name": "iso"}))
+    assert set(os.listdir("/proc/self/fd")) == before
+    assert eng.params is None
 
 
 def test_isolated_policy_sees_our_objects(host, libs):

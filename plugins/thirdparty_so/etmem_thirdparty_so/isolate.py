@@ -221,6 +221,9 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
             pass_fds=(child.fileno(),),
             start_new_session=True,  # terminal signals are etmemd's business, not the helper's
         )
+    except BaseException:
+        parent.close()  # no helper: nothing else will ever close our end
+        raise
     finally:
         child.close()
     state = IsolatedEngine(proc=proc, sock=parent)
