@@ -11,21 +11,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from etmem_scan import pagemap, procfs
+from etmemd_proc import EtmemdProc as Etmemd
 from fixtures_kernel import Workload, spawn_workload, swap_on
 
 pytestmark = [pytest.mark.root, pytest.mark.swap]
 
-BIN = Path(sys.executable).parent
 HOT_MIB, COLD_MIB = 64, 128
 DEADLINE = 30.0  # seconds for the cold mapping to leave RAM
 
@@ -33,66 +28,6 @@ DEADLINE = 30.0  # seconds for the cold mapping to leave RAM
 def _need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (swapon, process_madvise on another process)")
-
-
-class Etmemd:
-    """A real etmemd on a unique abstract socket; ``etmem(...)`` runs the client against it."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.sock = f"etmem-slide-e2e-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.log = open(tmp_path / "etmemd.log", "w+b")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [str(BIN / "etmemd"), "-s", self.sock, "-l", "0"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.tmp = tmp_path
-        deadline = time.monotonic() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"etmemd exited ({self.proc.returncode}): {self.logtext()}")
-            if self.etmem("project", "show", check=False).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"etmemd does not answer: {self.logtext()}")
-            time.sleep(0.2)
-
-    def logtext(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
-
-    def etmem(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [str(BIN / "etmem"), *args, "-s", self.sock],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if check and res.returncode != 0:
-            raise AssertionError(
-                f"etmem {' '.join(args)} -> {res.returncode}\nstdout: {res.stdout}\n"
-                f"stderr: {res.stderr}\netmemd: {self.logtext()}"
-            )
-        return res
-
-    def add(self, name: str, text: str) -> Path:
-        path = self.tmp / f"{name}.conf"
-        path.write_text(text)
-        path.chmod(0o600)
-        self.etmem("obj", "add", "-f", str(path))
-        return path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def slide_config(project: str, pid: int, *, project_keys: str = "", task_keys: str = "") -> str:
