@@ -101,6 +101,9 @@ def scan(
             help="Live scan: idle_pages, page_idle, refs or damon (default: the best one here).",
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Live scan: print the summary as JSON.")
+    ] = False,
     page_size: Annotated[
         int,
         typer.Option(
@@ -124,11 +127,11 @@ def scan(
         hint("scan: give one PID, or --decode with stream files")
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(_live_scan(int(targets[0]), loop=loop, sleep=sleep, tracker=tracker,
-                                threshold=cold))  # fmt: skip
+                                threshold=cold, as_json=as_json))  # fmt: skip
 
 
 def _live_scan(
-    pid: int, *, loop: int, sleep: int, tracker: str | None, threshold: int | None
+    pid: int, *, loop: int, sleep: int, tracker: str | None, threshold: int | None, as_json: bool
 ) -> int:
     """``etmem scan PID``: delegated to :mod:`.scan_live` (``live_scan`` with these keywords)."""
     try:
@@ -136,7 +139,9 @@ def _live_scan(
     except ImportError:
         hint("scan: scanning a live process is not available in this build")
         return EXIT_DATA
-    return live_scan(pid, loop=loop, sleep=sleep, tracker=tracker, threshold=threshold)
+    return live_scan(
+        pid, loop=loop, sleep=sleep, tracker=tracker, threshold=threshold, as_json=as_json
+    )
 
 
 def register(parent: typer.Typer) -> None:
