@@ -22,11 +22,6 @@ from etmem_sdk import TargetGone
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-#: Bytes of a page of each type (PTE, PMD, PUD), for a 4 KiB base page: 4K / 2M / 1G.
-_SHIFT = PAGE_SIZE.bit_length() - 1
-TYPE_SIZES = np.array(
-    [1 << _SHIFT, 1 << ((_SHIFT - 3) * 2 + 3), 1 << ((_SHIFT - 3) * 3 + 3)], dtype=np.uint64
-)
 
 
 #: Cold pages handed to the actuator at a time. Between chunks the cycle checks whether it is

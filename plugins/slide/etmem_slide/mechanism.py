@@ -16,9 +16,10 @@ from etmem_scan import procfs
 from etmem_scan.pagerefs import PageRefs
 from etmem_sdk import EngineError, Project
 from etmem_sdk.scan import defaults as scan_defaults
+from etmem_sdk.scan import page_bytes
 
 from .config import SlideTaskConfig
-from .cycle import TYPE_SIZES, Actuator, Tracker
+from .cycle import Actuator, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class _BoundActuator:
         self._pid = pid
 
     def reclaim(self, cold: PageRefs) -> int:
-        sizes = TYPE_SIZES[cold.type]
+        sizes = page_bytes(cold.type)
         got = self._impl.apply(self._pid, cold.addr, sizes)  # type: ignore[attr-defined]
         # swap_pages reports nothing useful back (the kernel returns the length written).
         return int(got) if isinstance(got, int) and got >= 0 else int(sizes.sum())
