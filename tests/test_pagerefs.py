@@ -128,3 +128,15 @@ def test_format_refs() -> None:
     want = "".join(f"0x{a:x} {c} {t}\n" for a, c, t in cols)
     assert pr.format_refs(r).decode() == want
     assert pr.format_refs(PageRefs.empty()) == b""
+
+
+def test_format_refs_one_digit_counts_match_printf() -> None:
+    rng = np.random.default_rng(5)
+    a = np.unique(
+        rng.integers(0, 2**63, 500, dtype=np.uint64) >> rng.integers(0, 63, 500).astype(np.uint64)
+    )
+    r = PageRefs(
+        a, rng.integers(0, 3, len(a)).astype(np.uint8), rng.integers(0, 10, len(a)).astype(np.int32)
+    )
+    cols = zip(r.addr.tolist(), r.count.tolist(), r.type.tolist(), strict=True)
+    assert pr.format_refs(r).decode() == "".join(f"0x{x:x} {c} {t}\n" for x, c, t in cols)

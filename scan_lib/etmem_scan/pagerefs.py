@@ -278,11 +278,29 @@ def _decimal_columns(v: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]
     return cols, keep
 
 
+def _format_refs_digits(refs: PageRefs) -> np.ndarray:
+    """:func:`format_refs` when every count and type is one digit (always, unless dirty
+    weights or many passes): fixed-width lines per hex-digit block, two digit columns."""
+    a = np.ascontiguousarray(refs.addr, dtype=ADDR_DTYPE)
+    nd = hex_digits(a)
+    bounds = np.r_[0, np.flatnonzero(nd[1:] != nd[:-1]) + 1, len(a)]
+    parts = []
+    for s, e in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        d = int(nd[s])
+        block = _format_block(a[s:e], d, b" 0 0\n")
+        block[d + 3 :: d + 7] += refs.count[s:e].astype(np.uint8)
+        block[d + 5 :: d + 7] += refs.type[s:e]
+        parts.append(block)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def format_refs(refs: PageRefs) -> bytes:
     """``0x<addr> <count> <type>`` lines in address order (the golden ``c_refs.txt`` format)."""
     m = len(refs)
     if m == 0:
         return b""
+    if int(refs.count.min()) >= 0 and int(refs.count.max()) < 10 and int(refs.type.max()) < 10:
+        return _format_refs_digits(refs).tobytes()
     # fixed-width rows, then one boolean compaction drops the padding
     hexrows = _format_block(np.ascontiguousarray(refs.addr, dtype=ADDR_DTYPE), 16, b" ")
     hexrows = hexrows.reshape(m, 19)
