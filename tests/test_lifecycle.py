@@ -601,10 +601,15 @@ def test_start_stop_state_errors(etmemd: Etmemd, files: Files) -> None:
 
 def test_start_empty_project_and_engine_without_tasks(etmemd: Etmemd, files: Files) -> None:
     etmemd.obj_add(files("a", project()))
+    proj = etmemd.find_project("p")
+    assert proj is not None
     etmemd.project_start("p")
+    assert proj.start
     etmemd.project_stop("p")
+    assert not proj.start
     etmemd.obj_add(files("b", engine()))  # an engine without tasks starts fine
     etmemd.project_start("p")
+    assert proj.start and proj.engines[0].tasks == []
 
 
 def test_engine_without_start_task_fails_start(etmemd: Etmemd, files: Files) -> None:
