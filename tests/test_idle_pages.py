@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from etmem_scan import idle_pages as ip
+from etmem_scan import procfs
 from etmem_scan.pagerefs import PageRefs, cold_mask, format_cold, format_refs, merge
 from etmem_scan.tracker import ScanError
 
@@ -28,18 +29,9 @@ class Vma:
     end: int
 
 
-def anon_vmas(maps: str) -> list[Vma]:
-    """The case's maps with etmemd's anonymous rule (test-only; procfs owns the real reader)."""
-    out = []
-    for line in maps.splitlines():
-        f = line.split()
-        start, end = (int(x, 16) for x in f[0].split("-"))
-        perms, inode = f[1], int(f[4])
-        if perms[3] != "p" or perms[2] == "x":
-            continue
-        if inode == 0 or perms[1] == "w":
-            out.append(Vma(start, end))
-    return out
+def anon_vmas(maps: str) -> list:
+    """The case's maps through the real reader, with etmemd's anonymous rule."""
+    return procfs.parse_maps(maps)
 
 
 def load_manifest(golden: Path) -> dict:
