@@ -92,8 +92,14 @@ def scan(
         int, typer.Option("--loop", min=1, max=120, help="Live scan: how many passes to add up.")
     ] = 1,
     sleep: Annotated[
-        int, typer.Option("--sleep", min=0, help="Live scan: seconds to wait after each pass.")
-    ] = 0,
+        int,
+        typer.Option(
+            "--sleep",
+            min=0,
+            help="Live scan: seconds to wait after each pass; accesses are counted over that "
+            "time, so 0 measures almost nothing.",
+        ),
+    ] = 1,
     tracker: Annotated[
         str | None,
         typer.Option(
