@@ -32,6 +32,8 @@ from etmem_thirdparty_so import abi, engine, glib, inproc, isolate, loader
 from etmem_thirdparty_so.cstate import EngineState, TaskState
 from thirdparty_build import build_scan_lib, compile_policy
 
+from etmem_core.objfile import parse_object_data
+
 pytestmark = pytest.mark.root
 
 
@@ -391,18 +393,34 @@ def test_toml_sections_become_an_equivalent_keyfile(host, libs, tmp_path):
     text = glib.keyfile_text({"engine": {"tag": " lead\\and\nnl", "n": "1"}})
     with glib.keyfile(text) as kf:
         assert glib.get_string(kf, "engine", "tag") == " lead\\and\nnl"
-    path = tmp_path / "obj.toml"
-    items = {
-        "eng_name": "tom",
-        "libname": str(libs["layout"]),
-        "ops_name": "layout_ops",
-        "tag": "fromtoml",
-    }
-    cfg = ConfigSection("engine", items, path=str(path), text='[[engine]]\ntag = "fromtoml"\n')
+    # the sections etmemd makes of a TOML object file, as etmemd makes them
+    obj = parse_object_data(
+        f"""
+        [project]
+        name = "p"
+        [[engine]]
+        name = "thirdparty"
+        eng_name = "tom"
+        libname = "{libs["layout"]}"
+        ops_name = "layout_ops"
+        tag = "fromtoml"
+        engine_private_key = "1024"
+        [[task]]
+        name = "t"
+        type = "pid"
+        value = "1"
+        """.replace("\n        ", "\n"),
+        str(tmp_path / "obj.toml"),
+    )
+    cfg = obj.engines[0]
     eng = Engine("tom", "thirdparty", project=host.project, config=cfg)
     host.project.engines.insert(0, eng)
     host.hooks.fill_eng_params(engine=eng, config=cfg)
     assert "tag=fromtoml" in host.mgt(eng, "show")
+    # a task's fill_task_params sees its engine's group too, as with a GKeyFile object file
+    with glib.keyfile(inproc._keyfile_text(obj.tasks[0])) as kf:
+        assert glib.get_string(kf, "engine", "engine_private_key") == "1024"
+        assert glib.get_string(kf, "task", "name") == "t"
 
 
 # --- the scan library, from a policy linked with -letmemd_scan ------------------------------

@@ -36,9 +36,11 @@ def _required(config: ConfigSection, key: str) -> str:
 
 
 def _keyfile_text(config: ConfigSection) -> str:
-    """The text the policy's GKeyFile is loaded from: the object file itself when it is a key
-    file, else (TOML) an equivalent key file holding this section's group."""
-    if config.text and not config.path.endswith(".toml"):
+    """The text the policy's GKeyFile is loaded from: the section's ``text``, which the core
+    gives in key-file form (the object file itself, or for TOML a rendering of the project, the
+    engine and the task, so a policy can read another group as it could in the original); a
+    section without text (built by hand) becomes a key file holding its own group."""
+    if config.text:
         return config.text
     return glib.keyfile_text({config.group: dict(config)})
 
