@@ -25,6 +25,7 @@ from etmem_sdk import (
     Task,
     hookspecs,
 )
+from etmem_sdk import worker as worker_mod
 from etmem_slide import claims, config, cycle, engine, mechanism, stats
 
 B = 0x7F0000000000
@@ -507,6 +508,22 @@ def test_one_scanner_per_pid_across_projects(tmp_path, fakes):
         engine.stop_task(e1, t1)
     engine.start_task(e2, t2)  # free again once the first stopped
     engine.stop_task(e2, t2)
+
+
+def test_a_start_that_fails_late_gives_its_pids_up(tmp_path, fakes, monkeypatch):
+    # The pids are claimed before the worker starts; if that fails, no stop_task follows.
+    _write_proc(tmp_path, 650)
+    eng = _engine(tmp_path, _project())
+    task = _task(eng, "t", 650)
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(worker_mod.PeriodicWorker, "start", no_thread)
+    with pytest.raises(RuntimeError):
+        engine.start_task(eng, task)
+    assert claims.owner(650) is None and task.pids == []
+    assert task.params.worker is None
 
 
 def test_target_missing_at_start_is_not_an_error(tmp_path, fakes):

@@ -182,7 +182,7 @@ def start_task(engine: Engine, task: Task) -> None:
     def per_pid(tp: TaskPid, sleep: Sleep) -> None:
         _cycle(task, eng, settings, tp, sleep)
 
-    params.worker = PeriodicWorker(
+    worker = PeriodicWorker(
         task,
         per_pid,
         interval=project.interval,
@@ -192,7 +192,13 @@ def start_task(engine: Engine, task: Task) -> None:
         on_error=params.stats.error,
         name=f"slide-{project.name}-{task.name}",
     )
-    params.worker.start()
+    try:
+        worker.start()
+    except BaseException:
+        # the core calls no stop_task for a start that failed: give the claimed pids up here
+        _release_pids(engine, task)
+        raise
+    params.worker = worker
     task.stats["running"] = True
     log.info(
         "slide: task %s of project %s started (tracker %s, actuator %s)",
