@@ -175,3 +175,24 @@ def test_sleep_raises_when_already_stopped():
 def test_bad_interval():
     with pytest.raises(ValueError):
         PeriodicWorker(_task(1), lambda tp, s: None, interval=0)
+
+
+def test_a_timer_thread_that_cannot_start_leaves_a_stoppable_worker(monkeypatch):
+    w = PeriodicWorker(_task(1), lambda tp, s: None, interval=600, refresh=_static)
+    real_start = threading.Thread.start
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start"):
+        w.start()
+    assert not w.running
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    w.start()  # threads available again: the worker can still be started
+    assert w.running and w.stop(timeout=1.0)
+    w3 = PeriodicWorker(_task(1), lambda tp, s: None, interval=600, refresh=_static)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError):
+        w3.start()
+    assert w3.stop(timeout=0.1)  # after a failed start: nothing to join, nothing raised

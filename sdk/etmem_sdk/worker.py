@@ -122,9 +122,14 @@ class PeriodicWorker:
         """Start the timer thread; the first tick comes ``interval`` seconds from now."""
         if self._timer is not None:
             raise RuntimeError("worker already started")
-        self._pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix=f"{self.name}-pid")
-        self._timer = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._timer.start()
+        pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix=f"{self.name}-pid")
+        timer = threading.Thread(target=self._run, name=self.name, daemon=True)
+        try:
+            timer.start()
+        except BaseException:  # no thread to be had: leave the worker as it was (stop() works)
+            pool.shutdown(wait=False)
+            raise
+        self._pool, self._timer = pool, timer
 
     def stop(self, timeout: float = 1.0) -> bool:
         """Stop the timer and the workers; wait at most ``timeout`` seconds for them.
