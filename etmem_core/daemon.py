@@ -247,7 +247,12 @@ class Daemon:
         else:
             sd_notify("READY=1")
         log.info("etmemd started, pid %d, socket @%s", os.getpid(), self.opts.socket)
-        self.server.serve_forever()
+        try:
+            self.server.serve_forever()
+        except Exception:  # the accept loop broke: still stop every project in order
+            log.exception("the accept loop failed; shutting down")
+            self.shutdown()
+            return EXIT_FAIL
         return self.shutdown()
 
     def shutdown(self) -> int:

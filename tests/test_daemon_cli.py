@@ -161,6 +161,25 @@ def test_shutdown_closes_the_socket_then_stops_the_projects():
         assert not any(line.rstrip().endswith("@" + name) for line in f)
 
 
+def test_a_broken_accept_loop_still_stops_the_projects(monkeypatch):
+    import os
+    import uuid
+
+    name = f"etmemd-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    store = _Store()
+    d = daemon.Daemon(Options(name), etmemd=store)
+
+    def broken() -> None:
+        raise OSError("the selector broke")
+
+    monkeypatch.setattr(d.server, "serve_forever", broken)
+    monkeypatch.setattr(daemon.signal, "signal", lambda *_a: None)  # keep pytest's handlers
+    assert d.run(on_listening=lambda: None) == daemon.EXIT_FAIL
+    assert store.stopped
+    with open("/proc/net/unix") as f:
+        assert not any(line.rstrip().endswith("@" + name) for line in f)
+
+
 def test_shutdown_deadline_ends_the_process_with_status_1():
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
