@@ -15,8 +15,8 @@ import pytest
 from etmem_sdk import BufferReply
 from thirdparty_build import build_scan_lib, compile_policy
 
-lifecycle = pytest.importorskip("etmem_core.lifecycle")
-from etmem_core.errors import OptCode, OptError  # noqa: E402
+from etmem_core import lifecycle
+from etmem_core.errors import OptCode, OptError
 
 pytestmark = pytest.mark.root
 
