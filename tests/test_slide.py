@@ -556,7 +556,8 @@ def test_stop_mid_sleep_is_prompt(tmp_path, fakes):
     worker = task.params.worker
     assert fakes.in_scan.wait(10)  # first pass done, now in the 600 s sleep
     engine.stop_task(eng, task)
-    assert not worker.running
+    assert not worker.running  # (true as soon as the stop was asked for)
+    assert worker.stop(timeout=0)  # every thread had ended within stop_task's second
     assert fakes.reclaims == []  # the cycle was cut short before swapping anything
 
 
