@@ -43,7 +43,11 @@ def call(
     """
     address = socket_address(socket_name)
     data = encode_request(request)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:  # no descriptor to be had (EMFILE, ENFILE, ...): C exits with errno
+        raise ClientError("connect", exc.strerror or str(exc), exc.errno) from None
+    with sock:
         sock.settimeout(timeout)
         try:
             sock.connect(address)

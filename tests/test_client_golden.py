@@ -9,6 +9,7 @@ original's internal lines and help dump.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -234,6 +235,17 @@ def test_socket_name_longer_than_106_is_refused(capfdbinary):
     assert main(["project", "show", "-s", "n" * 107]) == 255
     _, err = capfdbinary.readouterr()
     assert b"at most 106" in err
+
+
+def test_no_socket_to_be_had_exits_with_its_errno(monkeypatch, capfdbinary):
+    # The original returns socket()'s errno as the exit status; never a traceback.
+    def no_fd(*_a, **_kw):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr("etmem_core.client.socket.socket", no_fd)
+    assert main(["project", "show", "-s", unique_name()]) == errno.EMFILE
+    _, err = capfdbinary.readouterr()
+    assert b"Too many open files" in err
 
 
 def test_engine_takes_its_first_word_verbatim(tmp_path, capfdbinary):
