@@ -167,14 +167,14 @@ class EngineRegistry:
             err = OptError(OptCode.OPT_INTER_ERR, f"engine {name} not support")
             log.error("%s (no %r entry point named %r)", err.reason, self.group, name)
             raise err from None
-        except (Exception, SystemExit) as exc:  # whatever the plugin's module raises
+        except BaseException as exc:  # whatever the plugin's module raises, KeyboardInterrupt too
             raise self._fail(name, f"cannot import it: {_describe(exc)}", exc) from exc
         return manager.driver
 
     def _validate(self, name: str, plugin: Any) -> LoadedEngine:
         try:
             pm, ops = _plugin_manager(plugin)
-        except Exception as exc:  # PluginValidationError, or a plugin whose attributes raise
+        except BaseException as exc:  # PluginValidationError, or a plugin whose attributes raise
             raise self._fail(name, f"does not match the engine hookspecs: {exc}", exc) from exc
         return LoadedEngine(name=name, plugin=plugin, pm=pm, implements=ops)
 
