@@ -152,8 +152,16 @@ class Reply:
         self._sink = sink
 
     def write(self, text: str | bytes) -> None:
-        """Send ``text`` (str as UTF-8, or bytes) to the client now, without 0xFF/0xFE bytes."""
-        data = text.encode() if isinstance(text, str) else bytes(text)
+        """Send ``text`` (str as UTF-8, or bytes) to the client now, without 0xFF/0xFE bytes.
+
+        Raises ``TypeError`` for anything else.
+        """
+        if isinstance(text, str):
+            data = text.encode()
+        elif isinstance(text, bytes | bytearray | memoryview):
+            data = bytes(text)
+        else:  # bytes(12345) would send 12345 NUL bytes to the client
+            raise TypeError(f"Reply.write takes str or bytes, not {type(text).__name__}")
         data = data.replace(b"\xff", b"").replace(b"\xfe", b"")
         if data:
             self._sink(data)
