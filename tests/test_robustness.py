@@ -1,0 +1,764 @@
+"""The "Safe" promise, tried against a real ``etmemd`` process.
+
+Each test starts its own ``etmemd`` (tests/etmemd_proc.py) on a unique abstract socket and
+tries to break it: protocol garbage, engines that raise anything (``SystemExit`` and
+``KeyboardInterrupt`` included) or return garbage or take their time, engines whose module
+cannot be imported, targets that vanish mid-cycle, object files that must be refused, and
+clients that are not root. After each attack the daemon must still be alive, still answer
+``project show`` correctly, and hold nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from etmemd_proc import EtmemdProc, throwaway_dist
+
+from etmem_core import client
+from etmem_core.protocol import FIELDS, Cmd, Request, encode_request
+
+# ------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def exchange(name: str, data: bytes, *, half_close: bool = True, timeout: float = 15.0) -> bytes:
+    """Send ``data`` (then end our side, so etmemd never waits for more) and read to EOF."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect("\0" + name)
+        try:
+            if data:
+                sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except BrokenPipeError:  # etmemd answered and closed before reading everything
+            pass
+        reply = b""
+        try:
+            while chunk := sock.recv(4096):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+        return reply
+
+
+def well_formed_failure(reply: bytes) -> bool:
+    """A reason line, the error text, exactly one failure marker at the very end."""
+    return (
+        reply.endswith(b"\xfe")
+        and b"\xff" not in reply
+        and b"\xfe" not in reply[:-1]
+        and reply.startswith(b"etmemd: ")
+    )
+
+
+@dataclass
+class Answer:
+    """What ``etmem`` would have said: its exit status (0 or 186) and standard output."""
+
+    returncode: int
+    stdout: str
+
+
+def run(d: EtmemdProc, *args: str, check: bool = True) -> Answer:
+    """``etmem ARGS`` through the client library in this process (a new ``etmem`` process per
+    request costs a Python start-up; the tests that are about the CLI use ``d.etmem``)."""
+    opts = dict(zip(args[2::2], args[3::2], strict=False))
+    json_show = "--json" in args
+    if json_show:
+        opts = dict(zip(args[3::2], args[4::2], strict=False))
+    noun, verb = args[0], args[1]
+    if noun == "obj":
+        req = Request(Cmd.OBJ_ADD if verb == "add" else Cmd.OBJ_DEL, file_name=opts["-f"])
+    elif noun == "project":
+        cmd = {"start": Cmd.PROJ_START, "stop": Cmd.PROJ_STOP, "show": Cmd.PROJ_SHOW}[verb]
+        req = Request(cmd, proj_name=opts.get("-n"), eng_cmd="json" if json_show else None)
+    else:
+        req = Request(Cmd.ENG_CMD, proj_name=opts["-n"], eng_name=opts["-e"], eng_cmd=verb)
+    out = bytearray()
+    res = client.call(d.sock, req, out.extend, timeout=30)
+    answer = Answer(0 if res.success else 186, out.decode(errors="replace"))
+    if check and answer.returncode:
+        raise AssertionError(f"{args}: {answer.stdout}\n{d.logtext()}")
+    return answer
+
+
+def add(d: EtmemdProc, name: str, text: str, suffix: str = ".conf", check: bool = True) -> Answer:
+    """Write ``NAME.conf`` (0600) and add it."""
+    path = d.workdir / f"{name}{suffix}"
+    path.write_text(text)
+    path.chmod(0o600)
+    return run(d, "obj", "add", "-f", str(path), check=check)
+
+
+def show(d: EtmemdProc, *args: str) -> str:
+    return run(d, "project", "show", *args).stdout
+
+
+def show_json(d: EtmemdProc, project: str) -> list[dict]:
+    return json.loads(run(d, "project", "show", "--json", "-n", project).stdout)
+
+
+def assert_alive(d: EtmemdProc) -> None:
+    assert d.proc.poll() is None, f"etmemd died ({d.proc.returncode}):\n{d.logtext()}"
+
+
+def wait_for(cond, timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+@pytest.fixture
+def etmemd(tmp_path, engines_site) -> Iterator[EtmemdProc]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(engines_site), env.get("PYTHONPATH")]))
+    env["RB_ENGINE_LOG"] = str(tmp_path / "engine.log")
+    env.pop("NOTIFY_SOCKET", None)
+    d = EtmemdProc(tmp_path, env=env)
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def engine_log(tmp_path: Path) -> list[str]:
+    path = tmp_path / "engine.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# ------------------------------------------------------------------------------------------------
+# throw-away engines, installed through dist-info directories on etmemd's PYTHONPATH
+
+#: Misbehaves in the op named by the engine's ``fail_at`` key, the way ``fail_with`` says
+#: (optionally only for the task named ``fail_task``); otherwise a well-behaved engine whose
+#: started tasks tick a counter on a thread of their own.
+RB_ENGINE = textwrap.dedent(
+    """
+    import os, threading, time
+    from etmem_sdk import EngineError, hookimpl
+
+    class Odd(BaseException):
+        pass
+
+    def _log(line):
+        with open(os.environ["RB_ENGINE_LOG"], "a") as f:
+            f.write(line + "\\n")
+
+    def _recurse(n):
+        return _recurse(n + 1) + 1
+
+    def _misbehave(how, where):
+        if how == "ValueError":
+            raise ValueError(f"{where} broke")
+        if how == "EngineError":
+            raise EngineError(f"{where} refused")
+        if how == "SystemExit":
+            raise SystemExit(7)
+        if how == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        if how == "BaseException":
+            raise Odd(f"{where} odd")
+        if how == "RecursionError":
+            _recurse(0)
+        if how == "GeneratorExit":
+            raise GeneratorExit
+        if how == "garbage":
+            return [object(), b"\\xff\\xfe", float("nan")]
+        if how == "slow":
+            time.sleep(1.5)
+        return None
+
+    def _maybe(op, params, task=None):
+        if params.get("fail_at") != op:
+            return None
+        if params.get("fail_task") not in (None, task):
+            return None
+        return _misbehave(params.get("fail_with"), op)
+
+    @hookimpl
+    def fill_eng_params(engine, config):
+        engine.params = {k: config[k] for k in ("fail_at", "fail_with", "fail_task") if k in config}
+        return _maybe("fill_eng_params", engine.params)
+
+    @hookimpl
+    def clear_eng_params(engine):
+        return _maybe("clear_eng_params", engine.params)
+
+    @hookimpl
+    def fill_task_params(task, config):
+        task.params = {}
+        return _maybe("fill_task_params", task.engine.params, task.name)
+
+    @hookimpl
+    def clear_task_params(task):
+        return _maybe("clear_task_params", task.engine.params, task.name)
+
+    @hookimpl
+    def start_task(engine, task):
+        result = _maybe("start_task", engine.params, task.name)
+        stop = threading.Event()
+
+        def tick():
+            while not stop.wait(0.05):
+                task.stats["ticks"] = task.stats.get("ticks", 0) + 1
+
+        thread = threading.Thread(target=tick, daemon=True)
+        task.params["stop"], task.params["thread"] = stop, thread
+        task.stats["running"] = True
+        thread.start()
+        _log(f"start {engine.project.name} {task.name}")
+        return result
+
+    @hookimpl
+    def stop_task(engine, task):
+        stop, thread = task.params.pop("stop", None), task.params.pop("thread", None)
+        if stop is not None:
+            stop.set()
+            thread.join(1)
+        task.stats["running"] = False
+        _log(f"stop {engine.project.name} {task.name}")
+        return _maybe("stop_task", engine.params, task.name)
+
+    @hookimpl
+    def eng_mgt_func(engine, task, cmd, reply):
+        if cmd.startswith("raise-"):
+            return _misbehave(cmd[len("raise-"):], "eng_mgt_func")
+        if cmd == "badwrite":
+            reply.write(12345)
+        if cmd == "garbage":
+            return object()
+        reply.write(f"ok {cmd}\\n")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def engines_site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("rb-engines")
+    throwaway_dist(site, "etmem-rb-engine", "0.1", "etmem_rb_engine", RB_ENGINE, "rbeng")
+    for exc in ("RuntimeError", "SystemExit", "KeyboardInterrupt"):
+        throwaway_dist(
+            site,
+            f"etmem-rb-import-{exc.lower()}",
+            "0.1",
+            f"etmem_rb_import_{exc.lower()}",
+            f"raise {exc}('cannot be imported')\n",
+            f"rbimp{exc.lower()}",
+        )
+    return site
+
+
+def project_conf(project: str, engine: str = "rbeng", **engine_keys: str) -> str:
+    """One project, one engine, one task ``t1`` (GKeyFile: a file holds one task at most)."""
+    text = f"[project]\nname={project}\nloop=1\ninterval=1\nsleep=1\n"
+    text += f"[engine]\nname={engine}\nproject={project}\n"
+    text += "".join(f"{k}={v}\n" for k, v in engine_keys.items())
+    text += f"[task]\nproject={project}\nengine={engine}\nname=t1\ntype=pid\nvalue={os.getpid()}\n"
+    return text
+
+
+def project_toml(project: str, tasks: tuple[str, ...], **engine_keys: str) -> str:
+    """One project, one ``rbeng`` engine, several tasks (TOML holds several)."""
+    text = f'[project]\nname = "{project}"\nloop = 1\ninterval = 1\nsleep = 1\n'
+    text += '[[engine]]\nname = "rbeng"\n'
+    text += "".join(f'{k} = "{v}"\n' for k, v in engine_keys.items())
+    for t in tasks:
+        text += f'[[task]]\nname = "{t}"\ntype = "pid"\nvalue = "{os.getpid()}"\n'
+    return text
+
+
+def add_toml(d: EtmemdProc, name: str, text: str, check: bool = True) -> Answer:
+    """Write ``NAME.toml`` (0600) and add it."""
+    return add(d, name, text, ".toml", check)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. protocol garbage
+
+
+def _valid_words(rng: random.Random) -> list[str]:
+    values = {
+        "proj_name": rng.choice(["-", "nosuch", "p" * 64]),
+        "file_name": rng.choice(["-", "/nonexistent/x.conf"]),
+        "cmd": str(rng.choice([2, 3, 4, 5])),
+        "eng_name": rng.choice(["-", "slide"]),
+        "eng_cmd": rng.choice(["-", "showstats"]),
+        "task_name": rng.choice(["-", "t"]),
+    }
+    return [w for f in FIELDS for w in (f, values[f])]
+
+
+def _garbage(rng: random.Random) -> list[tuple[str, bytes]]:
+    """(kind, bytes) -- every one of them malformed by construction."""
+    cases: list[tuple[str, bytes]] = []
+    base = encode_request(Request(Cmd.PROJ_SHOW, proj_name="nosuch"))
+    for _ in range(60):
+        cases.append(("random bytes", rng.randbytes(rng.randint(1, 600))))
+    for _ in range(20):
+        cases.append(("too long", base + b" " + b"x" * rng.randint(513 - len(base), 3000)))
+    for _ in range(30):
+        words = _valid_words(rng)
+        drop = rng.randrange(len(FIELDS))
+        del words[2 * drop : 2 * drop + 2]
+        cases.append(("missing field", " ".join(words).encode()))
+    for _ in range(30):
+        words = _valid_words(rng)
+        pairs = [words[i : i + 2] for i in range(0, len(words), 2)]
+        while [p[0] for p in pairs] == list(FIELDS):
+            rng.shuffle(pairs)
+        cases.append(("wrong order", " ".join(w for p in pairs for w in p).encode()))
+    bad_cmds = ["x", "-1", "4.0", "0x4", "+4", "\u0664", "99999999999", "6", "1e0", "４", "--"]
+    for bad in bad_cmds:
+        words = _valid_words(rng)
+        words[5] = bad
+        cases.append(("non-decimal cmd", " ".join(words).encode()))
+    for _ in range(40):
+        data = bytearray(base)
+        pos = rng.randrange(len(data) + 1)
+        data[pos:pos] = rng.choice([b"\0", b"\xff", b"\xfe", b"\xff\xfe", b"\n", b"\x7f"])
+        cases.append(("embedded byte", bytes(data)))
+    for _ in range(30):
+        cases.append(("half request", base[: rng.randint(1, len(base) - 1)]))
+    for _ in range(20):
+        cases.append(("extra spaces", base.replace(b" ", b"  ", rng.randint(1, 11))))
+    vocab = [*FIELDS, "-", "0", "4", "", "\t", "cmd4", "proj_name=", "\u00e9"]
+    for _ in range(50):
+        words = [rng.choice(vocab) for _ in range(rng.randint(0, 14))]
+        data = " ".join(words).encode()
+        if words and data:
+            try:
+                from etmem_core.protocol import decode_request
+
+                decode_request(data)
+                continue  # accidentally valid: not garbage
+            except ValueError:
+                pass
+            cases.append(("random words", data))
+    return cases
+
+
+def test_protocol_garbage_gets_failure_replies_and_the_daemon_keeps_serving(etmemd, tmp_path):
+    add(etmemd, "keep", project_conf("keep"))
+    before = show(etmemd)
+    assert before.startswith("project: keep\n")
+
+    rng = random.Random(20261125)
+    cases = _garbage(rng)
+    assert len(cases) > 250
+    for i, (kind, data) in enumerate(cases):
+        reply = exchange(etmemd.sock, data)
+        assert well_formed_failure(reply), (i, kind, data, reply, etmemd.logtext())
+        if i % 50 == 0:
+            assert_alive(etmemd)
+
+    # connect and close at once; connect, send half a request, close without reading
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect("\0" + etmemd.sock)
+    for n in range(1, 20):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect("\0" + etmemd.sock)
+            sock.sendall(b"proj_name - file_name"[:n])
+
+    assert_alive(etmemd)
+    assert show(etmemd) == before  # nothing garbage said changed anything
+    reply = exchange(etmemd.sock, encode_request(Request(Cmd.PROJ_SHOW, proj_name="keep")))
+    assert reply == before.encode() + b"\xff"
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. engines that misbehave
+
+RAISES = ["ValueError", "EngineError", "SystemExit", "KeyboardInterrupt", "BaseException"]
+RAISES += ["RecursionError", "GeneratorExit"]
+
+
+def _steady(d: EtmemdProc) -> None:
+    """A project of a good engine, started: it must keep running through everything."""
+    add(d, "steady", project_conf("steady"))
+    run(d, "project", "start", "-n", "steady")
+
+
+def _steady_ticks(d: EtmemdProc) -> int:
+    (proj,) = show_json(d, "steady")
+    assert proj["started"] is True
+    (task,) = proj["engines"][0]["tasks"]
+    return task["stats"].get("ticks", 0)
+
+
+def test_engine_command_raising_anything_is_one_failed_request(etmemd, tmp_path):
+    _steady(etmemd)
+    ticks = _steady_ticks(etmemd)
+    for how in RAISES:
+        res = etmemd.etmem("engine", f"raise-{how}", "-n", "steady", "-e", "rbeng", check=False)
+        assert res.returncode == 186, (how, res, etmemd.logtext())
+        assert "engine rbeng: eng_mgt_func" in res.stdout, (how, res.stdout)
+        assert_alive(etmemd)
+    bad = run(etmemd, "engine", "badwrite", "-n", "steady", "-e", "rbeng", check=False)
+    assert bad.returncode == 186 and "engine rbeng: eng_mgt_func" in bad.stdout
+    ok = run(etmemd, "engine", "garbage", "-n", "steady", "-e", "rbeng")
+    assert ok.stdout == ""  # what the hook returns is ignored
+    assert wait_for(lambda: _steady_ticks(etmemd) > ticks, 5)
+
+
+@pytest.mark.parametrize("op", ["fill_eng_params", "fill_task_params"])
+def test_failed_obj_add_leaves_nothing_of_the_file(etmemd, tmp_path, op):
+    _steady(etmemd)
+    before = show(etmemd)
+    for how in RAISES:
+        keys = {"fail_task": "t2"} if op == "fill_task_params" else {}
+        conf = project_toml("half", ("t1", "t2"), fail_at=op, fail_with=how, **keys)
+        res = add_toml(etmemd, f"half-{how}", conf, check=False)
+        assert res.returncode == 186, (how, res, etmemd.logtext())
+        assert f"engine rbeng: {op}" in res.stdout, (how, res.stdout)
+        assert_alive(etmemd)
+        assert show(etmemd) == before, how  # no project half, no engine, no task
+        assert show_json(etmemd, "half") == []
+    ticks = _steady_ticks(etmemd)
+    assert wait_for(lambda: _steady_ticks(etmemd) > ticks, 5)
+
+
+def test_garbage_returns_and_slow_hooks_are_harmless(etmemd, tmp_path):
+    add(etmemd, "g", project_conf("g", fail_at="fill_eng_params", fail_with="garbage"))
+    add(etmemd, "s", project_conf("s", fail_at="start_task", fail_with="slow"))
+    run(etmemd, "project", "start", "-n", "s")
+    assert show_json(etmemd, "s")[0]["started"] is True
+    run(etmemd, "project", "stop", "-n", "s")
+    assert show(etmemd, "-n", "g").startswith("project: g\n")
+
+
+def test_failed_project_start_stops_what_it_started(etmemd, tmp_path):
+    _steady(etmemd)
+    for how in RAISES:
+        name = f"st{how.lower()}"
+        conf = project_toml(name, ("t1", "t2"), fail_at="start_task", fail_with=how, fail_task="t1")
+        add_toml(etmemd, name, conf)
+        res = run(etmemd, "project", "start", "-n", name, check=False)
+        assert res.returncode == 186, (how, res, etmemd.logtext())
+        assert "engine rbeng: start_task" in res.stdout, (how, res.stdout)
+        assert_alive(etmemd)
+        (proj,) = show_json(etmemd, name)
+        assert proj["started"] is False, how
+        assert not any(t["stats"].get("running") for t in proj["engines"][0]["tasks"]), how
+        # tasks start newest first: t2 started, then t1 raised before starting anything, and
+        # t2 was stopped again
+        mine = [line for line in engine_log(tmp_path) if f" {name} " in line]
+        assert f"start {name} t1" not in mine, (how, mine)
+        assert sorted(mine) == [f"start {name} t2", f"stop {name} t2"], (how, mine)
+        run(etmemd, "obj", "del", "-f", str(tmp_path / f"{name}.toml"))
+    assert _steady_ticks(etmemd) > 0
+
+
+def test_teardown_hooks_raising_still_remove_and_stop(etmemd, tmp_path):
+    for op in ("stop_task", "clear_task_params", "clear_eng_params"):
+        for how in ("SystemExit", "KeyboardInterrupt"):
+            name = f"td{op[:5]}{how[:5]}".lower()
+            add(etmemd, name, project_conf(name, fail_at=op, fail_with=how))
+            run(etmemd, "project", "start", "-n", name)
+            if op == "stop_task":
+                res = run(etmemd, "project", "stop", "-n", name, check=False)
+                assert res.returncode == 186 and f"engine rbeng: {op}" in res.stdout, res
+                assert show_json(etmemd, name)[0]["started"] is False
+            res = run(etmemd, "obj", "del", "-f", str(tmp_path / f"{name}.conf"), check=False)
+            if op != "stop_task":
+                assert res.returncode == 186 and f"engine rbeng: {op}" in res.stdout, res
+            assert_alive(etmemd)
+            assert show_json(etmemd, name) == [], (op, how)
+
+
+def test_engine_module_raising_at_import_is_named_and_nothing_is_added(etmemd, tmp_path):
+    for exc in ("runtimeerror", "systemexit", "keyboardinterrupt"):
+        engine = f"rbimp{exc}"
+        for attempt in range(2):  # a failed import is not cached: it fails the same way again
+            res = add(etmemd, f"imp{attempt}", project_conf("imp", engine=engine), check=False)
+            assert res.returncode == 186, (res, etmemd.logtext())
+            assert f"engine '{engine}': cannot import it" in res.stdout, res.stdout
+            assert_alive(etmemd)
+            assert show(etmemd) == "no project exists\n\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. vanishing targets (real kernel: slide with the refs tracker and the pageout actuator)
+
+#: A target named argv[1]: 16 MiB filled once and left alone (cold), 1 MiB it keeps touching.
+VICTIM = textwrap.dedent(
+    """
+    import ctypes, mmap, sys, time
+    ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)  # PR_SET_NAME
+    private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS  # mmap's default is shared (not anon)
+    cold = mmap.mmap(-1, 16 << 20, flags=private)
+    for i in range(16):
+        cold[i << 20 : (i + 1) << 20] = b"\\x5a" * (1 << 20)
+    hot = mmap.mmap(-1, 1 << 20, flags=private)
+    # other VMA flags, or the kernel merges both mappings into one VMA, which the per-VMA refs
+    # tracker then sees as wholly hot
+    hot.madvise(mmap.MADV_NOHUGEPAGE)
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    while True:
+        for i in range(0, 1 << 20, 4096):
+            hot[i] = 1
+        time.sleep(0.1)
+    """
+)
+
+
+class Victims:
+    """Short-lived target processes called ``comm``; all killed in :meth:`kill_all`."""
+
+    def __init__(self, script: Path) -> None:
+        self.script = script
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, comm: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, str(self.script), comm], stdout=subprocess.PIPE, text=True
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+@pytest.mark.root
+@pytest.mark.swap
+def test_vanishing_targets_do_not_stop_the_daemon(etmemd, tmp_path):
+    from etmem_sdk.testing import swap_on
+
+    script = tmp_path / "victim.py"
+    script.write_text(VICTIM)
+    comm = f"rbv{os.getpid() % 100000}"
+    lone = f"rbl{os.getpid() % 100000}"
+    rng = random.Random(7)
+    with swap_on(128):
+        victims = Victims(script)
+        try:
+            first = victims.spawn(comm)
+            single = victims.spawn(lone)
+            keys = 'T = 1\ntracker = "refs"\nactuator = "pageout"\n'
+            add_toml(
+                etmemd,
+                "vanish",
+                '[project]\nname = "vanish"\nloop = 2\ninterval = 1\nsleep = 1\n'
+                '[[engine]]\nname = "slide"\n'
+                f'[[task]]\nname = "byname"\ntype = "name"\nvalue = "{comm}"\n{keys}'
+                f'[[task]]\nname = "bypid"\ntype = "pid"\nvalue = "{single.pid}"\n{keys}',
+            )
+            run(etmemd, "project", "start", "-n", "vanish")
+
+            def cycles(task: str) -> int:
+                (proj,) = show_json(etmemd, "vanish")
+                (t,) = [t for t in proj["engines"][0]["tasks"] if t["name"] == task]
+                return t["stats"].get("cycles", 0)
+
+            current = first
+            pids = {first.pid}
+            for round_ in range(2):
+                seen = cycles("byname")
+                assert wait_for(lambda s=seen: cycles("byname") > s, 20), etmemd.logtext()
+                time.sleep(rng.uniform(0.3, 1.8))  # somewhere inside the next cycle
+                current.kill()
+                current.wait()
+                if round_ == 0:
+                    single.kill()  # the pid task's target is gone for good
+                    single.wait()
+                time.sleep(rng.uniform(0.0, 1.0))
+                current = victims.spawn(comm)  # same name, new pid
+                pids.add(current.pid)
+                assert_alive(etmemd)
+            seen = cycles("byname")
+            assert wait_for(lambda: cycles("byname") > seen, 20), etmemd.logtext()
+            assert len(pids) == 3
+            (proj,) = show_json(etmemd, "vanish")
+            byname = next(t for t in proj["engines"][0]["tasks"] if t["name"] == "byname")
+            assert [p["pid"] for p in byname["pids"]] == [current.pid]
+
+            def swapped() -> int:
+                (proj,) = show_json(etmemd, "vanish")
+                return next(
+                    t["stats"]["bytes_swapped"]
+                    for t in proj["engines"][0]["tasks"]
+                    if t["name"] == "byname"
+                )
+
+            # the last target lives on: its cold mapping goes (the cycles do real page-outs)
+            assert wait_for(lambda: swapped() >= 8 << 20, 20), etmemd.logtext()
+            (proj,) = show_json(etmemd, "vanish")
+            for t in proj["engines"][0]["tasks"]:
+                assert t["stats"]["errors"] == 0, (t, etmemd.logtext())
+                assert t["stats"]["running"] is True
+            errors = [line for line in etmemd.logtext().splitlines() if " ERROR " in line]
+            assert len(errors) <= 2, "\n".join(errors)
+            run(etmemd, "project", "stop", "-n", "vanish")
+            assert_alive(etmemd)
+        finally:
+            etmemd.stop()
+            victims.kill_all()  # before swapoff
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. object-file checks through the real client
+
+
+def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etmemd, tmp_path):
+    good = project_conf("files")
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def regular(name: str, data: bytes, mode: int = 0o600) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        path.chmod(mode)
+        return path
+
+    cases["world-writable"] = (regular("ww.conf", good.encode(), 0o666), "mode 0666")
+    other = regular("nobody.conf", good.encode())
+    os.chown(other, 65534, 65534)
+    cases["not root-owned"] = (other, "owned by 65534:65534")
+    shadow = regular("shadow-like", good.encode(), 0o640)
+    link = tmp_path / "link.conf"
+    link.symlink_to(shadow)
+    cases["symlink to a 0640 file"] = (link, "mode 0640")
+    fifo = tmp_path / "fifo.conf"
+    os.mkfifo(fifo, 0o600)
+    cases["fifo"] = (fifo, "not a regular file")
+    directory = tmp_path / "dir.conf"
+    directory.mkdir(0o700)
+    cases["directory"] = (directory, "is a directory")
+    big = tmp_path / "big.conf"
+    with open(big, "wb") as f:
+        f.write(good.encode())
+        f.truncate(10 * 1024 * 1024 + 1)
+    big.chmod(0o600)
+    cases["10 MiB + 1"] = (big, "size 10485761 bytes")
+    nul = good.replace("loop=1", "loop=1\0").encode()
+    cases["NUL byte"] = (regular("nul.conf", nul), "nul.conf")
+    bad_utf8 = good.encode().replace(b"name=files", b"name=fi\xc3\x28les")
+    cases["invalid UTF-8"] = (regular("utf8.conf", bad_utf8), "must be valid UTF-8")
+    cases["missing"] = (tmp_path / "missing.conf", "No such file")
+
+    for what, (path, says) in cases.items():
+        res = etmemd.etmem("obj", "add", "-f", str(path), check=False)
+        assert res.returncode == 186, (what, res, etmemd.logtext())
+        reason = next((ln for ln in res.stdout.splitlines() if ln.startswith("etmemd: ")), "")
+        assert str(path) in reason or path.name in reason, (what, res.stdout)
+        assert says in reason, (what, res.stdout)
+        assert_alive(etmemd)
+        assert show(etmemd) == "no project exists\n\n", what
+
+    # and a good file still goes in
+    etmemd.add("files", good)
+    assert show(etmemd).startswith("project: files\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. root-only control
+
+PROBE = textwrap.dedent(
+    """
+    import socket, sys
+    replies = []
+    for request in sys.argv[2:]:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(15)
+        s.connect("\\0" + sys.argv[1])
+        data = b""
+        try:
+            s.sendall(request.encode())
+            s.shutdown(socket.SHUT_WR)
+            while chunk := s.recv(4096):
+                data += chunk
+        except OSError:
+            pass
+        s.close()
+        replies.append(data)
+    sys.stdout.write(repr(replies))
+    """
+)
+
+
+def _client_as(user: int, group: int, sock: str) -> str:
+    """Fork, drop to ``user``:``group`` (no supplementary groups), ask ``project show`` through
+    ``etmem_core.client``; what happened, as text."""
+    from etmem_core import client
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        status = 1
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(group)
+            os.setuid(user)
+            out = bytearray()
+            try:
+                res = client.call(sock, Request(Cmd.PROJ_SHOW), out.extend, timeout=15)
+                said = f"answered success={res.success}: {bytes(out)!r}"
+            except client.ClientError as exc:
+                # closed without a word: the client notices while sending or receiving
+                said = "no service" if exc.stage in ("send", "recv") else f"{exc.stage}: {exc}"
+            os.write(wfd, said.encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        said = r.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, said
+    return said
+
+
+@pytest.mark.root
+def test_non_root_clients_get_no_service(etmemd, tmp_path):
+    etmemd.add("mine", project_conf("mine"))
+    before = show(etmemd)
+    extra = tmp_path / "extra.conf"
+    extra.write_text(project_conf("extra"))
+    extra.chmod(0o600)
+    requests = [
+        encode_request(Request(Cmd.PROJ_SHOW)),
+        encode_request(Request(Cmd.PROJ_START, proj_name="mine")),
+        encode_request(Request(Cmd.OBJ_ADD, file_name=str(extra))),
+        encode_request(Request(Cmd.OBJ_DEL, file_name=str(tmp_path / "mine.conf"))),
+    ]
+    for user, group in ((65534, 65534), (0, 65534), (65534, 0)):
+        probe = subprocess.run(
+            ["/usr/bin/python3", "-c", PROBE, etmemd.sock, *(r.decode() for r in requests)],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            user=user,
+            group=group,
+            extra_groups=[],
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout == repr([b""] * len(requests)), (user, group, probe.stdout)
+        # the real client library, in a forked child that dropped to that uid/gid
+        assert _client_as(user, group, etmemd.sock) == "no service", (user, group)
+    assert_alive(etmemd)
+    assert show(etmemd) == before  # nothing started, added or deleted
+    assert "permission denied" in etmemd.logtext()
