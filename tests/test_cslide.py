@@ -16,7 +16,7 @@ import etmem_cslide.engine as ce
 import numpy as np
 import pytest
 from etmem_cslide import config as cc
-from etmem_cslide.cycle import fold_hugepages, run_cycle
+from etmem_cslide.cycle import close_tracker, fold_hugepages, run_cycle
 from etmem_cslide.host import Host
 from etmem_cslide.show import host_pages_text, task_pages_text
 from etmem_cslide.state import CslidePid, PidFactory, PidState
@@ -752,3 +752,72 @@ def test_core_end_to_end_on_the_fake_machine(machine, tmp_path):
         assert not thread.is_alive()
     finally:
         d.shutdown()
+
+
+WORKLOAD = Path(__file__).parent / "vm/guest/cslide_workload.py"
+
+
+@pytest.fixture
+def normal_workload():
+    """8 MiB written continuously and 8 MiB written once, 4 KiB pages, both on node 0."""
+    with subprocess.Popen(
+        [sys.executable, str(WORKLOAD), "4", "0", "0", "normal"], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            hot, cold = (int(x, 16) for x in proc.stdout.readline().split())
+            yield proc.pid, hot, cold
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def _meminfo_tree(root: Path, nodes: int) -> Path:
+    for n in range(nodes):
+        d = root / f"devices/system/node/node{n}"
+        d.mkdir(parents=True)
+        (d / "meminfo").write_text(f"Node {n} MemTotal: 4194304 kB\nNode {n} MemFree: 2097152 kB\n")
+    return root
+
+
+@pytest.mark.root
+def test_normal_memory_cycle_on_a_real_process(normal_workload, tmp_path, monkeypatch):
+    """memory=normal on this kernel: the probe's best tracker (refs here) tells the hot mapping
+    from the cold one; with a zero quota nothing moves, with a quota the demotion to the
+    second node of the (fake) pair fails because this machine has no node 1 — the pid is
+    skipped with the reason and stays intact."""
+    pid, hot, cold = normal_workload
+    host = Host(proc_root="/proc", sys_root=_meminfo_tree(tmp_path / "sys", 2))
+    monkeypatch.setattr(ce, "make_host", lambda: host)
+    engine = new_engine(memory="normal", node_mig_quota="0", node_hot_reserve="0")
+    task = Task(name="real", type="pid", value=str(pid), engine=engine)
+    cfg = {k: v for k, v in task_config("real", str(pid)).items() if k != "vm_flags"}
+    cfg["anon_only"] = "yes"
+    ce.fill_task_params(task=task, config=ConfigSection("task", cfg, path="t.config"))
+    assert host.check_tracker(task.params, "normal") == "refs"  # what this kernel offers
+    eng = engine.params
+    p = task.pids[0].params
+    started(engine, task)
+    try:
+        result = run_cycle(eng)
+        assert result.skipped == {} and not result.error
+        pages = result.pages[0]
+        size = 4 * HUGE
+        in_hot = (pages.addr >= hot) & (pages.addr < hot + size)
+        in_cold = (pages.addr >= cold) & (pages.addr < cold + size)
+        assert in_hot.sum() == in_cold.sum() == size // 4096
+        assert (pages.count[in_hot] == 3).all()  # touched between every pass
+        assert (pages.count[in_cold] <= 1).all()  # only "since the process started"
+        assert (pages.node[in_hot | in_cold] == 0).all()
+        assert (pages.size[in_hot] == 4096).all()
+        assert result.moved == {}
+        hot_kb, cold_kb = p.pages[0]
+        assert hot_kb >= size // 1024 and cold_kb >= size // 1024
+
+        eng.config = dataclasses.replace(eng.config, mig_quota=1024, hot_reserve=4096)
+        result = run_cycle(eng)
+        assert set(result.skipped) == {pid}
+        assert result.skipped[pid].startswith("move_pages failed: ")
+        status = host.move_pages(pid, np.array([hot, cold], np.uint64), None)
+        assert list(status) == [0, 0]
+    finally:
+        close_tracker(p)

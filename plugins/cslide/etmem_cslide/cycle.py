@@ -33,6 +33,8 @@ class CycleResult:
     """What one cycle did (for logs and tests)."""
 
     scanned: list[CslidePid] = field(default_factory=list)
+    #: the pages of each scanned pid, as the policy saw them
+    pages: list[PidPages] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
     plan: Plan | None = None
     #: (pid, destination node) -> bytes moved
@@ -174,7 +176,7 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
             pid_pages = PidPages.empty()
         pids.append(p)
         pages.append(pid_pages)
-    result.scanned = pids
+    result.scanned, result.pages = pids, pages
     update_stats(eng, working, pids, pages)
 
     plan = plan_moves(pages, mem, cfg)
