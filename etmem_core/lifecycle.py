@@ -13,6 +13,7 @@ for that request naming the engine, and is logged; the daemon carries on. Teardo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -501,29 +502,53 @@ class Etmemd:
         return OptError(code, reason)
 
 
+#: Nesting kept in ``--json`` stats; deeper (or self-containing) values are cut off.
+_STATS_DEPTH = 16
+
+
 def _stats(obj: Any) -> dict[str, Any]:
+    """``obj.stats`` as plain JSON values. Engines own their stats, so whatever they put there
+    -- not a mapping, a cycle, NaN, an object whose ``str()`` raises -- must cost only that
+    object's stats, never the whole ``project show --json`` for every project."""
     stats = getattr(obj, "stats", None)
-    return {str(k): _plain(v) for k, v in dict(stats).items()} if stats else {}
+    if not stats:
+        return {}
+    try:
+        return {_text(k): _plain(v, 1) for k, v in dict(stats).items()}
+    except Exception as exc:
+        log.warning("%s: stats cannot be shown: %s", getattr(obj, "name", obj), exc)
+        return {"unreadable": f"{type(stats).__name__}: {type(exc).__name__}"}
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, depth: int = 0) -> Any:
     """Engines may keep numpy numbers or arrays in ``stats``; JSON needs plain values."""
-    if value is None or isinstance(value, bool | int | float | str):
+    if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # JSON has no NaN or infinity
+    if depth >= _STATS_DEPTH:
+        return "..."
     # Worker threads update stats while this walks them: iterate a copy (taken in one C call),
     # never the live container, or a concurrent insert fails the whole request.
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in dict(value).items()}
+        return {_text(k): _plain(v, depth + 1) for k, v in dict(value).items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in list(value)]
+        return [_plain(v, depth + 1) for v in list(value)]
     for convert in ("tolist", "item"):  # numpy arrays / scalars
         method = getattr(value, convert, None)
         if callable(method):
             try:
-                return _plain(method())
+                return _plain(method(), depth + 1)
             except (TypeError, ValueError):
                 pass
-    return str(value)
+    return _text(value)
+
+
+def _text(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def _project_doc(project: Project) -> dict[str, Any]:

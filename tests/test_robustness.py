@@ -85,7 +85,13 @@ def run(d: EtmemdProc, *args: str, check: bool = True) -> Answer:
         cmd = {"start": Cmd.PROJ_START, "stop": Cmd.PROJ_STOP, "show": Cmd.PROJ_SHOW}[verb]
         req = Request(cmd, proj_name=opts.get("-n"), eng_cmd="json" if json_show else None)
     else:
-        req = Request(Cmd.ENG_CMD, proj_name=opts["-n"], eng_name=opts["-e"], eng_cmd=verb)
+        req = Request(
+            Cmd.ENG_CMD,
+            proj_name=opts["-n"],
+            eng_name=opts["-e"],
+            eng_cmd=verb,
+            task_name=opts.get("-t"),
+        )
     out = bytearray()
     res = client.call(d.sock, req, out.extend, timeout=30)
     answer = Answer(0 if res.success else 186, out.decode(errors="replace"))
@@ -242,6 +248,15 @@ RB_ENGINE = textwrap.dedent(
             reply.write(12345)
         if cmd == "garbage":
             return object()
+        if cmd == "poison-stats":  # stats no JSON encoder can take as they are
+            class Bad:
+                def __str__(self):
+                    raise RuntimeError("no text")
+
+            loop = {}
+            loop["self"] = loop
+            task.stats.update(loop=loop, nan=float("nan"), bad=Bad(), big=1 << 80)
+            engine.stats = [1, 2, 3]
         reply.write(f"ok {cmd}\\n")
     """
 )
@@ -440,6 +455,21 @@ def test_garbage_returns_and_slow_hooks_are_harmless(etmemd, tmp_path):
     assert show_json(etmemd, "s")[0]["started"] is True
     run(etmemd, "project", "stop", "-n", "s")
     assert show(etmemd, "-n", "g").startswith("project: g\n")
+
+
+def test_garbage_stats_do_not_break_project_show(etmemd, tmp_path):
+    _steady(etmemd)
+    add(etmemd, "poison", project_conf("poison"))
+    run(etmemd, "project", "start", "-n", "poison")
+    run(etmemd, "engine", "poison-stats", "-n", "poison", "-e", "rbeng", "-t", "t1")
+    ticks = _steady_ticks(etmemd)  # the other project still shows
+    assert ticks >= 0
+    everything = run(etmemd, "project", "show", "--json")
+    doc = json.loads(everything.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert [p["name"] for p in doc] == ["poison", "steady"]
+    (task,) = doc[0]["engines"][0]["tasks"]
+    assert task["stats"]["running"] is True and task["stats"]["big"] == 1 << 80
+    assert show(etmemd).startswith("project: poison\n")
 
 
 def test_failed_project_start_stops_what_it_started(etmemd, tmp_path):
