@@ -214,8 +214,37 @@ RB_ENGINE = textwrap.dedent(
     def clear_task_params(task):
         return _maybe("clear_task_params", task.engine.params, task.name)
 
+    def _worker(engine, task):
+        # fail_at=worker: a PeriodicWorker whose refresh and per-pid function alternate
+        # between misbehaving as fail_with says and counting ticks
+        from etmem_sdk import TaskPid
+        from etmem_sdk.worker import PeriodicWorker
+
+        calls = {"refresh": 0, "func": 0}
+        how = engine.params.get("fail_with")
+
+        def refresh(t):
+            calls["refresh"] += 1
+            if calls["refresh"] % 3 == 0:
+                _misbehave(how, "refresh")
+            return [TaskPid(pid=os.getpid(), task=t)]
+
+        def func(tp, sleep):
+            calls["func"] += 1
+            if calls["func"] % 2 == 0:
+                _misbehave(how, "per-pid")
+            task.stats["ticks"] = task.stats.get("ticks", 0) + 1
+
+        worker = PeriodicWorker(task, func, interval=0.05, refresh=refresh)
+        task.params["worker"] = worker
+        worker.start()
+        task.stats["running"] = True
+        _log(f"start {engine.project.name} {task.name}")
+
     @hookimpl
     def start_task(engine, task):
+        if engine.params.get("fail_at") == "worker":
+            return _worker(engine, task)
         result = _maybe("start_task", engine.params, task.name)
         stop = threading.Event()
 
@@ -232,6 +261,9 @@ RB_ENGINE = textwrap.dedent(
 
     @hookimpl
     def stop_task(engine, task):
+        worker = task.params.pop("worker", None)
+        if worker is not None:
+            worker.stop()
         stop, thread = task.params.pop("stop", None), task.params.pop("thread", None)
         if stop is not None:
             stop.set()
@@ -455,6 +487,23 @@ def test_garbage_returns_and_slow_hooks_are_harmless(etmemd, tmp_path):
     assert show_json(etmemd, "s")[0]["started"] is True
     run(etmemd, "project", "stop", "-n", "s")
     assert show(etmemd, "-n", "g").startswith("project: g\n")
+
+
+def test_a_worker_whose_cycle_raises_anything_keeps_cycling(etmemd, tmp_path):
+    for how in ("SystemExit", "KeyboardInterrupt", "BaseException", "ValueError"):
+        name = f"w{how.lower()}"
+        add(etmemd, name, project_conf(name, fail_at="worker", fail_with=how))
+        run(etmemd, "project", "start", "-n", name)
+
+    def ticks(name: str) -> int:
+        (proj,) = show_json(etmemd, name)
+        return proj["engines"][0]["tasks"][0]["stats"].get("ticks", 0)
+
+    # every third refresh and every second cycle raise; the worker must still tick on
+    for how in ("SystemExit", "KeyboardInterrupt", "BaseException", "ValueError"):
+        name = f"w{how.lower()}"
+        assert wait_for(lambda n=name: ticks(n) >= 10, 10), (how, etmemd.logtext())
+    assert_alive(etmemd)
 
 
 def test_garbage_stats_do_not_break_project_show(etmemd, tmp_path):

@@ -165,7 +165,7 @@ class PeriodicWorker:
                     self._tick()
             except WorkerStopped:
                 break
-            except Exception:  # the daemon must survive a broken tick
+            except BaseException:  # the task must survive a broken tick, even SystemExit
                 log.exception("%s: tick failed", self.name)
 
     def _tick(self) -> None:
@@ -202,7 +202,7 @@ class PeriodicWorker:
             pass
         except TargetGone as exc:
             log.debug("%s: pid %d gone mid-cycle: %s", self.name, tp.pid, exc)
-        except Exception as exc:
+        except BaseException as exc:  # a policy's SystemExit must not end in a silent Future
             log.exception("%s: pid %d: cycle failed", self.name, tp.pid)
             if self.on_error is not None:
                 try:
