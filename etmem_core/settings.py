@@ -44,7 +44,8 @@ class ObjectNameError(ConfigError):
 
 
 def object_name(section: Mapping[str, str], key: str) -> str:
-    """The value of the identifying key ``key``: it must be set and at most 64 characters.
+    """The value of the identifying key ``key``: it must be set, at most 64 characters, without
+    whitespace or control characters, and not ``-``.
 
     An empty value passes, as in the original (the object's own checks refuse it later).
     """
@@ -54,7 +55,20 @@ def object_name(section: Mapping[str, str], key: str) -> str:
     if len(value) > MAX_OBJ_NAME_LEN:
         rule = f"must be at most {MAX_OBJ_NAME_LEN} characters (got {len(value)})"
         raise ObjectNameError(str(P.error(section, key, rule)))
+    _check_reachable(section, key, value)
     return value
+
+
+def _check_reachable(section: Mapping[str, str], key: str, value: str) -> None:
+    """Deliberate difference: refuse a name the wire protocol cannot carry (requests are split
+    at spaces, ``-`` means "not given"): no request could reach that object, and a newline
+    would forge lines in ``project show``. The original took such names silently."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        rule = "must not contain spaces or control characters (etmem requests cannot carry them)"
+        raise ObjectNameError(str(P.error(section, key, rule)))
+    if value == "-":
+        rule = "cannot be '-', which etmem requests use for 'not given'"
+        raise ObjectNameError(str(P.error(section, key, rule)))
 
 
 def project_identity(section: Mapping[str, str]) -> str:
@@ -111,6 +125,7 @@ def parse_project(section: Mapping[str, str]) -> Project:
     ``update_interval`` (>= 0) and ``min_nr_regions`` < ``max_nr_regions`` (each >= 3).
     """
     name = P.get_str(section, "name", max_len=MAX_OBJ_NAME_LEN)
+    _check_reachable(section, "name", name)
     scan_type = P.get_choice(section, "scan_type", SCAN_TYPES, required=False, default=PAGE_SCAN)
     sysmem = P.get_int(section, "sysmem_threshold", 0, 100, required=False, default=-1)
     high = P.get_int(section, "swapcache_high_wmark", 1, 100, required=False, default=-1)

@@ -736,6 +736,10 @@ def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etme
     bad_utf8 = good.encode().replace(b"name=files", b"name=fi\xc3\x28les")
     cases["invalid UTF-8"] = (regular("utf8.conf", bad_utf8), "must be valid UTF-8")
     cases["missing"] = (tmp_path / "missing.conf", "No such file")
+    # names no request could reach, or that would forge lines in `project show`
+    for i, name in enumerate(("files\\nproject: forged", "fi les", "fi\\tles", "-")):
+        unreachable = good.replace("name=files", f"name={name}", 1).encode()
+        cases[f"name {name!r}"] = (regular(f"name{i}.conf", unreachable), "[project] name=")
 
     for what, (path, says) in cases.items():
         res = etmemd.etmem("obj", "add", "-f", str(path), check=False)
