@@ -90,6 +90,16 @@ def encode_request(req: Request) -> bytes:
     def show(value: str | None) -> str:
         return ABSENT if value is None else value
 
+    # A space would shift every later field (etmemd would then refuse the request with a
+    # confusing word count); say which value cannot go on the wire instead.
+    for field in FIELDS:
+        value = getattr(req, field, None)
+        if isinstance(value, str) and any(c.isspace() or not c.isprintable() for c in value):
+            raise ProtocolError(
+                f"{field} {value!r} cannot be sent: etmem requests cannot carry spaces or "
+                "control characters"
+            )
+
     text = (
         f"proj_name {show(req.proj_name)} file_name {show(req.file_name)} cmd {int(req.cmd)} "
         f"eng_name {show(req.eng_name)} eng_cmd {show(req.eng_cmd)} task_name {show(req.task_name)}"

@@ -750,6 +750,11 @@ def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etme
         assert_alive(etmemd)
         assert show(etmemd) == "no project exists\n\n", what
 
+    # a path the protocol cannot carry is refused by the client, naming it
+    spaced = regular("sp aced.conf", good.encode())
+    res = etmemd.etmem("obj", "add", "-f", str(spaced), check=False)
+    assert res.returncode == 255 and f"file_name '{spaced}' cannot be sent" in res.stderr, res
+
     # and a good file still goes in
     etmemd.add("files", good)
     assert show(etmemd).startswith("project: files\n")
