@@ -697,6 +697,48 @@ def test_vanishing_targets_do_not_stop_the_daemon(etmemd, tmp_path):
             victims.kill_all()  # before swapoff
 
 
+def _spawn_with_pid(pid: int) -> subprocess.Popen | None:
+    """A ``sleep`` child that gets the pid number ``pid`` (free again), through ns_last_pid."""
+    for _ in range(200):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = subprocess.Popen(["sleep", "60"])
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+@pytest.mark.root
+def test_a_reused_pid_number_is_not_the_target(tmp_path):
+    """A type=pid target exits and a stranger later gets its pid number (pid_max is 32768
+    here, so this happens): the stranger must never be scanned or paged out."""
+    from etmem_sdk import Task
+    from etmem_sdk.targets import refresh_task_pids
+
+    first = subprocess.Popen(["sleep", "60"])
+    stranger = None
+    try:
+        task = Task(name="t", type="pid", value=str(first.pid))
+        assert [tp.pid for tp in refresh_task_pids(task)] == [first.pid]
+        first.kill()
+        first.wait()
+        assert refresh_task_pids(task) == []
+        # a process is (pid, start time in 10 ms clock ticks); a real reuse needs the pid
+        # numbers to wrap, far longer than a tick
+        time.sleep(0.05)
+        stranger = _spawn_with_pid(first.pid)
+        assert stranger is not None, "could not get the pid number back through ns_last_pid"
+        for _ in range(3):
+            assert refresh_task_pids(task) == []
+    finally:
+        for proc in (first, stranger):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. object-file checks through the real client
 

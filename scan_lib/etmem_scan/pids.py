@@ -23,6 +23,9 @@ class ProcStat(NamedTuple):
     state: str
     ppid: int
     flags: int
+    #: clock ticks after boot when the process started: with ``pid``, names one process even
+    #: after the pid number is reused (0 when the file has no such field)
+    starttime: int = 0
 
 
 def read_stat(pid: int, proc_root: str = "/proc") -> ProcStat | None:
@@ -44,6 +47,7 @@ def read_stat(pid: int, proc_root: str = "/proc") -> ProcStat | None:
             state=rest[0].decode(),
             ppid=int(rest[1]),
             flags=int(rest[6]),
+            starttime=int(rest[19]) if len(rest) > 19 else 0,
         )
     except (IndexError, ValueError):
         return None

@@ -5,7 +5,8 @@ from /proc (``etmem_scan.pids``). The list in ``task.pids`` is merged in place: 
 get the engine's ``alloc_pid_params``, pids that vanish get ``free_pid_params``, and if the main
 pid changed (the target was restarted) the whole list is rebuilt. etmemd itself, pid 1 and kernel
 threads are never targets. A target that exits is logged, never fatal: the task just has no
-pids until it comes back.
+pids until it comes back. A ``type=pid`` target is a process, not a number: once it exited, a
+process that later gets the same pid (its start time differs) is not taken for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ _MAX_PID_DIGITS = 9
 
 #: Task -> the pid last skipped as not a valid target, so the warning is not repeated each cycle.
 _skipped: weakref.WeakKeyDictionary[Task, int] = weakref.WeakKeyDictionary()
+#: ``type=pid`` task -> (pid, start time) of the process it first found: a later process that
+#: got the same pid number after the target exited is someone else, never a target.
+_first_seen: weakref.WeakKeyDictionary[Task, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 def resolve_main_pid(task: Task, proc_root: str = "/proc") -> int:
@@ -42,6 +46,16 @@ def resolve_main_pid(task: Task, proc_root: str = "/proc") -> int:
         pid = int(value)
         if not procs.alive(pid, proc_root):
             raise TargetGone(f"task {task.name}: process {pid} does not exist")
+        st = procs.read_stat(pid, proc_root)
+        if st is not None:
+            seen = _first_seen.get(task)
+            if seen is None or seen[0] != pid:  # first look (or the task names a new pid)
+                _first_seen[task] = (pid, st.starttime)
+            elif seen[1] != st.starttime:
+                raise TargetGone(
+                    f"task {task.name}: process {pid} exited; pid {pid} now belongs to another "
+                    f"process ({st.comm}), which is not a target"
+                )
         return pid
     if task.type == "name":
         found = procs.pids_by_name(value, proc_root)
