@@ -643,7 +643,10 @@ def test_vanishing_targets_do_not_stop_the_daemon(etmemd, tmp_path):
                 '[project]\nname = "vanish"\nloop = 2\ninterval = 1\nsleep = 1\n'
                 '[[engine]]\nname = "slide"\n'
                 f'[[task]]\nname = "byname"\ntype = "name"\nvalue = "{comm}"\n{keys}'
-                f'[[task]]\nname = "bypid"\ntype = "pid"\nvalue = "{single.pid}"\n{keys}',
+                f'[[task]]\nname = "bypid"\ntype = "pid"\nvalue = "{single.pid}"\n{keys}'
+                # never targets: etmemd itself and init
+                f'[[task]]\nname = "self"\ntype = "pid"\nvalue = "{etmemd.proc.pid}"\n{keys}'
+                f'[[task]]\nname = "init"\ntype = "pid"\nvalue = "1"\n{keys}',
             )
             run(etmemd, "project", "start", "-n", "vanish")
 
@@ -688,6 +691,8 @@ def test_vanishing_targets_do_not_stop_the_daemon(etmemd, tmp_path):
             for t in proj["engines"][0]["tasks"]:
                 assert t["stats"]["errors"] == 0, (t, etmemd.logtext())
                 assert t["stats"]["running"] is True
+                if t["name"] in ("self", "init"):
+                    assert t["pids"] == [] and t["stats"]["cycles"] == 0, t
             errors = [line for line in etmemd.logtext().splitlines() if " ERROR " in line]
             assert len(errors) <= 2, "\n".join(errors)
             run(etmemd, "project", "stop", "-n", "vanish")
