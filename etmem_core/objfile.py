@@ -198,6 +198,8 @@ def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
         doc = tomllib.loads(text)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ObjectFileSyntaxError(f"{label}: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ObjectFileSyntaxError(f"{label}: arrays or tables nested too deeply") from None
     unknown = sorted(set(doc) - set(GROUPS))
     if unknown:
         raise ConfigError(

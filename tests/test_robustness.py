@@ -797,6 +797,13 @@ def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etme
         assert_alive(etmemd)
         assert show(etmemd) == "no project exists\n\n", what
 
+    for i, deep in enumerate(("[" * 50000 + "]" * 50000, "{a=" * 20000 + "1" + "}" * 20000)):
+        nested = regular(f"deep{i}.toml", f'[project]\nname = "files"\nloop = {deep}\n'.encode())
+        res = etmemd.etmem("obj", "add", "-f", str(nested), check=False)
+        assert res.returncode == 186, res
+        assert f"etmemd: deep{i}.toml: arrays or tables nested too deeply" in res.stdout, res
+    assert_alive(etmemd)
+
     # a path the protocol cannot carry is refused by the client, naming it
     spaced = regular("sp aced.conf", good.encode())
     res = etmemd.etmem("obj", "add", "-f", str(spaced), check=False)
