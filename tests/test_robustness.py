@@ -814,6 +814,54 @@ def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etme
     assert show(etmemd).startswith("project: files\n")
 
 
+def test_unacceptable_policy_libraries_are_refused(etmemd, tmp_path):
+    """thirdparty ``libname``: only a root:root regular file with mode 0500/0700 is loaded."""
+    from thirdparty_build import compile_policy
+
+    good = compile_policy("my_engine.c", tmp_path / "libgood.so")
+    libs: dict[str, tuple[Path, str]] = {}
+
+    def copy(name: str, mode: int, owner: tuple[int, int] = (0, 0)) -> Path:
+        path = tmp_path / name
+        path.write_bytes(good.read_bytes())
+        os.chown(path, *owner)
+        path.chmod(mode)
+        return path
+
+    libs["world-writable"] = (copy("libww.so", 0o777), "has mode 0777")
+    libs["group-writable"] = (copy("libgw.so", 0o770), "has mode 0770")
+    libs["not root-owned"] = (copy("libnobody.so", 0o700, (65534, 65534)), "owned by 65534:65534")
+    link = tmp_path / "liblink.so"
+    link.symlink_to(copy("libtarget.so", 0o755))
+    libs["symlink to a 0755 file"] = (link, "has mode 0755")
+    fifo = tmp_path / "libfifo.so"
+    os.mkfifo(fifo, 0o700)
+    libs["fifo"] = (fifo, "is not a regular file")
+    directory = tmp_path / "libdir.so"
+    directory.mkdir(0o700)
+    libs["directory"] = (directory, "is not a regular file")
+    libs["missing"] = (tmp_path / "libmissing.so", "realpath failed")
+    text = tmp_path / "libtext.so"
+    text.write_text("not an ELF object\n")
+    text.chmod(0o700)
+    libs["not ELF"] = (text, "dlopen")
+
+    for what, (lib, says) in libs.items():
+        conf = (
+            "[project]\nname=so\nloop=1\ninterval=1\nsleep=1\n"
+            f"[engine]\nname=thirdparty\nproject=so\neng_name=vendor\nlibname={lib}\n"
+            "ops_name=start_not_null_ops\n"
+        )
+        res = add(etmemd, "so", conf, check=False)
+        assert res.returncode == 186, (what, res, etmemd.logtext())
+        assert says in res.stdout and "engine vendor: fill_eng_params" in res.stdout, res.stdout
+        assert lib.name in res.stdout, (what, res.stdout)
+        assert_alive(etmemd)
+        assert show(etmemd) == "no project exists\n\n", what
+    add(etmemd, "so", conf.replace(str(lib), str(good)))  # the checked original loads
+    assert show(etmemd).startswith("project: so\n")
+
+
 # ------------------------------------------------------------------------------------------------
 # 5. root-only control
 
