@@ -862,6 +862,28 @@ def test_unacceptable_policy_libraries_are_refused(etmemd, tmp_path):
     assert show(etmemd).startswith("project: so\n")
 
 
+def test_a_library_swapped_after_its_check_is_not_loaded(tmp_path, monkeypatch):
+    """Whoever can write the library's directory must not get code loaded between the checks
+    and dlopen: the file loaded is the file checked."""
+    from etmem_thirdparty_so import loader
+    from thirdparty_build import compile_policy
+
+    lib = compile_policy("my_engine.c", tmp_path / "libswap.so")
+    evil = tmp_path / "evil.so"
+    evil.write_bytes(lib.read_bytes())
+    evil.chmod(0o777)  # anyone's code, as far as the checks can tell
+    checked = loader.check_library
+
+    def check_then_swap(libname: str) -> str:
+        path = checked(libname)
+        os.rename(evil, path)  # the swap lands right after the checks
+        return path
+
+    monkeypatch.setattr(loader, "check_library", check_then_swap)
+    with pytest.raises(loader.ConfigError, match="has mode 0777"):
+        loader.open_checked_library(str(lib))
+
+
 # ------------------------------------------------------------------------------------------------
 # 5. root-only control
 

@@ -71,8 +71,7 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
     eng_name, libname, ops_name = engine_keys(config)
     loader.scan_lib()  # before any policy: it may need the library's symbols or SONAME
     glib.libglib()
-    path = loader.check_library(libname)
-    lib = loader.open_library(path)
+    path, lib = loader.open_checked_library(libname)
     try:
         ops = loader.find_ops(lib, ops_name)
         state = EngineState(lib=lib, ops=ops, libname=path, ops_name=ops_name)

@@ -67,6 +67,37 @@ def check_library(libname: str) -> str:
         st = os.stat(resolved)
     except OSError as exc:
         raise ConfigError(f"libname={libname}: realpath failed: {exc.strerror}") from None
+    _check_stat(libname, resolved, st)
+    return resolved
+
+
+def open_checked_library(libname: str) -> tuple[str, ctypes.CDLL]:
+    """``(realpath, handle)``: check ``libname`` as :func:`check_library` does, then dlopen the
+    very file that was checked.
+
+    Checking a path and then dlopening the same path leaves a window in which whoever can write
+    the directory swaps in their own code, to run as root. So the file is opened once, the
+    checks run on that open file (``fstat``) and dlopen gets ``/proc/self/fd/N``: the file
+    checked is the file loaded.
+    """
+    resolved = check_library(libname)
+    try:
+        # O_NONBLOCK: a FIFO swapped in meanwhile must not hang the open (fstat refuses it)
+        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"libname={libname}: cannot open {resolved}: {exc.strerror}") from None
+    try:
+        _check_stat(libname, resolved, os.fstat(fd))
+        try:
+            lib = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        except OSError as exc:
+            raise ConfigError(f"dlopen {resolved} failed: {exc}") from None
+    finally:
+        os.close(fd)
+    return resolved, lib
+
+
+def _check_stat(libname: str, resolved: str, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"libname={libname}: {resolved} is not a regular file")
     if st.st_uid != 0 or st.st_gid != 0:
@@ -79,7 +110,6 @@ def check_library(libname: str) -> str:
         raise ConfigError(
             f"libname={libname}: {resolved} has mode {mode:04o}, only 0500 or 0700 are allowed"
         )
-    return resolved
 
 
 def open_library(path: str) -> ctypes.CDLL:
