@@ -12,11 +12,13 @@ for that request naming the engine, and is logged; the daemon carries on. Teardo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task
@@ -32,6 +34,11 @@ _SHOW_HEADER = "{:<8s} {:<8s} {:<16s} {:<16s} {:<16s} {:<8s}\n".format(
 )
 
 Undo = Callable[[], None]
+
+#: How long a request waits for the one before it (usually an engine hook still running) before
+#: it is answered "busy": less than the client's 10 s, so the client learns why instead of
+#: timing out, and a hung engine names itself.
+LOCK_WAIT = 8.0
 
 
 def _inval(reason: str) -> OptError:
@@ -70,11 +77,15 @@ class Etmemd:
         registry: EngineRegistry | None = None,
         *,
         load: Callable[[str], Any] | None = None,
+        lock_wait: float = LOCK_WAIT,
     ) -> None:
         self.registry = registry if registry is not None else EngineRegistry()
         self._load_file = load if load is not None else objfile.load_object_file
         self._projects: list[Project] = []
         self._lock = threading.RLock()
+        self.lock_wait = lock_wait
+        #: (what, since) of the engine hook running now, for the "busy" answer
+        self._busy: tuple[str, float] | None = None
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -88,6 +99,23 @@ class Etmemd:
         """The project called ``name``, or None."""
         with self._lock:
             return next((p for p in self._projects if p.name == name), None)
+
+    @contextlib.contextmanager
+    def _request(self) -> Iterator[None]:
+        """The store's lock for one request; "busy" (naming the hook that holds it) if the
+        request before does not finish within ``lock_wait`` seconds."""
+        if not self._lock.acquire(timeout=self.lock_wait):
+            busy = self._busy
+            what = (
+                f"{busy[0]} has been running for {time.monotonic() - busy[1]:.0f} s"
+                if busy is not None
+                else "another request is still running"
+            )
+            raise OptError(OptCode.OPT_INTER_ERR, f"etmemd is busy: {what}; try again later")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _need_project(self, name: str, section: ConfigSection | None = None) -> Project:
         project = self.find_project(name)
@@ -133,7 +161,7 @@ class Etmemd:
         again (in reverse order) and the failure is raised.
         """
         obj = self._load(path)
-        with self._lock:
+        with self._request():
             undo: list[Undo] = []
             try:
                 for section in obj.projects:
@@ -167,7 +195,7 @@ class Etmemd:
         As in C every group is attempted and the last failure is raised.
         """
         obj = self._load(path)
-        with self._lock:
+        with self._request():
             last: OptError | None = None
             for remove, sections in (
                 (self._del_task, obj.tasks),
@@ -328,7 +356,7 @@ class Etmemd:
         """
         if not name:
             raise _inval("no project name given")
-        with self._lock:
+        with self._request():
             project = self._need_project(name)
             if project.start:
                 raise OptError(OptCode.OPT_PRO_STARTED, f"project {name} is already started")
@@ -358,7 +386,7 @@ class Etmemd:
         if an engine fails (the first failure is raised afterwards)."""
         if not name:
             raise _inval("no project name given")
-        with self._lock:
+        with self._request():
             project = self._need_project(name)
             if not project.start:
                 raise OptError(OptCode.OPT_PRO_STOPPED, f"project {name} is already stopped")
@@ -395,7 +423,7 @@ class Etmemd:
         """
         if not project or not engine or not cmd:
             raise _inval("engine command needs a project, an engine and a command")
-        with self._lock:
+        with self._request():
             proj = self._need_project(project)
             if not proj.start:
                 raise _inval(f"project {project} is not started")
@@ -410,12 +438,15 @@ class Etmemd:
                     )
             if "eng_mgt_func" not in eng.implements:
                 raise _inval(f"engine {engine}: has no private commands")
+            self._busy = (f"engine {engine}: eng_mgt_func", time.monotonic())
             try:
                 eng.hooks.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
             except EtmemError as exc:
                 raise self._engine_failed(eng, "eng_mgt_func", exc, OptCode.OPT_INVAL) from exc
             except BaseException as exc:  # KeyboardInterrupt too: a plugin's, not a signal
                 raise self._engine_failed(eng, "eng_mgt_func", exc) from exc
+            finally:
+                self._busy = None
 
     # -- show ----------------------------------------------------------------------------------
 
@@ -425,7 +456,7 @@ class Etmemd:
     def project_show(self, name: str | None, reply: Reply) -> None:
         """``etmem project show [-n NAME]``: C's table, byte for byte (always a success)."""
         name = name or None
-        with self._lock:
+        with self._request():
             chosen = self._chosen(name)
             if not chosen:
                 reply.write(
@@ -451,7 +482,7 @@ class Etmemd:
         An unknown ``name`` gives an empty list.
         """
         name = name or None
-        with self._lock:
+        with self._request():
             return [_project_doc(p) for p in self._chosen(name)]
 
     # -- shutdown ------------------------------------------------------------------------------
@@ -472,12 +503,15 @@ class Etmemd:
         """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR."""
         if op not in engine.implements:
             return None
+        outer, self._busy = self._busy, (f"engine {engine.name}: {op}", time.monotonic())
         try:
             return getattr(engine.hooks, op)(**kwargs)
         except BaseException as exc:
             # Hooks run on client threads (signals reach only the main thread, whose handlers
             # raise nothing), so even KeyboardInterrupt here is the engine's own doing.
             raise self._engine_failed(engine, op, exc) from exc
+        finally:
+            self._busy = outer
 
     def _teardown(self, engine: Engine, op: str, errors: list[OptError], /, **kwargs: Any) -> None:
         """Call a teardown hook; a failure is logged and recorded in ``errors``, never raised."""

@@ -571,6 +571,56 @@ def test_engine_module_raising_at_import_is_named_and_nothing_is_added(etmemd, t
             assert show(etmemd) == "no project exists\n\n"
 
 
+def test_a_hung_hook_is_named_to_the_requests_waiting_behind_it(tmp_path):
+    """A hook that does not return holds the store; the requests behind it are answered
+    "busy", naming the engine and the op, instead of timing out without a word."""
+    import threading
+
+    from etmem_sdk import BufferReply, hookimpl
+
+    from etmem_core.errors import OptError
+    from etmem_core.lifecycle import Etmemd
+    from etmem_core.registry import EngineRegistry
+
+    release = threading.Event()
+
+    class Hangs:
+        @hookimpl
+        def start_task(self, engine, task):
+            release.wait(30)
+
+        @hookimpl
+        def stop_task(self, engine, task):
+            pass
+
+    registry = EngineRegistry()
+    registry.register_plugin("hangs", Hangs())
+    store = Etmemd(registry, lock_wait=0.3)
+    conf = tmp_path / "h.conf"
+    conf.write_text(project_conf("h", engine="hangs"))
+    conf.chmod(0o600)
+    store.obj_add(str(conf))
+    starter = threading.Thread(target=store.project_start, args=("h",))
+    starter.start()
+    try:
+        assert wait_for(lambda: store._busy is not None, 5)
+        for request in (
+            lambda: store.project_show(None, BufferReply()),
+            lambda: store.project_show_json("h"),
+            lambda: store.project_stop("h"),
+            lambda: store.obj_del(str(conf)),
+        ):
+            with pytest.raises(OptError, match="etmemd is busy: engine hangs: start_task has"):
+                request()
+    finally:
+        release.set()
+        starter.join(10)
+    reply = BufferReply()
+    store.project_show(None, reply)
+    assert reply.text.startswith("project: h\n") and reply.text.endswith("true    \n")
+    store.shutdown()
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. vanishing targets (real kernel: slide with the refs tracker and the pageout actuator)
 
