@@ -305,6 +305,7 @@ class Etmemd:
         # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads
         # (only names are OPT_INVAL)
         task: Task = _parsed(settings.parse_task, section, OptCode.OPT_INTER_ERR)
+        _check_pid_value(section, task)
         task.engine = engine
         if task.config is None:
             task.config = section
@@ -538,6 +539,18 @@ class Etmemd:
 
 #: Nesting kept in ``--json`` stats; deeper (or self-containing) values are cut off.
 _STATS_DEPTH = 16
+
+
+def _check_pid_value(section: ConfigSection, task: Task) -> None:
+    """Deliberate difference: a ``type=pid`` value must be a process id. The original accepts
+    any value of the name rule (``abc``, ``-1``, ``0x10``) and then never finds a target,
+    saying so only in its debug log; here ``obj add`` refuses it, naming the key."""
+    value = task.value
+    if task.type == "pid" and not (value.isdigit() and len(value) <= 9 and int(value) > 0):
+        raise OptError(
+            OptCode.OPT_INTER_ERR,
+            f"{section.where('value')}: type=pid needs a process id, a number from 1 to 999999999",
+        )
 
 
 def _stats(obj: Any) -> dict[str, Any]:

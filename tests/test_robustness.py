@@ -854,6 +854,17 @@ def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etme
         assert f"etmemd: deep{i}.toml: arrays or tables nested too deeply" in res.stdout, res
     assert_alive(etmemd)
 
+    # a type=pid task whose value is no process id would never find a target
+    for value in ("abc", "-1", "0", "0x10", "1e3", "4294967297"):
+        bad_pid = regular(
+            "badpid.conf",
+            project_conf("files").replace(f"value={os.getpid()}", f"value={value}").encode(),
+        )
+        res = add(etmemd, "badpid", bad_pid.read_text(), check=False)
+        assert res.returncode == 186, (value, res)
+        assert f"[task] value={value}: type=pid needs a process id" in res.stdout, res.stdout
+        assert show(etmemd) == "no project exists\n\n", value
+
     # a path the protocol cannot carry is refused by the client, naming it
     spaced = regular("sp aced.conf", good.encode())
     res = etmemd.etmem("obj", "add", "-f", str(spaced), check=False)
