@@ -945,6 +945,41 @@ def test_a_library_swapped_after_its_check_is_not_loaded(tmp_path, monkeypatch):
         loader.open_checked_library(str(lib))
 
 
+def test_libraries_loaded_through_their_fds_never_alias(tmp_path):
+    """dlopen matches names of loaded objects: two policies must never be loaded under one
+    /proc/self/fd/N name (the second would silently be the first)."""
+    from etmem_thirdparty_so import glib, loader
+    from thirdparty_build import compile_policy
+
+    loader.scan_lib()  # what the engine loads first; the policy links with both
+    glib.libglib()
+    handles = []
+    for i in range(3):
+        lib = compile_policy("my_engine.c", tmp_path / f"libalias{i}.so")
+        handles.append(loader.open_checked_library(str(lib))[1]._handle)
+    assert len(set(handles)) == 3
+    # the same file again is the same library, as with dlopen by path
+    assert loader.open_checked_library(str(tmp_path / "libalias0.so"))[1]._handle == handles[0]
+
+
+def test_an_untrusted_scan_library_is_not_loaded(tmp_path, monkeypatch):
+    """libetmemd_scan.so runs in the root daemon like a policy: a copy anyone could have
+    written (ETMEMD_SCAN_LIB, or the build directory) is refused, saying why."""
+    from etmem_thirdparty_so import loader
+
+    built = Path(loader.scan_lib_candidates()[-2])
+    for name, mode, owner, says in (
+        ("ww.so", 0o777, (0, 0), "writable by group or others"),
+        ("nobody.so", 0o755, (65534, 0), "owned by uid 65534"),
+    ):
+        copy = tmp_path / name
+        copy.write_bytes(built.read_bytes())
+        os.chown(copy, *owner)
+        copy.chmod(mode)
+        with pytest.raises(loader.ConfigError, match=says):
+            os.close(loader._open_trusted(str(copy)))
+
+
 # ------------------------------------------------------------------------------------------------
 # 5. root-only control
 

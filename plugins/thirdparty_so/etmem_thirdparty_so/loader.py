@@ -12,6 +12,7 @@ import ctypes
 import functools
 import os
 import stat
+import threading
 from pathlib import Path
 
 from etmem_sdk import ConfigError
@@ -48,8 +49,11 @@ def scan_lib() -> ctypes.CDLL:
             errors.append(f"{candidate}: not found")
             continue
         try:
-            lib = ctypes.CDLL(candidate, mode=os.RTLD_NOW | os.RTLD_GLOBAL, use_errno=True)
-        except OSError as exc:
+            target = candidate
+            if "/" in candidate:  # the linker's own search path is the system's to trust
+                target = _pinned_path(_open_trusted(candidate))
+            lib = ctypes.CDLL(target, mode=os.RTLD_NOW | os.RTLD_GLOBAL, use_errno=True)
+        except (OSError, ConfigError) as exc:
             errors.append(str(exc))
             continue
         abi.bind(lib, abi.SCAN_API)
@@ -58,6 +62,27 @@ def scan_lib() -> ctypes.CDLL:
         f"{SCAN_LIB_NAME} is not built (run `make -C scan_lib` or scripts/setup, or set "
         f"{SCAN_LIB_ENV}): " + "; ".join(errors)
     )
+
+
+def _open_trusted(path: str) -> int:
+    """An fd of ``path`` if only root can have written it (owned by uid 0, not writable by
+    group or others): libetmemd_scan.so runs inside the root daemon like a policy does."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open: {exc.strerror}") from None
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif st.st_uid != 0:
+        problem = f"is owned by uid {st.st_uid}, it must be owned by root"
+    elif st.st_mode & 0o022:
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}: writable by group or others"
+    if problem is not None:
+        os.close(fd)
+        raise ConfigError(f"{path} {problem}; not loaded")
+    return fd
 
 
 def check_library(libname: str) -> str:
@@ -78,7 +103,7 @@ def open_checked_library(libname: str) -> tuple[str, ctypes.CDLL]:
     Checking a path and then dlopening the same path leaves a window in which whoever can write
     the directory swaps in their own code, to run as root. So the file is opened once, the
     checks run on that open file (``fstat``) and dlopen gets ``/proc/self/fd/N``: the file
-    checked is the file loaded.
+    checked is the file loaded (see :func:`_pinned_path` for why that fd stays open).
     """
     resolved = check_library(libname)
     try:
@@ -88,13 +113,36 @@ def open_checked_library(libname: str) -> tuple[str, ctypes.CDLL]:
         raise ConfigError(f"libname={libname}: cannot open {resolved}: {exc.strerror}") from None
     try:
         _check_stat(libname, resolved, os.fstat(fd))
-        try:
-            lib = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=os.RTLD_NOW | os.RTLD_LOCAL)
-        except OSError as exc:
-            raise ConfigError(f"dlopen {resolved} failed: {exc}") from None
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    try:
+        lib = ctypes.CDLL(_pinned_path(fd), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+    except OSError as exc:
+        raise ConfigError(f"dlopen {resolved} failed: {exc}") from None
     return resolved, lib
+
+
+#: (st_dev, st_ino) -> an fd of that file, kept open for the life of the process.
+_pinned: dict[tuple[int, int], int] = {}
+_pinned_lock = threading.Lock()
+
+
+def _pinned_path(fd: int) -> str:
+    """``/proc/self/fd/N`` for the file open on ``fd`` (which this takes over), with an ``N``
+    that names that file, and only that file, for the rest of the process.
+
+    glibc's dlopen hands back an already loaded object whose name equals the one asked for; if
+    fd numbers were reused, ``/proc/self/fd/7`` could return an earlier library that was opened
+    through fd 7. So the first fd of each file stays open and is used again for that file.
+    """
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    with _pinned_lock:
+        kept = _pinned.setdefault(key, fd)
+    if kept != fd:
+        os.close(fd)
+    return f"/proc/self/fd/{kept}"
 
 
 def _check_stat(libname: str, resolved: str, st: os.stat_result) -> None:
