@@ -471,9 +471,10 @@ class Etmemd:
                 lines = [f"project: {project.name}\n", _SHOW_HEADER]
                 for engine in project.engines:
                     for number, task in enumerate(engine.tasks, 1):
+                        # _text: an engine may have overwritten these with anything
                         lines.append(
-                            f"{number:<8d} {task.type:<8s} {task.value:<16s} "
-                            f"{task.name:<16s} {engine.name:<16s} {started:<8s}\n"
+                            f"{number:<8d} {_text(task.type):<8s} {_text(task.value):<16s} "
+                            f"{_text(task.name):<16s} {_text(engine.name):<16s} {started:<8s}\n"
                         )
                 reply.write("".join(lines))
 

@@ -289,6 +289,7 @@ RB_ENGINE = textwrap.dedent(
             loop["self"] = loop
             task.stats.update(loop=loop, nan=float("nan"), bad=Bad(), big=1 << 80)
             engine.stats = [1, 2, 3]
+            task.value = 12345  # a core field, overwritten with the wrong type
         reply.write(f"ok {cmd}\\n")
     """
 )
@@ -518,7 +519,8 @@ def test_garbage_stats_do_not_break_project_show(etmemd, tmp_path):
     assert [p["name"] for p in doc] == ["poison", "steady"]
     (task,) = doc[0]["engines"][0]["tasks"]
     assert task["stats"]["running"] is True and task["stats"]["big"] == 1 << 80
-    assert show(etmemd).startswith("project: poison\n")
+    table = show(etmemd)
+    assert table.startswith("project: poison\n") and "12345" in table, table
 
 
 def test_failed_project_start_stops_what_it_started(etmemd, tmp_path):
