@@ -626,12 +626,21 @@ def _engine_doc(engine: Engine) -> dict[str, Any]:
 
 
 def _task_doc(task: Task) -> dict[str, Any]:
+    # _plain: the engine has the task in its hands and may have overwritten any of these
     return {
-        "name": task.name,
-        "type": task.type,
-        "value": task.value,
-        "max_threads": task.max_threads,
-        "swap_flag": task.swap_flag,
-        "pids": [{"pid": tp.pid, "stats": _stats(tp)} for tp in list(task.pids)],
+        "name": _plain(task.name),
+        "type": _plain(task.type),
+        "value": _plain(task.value),
+        "max_threads": _plain(task.max_threads),
+        "swap_flag": _plain(task.swap_flag),
+        "pids": _pids_doc(task),
         "stats": _stats(task),
     }
+
+
+def _pids_doc(task: Task) -> list[dict[str, Any]]:
+    try:
+        pids = list(task.pids)
+    except TypeError:  # not a list any more
+        return []
+    return [{"pid": _plain(getattr(tp, "pid", None)), "stats": _stats(tp)} for tp in pids]

@@ -289,7 +289,9 @@ RB_ENGINE = textwrap.dedent(
             loop["self"] = loop
             task.stats.update(loop=loop, nan=float("nan"), bad=Bad(), big=1 << 80)
             engine.stats = [1, 2, 3]
-            task.value = 12345  # a core field, overwritten with the wrong type
+            task.value = 12345  # core fields, overwritten with the wrong types
+            task.max_threads = Bad()
+            task.pids = None
         reply.write(f"ok {cmd}\\n")
     """
 )
