@@ -31,7 +31,11 @@ class GuestResult:
 
 
 def run_in_guest(
-    *cmd: str, nodes: int = 2, slow_node: bool = False, mem: str = "4G", timeout: int = 600,
+    *cmd: str,
+    nodes: int = 2,
+    slow_node: bool = False,
+    mem: str = "4G",
+    timeout: int = 600,
     env: dict[str, str] | None = None,
 ) -> GuestResult:
     """Boot a guest, run ``cmd`` in this checkout inside it, and return what it printed."""
@@ -58,16 +62,27 @@ def guest():
 
 @pytest.fixture
 def guest_pytest(guest):
-    """Run one module of ``tests/vm/guest`` inside a guest; fail with its output if it fails."""
+    """Run modules of ``tests/vm/guest`` inside one guest; fail with its output if they fail."""
 
-    def run(module: str, *, nodes: int = 2, slow_node: bool = False, timeout: int = 600) -> str:
+    def run(*modules: str, nodes: int = 2, slow_node: bool = False, timeout: int = 600) -> str:
         res = guest(
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            "-o", "addopts=--strict-markers -ra", f"tests/vm/guest/{module}",
-            nodes=nodes, slow_node=slow_node, timeout=timeout,
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "--color=no",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=--strict-markers -ra",
+            *(f"tests/vm/guest/{m}" for m in modules),
+            nodes=nodes,
+            slow_node=slow_node,
+            timeout=timeout,
         )
         assert res.returncode == 0, (
-            f"guest tests in {module} failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}"
+            f"guest tests {' '.join(modules)} failed (exit {res.returncode}):\n"
+            f"{res.stdout}\n{res.stderr}"
         )
         return res.stdout
 

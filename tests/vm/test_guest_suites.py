@@ -1,6 +1,8 @@
 """Real-kernel tests that need what the development VM lacks, run inside the test bed.
 
-Each module of tests/vm/guest/ runs in one boot, so a boot's cost is shared by its assertions.
+Booting and importing numpy under TCG costs tens of seconds, so the guest modules share boots:
+one 2-node guest runs every module of tests/vm/guest/, and cslide runs again on 4 nodes (two
+node pairs). A failure shows the guest's pytest output, which names the failing test.
 """
 
 from __future__ import annotations
@@ -9,18 +11,20 @@ import pytest
 
 pytestmark = pytest.mark.vm
 
-
-def test_sysinfo_in_the_guest(guest_pytest):
-    guest_pytest("test_sysinfo_guest.py")
-
-
-def test_migrate_between_real_nodes(guest_pytest):
-    guest_pytest("test_migrate_guest.py")
-
-
-def test_damon_tracker_on_a_live_process(guest_pytest):
-    guest_pytest("test_damon_guest.py")
+TWO_NODE_MODULES = (
+    "test_sysinfo_guest.py",
+    "test_migrate_guest.py",
+    "test_damon_guest.py",
+    "test_slide_zram_guest.py",
+    "test_cslide_guest.py",
+)
 
 
-def test_slide_with_zram_swap(guest_pytest):
-    guest_pytest("test_slide_zram_guest.py", timeout=900)
+def test_guest_suite_on_two_nodes(guest_pytest):
+    out = guest_pytest(*TWO_NODE_MODULES, nodes=2, timeout=1200)
+    assert " passed" in out and "skipped" not in out, out
+
+
+def test_cslide_on_four_nodes(guest_pytest):
+    out = guest_pytest("test_cslide_guest.py", nodes=4, timeout=900)
+    assert "2 passed" in out, out  # hugetlb and normal memory
