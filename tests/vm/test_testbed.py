@@ -31,8 +31,13 @@ def test_guest_runs_in_this_checkout_with_its_venv(guest):
 
 
 def test_slow_node_is_a_lower_memory_tier(guest):
-    res = guest("sh", "-c", "ls -d /sys/devices/virtual/memory_tiering/memory_tier*", nodes=2,
-                slow_node=True)
+    res = guest(
+        "sh",
+        "-c",
+        "ls -d /sys/devices/virtual/memory_tiering/memory_tier*",
+        nodes=2,
+        slow_node=True,
+    )
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.split()) == 2  # DRAM tier + the slow node's own tier
 
