@@ -1,1 +1,1 @@
-"""etmem_core — the host: config files, object model lifecycle, engine registry, etmemd and etmem."""
+"""etmem_core: the host (config files, object lifecycle, engine registry, etmemd, etmem)."""
