@@ -25,6 +25,7 @@ We strip trailing ASCII whitespace (space, tab, CR, VT, FF) from values unless
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 from etmem_sdk import ConfigError
@@ -54,6 +55,13 @@ class KeyFileError(ConfigError):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.lineno: int | None = None  # set for load errors: the 1-based line at fault
+
+    def summary(self) -> str:
+        """The message without the offending text, which may come from a file not meant to be
+        shown (a root-only key passed by mistake): fit for replies and logs."""
+        what = re.sub(r"“[^”]*”", "…", self.message).split(":", 1)[0]
+        return f"line {self.lineno}: {what}" if self.lineno else what
 
 
 def _shown(text: str) -> str:
@@ -284,5 +292,9 @@ def parse_keyfile(data: str | bytes, *, strip_trailing: bool = True) -> KeyFile:
         # glib drops a CR only when it precedes a newline.
         if i < len(lines) - 1 and line.endswith("\r"):
             line = line[:-1]
-        _parse_line(kf, line, current, strip_trailing)
+        try:
+            _parse_line(kf, line, current, strip_trailing)
+        except KeyFileError as e:
+            e.lineno = i + 1
+            raise
     return kf

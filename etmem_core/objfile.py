@@ -97,7 +97,8 @@ def _parse_keyfile(data: bytes | str, path: str) -> ObjectFile:
     try:
         kf = parse_keyfile(text)
     except KeyFileError as e:
-        raise ObjectFileSyntaxError(f"{label}: {e}") from None
+        # Never echo the line itself: the file may be a secret that is not a config at all.
+        raise ObjectFileSyntaxError(f"{label}: not a valid object file: {e.summary()}") from None
     obj = ObjectFile(path=path, text=text)
     for group in GROUPS:
         if not kf.has_group(group):

@@ -328,3 +328,14 @@ def test_toml_file_loads_through_checks(tmp_path: Path) -> None:
     os.chmod(p, 0o666)
     with pytest.raises(ConfigError, match="mode 0666"):
         load_object_file(p)
+
+
+def test_syntax_error_names_the_line_but_never_echoes_it(tmp_path):
+    secret = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+    path = tmp_path / "id_ed25519"
+    path.write_text(secret)
+    with pytest.raises(ObjectFileSyntaxError) as e:
+        load_object_file(str(path), check=False)
+    msg = str(e.value)
+    assert msg.startswith("id_ed25519: not a valid object file: line 1:")
+    assert "OPENSSH" not in msg and "b3Bl" not in msg
