@@ -858,3 +858,20 @@ def test_daemon_default_tracker_is_used_when_the_task_names_none():
     finally:
         scan.set_defaults(**vars(previous))
     assert mechanism.resolve(cfg, swap_flag=False, caps=caps).tracker == "page_idle"
+
+
+def test_a_refresh_racing_with_stop_cannot_claim_pids_again(tmp_path, fakes):
+    _write_proc(tmp_path, 800)
+    project = _project(loop=1, interval=1, sleep=1, start=True)
+    eng = _engine(tmp_path, project)
+    task = _task(eng, "t", 800)
+    engine.start_task(eng, task)
+    engine.stop_task(eng, task)
+    from etmem_sdk import TaskPid
+
+    # what a worker still inside refresh_task_pids would do after the stop released the claims
+    with pytest.raises(EngineError, match="stopping"):
+        engine.alloc_pid_params(eng, TaskPid(pid=800, task=task))
+    other = _task(eng, "other", 800)
+    engine.start_task(eng, other)  # the pid is free for another task
+    engine.stop_task(eng, other)

@@ -64,6 +64,8 @@ class SlideTask:
     stats: StatsKeeper | None = None
     #: pids refused by ``alloc_pid_params`` because another task scans them: (pid, owner).
     conflicts: list[tuple[int, Task]] = field(default_factory=list)
+    #: set by stop_task: a refresh still running in the worker must not claim pids again.
+    stopping: bool = False
 
 
 @dataclass
@@ -158,6 +160,7 @@ def start_task(engine: Engine, task: Task) -> None:
         return _refresh(t, eng.proc_root)
 
     params.conflicts.clear()
+    params.stopping = False
     try:
         refresh(task)
     except TargetGone:
@@ -220,6 +223,7 @@ def _stop(task: Task) -> None:
     params = task.params
     if not isinstance(params, SlideTask):
         return
+    params.stopping = True
     worker, params.worker = params.worker, None
     if worker is not None and not worker.stop(timeout=1.0):
         log.warning("slide: task %s: a worker is still in a system call after stop", task.name)
@@ -309,6 +313,8 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
         raise EngineError(f"slide never targets pid {pid}")
     if task is None:
         raise EngineError(f"pid {pid} has no task")
+    if isinstance(task.params, SlideTask) and task.params.stopping:
+        raise EngineError(f"task {task.name} is stopping; pid {pid} is not claimed")
     owner = claims.claim(pid, task)
     if owner is not None:
         if isinstance(task.params, SlideTask):
