@@ -176,8 +176,14 @@ def stop_task(engine, task):
     if state is None:
         return
     if state.worker is not None:
-        state.worker.stop(timeout=1.0)
+        stopped = state.worker.stop(timeout=1.0)
         state.worker = None
+        if not stopped:
+            # A cycle is still inside a system call with these trackers: closing them now could
+            # hand their fds to someone else mid-use. Leaking them once is the lesser harm.
+            log.warning("age: task %s: a cycle outlived stop; its trackers stay open", task.name)
+            task.pids = []
+            return
     release_task_pids(task)
     if state.actuator is not None:
         state.actuator.close()
