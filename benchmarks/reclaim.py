@@ -39,7 +39,6 @@ from etmem_sdk.testing import swap_on
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-WORKLOAD = ROOT / "tests" / "helpers" / "workload.py"
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
@@ -48,7 +47,15 @@ GIB = 1 << 30
 @contextmanager
 def workload(hot_mib: int, cold_mib: int):
     proc = subprocess.Popen(
-        [sys.executable, str(WORKLOAD), "--hot-mib", str(hot_mib), "--cold-mib", str(cold_mib)],
+        [
+            sys.executable,
+            "-m",
+            "etmem_sdk._workload",
+            "--hot-mib",
+            str(hot_mib),
+            "--cold-mib",
+            str(cold_mib),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

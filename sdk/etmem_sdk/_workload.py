@@ -1,10 +1,19 @@
-"""A test target for policies: one mapping kept hot, one filled once and then left cold.
+"""A test target for policies: one mapping it keeps touching (hot), one it filled once (cold).
 
-``python -m etmem_sdk._workload --hot-mib 8 --cold-mib 32 [--period 0.05]`` maps both, fills them
-with non-zero bytes (the kernel does not write zero pages to swap), prints one JSON line
-``{"hot": [start, end], "cold": [start, end]}`` and then writes one byte into every hot page each
-``--period`` seconds until it is killed. Inaccessible guard pages sit around and between the two
-mappings so the kernel keeps them as separate VMAs. Used by ``etmem_sdk.testing``.
+Run as ``python -m etmem_sdk._workload --hot-mib 8 --cold-mib 32 [--period 0.05] [--file PATH]``
+(``etmem_sdk.testing.spawn_workload`` does). It imports nothing heavy, so it starts in tens of
+milliseconds.
+Prints one JSON line once everything is mapped and filled::
+
+    {"hot": [start, end], "cold": [start, end], "extra": {...}}
+
+then writes one byte into every hot page each ``--period`` seconds until killed.
+
+Each mapping is its own VMA: guard pages with no access sit before, between and after them,
+so the kernel cannot merge them with each other or with the interpreter's own mappings.
+Both are filled with non-zero bytes (the kernel does not write zero pages to swap).
+With ``--file`` it also maps, for the anonymous-rule tests: the file private read-only, the
+file private writable, and one page of shared anonymous memory (addresses under ``extra``).
 """
 
 from __future__ import annotations
@@ -13,26 +22,32 @@ import argparse
 import ctypes
 import json
 import mmap
+import sys
 import time
 
-import numpy as np
-
-_PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PAGE = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]  # fmt: skip
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PROT_NONE = 0
+MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def _bytes_at(addr: int, length: int) -> np.ndarray:
-    return np.ctypeslib.as_array(ctypes.cast(addr, ctypes.POINTER(ctypes.c_uint8)), (length,))
+def _mmap(length: int, prot: int, flags: int, fd: int = -1) -> int:
+    addr = libc.mmap(None, length, prot, flags, fd, 0)
+    if addr in (None, MAP_FAILED):
+        raise OSError(ctypes.get_errno(), "mmap")
+    return addr
+
+
+def _view(addr: int, length: int) -> memoryview:
+    return memoryview((ctypes.c_ubyte * length).from_address(addr)).cast("B")
+
+
+def _fill(addr: int, length: int, byte: int) -> None:
+    ctypes.memset(addr, byte, length)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,31 +56,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hot-mib", type=int, default=8)
     ap.add_argument("--cold-mib", type=int, default=32)
     ap.add_argument("--period", type=float, default=0.05)
+    ap.add_argument("--file", default=None)
     args = ap.parse_args(argv)
 
     hot_len, cold_len = args.hot_mib << 20, args.cold_mib << 20
-    total = 3 * _PAGE + hot_len + cold_len
-    base = _libc.mmap(
-        None, total, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0
-    )
-    if base in (None, ctypes.c_void_p(-1).value):
-        raise OSError(ctypes.get_errno(), "mmap")
-    hot = base + _PAGE
-    cold = hot + hot_len + _PAGE
+    total = PAGE + hot_len + PAGE + cold_len + PAGE
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    base = _mmap(total, rw, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    hot = base + PAGE
+    cold = hot + hot_len + PAGE
     for guard in (base, hot + hot_len, cold + cold_len):
-        if _libc.mprotect(guard, _PAGE, 0):  # PROT_NONE splits the mapping into separate VMAs
+        if libc.mprotect(guard, PAGE, PROT_NONE):
             raise OSError(ctypes.get_errno(), "mprotect")
-    _bytes_at(cold, cold_len)[:] = 0x5A
-    hot_bytes = _bytes_at(hot, hot_len)
-    hot_bytes[:] = 0xA5
-    print(json.dumps({"hot": [hot, hot + hot_len], "cold": [cold, cold + cold_len]}), flush=True)
-    one_per_page = hot_bytes[::_PAGE]
+    _fill(cold, cold_len, 0x5A)
+    _fill(hot, hot_len, 0xA5)
+
+    extra = {}
+    if args.file:
+        import os
+
+        fd = os.open(args.file, os.O_RDWR)
+        size = os.fstat(fd).st_size
+        ro = _mmap(size, mmap.PROT_READ, mmap.MAP_PRIVATE, fd)
+        wr = _mmap(size, rw, mmap.MAP_PRIVATE, fd)
+        _view(ro, size)[0]  # noqa: B018 - fault the pages in
+        _fill(wr, size, 1)
+        sh = _mmap(PAGE, rw, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+        _fill(sh, PAGE, 1)
+        extra = {"file_ro": [ro, ro + size], "file_rw": [wr, wr + size], "shared": [sh, sh + PAGE]}
+
+    print(json.dumps({"hot": [hot, hot + hot_len], "cold": [cold, cold + cold_len],
+                      "extra": extra}), flush=True)  # fmt: skip
+    hot_v = _view(hot, hot_len)
+    npages = hot_len // PAGE
     n = 0
     while True:
-        n = n % 255 + 1
-        one_per_page[:] = n
+        n = (n + 1) & 0xFF or 1
+        hot_v[::PAGE] = bytes([n]) * npages  # one write into every hot page
         time.sleep(args.period)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

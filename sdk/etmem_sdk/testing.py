@@ -561,6 +561,8 @@ class Workload:
     proc: subprocess.Popen
     hot: tuple[int, int]
     cold: tuple[int, int]
+    #: with ``file=``: the ``file_ro``, ``file_rw`` and ``shared`` mappings, as ``(start, end)``
+    extra: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -584,11 +586,17 @@ class Workload:
 
 @contextlib.contextmanager
 def spawn_workload(
-    hot_mib: int = 8, cold_mib: int = 32, period: float = 0.05
+    hot_mib: int = 8, cold_mib: int = 32, period: float = 0.05, file: str | None = None
 ) -> Iterator[Workload]:
-    """Start a workload child (see :mod:`etmem_sdk._workload`); it is killed on exit."""
+    """Start a workload child (see :mod:`etmem_sdk._workload`); it is killed on exit.
+
+    With ``file``, the child also maps that file privately (read-only and writable) and one
+    page of shared anonymous memory, for tests of the "anonymous" rule.
+    """
     cmd = [sys.executable, "-m", "etmem_sdk._workload", "--hot-mib", str(hot_mib),
            "--cold-mib", str(cold_mib), "--period", str(period)]  # fmt: skip
+    if file:
+        cmd += ["--file", file]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     w: Workload | None = None
     try:
@@ -596,7 +604,8 @@ def spawn_workload(
         if not line:
             raise RuntimeError(f"workload exited early (status {proc.wait()})")
         info = json.loads(line)
-        w = Workload(proc, tuple(info["hot"]), tuple(info["cold"]))
+        extra = {k: tuple(v) for k, v in info.get("extra", {}).items()}
+        w = Workload(proc, tuple(info["hot"]), tuple(info["cold"]), extra)
         yield w
     finally:
         if proc.poll() is None:
