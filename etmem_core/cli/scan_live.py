@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import numpy as np
+from etmem_scan.idle_pages import page_sizes
 from etmem_scan.pagerefs import PageRefs, accumulate
 from etmem_scan.probe import best_tracker, probe
 from etmem_scan.procfs import read_vmas
@@ -44,15 +45,9 @@ class VmaSummary:
     cold: int
 
 
-def _type_sizes(page_size: int) -> np.ndarray:
-    # 0 base page, 1 PMD, 2 PUD: each level maps page_size/8 entries of the one below
-    per_level = page_size // 8
-    return np.array([page_size, page_size * per_level, page_size * per_level**2], np.uint64)
-
-
 def summarize(vmas, refs: PageRefs, cold_threshold: int, page_size: int) -> list[VmaSummary]:
     """Split ``refs`` (address-sorted) over ``vmas`` into per-VMA byte counts."""
-    sizes = _type_sizes(page_size)[refs.type.astype(np.intp)] if len(refs) else np.zeros(0)
+    sizes = page_sizes(page_size)[refs.type.astype(np.intp)] if len(refs) else np.zeros(0)
     hot_bytes = np.where(refs.count >= cold_threshold, sizes, 0).astype(np.uint64)
     csum_all = np.concatenate(([0], np.cumsum(sizes, dtype=np.uint64)))
     csum_hot = np.concatenate(([0], np.cumsum(hot_bytes, dtype=np.uint64)))

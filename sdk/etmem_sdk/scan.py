@@ -46,6 +46,7 @@ from etmem_scan import probe as _probe
 from etmem_scan import procfs as _procfs
 from etmem_scan import trackers as _trackers
 from etmem_scan.actuators import ACTUATORS, Actuator, ActuatorError, NoSwap
+from etmem_scan.idle_pages import page_sizes
 from etmem_scan.pagerefs import PMD, PTE, PUD, PageRefs, PassRefs, accumulate, cold_mask, merge
 from etmem_scan.probe import Capabilities, NothingUsable, Verdict
 from etmem_scan.procfs import Vma
@@ -100,11 +101,8 @@ __all__ = [
 #: The base page size of this machine, in bytes.
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-_SHIFT = PAGE_SIZE.bit_length() - 1
 #: Bytes of a page of each type (PTE, PMD, PUD): 4 KiB / 2 MiB / 1 GiB with 4 KiB base pages.
-_TYPE_BYTES = np.array(
-    [1 << _SHIFT, 1 << ((_SHIFT - 3) * 2 + 3), 1 << ((_SHIFT - 3) * 3 + 3)], dtype=np.uint64
-)
+_TYPE_BYTES = page_sizes(PAGE_SIZE)
 
 
 # --- process-wide defaults ----------------------------------------------------------------------
