@@ -15,6 +15,17 @@ import uuid
 from pathlib import Path
 
 
+def wait_for(cond, timeout: float, step: float = 0.2) -> bool:
+    """Poll ``cond()`` every ``step`` seconds until it is true or ``timeout`` passed; its last
+    value (tests assert on it, so a slow machine fails with the condition, not a timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
 class EtmemdProc:
     """``etmemd -s UNIQUE -l 0 [extra args]``; ``etmem(...)`` runs the client against it."""
 

@@ -20,14 +20,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from etmem_scan import procfs
-from etmemd_proc import EtmemdProc, project_config, throwaway_dist
+from etmemd_proc import EtmemdProc, project_config, throwaway_dist, wait_for
 from fixtures_kernel import Workload, spawn_workload, swap_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,15 +117,6 @@ def rig(venv_bin: Path, broken_site: Path, tmp_path_factory) -> Iterator[Rig]:
             other.kill()
 
 
-def wait_for(cond, timeout: float = DEADLINE, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
 def age_totals(d: EtmemdProc, project: str) -> dict[str, int]:
     """The ``total:`` line of ``etmem engine showstats -e age`` as numbers."""
     out = d.etmem("engine", "showstats", "-n", project, "-e", "age").stdout
@@ -180,12 +170,12 @@ def test_age_policy_moves_cold_memory_under_etmemd(rig: Rig) -> None:
     assert procfs.read_status(w.pid).get("VmSwap", 0) < cold_kb // 10
     d.add("age", project_config("aged", "age", w.pid, "idle_cycles=2\nmax_mib=1024\n"))
     d.etmem("project", "start", "-n", "aged")
-    assert wait_for(lambda: age_totals(d, "aged")["cycles"] >= 1), d.logtext()
+    assert wait_for(lambda: age_totals(d, "aged")["cycles"] >= 1, DEADLINE), d.logtext()
     first = age_totals(d, "aged")
 
-    assert wait_for(lambda: procfs.read_status(w.pid).get("VmSwap", 0) >= cold_kb * 9 // 10), (
-        f"VmSwap {procfs.read_status(w.pid).get('VmSwap')} kB\n{d.logtext()}"
-    )
+    assert wait_for(
+        lambda: procfs.read_status(w.pid).get("VmSwap", 0) >= cold_kb * 9 // 10, DEADLINE
+    ), f"VmSwap {procfs.read_status(w.pid).get('VmSwap')} kB\n{d.logtext()}"
     later = age_totals(d, "aged")
     assert later["cycles"] > first["cycles"]
     assert later["paged_out_pages"] * 4 >= cold_kb * 9 // 10 and later["errors"] == 0
@@ -201,7 +191,7 @@ def test_broken_engine_fails_while_slide_keeps_running(rig: Rig) -> None:
     d = rig.daemon
     d.add("slidep", project_config("slidep", "slide", rig.other.pid, "T=1\n"))
     d.etmem("project", "start", "-n", "slidep")
-    assert wait_for(lambda: task_stats(d, "slidep")["cycles"] >= 1), d.logtext()
+    assert wait_for(lambda: task_stats(d, "slidep")["cycles"] >= 1, DEADLINE), d.logtext()
 
     res = d.add("broken", project_config("brokenp", "broken", rig.other.pid), check=False)
     assert res.returncode != 0
@@ -211,7 +201,7 @@ def test_broken_engine_fails_while_slide_keeps_running(rig: Rig) -> None:
     )
     assert "brokenp" not in d.etmem("project", "show").stdout  # obj add is all or nothing
     before = task_stats(d, "slidep")["cycles"]
-    assert wait_for(lambda: task_stats(d, "slidep")["cycles"] > before), d.logtext()
+    assert wait_for(lambda: task_stats(d, "slidep")["cycles"] > before, DEADLINE), d.logtext()
     assert d.proc.poll() is None
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from etmemd_proc import EtmemdProc, throwaway_dist
+from etmemd_proc import EtmemdProc, throwaway_dist, wait_for
 
 from etmem_core import client
 from etmem_core.protocol import FIELDS, Cmd, Request, encode_request
@@ -118,15 +118,6 @@ def show_json(d: EtmemdProc, project: str) -> list[dict]:
 
 def assert_alive(d: EtmemdProc) -> None:
     assert d.proc.poll() is None, f"etmemd died ({d.proc.returncode}):\n{d.logtext()}"
-
-
-def wait_for(cond, timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 @pytest.fixture

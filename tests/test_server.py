@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from etmemd_proc import wait_for
 
 from etmem_core import client
 from etmem_core.errors import OptCode, OptError
@@ -40,15 +41,6 @@ def listening(name: str) -> bool:
     """Whether someone listens on the abstract socket ``name`` (read-only probe)."""
     with open("/proc/net/unix") as f:
         return any(line.rstrip("\n").endswith(" @" + name) for line in f)
-
-
-def wait_for(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def raw_exchange(name: str, data: bytes, timeout: float = 15.0) -> bytes:
@@ -320,7 +312,7 @@ class Etmemd:
         )
 
     def wait_listening(self) -> None:
-        if not wait_for(lambda: listening(self.name) or self.proc.poll() is not None):
+        if not wait_for(lambda: listening(self.name) or self.proc.poll() is not None, 15, 0.05):
             raise AssertionError("etmemd did not start listening")
         assert self.proc.poll() is None, self.log.read_text()
 
@@ -533,7 +525,7 @@ def _wait_gone(pid: int) -> bool:
         except FileNotFoundError:
             return True
 
-    return wait_for(gone, 30)
+    return wait_for(gone, 30, 0.05)
 
 
 def test_mode_systemctl_forks_writes_pid_and_notifies(tmp_path, env):

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 from etmem_scan import pagemap, procfs
 from etmemd_proc import EtmemdProc as Etmemd
+from etmemd_proc import wait_for
 from fixtures_kernel import Workload, spawn_workload, swap_on
 
 pytestmark = [pytest.mark.root, pytest.mark.swap]
@@ -64,15 +65,6 @@ def showstats(d: Etmemd, project: str) -> dict[str, int]:
     header = next(line for line in out.splitlines() if line.startswith("pid"))
     total = next(line for line in out.splitlines() if line.startswith("total"))
     return {k: int(float(v)) for k, v in zip(header.split()[1:], total.split()[1:], strict=True)}
-
-
-def wait_for(cond, timeout: float, step: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 def test_cold_mapping_swapped_hot_stays(rig):
