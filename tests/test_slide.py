@@ -342,14 +342,16 @@ def test_swapcache_needs_both_watermarks(tmp_path):
 
 
 def _caps(**ok):
-    names = [
-        "tracker.idle_pages",
-        "tracker.page_idle",
-        "tracker.refs",
-        "actuator.swap_pages",
-        "actuator.pageout",
-    ]
-    return {n: (ok.get(n.split(".")[1], False), f"{n} missing") for n in names}
+    """A probe answer where only the named trackers/actuators work."""
+    from etmem_sdk.scan import Capabilities, Verdict
+
+    def table(names):
+        return {n: Verdict(ok.get(n, False), "" if ok.get(n) else f"{n} missing") for n in names}
+
+    return Capabilities(
+        trackers=table(["idle_pages", "page_idle", "refs", "damon"]),
+        actuators=table(["swap_pages", "pageout", "cold", "migrate"]),
+    )
 
 
 def test_mechanism_pick_preference_and_forcing(monkeypatch):
@@ -374,7 +376,7 @@ def test_mechanism_pick_preference_and_forcing(monkeypatch):
 def test_mechanism_nothing_usable_says_what_is_missing(monkeypatch):
     cfg = config.SlideTaskConfig(T=1)
     with pytest.raises(
-        EngineError, match=r"no usable tracker.*idle_pages: tracker.idle_pages missing"
+        EngineError, match=r"no usable page tracker.*idle_pages: idle_pages missing"
     ):
         mechanism.resolve(cfg, swap_flag=False, caps=_caps(pageout=True))
     with pytest.raises(EngineError, match="no usable actuator"):
@@ -839,21 +841,14 @@ def test_task_keys_through_obj_add(tmp_path, extra, ok):
 
 def test_daemon_default_tracker_is_used_when_the_task_names_none():
     from etmem_sdk import scan
-    from etmem_slide import mechanism
-    from etmem_slide.config import SlideTaskConfig
 
-    caps = {
-        "tracker.refs": (True, ""),
-        "tracker.page_idle": (True, ""),
-        "tracker.damon": (False, "busy"),
-        "actuator.pageout": (True, ""),
-    }
-    cfg = SlideTaskConfig(T=1)
+    caps = _caps(refs=True, page_idle=True, pageout=True)
+    cfg = config.SlideTaskConfig(T=1)
     previous = scan.set_defaults(tracker="refs")
     try:
         assert mechanism.resolve(cfg, swap_flag=False, caps=caps).tracker == "refs"
         scan.set_defaults(tracker="damon")
-        with pytest.raises(EngineError, match="etmemd.toml.*busy"):
+        with pytest.raises(EngineError, match="daemon's defaults.*damon missing"):
             mechanism.resolve(cfg, swap_flag=False, caps=caps)
     finally:
         scan.set_defaults(**vars(previous))

@@ -30,6 +30,7 @@ from etmem_sdk import (
     TaskPid,
     hookimpl,
 )
+from etmem_sdk.scan import Capabilities
 from etmem_sdk.targets import refresh_task_pids
 from etmem_sdk.worker import PeriodicWorker, Sleep
 
@@ -51,7 +52,7 @@ class SlideEngine:
     proc_root: str = "/proc"
     sys_root: str = "/sys"
     #: Test hook: a fixed capability table instead of probing the machine.
-    caps: dict[str, tuple[bool, str]] | None = None
+    caps: Capabilities | None = None
 
 
 @dataclass

@@ -14,17 +14,14 @@ from dataclasses import dataclass
 
 from etmem_scan import procfs
 from etmem_scan.pagerefs import PageRefs
-from etmem_sdk import EngineError, Project
-from etmem_sdk.scan import defaults as scan_defaults
-from etmem_sdk.scan import page_bytes
+from etmem_sdk import EngineError, Project, scan
+from etmem_sdk.scan import Capabilities, page_bytes
 
 from .config import SlideTaskConfig
 from .cycle import Actuator, Tracker
 
 log = logging.getLogger(__name__)
 
-TRACKER_PREFERENCE = ("idle_pages", "page_idle", "refs")
-ACTUATOR_PREFERENCE = ("swap_pages", "pageout")
 #: idle_pages VMA_SCAN_FLAG: only scan VMAs marked for swap (madvise 203 on openEuler).
 VMA_SCAN_FLAG = 0x1000
 
@@ -41,55 +38,23 @@ class Mechanism:
     swapcache: Callable[[Project, int], None] | None
 
 
-def _probe(proc_root: str, sys_root: str) -> dict[str, tuple[bool, str]]:
-    """``{"tracker.refs": (usable, why_not), ...}`` from the scan library's probe."""
-    from etmem_scan import probe
-
-    caps = probe.probe(proc_root, sys_root)
-    table = {f"tracker.{k}": (v.usable, v.reason) for k, v in caps.trackers.items()}
-    table.update({f"actuator.{k}": (v.usable, v.reason) for k, v in caps.actuators.items()})
-    return table
-
-
-def _usable(caps: dict[str, tuple[bool, str]], kind: str, name: str) -> tuple[bool, str]:
-    return caps.get(f"{kind}.{name}", (False, "the capability probe does not know it"))
-
-
-def _pick(
-    kind: str, forced: str | None, preference: tuple[str, ...], caps: dict[str, tuple[bool, str]]
-) -> str:
-    source = f"forced by {kind}="
-    if forced is None:
-        # The daemon's default (etmemd.toml [scan]) comes after the task's own key.
-        forced = getattr(scan_defaults(), kind)
-        source = f"the daemon's default {kind} in etmemd.toml"
-    if forced is not None:
-        ok, why = _usable(caps, kind, forced)
-        if not ok:
-            raise EngineError(f"{kind} {forced} ({source}) is not usable here: {why}")
-        return forced
-    missing = []
-    for name in preference:
-        ok, why = _usable(caps, kind, name)
-        if ok:
-            return name
-        missing.append(f"{name}: {why}")
-    raise EngineError(f"no usable {kind} on this machine ({'; '.join(missing)})")
-
-
 def resolve(
     cfg: SlideTaskConfig,
     *,
     swap_flag: bool,
     proc_root: str = "/proc",
     sys_root: str = "/sys",
-    caps: dict[str, tuple[bool, str]] | None = None,
+    caps: Capabilities | None = None,
 ) -> Mechanism:
     """Choose and bind the tracker and actuator for a task; raise ``EngineError`` saying what is
-    missing when nothing usable exists (the task then fails to start)."""
+    missing when nothing usable exists (the task then fails to start).
+
+    The order is the SDK's: the task's key, then etmemd.toml's default, then the probe's best
+    (``idle_pages`` > ``page_idle`` > ``refs``; ``swap_pages`` > ``pageout``).
+    """
     if caps is None:
-        caps = _probe(proc_root, sys_root)
-    tracker = _pick("tracker", cfg.tracker, TRACKER_PREFERENCE, caps)
+        caps = scan.capabilities(proc_root, sys_root)
+    tracker = scan.choose_tracker(cfg.tracker, caps=caps)
     if swap_flag and tracker != "idle_pages":
         # Only etmem_scan knows which VMAs carry the swap mark; scanning everything would
         # swap out memory the user asked to keep.
@@ -97,7 +62,7 @@ def resolve(
             f"swap_flag=yes needs the idle_pages tracker (openEuler etmem_scan module); "
             f"this task would use {tracker}"
         )
-    actuator = _pick("actuator", cfg.actuator, ACTUATOR_PREFERENCE, caps)
+    actuator = scan.choose_actuator(cfg.actuator, purpose="swap", caps=caps)
     return Mechanism(
         tracker=tracker,
         actuator=actuator,
