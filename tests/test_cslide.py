@@ -123,8 +123,15 @@ class FakeHost(Host):
     def set_affinity(self, cpus):
         self.cpu_calls.append(("restore", cpus))
 
-    def check_tracker(self, task, memory):
-        return self.tracker_name(task, memory)  # the fake idle_pages file always works
+    def capabilities(self):
+        from etmem_sdk.scan import Capabilities, Verdict
+
+        # the fake idle_pages file always works; nothing else does
+        no = Verdict(False, "not in the fake tree")
+        return Capabilities(
+            trackers={"idle_pages": Verdict(True), "page_idle": no, "damon": no, "probe": no,
+                      "refs": no},  # fmt: skip
+        )
 
     def open_tracker(self, pid, task, memory):
         tracker = super().open_tracker(pid, task, memory)
@@ -658,9 +665,11 @@ def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_pa
     with pytest.raises(EngineError) as e:
         ce.start_task(engine=engine, task=task)
     msg = str(e.value)
-    assert msg.startswith("tracker idle_pages cannot work here: ")
-    assert "idle_pages" in msg.split(": ", 1)[1]  # the probe's reason
-    assert msg.endswith("(hugetlb accesses need idle_pages, or tracker=damon on a stock kernel)")
+    assert msg.startswith("cslide: no tracker for memory=hugetlb works here: no usable page tracker")
+    assert "idle_pages: etmem_scan kernel module not loaded" in msg  # the probe's reasons
+    assert "damon: " in msg and "refs: refs does not see hugetlb accesses" in msg
+    assert "probe: probe pages memory out to swap" in msg
+    assert msg.endswith("(hugetlb accesses need idle_pages, or DAMON with vaddr on a stock kernel)")
     assert engine.params.thread is None  # nothing was started
     assert task.pids[0].params.state is PidState.NONE
 

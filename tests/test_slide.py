@@ -588,7 +588,7 @@ def test_target_exiting_mid_cycle_is_quiet(tmp_path, fakes, monkeypatch):
         shutil.rmtree(tmp_path / "950")
         raise OSError(3, "No such process")
 
-    monkeypatch.setattr(cycle.procfs, "read_vmas", vanish)
+    monkeypatch.setattr(cycle.scan, "read_vmas", vanish)
     try:
         task.params.worker.run_once()
     finally:

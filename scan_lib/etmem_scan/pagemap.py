@@ -26,6 +26,7 @@ __all__ = [
     "PM_PRESENT",
     "PM_SWAP",
     "open_pagemap",
+    "page_states",
     "present_pages",
     "read_entries",
 ]
@@ -42,6 +43,7 @@ PM_PFN_MASK = np.uint64((1 << 55) - 1)
 # _IOWR('f', 16, struct pm_scan_arg) with sizeof(struct pm_scan_arg) == 96
 PAGEMAP_SCAN = 0xC0606610
 PAGE_IS_PRESENT = 1 << 3
+PAGE_IS_SWAPPED = 1 << 4
 _SCAN_VEC_LEN = 4096  # regions per ioctl; runs of present pages, so usually one call per VMA
 _ENTRIES_CHUNK = 1 << 16  # pagemap entries per read (512 KiB)
 
@@ -75,9 +77,10 @@ def read_entries(fd: int, start: int, end: int) -> np.ndarray:
     return out
 
 
-def _scan_present(fd: int, start: int, end: int) -> np.ndarray | None:
-    """Present runs of ``[start, end)`` as an (n, 2) array of [start, end) — or ``None`` when
-    the kernel (or the file) has no PAGEMAP_SCAN."""
+def _scan_runs(fd: int, start: int, end: int, categories: int) -> np.ndarray | None:
+    """Runs of ``[start, end)`` having any of ``categories`` (PAGE_IS_* bits), as an (n, 3)
+    array of [start, end, categories] -- or ``None`` when the kernel (or the file) has no
+    PAGEMAP_SCAN."""
     vec = np.zeros((_SCAN_VEC_LEN, 3), dtype=np.uint64)
     arg = np.zeros(12, dtype=np.uint64)
     runs = []
@@ -86,7 +89,7 @@ def _scan_present(fd: int, start: int, end: int) -> np.ndarray | None:
         # size, flags, start, end, walk_end, vec, vec_len, max_pages,
         # category_inverted, category_mask, category_anyof_mask, return_mask
         arg[:] = (96, 0, pos, end, 0, vec.ctypes.data, _SCAN_VEC_LEN, 0, 0,
-                  PAGE_IS_PRESENT, 0, PAGE_IS_PRESENT)  # fmt: skip
+                  0, categories, categories)  # fmt: skip
         try:
             n = fcntl.ioctl(fd, PAGEMAP_SCAN, arg, True)
         except OSError as e:
@@ -97,15 +100,22 @@ def _scan_present(fd: int, start: int, end: int) -> np.ndarray | None:
             raise
         walk_end = int(arg[4])
         if n:
-            runs.append(vec[:n, :2].copy())
+            runs.append(vec[:n].copy())
             # 6.18 can report walk_end short of regions it already returned: never rescan them
             walk_end = max(walk_end, int(vec[n - 1, 1]))
         if walk_end <= pos:
             break
         pos = walk_end
     if not runs:
-        return np.zeros((0, 2), dtype=np.uint64)
+        return np.zeros((0, 3), dtype=np.uint64)
     return np.concatenate(runs)
+
+
+def _scan_present(fd: int, start: int, end: int) -> np.ndarray | None:
+    """Present runs of ``[start, end)`` as an (n, 2) array of [start, end) — or ``None`` when
+    the kernel (or the file) has no PAGEMAP_SCAN."""
+    runs = _scan_runs(fd, start, end, PAGE_IS_PRESENT)
+    return None if runs is None else runs[:, :2]
 
 
 def _runs_to_pages(runs: np.ndarray) -> np.ndarray:
@@ -156,6 +166,57 @@ def present_pages(
         if not parts:
             return np.zeros(0, dtype=np.uint64)
         return np.concatenate(parts)
+    finally:
+        if own:
+            os.close(fd)
+
+
+def page_states(
+    pid: int | str,
+    ranges: Iterable[tuple[int, int]] | Iterable[object],
+    proc_root: str | os.PathLike[str] = "/proc",
+    *,
+    fd: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(present, swapped)``: addresses (uint64, ascending within each range) of the resident
+    base pages and of the swapped-out ones of ``pid`` in ``ranges``.
+
+    A page in neither array is not mapped, or was never touched. One PAGEMAP_SCAN walk gives
+    both where the kernel has it; otherwise the pagemap entries (present bit 63, swap bit 62).
+    """
+    own = fd is None
+    if own:
+        fd = open_pagemap(pid, proc_root)
+    try:
+        present, swapped = [], []
+        use_scan = True
+        for r in ranges:
+            start, end = (r.start, r.end) if hasattr(r, "start") else r  # type: ignore[union-attr]
+            if end <= start:
+                continue
+            runs = (
+                _scan_runs(fd, start, end, PAGE_IS_PRESENT | PAGE_IS_SWAPPED) if use_scan else None
+            )
+            if runs is None:
+                use_scan = False
+                for lo in range(start, end, _ENTRIES_CHUNK << PAGE_SHIFT):
+                    hi = min(end, lo + (_ENTRIES_CHUNK << PAGE_SHIFT))
+                    ent = read_entries(fd, lo, hi)
+                    base = np.uint64(lo)
+                    for out, bit in ((present, PM_PRESENT), (swapped, PM_SWAP)):
+                        idx = np.flatnonzero(ent & bit).astype(np.uint64)
+                        out.append(base + (idx << np.uint64(PAGE_SHIFT)))
+            else:
+                is_present = (runs[:, 2] & np.uint64(PAGE_IS_PRESENT)) != 0
+                present.append(_runs_to_pages(runs[is_present, :2]))
+                present_or_not = runs[~is_present]
+                is_swapped = (present_or_not[:, 2] & np.uint64(PAGE_IS_SWAPPED)) != 0
+                swapped.append(_runs_to_pages(present_or_not[is_swapped, :2]))
+        empty = np.zeros(0, dtype=np.uint64)
+        return (
+            np.concatenate(present) if present else empty,
+            np.concatenate(swapped) if swapped else empty,
+        )
     finally:
         if own:
             os.close(fd)

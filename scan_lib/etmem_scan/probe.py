@@ -28,9 +28,29 @@ __all__ = [
     "best_tracker",
     "parse_node_list",
     "probe",
+    "tracker_unfit",
 ]
 
-TRACKER_ORDER = ("idle_pages", "page_idle", "refs", "damon")
+#: Trackers in order of preference: the most precise one that works here is the default.
+TRACKER_ORDER = ("idle_pages", "page_idle", "damon", "probe", "refs")
+#: What one access bit of each tracker covers.
+GRANULARITY = {
+    "idle_pages": "page",
+    "page_idle": "page",
+    "damon": "region",
+    "probe": "page",
+    "refs": "mapping",
+}
+#: Trackers that see accesses to hugetlb pages (cslide's default ``memory=hugetlb``).
+SEES_HUGETLB = ("idle_pages", "damon")
+#: What an engine does with the pages it judges: ``swap`` them out (slide, etmem scan),
+#: ``migrate`` them between nodes (cslide), or only mark them ``cold`` (MADV_COLD).
+PURPOSES = ("swap", "migrate", "cold")
+#: Said wherever ``refs`` is the tracker: what it cannot do.
+MAPPING_ONLY = (
+    "refs sees one accessed bit per mapping: it cannot see inside a mapping, so hot and cold "
+    "pages in one heap cannot be told apart"
+)
 ACTUATOR_ORDER = ("swap_pages", "pageout", "cold", "migrate")
 
 
@@ -67,13 +87,18 @@ class Capabilities:
         """A JSON-ready dict: ``{"trackers": {name: {usable, reason, note}}, "actuators": ...,
         "facts": ..., "defaults": ...}``."""
         out = {
-            "trackers": {k: asdict(v) for k, v in self.trackers.items()},
+            "trackers": {
+                k: {**asdict(v), "granularity": GRANULARITY.get(k, "unknown")}
+                for k, v in self.trackers.items()
+            },
             "actuators": {k: asdict(v) for k, v in self.actuators.items()},
             "facts": dict(self.facts),
         }
         defaults = {}
         for key, fn in (
             ("tracker", lambda: best_tracker(self)),
+            ("migrate_tracker", lambda: best_tracker(self, "migrate")),
+            ("hugetlb_tracker", lambda: best_tracker(self, "migrate", hugetlb=True)),
             ("swap", lambda: best_actuator(self, "swap")),
             ("migrate", lambda: best_actuator(self, "migrate")),
         ):
@@ -286,19 +311,29 @@ def probe(
         )
     t["damon"], damon_facts = _damon_verdict(sys_, cfg)
     f.update(damon_facts)
+    no_swap = "no swap configured (SwapTotal is 0)"
+    madvise_ok, madvise_why = _syscall_works("process_madvise")
+    if not madvise_ok:
+        t["probe"] = Verdict(False, madvise_why)
+    elif not swap_kb:
+        t["probe"] = Verdict(False, no_swap + ": the probe pages a sample out to swap")
+    else:
+        t["probe"] = Verdict(
+            True, note="pages a sample out (process_madvise) and watches which come back"
+        )
+    # the order of the table is the order of preference
+    caps.trackers = {k: t[k] for k in TRACKER_ORDER if k in t}
 
     # actuators
     a = caps.actuators
-    no_swap = "no swap configured (SwapTotal is 0)"
     if (proc / "self/swap_pages").exists():
         a["swap_pages"] = Verdict(True) if swap_kb else Verdict(False, no_swap)
     else:
         a["swap_pages"] = Verdict(
             False, "etmem_swap kernel module not loaded (no /proc/PID/swap_pages)"
         )
-    ok, why = _syscall_works("process_madvise")
-    if not ok:
-        a["pageout"] = a["cold"] = Verdict(False, why)
+    if not madvise_ok:
+        a["pageout"] = a["cold"] = Verdict(False, madvise_why)
     else:
         a["pageout"] = (
             Verdict(True, note="process_madvise(MADV_PAGEOUT)")
@@ -318,17 +353,46 @@ def probe(
     return caps
 
 
-def best_tracker(caps: Capabilities) -> str:
-    """The default tracker for engines: ``idle_pages``, else ``page_idle``, else ``refs``.
+def tracker_unfit(name: str, purpose: str = "swap", *, hugetlb: bool = False) -> str:
+    """Why tracker ``name`` cannot serve ``purpose`` (``""`` when it can), whatever the machine.
 
-    ``damon`` is never a default: it needs the machine's only kdamond, so it can watch one
-    process at a time; name it explicitly.
+    ``probe`` swaps pages out to watch them come back, so it cannot serve ``migrate`` (cslide
+    would lose the memory it means to place); hugetlb memory is seen only by ``idle_pages``
+    and ``damon`` (the other trackers read base-page bits hugetlb pages do not have).
     """
-    for name in ("idle_pages", "page_idle", "refs"):
-        if caps.usable(f"tracker.{name}"):
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown purpose {purpose!r}; choose one of {', '.join(PURPOSES)}")
+    if name == "probe" and purpose != "swap":
+        doing = (
+            "migrates between nodes (cslide)" if purpose == "migrate" else "only marks pages cold"
+        )
+        return (
+            "probe pages memory out to swap to see which pages come back; an engine that "
+            f"{doing} must not swap, so it cannot use it"
+        )
+    if hugetlb and name not in SEES_HUGETLB:
+        return f"{name} does not see hugetlb accesses (only {' or '.join(SEES_HUGETLB)} do)"
+    return ""
+
+
+def best_tracker(caps: Capabilities, purpose: str = "swap", *, hugetlb: bool = False) -> str:
+    """The default tracker: the first of :data:`TRACKER_ORDER` (``idle_pages``,
+    ``page_idle``, ``damon``, ``probe``, ``refs``) that works here and fits ``purpose``
+    (``"swap"``, ``"migrate"`` or ``"cold"``; only ``swap`` may use ``probe``) and, with ``hugetlb``, sees hugetlb accesses.
+
+    Raises :class:`NothingUsable` naming why each one was passed over.
+    """
+    why = []
+    for name in TRACKER_ORDER:
+        unfit = tracker_unfit(name, purpose, hugetlb=hugetlb)
+        verdict = caps.trackers.get(name)
+        if unfit:
+            why.append(f"{name}: {unfit}")
+        elif verdict is not None and verdict.usable:
             return name
-    why = "; ".join(f"{k}: {v.reason}" for k, v in caps.trackers.items())
-    raise NothingUsable(f"no usable page tracker ({why})")
+        elif verdict is not None:
+            why.append(f"{name}: {verdict.reason}")
+    raise NothingUsable(f"no usable page tracker ({'; '.join(why)})")
 
 
 def best_actuator(caps: Capabilities, purpose: str = "swap") -> str:

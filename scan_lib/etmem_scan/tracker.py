@@ -1,4 +1,4 @@
-"""The one interface every page tracker implements (idle_pages, page_idle, refs, damon).
+"""The one interface every page tracker implements (idle_pages, page_idle, damon, probe, refs).
 
 A tracker is bound to one pid (and a /proc, /sys root) when it is made; each call to
 :meth:`Tracker.scan_pass` is one sample over the given VMAs and returns a :class:`PassRefs`
@@ -38,6 +38,9 @@ class Tracker:
 
     name: ClassVar[str] = ""
     capability: ClassVar[str] = ""
+    #: True for a tracker whose passes move memory themselves (``probe`` pages a sample out):
+    #: callers that must not swap (cslide, a closed gate) refuse it or cap it to 0.
+    moves_memory: ClassVar[bool] = False
 
     def scan_pass(self, vmas: Sequence[VmaRange]) -> PassRefs:
         """Sample the pages of ``vmas`` once.
@@ -48,6 +51,15 @@ class Tracker:
         Raises :class:`ScanError` when the pass as a whole failed.
         """
         raise NotImplementedError
+
+    def limit_moves(self, max_bytes: int | None) -> None:
+        """Move at most ``max_bytes`` of memory in each following pass (``None``: no cap of
+        the caller's). Only trackers with ``moves_memory`` move anything; others ignore it."""
+
+    def counters(self) -> dict[str, int]:
+        """Running totals of what the tracker did since it was opened (``probe_*`` for the
+        probe); empty for trackers that only read."""
+        return {}
 
     def close(self) -> None:
         """Release what the tracker holds open (files, kdamonds it created). Idempotent."""

@@ -52,7 +52,8 @@ __all__ = [
     "make_tracker",
 ]
 
-TRACKERS = ("idle_pages", "page_idle", "refs", "damon")
+#: Every tracker, most precise first (the default is the first one that works here).
+TRACKERS = ("idle_pages", "page_idle", "damon", "probe", "refs")
 
 
 class TrackerUnavailable(EngineError):
@@ -389,6 +390,10 @@ def make_tracker(
         from . import idle_pages
 
         cls = idle_pages.IdlePagesTracker
+    elif name == "probe":
+        from . import pageout_probe
+
+        cls = pageout_probe.ProbeTracker
     elif name in classes:
         cls = classes[name]
     else:

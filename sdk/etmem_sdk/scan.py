@@ -20,7 +20,8 @@ Four groups of names:
   address), :func:`accumulate`, :func:`merge`, :func:`cold_mask`, :func:`carry` (line up values
   kept from the previous cycle with the pages seen now), :func:`page_bytes`;
 * **trackers and actuators** -- :func:`open_tracker`, :func:`open_actuator` (by name, bound to the
-  current roots), :func:`sample` (several passes with stoppable sleeps between them);
+  current roots), :func:`sample` (several passes with stoppable sleeps between them),
+  :class:`TokenBucket` (the ``probe`` tracker's budget, shared by a task's pids);
 * **the capability probe** -- :func:`capabilities`, :func:`choose_tracker`,
   :func:`choose_actuator`, and the process-wide :class:`ScanDefaults` (the daemon's
   ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc).
@@ -48,7 +49,10 @@ from etmem_scan import trackers as _trackers
 from etmem_scan.actuators import ACTUATORS, Actuator, ActuatorError, NoSwap
 from etmem_scan.idle_pages import page_sizes
 from etmem_scan.pagerefs import PMD, PTE, PUD, PageRefs, PassRefs, accumulate, cold_mask, merge
-from etmem_scan.probe import Capabilities, NothingUsable, Verdict
+from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
+from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
+from etmem_scan.pageout_probe import TokenBucket
+from etmem_scan.probe import GRANULARITY, MAPPING_ONLY, Capabilities, NothingUsable, Verdict
 from etmem_scan.procfs import Vma
 from etmem_scan.tracker import ScanError, Tracker
 from etmem_scan.trackers import TRACKERS, TrackerUnavailable
@@ -57,7 +61,11 @@ from .errors import EngineError
 
 __all__ = [
     "ACTUATORS",
+    "GRANULARITY",
+    "MAPPING_ONLY",
     "PAGE_SIZE",
+    "PROBE_COOLDOWN",
+    "PROBE_RATE_MIB",
     "PMD",
     "PTE",
     "PUD",
@@ -308,11 +316,17 @@ def capabilities(proc_root=None, sys_root=None) -> Capabilities:
     return _probe.probe(_proc(proc_root), _defaults.sys_root if sys_root is None else sys_root)
 
 
-def _choose(kind: str, requested: str | None, fallback: Callable[[Capabilities], str], caps):
+def _choose(kind: str, requested: str | None, fallback: Callable[[Capabilities], str], caps,
+            unfit: Callable[[str], str] = lambda _name: ""):  # fmt: skip
     extra = _extra_trackers if kind == "tracker" else _extra_actuators
-    name = requested if requested is not None else getattr(_defaults, kind)
+    from_task = requested is not None
+    name = requested if from_task else getattr(_defaults, kind)
     if name is not None and name in extra:
         return name
+    if name is not None and not from_task and unfit(name):
+        # The daemon's default serves every engine; one it cannot serve (probe for a
+        # migrating engine, a base-page tracker for hugetlb) falls back to the best that fits.
+        name = None
     if caps is None:
         caps = capabilities()
     if name is None:
@@ -321,20 +335,43 @@ def _choose(kind: str, requested: str | None, fallback: Callable[[Capabilities],
     verdict = table.get(name)
     if verdict is None:
         raise EngineError(f"{kind} {name}: unknown; choose one of {', '.join(table)}")
+    source = "the task's config" if from_task else "the daemon's defaults"
+    why = unfit(name)
+    if why:
+        raise EngineError(f"{kind} {name} (from {source}) cannot be used here: {why}")
     if not verdict.usable:
-        source = "the task's config" if requested is not None else "the daemon's defaults"
         raise EngineError(f"{kind} {name} (from {source}) is not usable here: {verdict.reason}")
     return name
 
 
-def choose_tracker(requested: str | None = None, *, caps: Capabilities | None = None) -> str:
-    """The tracker a task should use: ``requested`` (from its config) if given, else the
-    daemon's default, else the probe's best (``idle_pages`` > ``page_idle`` > ``refs``).
+def choose_tracker(
+    requested: str | None = None,
+    *,
+    purpose: str = "swap",
+    memory: str | None = None,
+    caps: Capabilities | None = None,
+) -> str:
+    """The tracker a task should use -- the one place this is decided, for every engine and
+    ``etmem scan``: ``requested`` (from its config) if given, else the daemon's default
+    (``[scan] tracker`` of etmemd.toml), else the most precise one that works here:
+    ``idle_pages`` > ``page_idle`` > ``damon`` > ``probe`` > ``refs``.
+
+    ``purpose`` is ``"swap"`` (slide) or ``"migrate"`` (cslide: never ``probe``, which swaps);
+    ``memory="hugetlb"`` keeps only trackers that see hugetlb accesses (``idle_pages``,
+    ``damon``). A daemon default that does not fit the purpose is passed over; a task's own
+    ``tracker=`` that does not fit is refused.
 
     Raises :class:`etmem_sdk.EngineError` (``NothingUsable`` is one) saying why when the chosen
     one does not work here -- call it at ``start_task`` so the start fails with that reason.
     """
-    return _choose("tracker", requested, _probe.best_tracker, caps)
+    hugetlb = memory == "hugetlb"
+    return _choose(
+        "tracker",
+        requested,
+        lambda c: _probe.best_tracker(c, purpose, hugetlb=hugetlb),
+        caps,
+        lambda name: _probe.tracker_unfit(name, purpose, hugetlb=hugetlb),
+    )
 
 
 def choose_actuator(

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from etmem_scan import actuators, pagerefs, probe, procfs
-from etmem_scan.trackers import make_tracker
-from etmem_sdk import EngineError
+from etmem_sdk import EngineError, scan
 
 from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
 
@@ -45,32 +44,35 @@ class Host:
             pid, vmflags=flags, anon_only=task.anon_only, proc_root=self.proc_root
         )
 
+    def capabilities(self) -> scan.Capabilities:
+        """The capability probe's verdicts for this host's roots."""
+        return scan.capabilities(self.proc_root, self.sys_root)
+
     def tracker_name(self, task: TaskConfig, memory: str) -> str:
-        """The task's ``tracker=`` key, else idle_pages for hugetlb (the only default tracker
-        that sees hugetlb accesses), else the best tracker the probe finds on this machine."""
-        if task.tracker:
-            return task.tracker
-        if memory == HUGETLB:
-            return "idle_pages"
-        return probe.best_tracker(probe.probe(self.proc_root, self.sys_root))
+        """The tracker the task will use, chosen by the SDK for a migrating engine: the task's
+        ``tracker=`` key, else etmemd.toml's default, else the most precise one that works here
+        -- never ``probe`` (it swaps), and for hugetlb memory only one that sees hugetlb
+        accesses (``idle_pages``, ``damon``). Raises ``EngineError`` saying why none fits."""
+        try:
+            return scan.choose_tracker(
+                task.tracker, purpose="migrate", memory=memory, caps=self.capabilities()
+            )
+        except scan.NothingUsable as e:
+            hint = ""
+            if memory == HUGETLB:
+                hint = " (hugetlb accesses need idle_pages, or DAMON with vaddr on a stock kernel)"
+            raise EngineError(
+                f"cslide: no tracker for memory={memory} works here: {e}{hint}"
+            ) from e
 
     def check_tracker(self, task: TaskConfig, memory: str) -> str:
         """The tracker the task will use; raises ``EngineError`` saying why it cannot work here."""
-        name = self.tracker_name(task, memory)
-        verdict = probe.probe(self.proc_root, self.sys_root).trackers.get(name)
-        if verdict is None:
-            raise EngineError(f"unknown tracker {name!r}")
-        if not verdict.usable:
-            hint = ""
-            if memory == HUGETLB and not task.tracker:
-                hint = " (hugetlb accesses need idle_pages, or tracker=damon on a stock kernel)"
-            raise EngineError(f"tracker {name} cannot work here: {verdict.reason}{hint}")
-        return name
+        return self.tracker_name(task, memory)
 
     def open_tracker(self, pid: int, task: TaskConfig, memory: str):
         """A tracker bound to ``pid`` with the task's idle_pages scan flags (closed by the
         caller)."""
-        return make_tracker(
+        return scan.open_tracker(
             self.tracker_name(task, memory),
             pid,
             proc_root=self.proc_root,

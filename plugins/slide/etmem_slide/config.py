@@ -1,20 +1,26 @@
 """The slide engine's own ``[task]`` keys: ``T``, ``swap_threshold``, ``dram_percent``, plus the
-portable ``tracker`` / ``actuator`` overrides (the original ignores unknown keys, so a config
-holding them still loads there)."""
+portable ``tracker`` / ``actuator`` overrides and the ``probe`` tracker's ``probe_rate`` /
+``probe_cooldown`` (the original ignores unknown keys, so a config holding them still loads
+there)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from etmem_sdk import ConfigError, ConfigSection, Project
+from etmem_sdk import ConfigError, ConfigSection, Project, scan
 from etmem_sdk import params as P
 
 log = logging.getLogger(__name__)
 
 #: Tracker / actuator names a task may force; the probe decides whether they work here.
-TRACKERS = ("idle_pages", "page_idle", "refs", "damon")
+TRACKERS = ("idle_pages", "page_idle", "damon", "probe", "refs")
 ACTUATORS = ("swap_pages", "pageout")
+
+#: ``probe_rate``: MiB per second the probe tracker may page out for the task (all its pids).
+PROBE_RATE_RANGE = (1, 1024)
+#: ``probe_cooldown``: seconds a page found hot is not probed again (doubling, at most 64x).
+PROBE_COOLDOWN_RANGE = (1, 86400)
 
 _SWAP_THRESHOLD_MAX_LEN = 10  # C: total length 1..10, e.g. "999999999g"
 
@@ -28,6 +34,8 @@ class SlideTaskConfig:
     dram_percent: int = 0  # 0 = disabled
     tracker: str | None = None  # None = pick from the probe
     actuator: str | None = None
+    probe_rate_mib: int = scan.PROBE_RATE_MIB
+    probe_cooldown: int = scan.PROBE_COOLDOWN
 
 
 def parse_swap_threshold(text: str) -> int:
@@ -78,6 +86,28 @@ def parse_task_config(section: ConfigSection, project: Project | None) -> SlideT
 
     tracker = P.get_choice(section, "tracker", TRACKERS, required=False)
     actuator = P.get_choice(section, "actuator", ACTUATORS, required=False)
+    rate = P.get_int(section, "probe_rate", *PROBE_RATE_RANGE, required=False)
+    cooldown = P.get_int(section, "probe_cooldown", *PROBE_COOLDOWN_RANGE, required=False)
     return SlideTaskConfig(
-        T=t_value, swap_threshold_kb=swap_kb, dram_percent=dram, tracker=tracker, actuator=actuator
+        T=t_value,
+        swap_threshold_kb=swap_kb,
+        dram_percent=dram,
+        tracker=tracker,
+        actuator=actuator,
+        probe_rate_mib=scan.PROBE_RATE_MIB if rate is None else rate,
+        probe_cooldown=scan.PROBE_COOLDOWN if cooldown is None else cooldown,
     )
+
+
+def check_tracker_here(
+    section: ConfigSection, cfg: SlideTaskConfig, caps: scan.Capabilities
+) -> None:
+    """Refuse (at ``obj add``) a ``tracker=`` this machine cannot run, with the capability
+    probe's reason -- the words ``etmem sysinfo`` uses (``probe`` without swap names it)."""
+    if cfg.tracker is None:
+        return
+    verdict = caps.trackers.get(cfg.tracker)
+    if verdict is not None and not verdict.usable:
+        raise P.error(
+            section, "tracker", f"tracker {cfg.tracker} cannot work here: {verdict.reason}"
+        )

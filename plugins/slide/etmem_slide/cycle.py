@@ -11,13 +11,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from etmem_scan import pagerefs, procfs
-from etmem_scan.pagerefs import PageRefs, PassRefs
-from etmem_sdk import TargetGone
+from etmem_scan import pagerefs
+from etmem_sdk import TargetGone, scan
+from etmem_sdk.scan import PageRefs, PassRefs, Vma
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ RECLAIM_CHUNK = 16000
 class Tracker(Protocol):
     """What the cycle needs from a tracker (``etmem_scan.tracker.Tracker`` fits)."""
 
-    def scan_pass(self, vmas: list[procfs.Vma]) -> PassRefs: ...
+    def scan_pass(self, vmas: list[Vma]) -> PassRefs: ...
 
     def close(self) -> None: ...
 
@@ -70,6 +70,8 @@ class CycleResult:
     bytes_out: int = 0
     duration: float = 0.0
     reclaim_seconds: float = 0.0  # time spent handing the cold pages to the kernel
+    #: what the tracker itself did this cycle (the probe tracker's ``probe_*`` counters)
+    tracker_counters: dict[str, int] = field(default_factory=dict)
 
 
 def check_should_swap(
@@ -133,28 +135,52 @@ def take(refs: PageRefs, idx: np.ndarray) -> PageRefs:
     return PageRefs(refs.addr[idx], refs.type[idx], refs.count[idx])
 
 
+def probe_limit(settings: CycleSettings, pid: int, proc_root: str) -> int | None:
+    """Bytes a tracker that moves memory itself (``probe``) may page out per pass: 0 with
+    ``T=0`` (nothing is ever cold, so nothing may leave), the ``dram_percent`` target when it is
+    set (never below what it keeps in RAM), else no cap but the tracker's own budget."""
+    if settings.T == 0:
+        return 0
+    if settings.dram_percent:
+        target = dram_target_pages(settings.dram_percent, scan.read_status(pid, proc_root))
+        return target * PAGE_SIZE
+    return None
+
+
+def _counters(tracker: Tracker) -> dict[str, int]:
+    counters = getattr(tracker, "counters", None)
+    return dict(counters()) if counters is not None else {}
+
+
 def run_cycle(
     pid: int,
     settings: CycleSettings,
     *,
-    make_tracker: Callable[[int], Tracker],
     make_actuator: Callable[[int], Actuator],
     sleep: Callable[[float], None],
+    make_tracker: Callable[[int], Tracker] | None = None,
+    tracker: Tracker | None = None,
     proc_root: str = "/proc",
     swapcache: Callable[[int], None] | None = None,
 ) -> CycleResult:
     """Run one slide cycle for ``pid`` and say what it did.
 
+    ``tracker`` is the pid's tracker, kept open by the caller across cycles (trackers with
+    state -- ``probe``, ``damon`` -- need that); without it, ``make_tracker(pid)`` makes one
+    for this cycle only and closes it.
+
     Raises ``TargetGone`` when the process exits (the caller ends this pid's cycle quietly),
     ``WorkerStopped`` from ``sleep`` when the task is being stopped, ``ScanError`` when a pass
     failed (the whole scan is discarded, as in C). ``swapcache(pid)`` runs after the swap-out.
     """
+    if (tracker is None) == (make_tracker is None):
+        raise TypeError("run_cycle needs exactly one of tracker= and make_tracker=")
     began = time.monotonic()
     result = CycleResult()
     meminfo = status = None
     if settings.sysmem_threshold != -1:
-        meminfo = procfs.read_meminfo(proc_root)
-        status = procfs.read_status(pid, proc_root)
+        meminfo = scan.read_meminfo(proc_root)
+        status = scan.read_status(pid, proc_root)
     if not check_should_swap(
         settings.sysmem_threshold, settings.swap_threshold_kb, meminfo, status
     ):
@@ -162,21 +188,31 @@ def run_cycle(
         return result
     result.swapped = True
 
-    vmas = procfs.read_vmas(pid, anon_only=True, proc_root=proc_root)
+    vmas = scan.read_vmas(pid, anon_only=True, proc_root=proc_root)
     passes: list[PassRefs] = []
-    tracker = make_tracker(pid)
+    own = tracker is None
+    if own:
+        assert make_tracker is not None
+        tracker = make_tracker(pid)
+    assert tracker is not None
+    before = _counters(tracker)
     try:
+        if getattr(tracker, "moves_memory", False):
+            tracker.limit_moves(probe_limit(settings, pid, proc_root))  # type: ignore[attr-defined]
         for _ in range(settings.loop):
             passes.append(tracker.scan_pass(vmas))
             sleep(settings.sleep)  # after every pass, the last one too (as C)
     finally:
-        tracker.close()
+        after = _counters(tracker)
+        result.tracker_counters = {k: v - before.get(k, 0) for k, v in after.items()}
+        if own:
+            tracker.close()
     refs = accumulate(passes)
     result.pages_scanned = len(refs)
 
     target = None
     if settings.dram_percent:
-        target = dram_target_pages(settings.dram_percent, procfs.read_status(pid, proc_root))
+        target = dram_target_pages(settings.dram_percent, scan.read_status(pid, proc_root))
     cold = take(refs, select_cold(refs, settings.T, target))
     result.cold_pages = len(cold)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +30,14 @@ from etmem_sdk import (
     Task,
     TaskPid,
     hookimpl,
+    scan,
 )
 from etmem_sdk.scan import Capabilities
 from etmem_sdk.targets import refresh_task_pids
 from etmem_sdk.worker import PeriodicWorker, Sleep
 
 from . import claims, mechanism
-from .config import SlideTaskConfig, parse_task_config
+from .config import SlideTaskConfig, check_tracker_here, parse_task_config
 from .cycle import CycleSettings, run_cycle
 from .stats import StatsKeeper, format_showstats, new_stats
 
@@ -45,12 +47,21 @@ log = logging.getLogger(__name__)
 COMMANDS = ("showstats",)
 
 
+def _default_proc_root() -> str:
+    return scan.defaults().proc_root
+
+
+def _default_sys_root() -> str:
+    return scan.defaults().sys_root
+
+
 @dataclass
 class SlideEngine:
-    """``engine.params``: where the engine reads /proc and /sys (tests point these at fakes)."""
+    """``engine.params``: where the engine reads /proc and /sys -- the SDK's scan defaults
+    when the engine is made (the ``etmem_fake_proc`` fixture points them at a fake tree)."""
 
-    proc_root: str = "/proc"
-    sys_root: str = "/sys"
+    proc_root: str = field(default_factory=_default_proc_root)
+    sys_root: str = field(default_factory=_default_sys_root)
     #: Test hook: a fixed capability table instead of probing the machine.
     caps: Capabilities | None = None
 
@@ -71,9 +82,25 @@ class SlideTask:
 
 @dataclass
 class SlidePid:
-    """``task_pid.params``: nothing per pid survives a cycle yet; kept for symmetry with C."""
+    """``task_pid.params``: the pid's tracker, open for as long as the pid is a target of the
+    task (trackers with state need that: ``probe``'s per-page verdicts, a DAMON target)."""
 
     cycles: int = 0
+    tracker: Any = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    #: set once the pid left the task: a cycle still running must not open a tracker again
+    closed: bool = False
+
+    def close_tracker(self, pid: int, *, final: bool = False) -> None:
+        """Close the tracker, if one is open (``final``: for good); errors are logged."""
+        with self.lock:
+            tracker, self.tracker = self.tracker, None
+            self.closed = self.closed or final
+        if tracker is not None:
+            try:
+                tracker.close()
+            except Exception:
+                log.exception("slide: closing the tracker of pid %d failed", pid)
 
 
 def _engine_params(engine: Engine | None) -> SlideEngine:
@@ -106,6 +133,10 @@ def clear_eng_params(engine: Engine) -> None:
 def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Validate ``T``, ``swap_threshold``, ``dram_percent``, ``tracker``, ``actuator``."""
     cfg = parse_task_config(config, task.project)
+    if cfg.tracker is not None:
+        eng = _engine_params(task.engine)
+        caps = eng.caps or scan.capabilities(eng.proc_root, eng.sys_root)
+        check_tracker_here(config, cfg, caps)
     task.params = SlideTask(config=cfg)
     task.stats.clear()
     task.stats.update(new_stats())
@@ -211,6 +242,8 @@ def start_task(engine: Engine, task: Task) -> None:
         mech.tracker,
         mech.actuator,
     )
+    if mech.tracker == "refs":
+        log.warning("slide: task %s: tracker refs: %s", task.name, scan.MAPPING_ONLY)
 
 
 @hookimpl
@@ -268,21 +301,35 @@ def _cycle(
         def swapcache(p: int) -> None:
             mech.swapcache(project, p)
 
+    pid_params = tp.params if isinstance(tp.params, SlidePid) else None
     try:
+        if pid_params is None:  # not claimed through alloc_pid_params: a tracker per cycle
+            tracker_kw: dict[str, Any] = {"make_tracker": mech.make_tracker}
+        else:
+            with pid_params.lock:
+                if pid_params.closed:
+                    return  # the pid left the task while this cycle was queued
+                if pid_params.tracker is None:
+                    pid_params.tracker = mech.make_tracker(pid)
+                tracker_kw = {"tracker": pid_params.tracker}
         result = run_cycle(
             pid,
             settings,
-            make_tracker=mech.make_tracker,
             make_actuator=mech.make_actuator,
             sleep=sleep,
             proc_root=eng.proc_root,
             swapcache=swapcache,
+            **tracker_kw,
         )
     except TargetGone:
+        if pid_params is not None:
+            pid_params.close_tracker(pid)
         raise
     except Exception as exc:
         # A target exiting mid-cycle shows up as whatever its files fail with: end quietly.
         if not os.path.isdir(f"{eng.proc_root}/{pid}"):
+            if pid_params is not None:
+                pid_params.close_tracker(pid)
             raise TargetGone(f"pid {pid} exited mid-cycle") from exc
         raise
     params.stats.record(tp, result)
@@ -296,6 +343,16 @@ def _cycle(
             result.bytes_out // 1024,
             result.duration,
         )
+        probed = result.tracker_counters
+        if probed.get("probe_pages") or probed.get("probe_returned"):
+            log.info(
+                "slide: task %s pid %d: probe paged out %d pages (%d KiB), %d came back",
+                task.name,
+                pid,
+                probed.get("probe_pages", 0),
+                probed.get("probe_bytes_out", 0) // 1024,
+                probed.get("probe_returned", 0),
+            )
     else:
         log.debug("slide: task %s pid %d: gate closed, nothing scanned", task.name, pid)
     if isinstance(tp.params, SlidePid):
@@ -328,10 +385,14 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
 
 @hookimpl
 def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
-    """Give a pid that left the task's list up."""
-    if task_pid.task is not None:
-        claims.release(task_pid.pid, task_pid.task)
-    task_pid.params = None
+    """Give a pid that left the task's list up, closing its tracker."""
+    try:
+        if isinstance(task_pid.params, SlidePid):
+            task_pid.params.close_tracker(task_pid.pid, final=True)
+    finally:
+        if task_pid.task is not None:
+            claims.release(task_pid.pid, task_pid.task)
+        task_pid.params = None
 
 
 # -- private commands ---------------------------------------------------------------------------

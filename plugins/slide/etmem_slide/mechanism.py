@@ -1,9 +1,12 @@
 """Which tracker and actuator a slide task uses, and the glue to build them per pid.
 
-Preference follows the original where it can run: ``idle_pages`` + ``swap_pages`` (openEuler's
-etmem_scan / etmem_swap modules); elsewhere ``page_idle`` or ``refs`` for tracking and
-``pageout`` (process_madvise) for swapping out. A task may force either with ``tracker=`` /
-``actuator=``; a forced mechanism that does not work here fails the start, naming what is missing.
+The choice is the SDK's (:func:`etmem_sdk.scan.choose_tracker`, one place for every engine):
+the task's ``tracker=`` / ``actuator=``, else etmemd.toml's ``[scan]`` defaults, else the most
+precise tracker that works here (``idle_pages`` > ``page_idle`` > ``damon`` > ``probe`` >
+``refs``) and ``swap_pages`` > ``pageout``. Trackers and actuators are built through
+:func:`etmem_sdk.scan.open_tracker` / :func:`~etmem_sdk.scan.open_actuator`, so a test double
+registered with the SDK (the ``etmem_fake_proc`` fixture's ``fake`` actuator) works here too.
+A forced mechanism that does not work here fails the start, naming what is missing.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from etmem_scan import procfs
-from etmem_scan.pagerefs import PageRefs
 from etmem_sdk import EngineError, Project, scan
-from etmem_sdk.scan import Capabilities, page_bytes
+from etmem_sdk.scan import Capabilities, PageRefs, page_bytes
 
 from .config import SlideTaskConfig
 from .cycle import Actuator, Tracker
@@ -48,13 +49,10 @@ def resolve(
 ) -> Mechanism:
     """Choose and bind the tracker and actuator for a task; raise ``EngineError`` saying what is
     missing when nothing usable exists (the task then fails to start).
-
-    The order is the SDK's: the task's key, then etmemd.toml's default, then the probe's best
-    (``idle_pages`` > ``page_idle`` > ``refs``; ``swap_pages`` > ``pageout``).
     """
     if caps is None:
         caps = scan.capabilities(proc_root, sys_root)
-    tracker = scan.choose_tracker(cfg.tracker, caps=caps)
+    tracker = scan.choose_tracker(cfg.tracker, purpose="swap", caps=caps)
     if swap_flag and tracker != "idle_pages":
         # Only etmem_scan knows which VMAs carry the swap mark; scanning everything would
         # swap out memory the user asked to keep.
@@ -66,29 +64,36 @@ def resolve(
     return Mechanism(
         tracker=tracker,
         actuator=actuator,
-        make_tracker=_tracker_factory(tracker, swap_flag, proc_root, sys_root),
+        make_tracker=_tracker_factory(tracker, swap_flag, proc_root, sys_root, cfg),
         make_actuator=_actuator_factory(actuator, proc_root, sys_root),
         swapcache=_swapcache_step(proc_root) if actuator == "swap_pages" else None,
     )
 
 
 def _tracker_factory(
-    name: str, swap_flag: bool, proc_root: str, sys_root: str
+    name: str,
+    swap_flag: bool,
+    proc_root: str,
+    sys_root: str,
+    cfg: SlideTaskConfig | None = None,
 ) -> Callable[[int], Tracker]:
-    from etmem_scan import trackers
-
+    options: dict[str, object] = {}
     if name == "idle_pages":
-        from etmem_scan import idle_pages
+        options["vma_flags"] = VMA_SCAN_FLAG if swap_flag else 0
+    elif name == "probe":
+        rate = cfg.probe_rate_mib if cfg is not None else scan.PROBE_RATE_MIB
+        # One budget for the whole task: a type=name task's children share it.
+        options["bucket"] = scan.TokenBucket(rate << 20)
+        options["cooldown"] = cfg.probe_cooldown if cfg is not None else scan.PROBE_COOLDOWN
 
-        vma_flags = VMA_SCAN_FLAG if swap_flag else 0
-        return lambda pid: idle_pages.IdlePagesTracker(
-            pid, proc_root=proc_root, vma_flags=vma_flags
-        )
-    return lambda pid: trackers.make_tracker(name, pid, proc_root=proc_root, sys_root=sys_root)
+    def make(pid: int) -> Tracker:
+        return scan.open_tracker(name, pid, proc_root=proc_root, sys_root=sys_root, **options)
+
+    return make
 
 
 class _BoundActuator:
-    """An ``etmem_scan`` actuator (``apply(pid, addrs, sizes)``) bound to one pid for a cycle."""
+    """An actuator (``apply(pid, addrs, sizes)``) bound to one pid for a cycle."""
 
     def __init__(self, impl: object, pid: int) -> None:
         self._impl = impl
@@ -105,9 +110,7 @@ class _BoundActuator:
 
 
 def _actuator_factory(name: str, proc_root: str, sys_root: str) -> Callable[[int], Actuator]:
-    from etmem_scan import actuators
-
-    impl = actuators.make_actuator(name, proc_root=proc_root, sys_root=sys_root)
+    impl = scan.open_actuator(name, proc_root=proc_root, sys_root=sys_root)
     return lambda pid: _BoundActuator(impl, pid)
 
 
@@ -136,7 +139,7 @@ def reclaim_swapcache(project: Project, pid: int, *, proc_root: str = "/proc") -
     high, low = project.swapcache_high_wmark, project.swapcache_low_wmark
     if high == -1 or low == -1:
         return False
-    if not swapcache_over_high(procfs.read_meminfo(proc_root), high):
+    if not swapcache_over_high(scan.read_meminfo(proc_root), high):
         return False
     from etmem_scan import swap_pages
 

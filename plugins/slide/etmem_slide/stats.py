@@ -14,11 +14,14 @@ from .cycle import CycleResult
 
 #: Counters kept for a task and for each of its pids.
 COUNTERS = ("cycles", "skipped", "pages_scanned", "cold_pages", "bytes_swapped", "errors")
+#: What the ``probe`` tracker moved itself (zero with other trackers): pages it paged out and
+#: verified gone, pages that came back (accessed), pages that would not leave, bytes paged out.
+PROBE_COUNTERS = ("probe_pages", "probe_returned", "probe_stuck", "probe_bytes_out")
 
 
 def new_stats() -> dict[str, object]:
     """A fresh statistics dict."""
-    stats: dict[str, object] = dict.fromkeys(COUNTERS, 0)
+    stats: dict[str, object] = dict.fromkeys(COUNTERS + PROBE_COUNTERS, 0)
     stats["last_cycle_seconds"] = 0.0
     stats["reclaim_seconds"] = 0.0
     stats["last_error"] = ""
@@ -44,6 +47,8 @@ class StatsKeeper:
                 stats["pages_scanned"] += result.pages_scanned
                 stats["cold_pages"] += result.cold_pages
                 stats["bytes_swapped"] += result.bytes_out
+                for key in PROBE_COUNTERS:
+                    stats[key] = int(stats.get(key, 0)) + result.tracker_counters.get(key, 0)
                 stats["last_cycle_seconds"] = round(result.duration, 6)
                 stats["reclaim_seconds"] = round(
                     float(stats.get("reclaim_seconds", 0.0)) + result.reclaim_seconds, 6
@@ -92,6 +97,13 @@ def format_showstats(tasks: list[Task]) -> str:
         for tp in list(task.pids):  # a worker may be refreshing the list meanwhile
             out.append(_row(str(tp.pid), tp.stats or new_stats()))
         out.append(_row("total", s))
+        if s.get("probe_pages") or s.get("tracker") == "probe":
+            out.append(
+                f"probe: {s.get('probe_pages', 0)} pages paged out to watch refaults "
+                f"({int(s.get('probe_bytes_out', 0)) // 1024} KiB), "  # type: ignore[call-overload]
+                f"{s.get('probe_returned', 0)} came back, {s.get('probe_stuck', 0)} would not "
+                "leave\n"
+            )
         if s.get("last_error"):
             out.append(f"last error: {s['last_error']}\n")
     return "".join(out)
