@@ -129,8 +129,13 @@ class FakeHost(Host):
         # the fake idle_pages file always works; nothing else does
         no = Verdict(False, "not in the fake tree")
         return Capabilities(
-            trackers={"idle_pages": Verdict(True), "page_idle": no, "damon": no, "probe": no,
-                      "refs": no},  # fmt: skip
+            trackers={
+                "idle_pages": Verdict(True),
+                "page_idle": no,
+                "damon": no,
+                "probe": no,
+                "refs": no,
+            },  # fmt: skip
         )
 
     def open_tracker(self, pid, task, memory):
@@ -665,7 +670,9 @@ def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_pa
     with pytest.raises(EngineError) as e:
         ce.start_task(engine=engine, task=task)
     msg = str(e.value)
-    assert msg.startswith("cslide: no tracker for memory=hugetlb works here: no usable page tracker")
+    assert msg.startswith(
+        "cslide: no tracker for memory=hugetlb works here: no usable page tracker"
+    )
     assert "idle_pages: etmem_scan kernel module not loaded" in msg  # the probe's reasons
     assert "damon: " in msg and "refs: refs does not see hugetlb accesses" in msg
     assert "probe: probe pages memory out to swap" in msg

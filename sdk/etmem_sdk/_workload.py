@@ -12,6 +12,10 @@ then writes one byte into every hot page each ``--period`` seconds until killed.
 Each mapping is its own VMA: guard pages with no access sit before, between and after them,
 so the kernel cannot merge them with each other or with the interpreter's own mappings.
 Both are filled with non-zero bytes (the kernel does not write zero pages to swap).
+With ``--interleave N`` there is instead ONE mapping of ``--size-mib`` MiB in which every Nth
+page (page index divisible by N) is hot and the others were filled once -- the shape of a real
+heap, which per-mapping trackers cannot split; ``hot`` and ``cold`` then both name that mapping
+and ``interleave`` says N.
 With ``--file`` it also maps, for the anonymous-rule tests: the file private read-only, the
 file private writable, and one page of shared anonymous memory (addresses under ``extra``).
 """
@@ -57,7 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cold-mib", type=int, default=32)
     ap.add_argument("--period", type=float, default=0.05)
     ap.add_argument("--file", default=None)
+    ap.add_argument("--interleave", type=int, default=0, help="one mapping, every Nth page hot")
+    ap.add_argument("--size-mib", type=int, default=64, help="size of the interleaved mapping")
     args = ap.parse_args(argv)
+    if args.interleave:
+        return _interleaved(args.interleave, args.size_mib << 20, args.period)
 
     hot_len, cold_len = args.hot_mib << 20, args.cold_mib << 20
     total = PAGE + hot_len + PAGE + cold_len + PAGE
@@ -94,6 +102,26 @@ def main(argv: list[str] | None = None) -> None:
         n = (n + 1) & 0xFF or 1
         hot_v[::PAGE] = bytes([n]) * npages  # one write into every hot page
         time.sleep(args.period)
+
+
+def _interleaved(every: int, length: int, period: float) -> None:
+    """One mapping (guard pages around it), every ``every``-th page kept hot."""
+    rw = mmap.PROT_READ | mmap.PROT_WRITE
+    base = _mmap(length + 2 * PAGE, rw, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = base + PAGE
+    for guard in (base, start + length):
+        if libc.mprotect(guard, PAGE, PROT_NONE):
+            raise OSError(ctypes.get_errno(), "mprotect")
+    _fill(start, length, 0x5A)
+    print(json.dumps({"hot": [start, start + length], "cold": [start, start + length],
+                      "extra": {}, "interleave": every}), flush=True)  # fmt: skip
+    view = _view(start, length)
+    nhot = len(range(0, length, PAGE * every))
+    n = 0
+    while True:
+        n = (n + 1) & 0xFF or 1
+        view[:: PAGE * every] = bytes([n]) * nhot  # one write into every hot page
+        time.sleep(period)
 
 
 if __name__ == "__main__":

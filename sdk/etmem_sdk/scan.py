@@ -48,10 +48,10 @@ from etmem_scan import procfs as _procfs
 from etmem_scan import trackers as _trackers
 from etmem_scan.actuators import ACTUATORS, Actuator, ActuatorError, NoSwap
 from etmem_scan.idle_pages import page_sizes
-from etmem_scan.pagerefs import PMD, PTE, PUD, PageRefs, PassRefs, accumulate, cold_mask, merge
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
 from etmem_scan.pageout_probe import TokenBucket
+from etmem_scan.pagerefs import PMD, PTE, PUD, PageRefs, PassRefs, accumulate, cold_mask, merge
 from etmem_scan.probe import GRANULARITY, MAPPING_ONLY, Capabilities, NothingUsable, Verdict
 from etmem_scan.procfs import Vma
 from etmem_scan.tracker import ScanError, Tracker
@@ -70,6 +70,7 @@ __all__ = [
     "PTE",
     "PUD",
     "TRACKERS",
+    "TokenBucket",
     "Actuator",
     "ActuatorError",
     "Capabilities",

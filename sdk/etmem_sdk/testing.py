@@ -563,6 +563,23 @@ class Workload:
     cold: tuple[int, int]
     #: with ``file=``: the ``file_ro``, ``file_rw`` and ``shared`` mappings, as ``(start, end)``
     extra: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: with ``interleave=N``: one mapping (``hot`` == ``cold``) where every Nth page is hot
+    interleave: int = 0
+
+    def pages(self, which: str = "cold") -> np.ndarray:
+        """Addresses (uint64) of the ``"hot"`` or ``"cold"`` pages -- with ``interleave``, the
+        hot ones are every Nth page of the one mapping and the cold ones the rest."""
+        start, end = getattr(self, which)
+        addrs = np.arange(start, end, PAGE_SIZE, dtype=np.uint64)
+        if not self.interleave:
+            return addrs
+        hot = (np.arange(addrs.size) % self.interleave) == 0
+        return addrs[hot] if which == "hot" else addrs[~hot]
+
+    def resident_of(self, which: str = "cold") -> int:
+        """How many of :meth:`pages` are resident (present bits, per page)."""
+        present = scan.present_pages(self.pid, [getattr(self, which)], proc_root="/proc")
+        return int(np.isin(self.pages(which), present).sum())
 
     @property
     def pid(self) -> int:
@@ -586,17 +603,27 @@ class Workload:
 
 @contextlib.contextmanager
 def spawn_workload(
-    hot_mib: int = 8, cold_mib: int = 32, period: float = 0.05, file: str | None = None
+    hot_mib: int = 8,
+    cold_mib: int = 32,
+    period: float = 0.05,
+    file: str | None = None,
+    *,
+    interleave: int = 0,
+    size_mib: int = 64,
 ) -> Iterator[Workload]:
     """Start a workload child (see :mod:`etmem_sdk._workload`); it is killed on exit.
 
     With ``file``, the child also maps that file privately (read-only and writable) and one
-    page of shared anonymous memory, for tests of the "anonymous" rule.
+    page of shared anonymous memory, for tests of the "anonymous" rule. With ``interleave=N``
+    it holds one ``size_mib`` mapping where every Nth page is hot instead (``hot_mib`` and
+    ``cold_mib`` are then unused).
     """
     cmd = [sys.executable, "-m", "etmem_sdk._workload", "--hot-mib", str(hot_mib),
            "--cold-mib", str(cold_mib), "--period", str(period)]  # fmt: skip
     if file:
         cmd += ["--file", file]
+    if interleave:
+        cmd += ["--interleave", str(interleave), "--size-mib", str(size_mib)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     w: Workload | None = None
     try:
@@ -605,7 +632,9 @@ def spawn_workload(
             raise RuntimeError(f"workload exited early (status {proc.wait()})")
         info = json.loads(line)
         extra = {k: tuple(v) for k, v in info.get("extra", {}).items()}
-        w = Workload(proc, tuple(info["hot"]), tuple(info["cold"]), extra)
+        w = Workload(
+            proc, tuple(info["hot"]), tuple(info["cold"]), extra, info.get("interleave", 0)
+        )
         yield w
     finally:
         if proc.poll() is None:

@@ -215,6 +215,11 @@ def run_cycle(
         target = dram_target_pages(settings.dram_percent, scan.read_status(pid, proc_root))
     cold = take(refs, select_cold(refs, settings.T, target))
     result.cold_pages = len(cold)
+    if len(cold) and getattr(tracker, "moves_memory", False):
+        # The probe already put the pages it judged idle in swap: hand the actuator only the
+        # cold pages still in RAM, so nothing is paged out (or counted) twice.
+        resident = np.isin(cold.addr, scan.present_pages(pid, vmas, proc_root=proc_root))
+        cold = take(cold, np.flatnonzero(resident))
     try:
         if len(cold):
             actuator = make_actuator(pid)
