@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
+import pytest
 from etmem_scan.pagerefs import PageRefs
 from etmem_scan.procfs import Vma
-from fixtures_kernel import spawn_workload
+from fixtures_kernel import spawn_workload, swap_on
 
 from etmem_core.cli import scan_live
 
@@ -33,14 +35,15 @@ def test_live_scan_finds_the_cold_mapping():
     assert cold["size"] == cold["resident"] == cold["cold"] == 4 << 20 and cold["hot"] == 0
 
 
-def test_text_table_and_default_tracker():
+def test_text_table_and_the_refs_note():
     with spawn_workload(hot_mib=1, cold_mib=1) as w:
-        rc, out, err = run(w.pid, loop=1, sleep=0.05)
+        rc, out, err = run(w.pid, loop=1, sleep=0.05, tracker="refs")
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"pid {w.pid}: tracker refs, 1 pass(es) 0.05 s apart")
     assert lines[1].split()[:2] == ["start-end", "perms"]
-    assert lines[-1].startswith("total")
+    assert lines[-2].startswith("total")
+    assert lines[-1].startswith("note: refs sees one accessed bit per mapping: it cannot see")
     cold_line = next(line for line in lines if line.startswith(f"{w.cold[0]:>12x}-"))
     assert cold_line.split()[2:] == ["1.0M", "1.0M", "0", "1.0M"]
 
@@ -52,7 +55,7 @@ def test_errors_are_messages_and_exit_status():
         rc, _, err = run(w.pid, tracker="page_idle", sleep=0)
         assert rc == 1 and "page_idle" in err
         rc, _, err = run(w.pid, tracker="nope", sleep=0)
-        assert rc == 1 and "unknown tracker" in err
+        assert rc == 1 and "tracker nope: unknown" in err
         rc, _, err = run(w.pid, loop=0)
         assert rc == 1 and "--loop" in err
 
@@ -78,3 +81,22 @@ def test_etmem_scan_pid_dispatches_here(capfd):
     assert out.startswith(f"pid {w.pid}: tracker refs, 1 pass(es) 1 s apart")
     cold_line = next(line for line in out.splitlines() if line.startswith(f"{w.cold[0]:>12x}-"))
     assert cold_line.split()[2:] == ["2.0M", "2.0M", "0", "2.0M"]
+
+
+@pytest.mark.root
+@pytest.mark.swap
+def test_probe_tracker_splits_one_mapping_and_says_it_pages_out():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (swap, process_madvise on another process)")
+    with swap_on(128), spawn_workload(interleave=4, size_mib=8, period=0.02) as w:
+        rc, out, err = run(w.pid, loop=1, sleep=0.3, tracker="probe", as_json=True)
+        rc_text, text, _ = run(w.pid, loop=1, sleep=0.1, tracker="probe")
+        w.kill()  # before the swapoff
+    assert rc == 0 and rc_text == 0, err
+    doc = json.loads(out)
+    assert doc["tracker"] == "probe" and doc["granularity"] == "page"
+    assert "pages out a sample" in doc["note"]
+    (row,) = [r for r in doc["vmas"] if (r["start"], r["end"]) == w.cold]
+    # the priming pass paged the whole 8 MiB out; the 3 cold pages in 4 stayed out
+    assert row["cold"] >= (8 << 20) * 3 // 4 * 9 // 10
+    assert "note: the probe tracker pages out a sample" in text

@@ -88,10 +88,54 @@ def test_stock_kernel_without_swap(tmp_path):
     assert not a["pageout"].usable and "no swap" in a["pageout"].reason
     assert a["cold"].usable
     assert "one NUMA node" in a["migrate"].reason
+    assert not t["probe"].usable and "no swap configured" in t["probe"].reason
     assert best_tracker(caps) == "refs"
     with pytest.raises(NothingUsable, match="pageout: no swap"):
         best_actuator(caps, "swap")
-    assert caps.to_json()["defaults"] == {"tracker": "refs", "swap": None, "migrate": None}
+    assert caps.to_json()["defaults"] == {
+        "tracker": "refs",
+        "migrate_tracker": "refs",
+        "hugetlb_tracker": None,
+        "swap": None,
+        "migrate": None,
+    }
+    assert caps.to_json()["trackers"]["refs"]["granularity"] == "mapping"
+
+
+def test_stock_kernel_with_swap_sees_pages_through_the_probe(tmp_path):
+    caps = probe(*fake_machine(tmp_path, swap_kb=4096))
+    assert (
+        caps.trackers["probe"].usable and "watches which come back" in caps.trackers["probe"].note
+    )
+    assert best_tracker(caps) == "probe"
+    # a migrating engine never gets the probe (it swaps); hugetlb needs idle_pages or damon
+    assert best_tracker(caps, "migrate") == "refs"
+    assert best_tracker(caps, "cold") == "refs"
+    with pytest.raises(NothingUsable, match="refs: refs does not see hugetlb accesses"):
+        best_tracker(caps, "migrate", hugetlb=True)
+    assert list(caps.trackers) == ["idle_pages", "page_idle", "damon", "probe", "refs"]
+    doc = caps.to_json()["trackers"]
+    assert {k: v["granularity"] for k, v in doc.items()} == {
+        "idle_pages": "page",
+        "page_idle": "page",
+        "damon": "region",
+        "probe": "page",
+        "refs": "mapping",
+    }
+
+
+def test_stock_kernel_with_damon_picks_damon_for_hugetlb(tmp_path):
+    caps = probe(*fake_machine(tmp_path, swap_kb=4096, damon="free"))
+    assert best_tracker(caps) == "damon"
+    assert best_tracker(caps, "migrate", hugetlb=True) == "damon"
+
+
+def test_tracker_unfit_says_why():
+    assert "cslide" in probe_mod.tracker_unfit("probe", "migrate")
+    assert probe_mod.tracker_unfit("probe", "swap") == ""
+    assert probe_mod.tracker_unfit("damon", "migrate", hugetlb=True) == ""
+    with pytest.raises(ValueError, match="unknown purpose"):
+        probe_mod.tracker_unfit("refs", "eat")
 
 
 def test_openeuler_module_without_swap(tmp_path):
@@ -130,8 +174,8 @@ def test_damon_verdicts_read_only(tmp_path, damon, usable, words):
     for w in words:
         assert w in v.reason
     assert snapshot(sys_) == before  # the probe never writes DAMON sysfs
-    # damon is never picked by default, even when free
-    assert best_tracker(caps) == "refs"
+    # a free DAMON (region granularity) beats refs (mapping granularity)
+    assert best_tracker(caps) == ("damon" if usable else "refs")
 
 
 def test_damon_vaddr_from_kernel_config_when_no_context_exists(tmp_path):
@@ -173,7 +217,8 @@ def test_this_machines_verdicts():
     assert caps.facts["thp"] == "madvise"
     if swap_before == swap_after:  # another test may switch swap on or off meanwhile
         assert a["pageout"].usable is (swap_before > 0)
-    assert best_tracker(caps) == "refs"
+        assert t["probe"].usable is (swap_before > 0)
+        assert best_tracker(caps) == ("probe" if swap_before else "refs")
 
 
 @pytest.mark.swap

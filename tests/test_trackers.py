@@ -258,7 +258,7 @@ def test_damon_missing(tmp_path):
 
 
 def test_make_tracker_knows_every_name(tmp_path):
-    assert set(TRACKERS) == {"idle_pages", "page_idle", "refs", "damon"}
+    assert set(TRACKERS) == {"idle_pages", "page_idle", "refs", "damon", "probe"}
     with pytest.raises(ValueError, match="unknown tracker"):
         make_tracker("crystal_ball", 1)
     t = make_tracker("refs", 1, proc_root=tmp_path)

@@ -104,7 +104,9 @@ def scan(
         str | None,
         typer.Option(
             "--tracker",
-            help="Live scan: idle_pages, page_idle, refs or damon (default: the best one here).",
+            help="Live scan: idle_pages, page_idle, damon, probe or refs (default: the most "
+            "precise one here). probe pages out a sample of the process to watch which pages "
+            "come back (they are read back from swap when touched).",
         ),
     ] = None,
     as_json: Annotated[

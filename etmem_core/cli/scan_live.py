@@ -17,13 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import TextIO
 
 import numpy as np
-from etmem_scan.idle_pages import page_sizes
-from etmem_scan.pagerefs import PageRefs, accumulate
-from etmem_scan.probe import best_tracker, probe
-from etmem_scan.procfs import read_vmas
-from etmem_scan.tracker import ScanError
-from etmem_scan.trackers import make_tracker
+from etmem_sdk import scan
 from etmem_sdk.errors import EtmemError
+from etmem_sdk.scan import PageRefs, ScanError, accumulate, read_vmas
 
 __all__ = ["VmaSummary", "format_summary", "live_scan", "main", "scan_process", "summarize"]
 
@@ -47,7 +43,7 @@ class VmaSummary:
 
 def summarize(vmas, refs: PageRefs, cold_threshold: int, page_size: int) -> list[VmaSummary]:
     """Split ``refs`` (address-sorted) over ``vmas`` into per-VMA byte counts."""
-    sizes = page_sizes(page_size)[refs.type.astype(np.intp)] if len(refs) else np.zeros(0)
+    sizes = scan.page_bytes(refs.type) if len(refs) else np.zeros(0)
     hot_bytes = np.where(refs.count >= cold_threshold, sizes, 0).astype(np.uint64)
     csum_all = np.concatenate(([0], np.cumsum(sizes, dtype=np.uint64)))
     csum_hot = np.concatenate(([0], np.cumsum(hot_bytes, dtype=np.uint64)))
@@ -81,11 +77,13 @@ def scan_process(
 
     Raises ``TargetGone``, ``TrackerUnavailable``, ``NothingUsable`` (all ``EtmemError``).
     """
-    if tracker == "auto":
-        tracker = best_tracker(probe(proc_root, sys_root))
+    # The one choice every engine uses: etmem scan swaps nothing itself, but it reports what
+    # slide would swap, so it asks with slide's purpose (the probe pages a sample out).
+    caps = scan.capabilities(proc_root, sys_root)
+    tracker = scan.choose_tracker(None if tracker == "auto" else tracker, caps=caps)
     vmas = read_vmas(pid, vmflags, anon_only, proc_root)
     passes = []
-    with make_tracker(tracker, pid, proc_root=proc_root, sys_root=sys_root) as t:
+    with scan.open_tracker(tracker, pid, proc_root=proc_root, sys_root=sys_root) as t:
         t.scan_pass(vmas)  # priming: clears what was accessed before the scan
         for _ in range(loop):
             time.sleep(sleep)
@@ -122,7 +120,23 @@ def format_summary(
         f"{'total':<25} {'':5} {_human(tot[0]):>8} {_human(tot[1]):>8} {_human(tot[2]):>8} "
         f"{_human(tot[3]):>8}"
     )
+    note = tracker_note(tracker)
+    if note:
+        lines.append(f"note: {note}")
     return "\n".join(lines) + "\n"
+
+
+def tracker_note(tracker: str) -> str:
+    """What a reader of the summary must know about ``tracker`` (empty when nothing)."""
+    if tracker == "refs":
+        return scan.MAPPING_ONLY
+    if tracker == "probe":
+        return (
+            "the probe tracker pages out a sample (at most "
+            f"{scan.PROBE_RATE_MIB} MiB/s) and watches which pages come back: the pages it "
+            "judged cold are now in swap, and pages not yet probed count as hot"
+        )
+    return ""
 
 
 def main(
@@ -161,6 +175,8 @@ def main(
         doc = {
             "pid": pid,
             "tracker": used,
+            "granularity": scan.GRANULARITY.get(used, "unknown"),
+            "note": tracker_note(used),
             "loop": loop,
             "sleep": sleep,
             "cold_threshold": cold_threshold,

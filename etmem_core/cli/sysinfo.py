@@ -7,7 +7,8 @@ import json
 from typing import Annotated
 
 import typer
-from etmem_scan.probe import Capabilities, NothingUsable, best_actuator, best_tracker, probe
+from etmem_sdk import EngineError, scan
+from etmem_sdk.scan import GRANULARITY, MAPPING_ONLY, Capabilities, NothingUsable
 
 NAME = "sysinfo"
 
@@ -26,10 +27,12 @@ def format_text(caps: Capabilities) -> str:
     """The verdicts as aligned text: one line per tracker/actuator, then facts and defaults."""
     lines: list[str] = []
     for title, table in (("trackers", caps.trackers), ("actuators", caps.actuators)):
-        lines.append(f"{title}:")
+        lines.append(f"{title}:" if title == "actuators" else "trackers (most precise first):")
         width = max(len(k) for k in table)
         for name, v in table.items():
             text = v.note if v.usable else v.reason
+            if title == "trackers":
+                text = f"{GRANULARITY.get(name, '?'):<7}  {text}"
             lines.append(f"  {name:<{width}}  {'yes' if v.usable else 'no ':<3}  {text}".rstrip())
     lines.append("facts:")
     facts = dict(caps.facts)
@@ -40,15 +43,26 @@ def format_text(caps: Capabilities) -> str:
     for k, v in facts.items():
         lines.append(f"  {k:<{width}}  {_fact(v)}")
     lines.append("defaults:")
+    chosen = {}
     for label, pick in (
-        ("tracker", lambda: best_tracker(caps)),
-        ("swap", lambda: best_actuator(caps, "swap")),
-        ("migrate", lambda: best_actuator(caps, "migrate")),
+        ("tracker", lambda: scan.choose_tracker(caps=caps)),
+        ("migrate_tracker", lambda: scan.choose_tracker(purpose="migrate", caps=caps)),
+        (
+            "hugetlb_tracker",
+            lambda: scan.choose_tracker(purpose="migrate", memory="hugetlb", caps=caps),
+        ),
+        ("swap", lambda: scan.choose_actuator(purpose="swap", caps=caps)),
+        ("migrate", lambda: scan.choose_actuator(purpose="migrate", caps=caps)),
     ):
         try:
-            lines.append(f"  {label:<8} {pick()}")
+            chosen[label] = pick()
+            lines.append(f"  {label:<16} {chosen[label]}")
         except NothingUsable:
-            lines.append(f"  {label:<8} none usable")
+            lines.append(f"  {label:<16} none usable")
+        except EngineError as e:  # etmemd.toml names one that does not work here
+            lines.append(f"  {label:<16} none usable ({e})")
+    if chosen.get("tracker") == "refs":
+        lines.append(f"note: the default tracker is refs: {MAPPING_ONLY}")
     return "\n".join(lines) + "\n"
 
 
@@ -67,9 +81,11 @@ def sysinfo(
 
     Nothing is changed on the machine: the probe only reads /proc and /sys.
     """
-    caps = probe(proc_root, sys_root)
+    caps = scan.capabilities(proc_root, sys_root)
     if as_json:
-        typer.echo(json.dumps(caps.to_json(), indent=2, sort_keys=False))
+        doc = caps.to_json()
+        doc["notes"] = [MAPPING_ONLY] if doc["defaults"].get("tracker") == "refs" else []
+        typer.echo(json.dumps(doc, indent=2, sort_keys=False))
     else:
         typer.echo(format_text(caps), nl=False)
 
