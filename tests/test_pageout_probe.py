@@ -1,0 +1,283 @@
+"""The ``probe`` tracker's logic against a simulated kernel: budget, cursor, cool-down, the
+check after paging out, vanished pages, swap headroom; and once on the real kernel."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from etmem_scan import pageout_probe
+from etmem_scan.pageout_probe import ProbeTracker, TokenBucket
+from fixtures_kernel import spawn_workload, swap_on
+
+PAGE = pageout_probe.PAGE_SIZE
+MIB = 1 << 20
+BASE = 0x10000000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Kernel:
+    """Pages of one process: present or swapped; ``touch`` brings pages back as a refault."""
+
+    def __init__(self, npages: int, swap_free_kb: int = 4 << 20) -> None:
+        self.present = np.arange(npages, dtype=np.uint64) * np.uint64(PAGE) + np.uint64(BASE)
+        self.swapped = np.zeros(0, dtype=np.uint64)
+        self.pageouts: list[np.ndarray] = []
+        self.pinned = np.zeros(0, dtype=np.uint64)  # pages that refuse to leave
+        self.swap_free_kb = swap_free_kb
+        self.touch_on_pageout = np.zeros(0, dtype=np.uint64)  # come back at once
+
+    def states(self, pid, vmas):
+        return self.present.copy(), self.swapped.copy()
+
+    def pageout(self, pidfd, addrs):
+        self.pageouts.append(addrs.copy())
+        go = addrs[~np.isin(addrs, self.pinned)]
+        go = go[np.isin(go, self.present)]
+        self.present = np.setdiff1d(self.present, go)
+        self.swapped = np.union1d(self.swapped, go)
+        self.swap_free_kb -= go.size * PAGE // 1024
+        self.touch(self.touch_on_pageout)
+        return int(addrs.size) * PAGE
+
+    def touch(self, addrs):
+        back = np.intersect1d(self.swapped, np.asarray(addrs, np.uint64))
+        self.swapped = np.setdiff1d(self.swapped, back)
+        self.present = np.union1d(self.present, back)
+
+    def unmap(self, addrs):
+        self.present = np.setdiff1d(self.present, addrs)
+        self.swapped = np.setdiff1d(self.swapped, addrs)
+
+    def meminfo(self):
+        return {"SwapTotal": 8 << 20, "SwapFree": self.swap_free_kb}
+
+
+def page(i) -> np.uint64:
+    return np.uint64(BASE + i * PAGE)
+
+
+def make(kernel, clock, rate_mib=1.0, **kw) -> ProbeTracker:
+    return ProbeTracker(
+        1234,
+        rate_mib=rate_mib,
+        clock=clock,
+        pageout=kernel.pageout,
+        page_states=kernel.states,
+        meminfo=kernel.meminfo,
+        pidfd=-1,
+        **kw,
+    )
+
+
+def weights(refs) -> dict[int, int]:
+    return dict(zip(refs.addr.tolist(), refs.weight.tolist(), strict=True))
+
+
+def test_token_bucket_rate_burst_and_refund():
+    clock = Clock()
+    b = TokenBucket(100, burst_s=2, clock=clock)
+    assert b.take(1000) == 100  # starts with one second's worth
+    assert b.take(10) == 0
+    clock.t += 10
+    assert b.take(1000) == 200  # refilled up to the burst, no further
+    b.give_back(50)
+    assert b.take(1000) == 50
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_first_pass_pages_out_one_budget_and_reports_the_rest_hot():
+    k, clock = Kernel(1024), Clock()
+    t = make(k, clock, rate_mib=1)  # 1 MiB = 256 pages per second
+    refs = t.scan_pass([])
+    (out,) = k.pageouts
+    assert out.size == 256 and (out == k.swapped).all()
+    # probed pages are not resident, so not reported; every other page counts as hot
+    assert refs.addr.size == 1024 - 256 and (refs.weight == 1).all()
+    assert not np.isin(refs.addr, out).any()
+    assert t.counters() == {
+        "probe_pages": 256,
+        "probe_returned": 0,
+        "probe_stuck": 0,
+        "probe_idle": 0,
+        "probe_bytes_out": 256 * PAGE,
+    }
+    # no time passed: the bucket is empty, nothing more is probed
+    t.scan_pass([])
+    assert len(k.pageouts) == 1
+
+
+def test_next_pass_judges_come_back_hot_and_still_out_idle():
+    k, clock = Kernel(512), Clock()
+    t = make(k, clock, rate_mib=1)
+    t.limit_moves(256 * PAGE)
+    t.scan_pass([])
+    probed = k.pageouts[0]
+    k.touch(probed[:10])  # the process read ten of them
+    t.limit_moves(0)  # judge only
+    clock.t += 1
+    refs = t.scan_pass([])
+    w = weights(refs)
+    assert all(w[int(a)] == 1 for a in probed[:10])
+    assert all(w[int(a)] == 0 for a in probed[10:])  # idle: in swap, reported cold
+    assert t.counters()["probe_returned"] == 10 and t.counters()["probe_idle"] == 246
+
+
+def test_round_robin_cursor_covers_the_whole_mapping():
+    k, clock = Kernel(1000), Clock()
+    t = make(k, clock, rate_mib=1)
+    seen = np.zeros(0, np.uint64)
+    for _ in range(4):
+        t.scan_pass([])
+        seen = np.union1d(seen, k.pageouts[-1])
+        k.touch(k.pageouts[-1])  # everything comes back: all hot, each once
+        clock.t += 1
+    assert seen.size == 1000  # 256 per pass: 4 passes cover 1000 pages once
+    sizes = [p.size for p in k.pageouts]
+    assert sizes[:3] == [256, 256, 256]
+
+
+def test_cool_down_doubles_each_time_a_page_is_found_hot():
+    k, clock = Kernel(1), Clock()
+    t = make(k, clock, rate_mib=100, cooldown=10)
+    times = []
+    for _ in range(200):
+        n = len(k.pageouts)
+        t.scan_pass([])
+        if len(k.pageouts) > n:
+            times.append(clock.t)
+        k.touch([page(0)])  # always hot
+        clock.t += 1
+    gaps = np.diff(times).tolist()
+    # probed, judged hot one pass later, then left alone 10, 20, 40, 80 s (plus that pass)
+    assert gaps[:4] == [11, 21, 41, 81]
+
+
+def test_cool_down_is_capped():
+    k, clock = Kernel(1), Clock()
+    t = make(k, clock, rate_mib=100, cooldown=1)
+    times = []
+    for _ in range(400):
+        n = len(k.pageouts)
+        t.scan_pass([])
+        if len(k.pageouts) > n:
+            times.append(clock.t)
+        k.touch([page(0)])
+        clock.t += 1
+    assert max(np.diff(times)) == 64 + 1
+
+
+def test_a_page_that_did_not_leave_is_not_judged_and_rests():
+    k, clock = Kernel(8), Clock()
+    k.pinned = np.array([page(1), page(2)], np.uint64)  # locked, shared, swap full ...
+    t = make(k, clock, rate_mib=100, cooldown=30)
+    refs = t.scan_pass([])
+    w = weights(refs)
+    assert w == {int(page(1)): 1, int(page(2)): 1}  # still resident: unknown, so hot
+    assert t.counters()["probe_stuck"] == 2 and t.counters()["probe_pages"] == 6
+    clock.t += 1
+    refs = t.scan_pass([])
+    w = weights(refs)
+    # the six that left are idle now; the two that stayed are neither in flight nor "came back"
+    assert t.counters()["probe_returned"] == 0 and t.counters()["probe_idle"] == 6
+    assert w[int(page(1))] == 1 and w[int(page(2))] == 1
+    assert len(k.pageouts) == 1  # the pinned pages rest for the cool-down, not probed again
+
+
+def test_refault_of_an_idle_page_makes_it_hot_with_a_cool_down():
+    k, clock = Kernel(4), Clock()
+    t = make(k, clock, rate_mib=100, cooldown=50)
+    t.scan_pass([])
+    clock.t += 1
+    t.scan_pass([])  # all four judged idle
+    assert t.counters()["probe_idle"] == 4
+    clock.t += 5
+    k.touch([page(3)])  # a refault much later
+    refs = t.scan_pass([])
+    assert weights(refs) == {int(page(3)): 1}
+    assert t.counters()["probe_returned"] == 1
+    assert len(k.pageouts) == 1  # page 3 is on its cool-down
+
+
+def test_vanished_pages_leave_the_state():
+    k, clock = Kernel(16), Clock()
+    t = make(k, clock, rate_mib=100)
+    t.scan_pass([])
+    assert t.addr.size == 16
+    k.unmap(np.array([page(i) for i in range(8)], np.uint64))
+    clock.t += 1
+    t.scan_pass([])
+    assert t.addr.size == 8 and (t.addr >= page(8)).all()
+
+
+def test_swap_headroom_is_never_used():
+    k, clock = Kernel(100_000), Clock()
+    total = k.meminfo()["SwapTotal"] * 1024
+    reserve = max(pageout_probe.SWAP_RESERVE_MIN, int(total * pageout_probe.SWAP_RESERVE_FRACTION))
+    reserve_kb = reserve // 1024
+    k.swap_free_kb = reserve_kb + 40  # room for 10 pages above the reserve
+    t = make(k, clock, rate_mib=1000)
+    t.scan_pass([])
+    assert k.pageouts[0].size == 10
+    clock.t += 1
+    t.scan_pass([])
+    assert len(k.pageouts) == 1  # full up to the reserve: nothing more
+
+
+def test_caller_cap_and_shared_bucket():
+    k, clock = Kernel(1000), Clock()
+    t = make(k, clock, rate_mib=100)
+    t.limit_moves(3 * PAGE)
+    t.scan_pass([])
+    assert k.pageouts[0].size == 3
+    # two pids of one task share one budget: together they get one second's worth
+    bucket = TokenBucket(1 * MIB, clock=clock)
+    k1, k2 = Kernel(1000), Kernel(1000)
+    a, b = make(k1, clock, bucket=bucket), make(k2, clock, bucket=bucket)
+    a.scan_pass([])
+    b.scan_pass([])
+    assert k1.pageouts[0].size + sum(p.size for p in k2.pageouts) == 256
+
+
+def test_pages_that_came_back_before_the_check_are_not_in_flight():
+    k, clock = Kernel(8), Clock()
+    k.touch_on_pageout = np.array([page(0)], np.uint64)  # written again at once
+    t = make(k, clock, rate_mib=100)
+    t.scan_pass([])
+    assert t.counters()["probe_stuck"] == 1 and t.counters()["probe_pages"] == 7
+
+
+@pytest.mark.root
+@pytest.mark.swap
+def test_real_kernel_interleaved_pages():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (swap, process_madvise on another process)")
+    from etmem_sdk import scan
+
+    with swap_on(128), spawn_workload(interleave=4, size_mib=16, period=0.02) as w:
+        try:
+            with ProbeTracker(w.pid, rate_mib=64) as t:
+                vmas = [v for v in scan.read_vmas(w.pid) if v.start == w.cold[0]]
+                t.scan_pass(vmas)
+                import time
+
+                time.sleep(0.3)
+                refs = t.scan_pass(vmas)
+            idle = refs.addr[refs.weight == 0]
+            cold, hot = w.pages("cold"), w.pages("hot")
+            assert np.isin(idle, cold).all(), "a hot page was judged idle"
+            assert np.isin(cold, idle).mean() >= 0.95
+            time.sleep(0.1)
+            assert w.resident_of("hot") == hot.size
+            assert w.resident_of("cold") <= cold.size // 20
+        finally:
+            w.kill()
