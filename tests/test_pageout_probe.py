@@ -223,7 +223,7 @@ def test_swap_headroom_is_never_used():
     k, clock = Kernel(100_000), Clock()
     total = k.meminfo()["SwapTotal"] * 1024
     reserve = max(pageout_probe.SWAP_RESERVE_MIN, int(total * pageout_probe.SWAP_RESERVE_FRACTION))
-    reserve_kb = reserve // 1024
+    reserve_kb = -(-reserve // 1024)
     k.swap_free_kb = reserve_kb + 40  # room for 10 pages above the reserve
     t = make(k, clock, rate_mib=1000)
     t.scan_pass([])
