@@ -837,3 +837,48 @@ def test_normal_memory_cycle_on_a_real_process(normal_workload, tmp_path, monkey
         assert list(status) == [0, 0]
     finally:
         close_tracker(p)
+
+
+# --- the tracker cslide gets: the SDK's choice for a migrating engine ------------------------
+
+
+def _caps_with(*usable):
+    from etmem_sdk.scan import Capabilities, Verdict
+
+    names = ("idle_pages", "page_idle", "damon", "probe", "refs")
+    return Capabilities(
+        trackers={n: Verdict(n in usable, "" if n in usable else f"{n} missing") for n in names}
+    )
+
+
+class _CapsHost(Host):
+    def __init__(self, caps):
+        super().__init__()
+        self._caps = caps
+
+    def capabilities(self):
+        return self._caps
+
+
+def test_hugetlb_on_a_stock_kernel_with_damon_gets_damon():
+    """The seed's cslide config (memory=hugetlb, no tracker key) in the test bed."""
+    host = _CapsHost(_caps_with("damon", "probe", "refs"))
+    cfg = cc.TaskConfig(("ht",), False, False, 0)
+    assert host.check_tracker(cfg, "hugetlb") == "damon"
+    assert host.check_tracker(cfg, "normal") == "damon"
+
+
+def test_cslide_never_gets_the_probe():
+    host = _CapsHost(_caps_with("probe", "refs"))
+    assert host.check_tracker(cc.TaskConfig((), True, False, 0), "normal") == "refs"
+    with pytest.raises(EngineError, match="tracker probe .*task's config.*must not swap"):
+        host.check_tracker(cc.TaskConfig((), True, False, 0, tracker="probe"), "normal")
+    from etmem_sdk import scan
+
+    with scan.using_defaults(tracker="probe"):  # etmemd.toml's default is for slide: passed over
+        assert host.check_tracker(cc.TaskConfig((), True, False, 0), "normal") == "refs"
+    with scan.using_defaults(tracker="refs"):  # honoured where it fits
+        assert host.check_tracker(cc.TaskConfig((), True, False, 0), "normal") == "refs"
+        # ... and passed over for hugetlb, which refs cannot see
+        with pytest.raises(EngineError, match="no tracker for memory=hugetlb"):
+            host.check_tracker(cc.TaskConfig((), True, False, 0), "hugetlb")

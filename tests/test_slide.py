@@ -870,3 +870,158 @@ def test_a_refresh_racing_with_stop_cannot_claim_pids_again(tmp_path, fakes):
     other = _task(eng, "other", 800)
     engine.start_task(eng, other)  # the pid is free for another task
     engine.stop_task(eng, other)
+
+
+# -- the probe tracker's keys and a tracker this machine cannot run (refused at obj add) -------
+
+
+def _fake_tree(tmp_path, *, swap_kb: int):
+    from etmem_sdk.testing import FakeProc
+
+    return FakeProc(tmp_path / "proc", swap_total_kb=swap_kb)
+
+
+def _engine_on(tree, project=None) -> Engine:
+    eng = _engine(Path(tree.proc_root), project or _project(loop=1))
+    eng.params.sys_root = str(tree.sys_root)
+    return eng
+
+
+def test_probe_without_swap_is_refused_naming_the_missing_swap(tmp_path):
+    tree = _fake_tree(tmp_path, swap_kb=0)
+    eng = _engine_on(tree)
+    t = Task(name="t", type="pid", value="1", engine=eng)
+    with pytest.raises(ConfigError) as e:
+        engine.fill_task_params(t, _section(T="1", tracker="probe"))
+    assert str(e.value) == (
+        "slide.conf: [task] tracker=probe: tracker probe cannot work here: "
+        "no swap configured (SwapTotal is 0): the probe pages a sample out to swap"
+    )
+
+
+def test_probe_with_swap_is_accepted_and_keys_default(tmp_path):
+    tree = _fake_tree(tmp_path, swap_kb=1 << 20)
+    eng = _engine_on(tree)
+    t = Task(name="t", type="pid", value="1", engine=eng)
+    engine.fill_task_params(t, _section(T="1", tracker="probe"))
+    cfg = t.params.config
+    assert (cfg.tracker, cfg.probe_rate_mib, cfg.probe_cooldown) == ("probe", 32, 60)
+    engine.fill_task_params(t, _section(T="1", probe_rate="1024", probe_cooldown="86400"))
+    assert (t.params.config.probe_rate_mib, t.params.config.probe_cooldown) == (1024, 86400)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule"),
+    [
+        ("probe_rate", "0", "must be an integer from 1 to 1024"),
+        ("probe_rate", "1025", "must be an integer from 1 to 1024"),
+        ("probe_rate", "fast", "must be an integer from 1 to 1024"),
+        ("probe_cooldown", "0", "must be an integer from 1 to 86400"),
+        ("probe_cooldown", "86401", "must be an integer from 1 to 86400"),
+    ],
+)
+def test_probe_keys_out_of_range_name_key_and_range(key, value, rule):
+    with pytest.raises(ConfigError) as e:
+        config.parse_task_config(_section(T="1", **{key: value}), _project())
+    assert str(e.value) == f"slide.conf: [task] {key}={value}: {rule}"
+
+
+def test_a_tracker_the_machine_cannot_run_is_refused_with_the_probes_reason(tmp_path):
+    tree = _fake_tree(tmp_path, swap_kb=1 << 20)
+    eng = _engine_on(tree)
+    t = Task(name="t", type="pid", value="1", engine=eng)
+    for name, reason in (
+        ("page_idle", "no /sys/kernel/mm/page_idle (kernel option CONFIG_IDLE_PAGE_TRACKING"),
+        ("idle_pages", "etmem_scan kernel module not loaded (no /proc/PID/idle_pages)"),
+        ("damon", "no DAMON sysfs"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            engine.fill_task_params(t, _section(T="1", tracker=name))
+        assert f"[task] tracker={name}: tracker {name} cannot work here: {reason}" in str(e.value)
+        # the very words of `etmem sysinfo`
+        from etmem_sdk import scan
+
+        verdict = scan.capabilities(tree.proc_root, str(tree.sys_root)).trackers[name]
+        assert str(e.value).endswith(verdict.reason)
+
+
+# -- slide under the SDK's fake-/proc fixture, and trackers kept per pid ------------------------
+
+
+def test_slide_runs_under_the_sdk_fake_proc_fixture(etmem_engine, etmem_fake_proc):
+    p = etmem_fake_proc.add_process(vmas=[(0x10000000, 1 << 20), (0x20000000, 4 << 20)])
+    h = etmem_engine("slide")
+    h.add(tasks=[{"value": p.pid, "T": 1}])
+    h.start()
+    task = h.task()
+    assert (task.stats["tracker"], task.stats["actuator"]) == ("refs", "fake")
+    p.touch(p.vmas[0])
+    h.tick()
+    [call] = etmem_fake_proc.actuator.calls
+    assert call.pid == p.pid and int(call.addrs.min()) == 0x20000000
+    assert len(call.addrs) == (4 << 20) // PAGE
+    assert p.vmas[1].swapped.all() and p.vmas[0].present.all()
+
+
+def test_one_tracker_per_pid_lives_across_cycles_and_closes_with_the_pid(
+    etmem_engine, etmem_fake_proc
+):
+    from etmem_sdk import scan
+
+    opened, closed = [], []
+
+    class Counting:
+        moves_memory = False
+
+        def __init__(self, pid, **kw):
+            self.pid = pid
+            self.inner = scan.open_tracker("refs", pid, **kw)
+            opened.append(pid)
+
+        def scan_pass(self, vmas):
+            return self.inner.scan_pass(vmas)
+
+        def close(self):
+            closed.append(self.pid)
+            self.inner.close()
+
+    scan.register_tracker("counting", Counting)
+    try:
+        a = etmem_fake_proc.add_process(vmas=[(0x10000000, 1 << 20)])
+        b = etmem_fake_proc.add_process(vmas=[(0x10000000, 1 << 20)], ppid=a.pid)
+        with scan.using_defaults(tracker="counting"):
+            h = etmem_engine("slide")
+            h.add(tasks=[{"value": a.pid, "T": 1}])
+            h.start()
+            h.tick(3)
+            assert sorted(opened) == sorted([a.pid, b.pid]) and closed == []
+            etmem_fake_proc.remove_process(b.pid)  # the child exits: its tracker is closed
+            h.tick()
+            assert closed == [b.pid]
+            h.stop()
+            assert sorted(closed) == sorted([a.pid, b.pid])
+    finally:
+        scan.unregister("counting")
+
+
+def test_refs_warns_at_task_start_that_it_cannot_see_inside_a_mapping(
+    etmem_engine, etmem_fake_proc, caplog
+):
+    p = etmem_fake_proc.add_process(vmas=[(0x10000000, 1 << 20)])
+    h = etmem_engine("slide")
+    h.add(tasks=[{"value": p.pid, "T": 1}])
+    with caplog.at_level("WARNING", logger="etmem_slide.engine"):
+        h.start()
+    assert "tracker refs: refs sees one accessed bit per mapping: it cannot see inside" in (
+        caplog.text
+    )
+
+
+def test_probe_cap_is_zero_with_T_0_and_the_dram_percent_target(tmp_path):
+    _write_proc(tmp_path, 321, rss=1000, swap=0)
+    s = cycle.CycleSettings(loop=1, sleep=0, T=0)
+    assert cycle.probe_limit(s, 321, str(tmp_path)) == 0
+    s = cycle.CycleSettings(loop=1, sleep=0, T=1, dram_percent=50)
+    # keep = 1000 // 100 * 50 = 500 kB in RAM: at most 500 kB may leave
+    assert cycle.probe_limit(s, 321, str(tmp_path)) == 500 * 1024 // PAGE * PAGE
+    assert cycle.probe_limit(cycle.CycleSettings(loop=1, sleep=0, T=1), 321, str(tmp_path)) is None
