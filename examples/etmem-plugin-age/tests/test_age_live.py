@@ -32,7 +32,7 @@ def test_cold_advice_reaches_the_cold_mapping_only(etmem_engine, etmem_workload)
     # cycle 1 sees the fill of the cold mapping, cycles 2 and 3 find it idle
     paced_ticks(h, 3)
     stats = h.task().stats
-    assert stats["tracker"] == scan.choose_tracker() and stats["actuator"] == "cold"
+    assert stats["tracker"] == scan.choose_tracker(purpose="cold") and stats["actuator"] == "cold"
     assert stats["errors"] == 0, stats["last_error"]
     assert stats["paged_out_pages"] >= 32 * PAGES_PER_MIB
     pid_state = h.task().pids[0].params

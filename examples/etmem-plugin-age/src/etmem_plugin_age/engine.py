@@ -138,8 +138,10 @@ def start_task(engine, task):
     state: AgeTask = task.params
     project = engine.project
     cfg = state.config
-    state.tracker = scan.choose_tracker(cfg.tracker)
     state.actuator_name = scan.choose_actuator(cfg.actuator, purpose="swap")
+    # Only a task that swaps may use a tracker that swaps (probe); MADV_COLD must move nothing.
+    swaps = state.actuator_name in ("pageout", "swap_pages")
+    state.tracker = scan.choose_tracker(cfg.tracker, purpose="swap" if swaps else "cold")
     state.actuator = scan.open_actuator(state.actuator_name)
     with state.lock:
         task.stats["tracker"], task.stats["actuator"] = state.tracker, state.actuator_name
