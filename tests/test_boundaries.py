@@ -3,7 +3,9 @@
 * ``etmem_core`` imports no engine (built-in ones, or anything under plugins/ or examples/);
   it reaches engines only through the ``etmem.engines`` entry points;
 * no engine imports ``etmem_core``;
-* ``etmem_sdk`` and ``etmem_scan`` import no ``etmem_core``.
+* ``etmem_sdk`` and ``etmem_scan`` import no ``etmem_core``;
+* engines (and ``etmem scan PID`` / ``etmem sysinfo``) import no ``etmem_scan``: they reach the
+  mechanism through ``etmem_sdk.scan``.
 """
 
 from __future__ import annotations
@@ -122,3 +124,15 @@ def test_sdk_and_scan_import_no_core_and_no_engine(root: Path) -> None:
     assert py_files(root)
     forbidden = {"etmem_core"} | BUILTIN_ENGINES | set(engine_packages())
     assert offenders(root, forbidden) == []
+
+
+@pytest.mark.parametrize("name", sorted(engine_packages()))
+def test_engine_reaches_the_mechanism_only_through_the_sdk(name: str) -> None:
+    """One seam (``etmem_sdk.scan``) decides which /proc and /sys, and one function which
+    tracker: an engine importing ``etmem_scan`` itself would bypass both."""
+    assert offenders(engine_packages()[name], {"etmem_scan"}) == []
+
+
+@pytest.mark.parametrize("module", ["scan_live.py", "sysinfo.py"])
+def test_cli_scans_and_probes_through_the_sdk(module: str) -> None:
+    assert offenders(CORE / "cli" / module, {"etmem_scan"}) == []

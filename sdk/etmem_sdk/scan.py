@@ -46,13 +46,40 @@ from etmem_scan import pagemap as _pagemap
 from etmem_scan import probe as _probe
 from etmem_scan import procfs as _procfs
 from etmem_scan import trackers as _trackers
-from etmem_scan.actuators import ACTUATORS, Actuator, ActuatorError, NoSwap
+from etmem_scan.actuators import (
+    ACTUATORS,
+    MPOL_MF_MOVE_ALL,
+    Actuator,
+    ActuatorError,
+    NoSwap,
+    move_pages,
+    query_nodes,
+)
 from etmem_scan.idle_pages import page_sizes
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
 from etmem_scan.pageout_probe import TokenBucket
-from etmem_scan.pagerefs import PMD, PTE, PUD, PageRefs, PassRefs, accumulate, cold_mask, merge
-from etmem_scan.probe import GRANULARITY, MAPPING_ONLY, Capabilities, NothingUsable, Verdict
+from etmem_scan.pagerefs import (
+    PMD,
+    PTE,
+    PUD,
+    PageRefs,
+    PassRefs,
+    accumulate,
+    cold_mask,
+    dram_percent_mask,
+    dram_percent_target,
+    merge,
+)
+from etmem_scan.pids import alive
+from etmem_scan.probe import (
+    GRANULARITY,
+    MAPPING_ONLY,
+    Capabilities,
+    NothingUsable,
+    Verdict,
+    parse_node_list,
+)
 from etmem_scan.procfs import Vma
 from etmem_scan.tracker import ScanError, Tracker
 from etmem_scan.trackers import TRACKERS, TrackerUnavailable
@@ -61,6 +88,7 @@ from .errors import EngineError
 
 __all__ = [
     "ACTUATORS",
+    "MPOL_MF_MOVE_ALL",
     "GRANULARITY",
     "MAPPING_ONLY",
     "PAGE_SIZE",
@@ -85,13 +113,21 @@ __all__ = [
     "Verdict",
     "Vma",
     "accumulate",
+    "alive",
     "capabilities",
     "carry",
     "choose_actuator",
     "choose_tracker",
     "cold_mask",
     "defaults",
+    "dram_percent_mask",
+    "dram_percent_target",
     "merge",
+    "move_pages",
+    "parse_node_list",
+    "query_nodes",
+    "reclaim_swapcache_on",
+    "set_swapcache_wmark",
     "open_actuator",
     "open_tracker",
     "page_bytes",
@@ -223,6 +259,20 @@ def present_pages(pid: int, ranges, proc_root=None) -> np.ndarray:
     """Addresses (uint64) of the resident base pages of ``pid`` within ``ranges`` (VMAs or
     ``(start, end)`` pairs)."""
     return _pagemap.present_pages(pid, ranges, _proc(proc_root))
+
+
+def set_swapcache_wmark(pid: int, low: int, high: int, proc_root=None) -> None:
+    """Hand the swap-cache watermarks (percent) to openEuler's etmem_swap module."""
+    from etmem_scan import swap_pages
+
+    swap_pages.set_swapcache_wmark(pid, low, high, proc_root=_proc(proc_root))
+
+
+def reclaim_swapcache_on(pid: int, proc_root=None) -> None:
+    """Switch openEuler's swap-cache reclaim on for ``pid``'s memory."""
+    from etmem_scan import swap_pages
+
+    swap_pages.reclaim_swapcache_on(pid, proc_root=_proc(proc_root))
 
 
 # --- page arrays --------------------------------------------------------------------------------

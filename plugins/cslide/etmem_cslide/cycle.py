@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from etmem_scan.pagerefs import PMD, PTE
-from etmem_scan.tracker import ScanError
 from etmem_sdk import EtmemError
+from etmem_sdk.scan import PMD, PTE, ScanError
 
 from .config import HUGE_2M, HUGETLB
 from .host import TYPE_SIZE, accumulate

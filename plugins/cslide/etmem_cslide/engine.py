@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from etmem_scan import pids as procpids
-from etmem_sdk import ConfigError, EngineError, TaskPid, hookimpl, params, targets
+from etmem_sdk import ConfigError, EngineError, TaskPid, hookimpl, params, scan, targets
 
 from . import config as cfgmod
 from .cycle import engine_main, publish_stats
@@ -147,7 +146,7 @@ def start_task(engine, task):
     """Hand the task's pids to the engine thread (starting it if needed)."""
     eng = _engine_state(engine)
     main = task.pids[0].pid if task.pids else None
-    if main is None or not procpids.alive(main, proc_root=str(eng.host.proc_root)):
+    if main is None or not scan.alive(main, proc_root=str(eng.host.proc_root)):
         # The process went away since task add: look it up again (a restarted name is found).
         if not refresh_pids(engine, task, eng.host.proc_root):
             raise EngineError(f"task {task.name}: no such process ({task.type} {task.value})")

@@ -1,4 +1,5 @@
-"""The machine as cslide sees it: node pools, VMAs, trackers, move_pages — all over etmem_scan.
+"""The machine as cslide sees it: node pools, VMAs, trackers, move_pages — all through the
+SDK's scan facade (``etmem_sdk.scan``).
 
 One object so the engine loop can be run against fake /proc and /sys trees with an injected
 tracker and move_pages (tests), and against the real kernel otherwise.
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from etmem_scan import actuators, pagerefs, probe, procfs
 from etmem_sdk import EngineError, scan
 
 from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
@@ -24,7 +24,7 @@ TYPE_SIZE = np.array([PAGE_SIZE, 2 << 20, 1 << 30], dtype=np.int64)
 
 def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum the weights of ``passes`` per address: (addr uint64, type uint8, count int32) by addr."""
-    refs = pagerefs.accumulate(passes)
+    refs = scan.accumulate(passes)
     return refs.addr, refs.type, refs.count
 
 
@@ -40,7 +40,7 @@ class Host:
 
     def read_vmas(self, pid: int, task: TaskConfig) -> list:
         flags = list(task.vm_flags) or None
-        return procfs.read_vmas(
+        return scan.read_vmas(
             pid, vmflags=flags, anon_only=task.anon_only, proc_root=self.proc_root
         )
 
@@ -89,8 +89,8 @@ class Host:
         """Query (``node=None``) or move pages with MPOL_MF_MOVE_ALL, in batches; the per-page
         status (node, or negative errno)."""
         if node is None:
-            return actuators.query_nodes(pid, addrs)
-        return actuators.move_pages(pid, addrs, node, actuators.MPOL_MF_MOVE_ALL)
+            return scan.query_nodes(pid, addrs)
+        return scan.move_pages(pid, addrs, node, scan.MPOL_MF_MOVE_ALL)
 
     def affinity(self) -> set[int]:
         """The calling thread's CPU set."""
@@ -110,6 +110,6 @@ class Host:
             text = (Path(self.sys_root) / f"devices/system/node/node{node}/cpulist").read_text()
         except OSError:
             return
-        cpus = set(probe.parse_node_list(text.strip())) if text.strip() else set()
+        cpus = set(scan.parse_node_list(text.strip())) if text.strip() else set()
         if cpus:
             self.set_affinity(cpus)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from etmem_scan import pagerefs
 from etmem_sdk import TargetGone, scan
 from etmem_sdk.scan import PageRefs, PassRefs, Vma
 
@@ -105,13 +104,13 @@ def check_should_swap(
 
 def accumulate(passes: list[PassRefs]) -> PageRefs:
     """Sum the weights of every pass per page address (type of the first sighting kept)."""
-    return pagerefs.accumulate(passes)
+    return scan.accumulate(passes)
 
 
 def dram_target_pages(dram_percent: int, status: dict[str, int]) -> int:
     """How many pages to swap so that ``dram_percent`` of the process stays in RAM
     (C ``check_should_migrate``: integer maths, division first)."""
-    return pagerefs.dram_percent_target(
+    return scan.dram_percent_target(
         status.get("VmRSS", 0), status.get("VmSwap", 0), dram_percent, PAGE_SIZE
     )
 
@@ -124,9 +123,9 @@ def select_cold(refs: PageRefs, T: int, target_pages: int | None = None) -> np.n
     ``count < T``, at most ``target_pages`` of them.
     """
     if target_pages is None:
-        mask = pagerefs.cold_mask(refs, T)
+        mask = scan.cold_mask(refs, T)
     else:
-        mask = pagerefs.dram_percent_mask(refs, T, target_pages)
+        mask = scan.dram_percent_mask(refs, T, target_pages)
     return np.flatnonzero(mask)[::-1]
 
 

@@ -141,11 +141,9 @@ def reclaim_swapcache(project: Project, pid: int, *, proc_root: str = "/proc") -
         return False
     if not swapcache_over_high(scan.read_meminfo(proc_root), high):
         return False
-    from etmem_scan import swap_pages
-
     with project.lock:
         if not project.wmark_set:
-            swap_pages.set_swapcache_wmark(pid, low, high, proc_root=proc_root)
+            scan.set_swapcache_wmark(pid, low, high, proc_root=proc_root)
             project.wmark_set = True
-    swap_pages.reclaim_swapcache_on(pid, proc_root=proc_root)
+    scan.reclaim_swapcache_on(pid, proc_root=proc_root)
     return True
