@@ -100,3 +100,17 @@ def test_probe_tracker_splits_one_mapping_and_says_it_pages_out():
     # the priming pass paged the whole 8 MiB out; the 3 cold pages in 4 stayed out
     assert row["cold"] >= (8 << 20) * 3 // 4 * 9 // 10
     assert "note: the probe tracker pages out a sample" in text
+
+
+def test_etmem_scan_honours_the_daemon_default_tracker(tmp_path, monkeypatch, capsys):
+    if os.geteuid() != 0:
+        pytest.skip("etmemd.toml must be owned by root")
+    from etmem_core import daemon_settings
+
+    conf = tmp_path / "etmemd.toml"
+    conf.write_text('[scan]\ntracker = "refs"\n')
+    conf.chmod(0o600)
+    monkeypatch.setattr(daemon_settings, "DEFAULT_PATH", str(conf))
+    with spawn_workload(hot_mib=1, cold_mib=1) as w:
+        assert scan_live.live_scan(w.pid, loop=1, sleep=0) == 0
+    assert capsys.readouterr().out.startswith(f"pid {w.pid}: tracker refs,")

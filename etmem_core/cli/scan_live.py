@@ -199,7 +199,18 @@ def live_scan(
 ) -> int:
     """What ``etmem scan PID`` runs (called by :mod:`.scan`): print the summary, return the
     exit status.  ``tracker=None`` picks the best one here; ``threshold=None`` means 1 (a page
-    is cold when no pass saw it accessed)."""
+    is cold when no pass saw it accessed). Without ``--tracker``, ``[scan] tracker`` of
+    etmemd.toml is the default, as in the daemon."""
+    if tracker is None:
+        from etmem_core import daemon_settings
+
+        try:
+            settings = daemon_settings.load()
+        except EtmemError as e:  # a broken etmemd.toml: say so, as etmemd would
+            print(f"etmem: scan: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        if settings.tracker is not None:
+            tracker = settings.tracker
     return main(
         pid,
         loop=loop,
