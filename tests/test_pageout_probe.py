@@ -281,3 +281,24 @@ def test_real_kernel_interleaved_pages():
             assert w.resident_of("cold") <= cold.size // 20
         finally:
             w.kill()
+
+
+def test_a_swapoff_reading_pages_back_does_not_make_them_hot():
+    k, clock = Kernel(8), Clock()
+    t = make(k, clock, rate_mib=100)
+    t.scan_pass([])  # all 8 out
+    clock.t += 1
+    t.scan_pass([])  # judged idle
+    total = {"SwapTotal": 8 << 20}
+
+    def smaller():
+        return {"SwapTotal": total["SwapTotal"], "SwapFree": k.swap_free_kb}
+
+    t._meminfo = smaller
+    total["SwapTotal"] = 4 << 20  # someone switched a swap area off ...
+    k.touch(k.swapped.copy())  # ... and it read every page back in
+    clock.t += 1
+    t.scan_pass([])
+    assert t.counters()["probe_returned"] == 0
+    # forgotten, not on a cool-down: the next budget probes them again
+    assert len(k.pageouts) == 2 and k.pageouts[1].size == 8

@@ -168,6 +168,7 @@ class ProbeTracker(Tracker):
         self._states = page_states or (lambda p, vmas: pagemap.page_states(p, vmas, self.proc_root))
         self._meminfo = meminfo or (lambda: read_meminfo(self.proc_root))
         self._limit: int | None = None
+        self._swap_total = 0
         self.cursor = 0
         # per-page state, sorted by address
         self.addr = np.zeros(0, dtype=np.uint64)
@@ -207,11 +208,17 @@ class ProbeTracker(Tracker):
 
     def scan_pass(self, vmas: Sequence[VmaRange]) -> PassRefs:
         now = self._now()
+        info = self._meminfo()
         present, swapped = self._states(self.pid, vmas)
         present = np.unique(present)
         swapped = np.unique(swapped)
-        idle_now = self._judge(now, present, swapped)
-        probed = self._probe(now, present)
+        # A swap area switched off reads its pages back in: those returns say nothing about
+        # accesses, so after a drop in SwapTotal returning pages are forgotten, not made hot.
+        swap_total = info.get("SwapTotal", 0)
+        swapoff = swap_total < self._swap_total
+        self._swap_total = swap_total
+        idle_now = self._judge(now, present, swapped, swapoff=swapoff)
+        probed = self._probe(now, present, info)
         keep = present[~_member(probed, present)]
         addr = np.concatenate((keep, idle_now))
         weight = np.concatenate(
@@ -223,7 +230,9 @@ class ProbeTracker(Tracker):
         """Whole seconds since the tracker was opened (cool-downs fit in 32 bits)."""
         return int(self.clock() - self._epoch)
 
-    def _judge(self, now: int, present: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    def _judge(
+        self, now: int, present: np.ndarray, swapped: np.ndarray, *, swapoff: bool = False
+    ) -> np.ndarray:
         """Update the state from this pass's present/swapped pages; returns the addresses
         judged idle by this pass (probed last pass and still in swap)."""
         if self.addr.size == 0:
@@ -236,6 +245,10 @@ class ProbeTracker(Tracker):
         # came back after the probe, or a later refault of an idle page: hot, on a cool-down
         # that doubles each time the page is found hot again
         back = (flight | (st == IDLE)) & is_present
+        if swapoff:
+            is_present = is_present & ~back  # forget them (dropped below): unknown again
+            is_swapped = is_swapped & ~back
+            back[:] = False
         self.returned_pages += int(back.sum())
         self.idle_pages += int(idle_now.sum())
         lvl = np.minimum(self.level[back].astype(np.int64), COOLDOWN_DOUBLINGS)
@@ -251,14 +264,14 @@ class ProbeTracker(Tracker):
             self.level, self.until = self.level[alive], self.until[alive]
         return judged
 
-    def _swap_room(self) -> int:
-        info = self._meminfo()
+    @staticmethod
+    def _swap_room(info: dict[str, int]) -> int:
         total = info.get("SwapTotal", 0) * 1024
         free = info.get("SwapFree", 0) * 1024
         reserve = max(SWAP_RESERVE_MIN, int(total * SWAP_RESERVE_FRACTION))
         return max(0, free - reserve)
 
-    def _probe(self, now: int, present: np.ndarray) -> np.ndarray:
+    def _probe(self, now: int, present: np.ndarray, info: dict[str, int]) -> np.ndarray:
         """Page out a budgeted slice of the probe-able present pages from the cursor on;
         returns the addresses that actually left (sorted)."""
         empty = np.zeros(0, dtype=np.uint64)
@@ -279,7 +292,7 @@ class ProbeTracker(Tracker):
         want = cand.size * PAGE_SIZE
         if cap is not None:
             want = min(want, cap)
-        want = min(want, self._swap_room())
+        want = min(want, self._swap_room(info))
         if want < PAGE_SIZE:
             return empty
         granted = self.bucket.take(want)

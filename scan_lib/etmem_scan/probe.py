@@ -378,7 +378,8 @@ def tracker_unfit(name: str, purpose: str = "swap", *, hugetlb: bool = False) ->
 def best_tracker(caps: Capabilities, purpose: str = "swap", *, hugetlb: bool = False) -> str:
     """The default tracker: the first of :data:`TRACKER_ORDER` (``idle_pages``,
     ``page_idle``, ``damon``, ``probe``, ``refs``) that works here and fits ``purpose``
-    (``"swap"``, ``"migrate"`` or ``"cold"``; only ``swap`` may use ``probe``) and, with ``hugetlb``, sees hugetlb accesses.
+    (``"swap"``, ``"migrate"`` or ``"cold"``; only ``swap`` may use ``probe``) and, with
+    ``hugetlb``, sees hugetlb accesses.
 
     Raises :class:`NothingUsable` naming why each one was passed over.
     """
