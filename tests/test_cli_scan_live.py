@@ -88,7 +88,7 @@ def test_etmem_scan_pid_dispatches_here(capfd):
 def test_probe_tracker_splits_one_mapping_and_says_it_pages_out():
     if os.geteuid() != 0:
         pytest.skip("needs root (swap, process_madvise on another process)")
-    with swap_on(128), spawn_workload(interleave=4, size_mib=8, period=0.02) as w:
+    with swap_on(128, priority=32767), spawn_workload(interleave=4, size_mib=8, period=0.02) as w:
         rc, out, err = run(w.pid, loop=1, sleep=0.3, tracker="probe", as_json=True)
         rc_text, text, _ = run(w.pid, loop=1, sleep=0.1, tracker="probe")
         w.kill()  # before the swapoff

@@ -263,7 +263,7 @@ def test_real_kernel_interleaved_pages():
         pytest.skip("needs root (swap, process_madvise on another process)")
     from etmem_sdk import scan
 
-    with swap_on(128), spawn_workload(interleave=4, size_mib=16, period=0.02) as w:
+    with swap_on(128, priority=32767), spawn_workload(interleave=4, size_mib=16, period=0.02) as w:
         try:
             with ProbeTracker(w.pid, rate_mib=64) as t:
                 vmas = [v for v in scan.read_vmas(w.pid) if v.start == w.cold[0]]

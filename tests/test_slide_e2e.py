@@ -200,7 +200,11 @@ def interleaved() -> Iterator[Workload]:
     """Swap on and a 64 MiB mapping whose every 4th page is written continuously; the workload
     is killed before the swapoff."""
     _need_root()
-    with swap_on(256), spawn_workload(interleave=INTERLEAVE, size_mib=INTERLEAVED_MIB) as w:
+    # highest priority: another test switching its swap off must not read our pages back
+    with (
+        swap_on(256, priority=32767),
+        spawn_workload(interleave=INTERLEAVE, size_mib=INTERLEAVED_MIB) as w,
+    ):
         try:
             yield w
         finally:
@@ -233,9 +237,13 @@ def test_interleaved_mapping_through_etmemd(interleaved, tmp_path):
         d.add("mix", slide_config("mix", w.pid))
         d.etmem("project", "start", "-n", "mix")
         assert wait_for(lambda: showstats(d, "mix")["cycles"] >= 3, DEADLINE), d.logtext()
-        time.sleep(0.3)  # hot pages probed by the last pass are written again within 50 ms
-        cold_out, hot_out = _out_fractions(w)
-        assert cold_out >= 0.95 and hot_out <= 0.01, (cold_out, hot_out, d.logtext())
+
+        def split() -> bool:
+            # hot pages probed by the latest pass are written again within 50 ms
+            cold_out, hot_out = _out_fractions(w)
+            return cold_out >= 0.95 and hot_out <= 0.01
+
+        assert wait_for(split, 5.0), (_out_fractions(w), showstats(d, "mix"))
         out = d.etmem("engine", "showstats", "-n", "mix", "-e", "slide").stdout
         assert "tracker: probe" in out and "pages paged out to watch refaults" in out
         d.etmem("project", "stop", "-n", "mix")

@@ -656,8 +656,16 @@ def _fs_type(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def swap_on(size_mib: int = 256, directory: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+def swap_on(
+    size_mib: int = 256,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    priority: int | None = None,
+) -> Iterator[Path]:
     """A swap file switched on for the block; switched off and deleted after, even on failure.
+
+    ``priority`` (``swapon -p``, up to 32767): pages go to the highest-priority area first, so a
+    test that must not lose its pages to another test's swapoff gives its own file the highest.
 
     Needs root (skips otherwise) and a disk filesystem (swap files on tmpfs are refused):
     ``directory`` defaults to ``$ETMEM_TEST_SWAP_DIR`` or ``/var/tmp``. With
@@ -680,7 +688,8 @@ def swap_on(size_mib: int = 256, directory: str | os.PathLike[str] | None = None
         subprocess.run(["fallocate", "-l", f"{size_mib}M", str(path)], check=True)
         path.chmod(0o600)
         subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
-        subprocess.run(["swapon", str(path)], check=True)
+        prio = [] if priority is None else ["-p", str(priority)]
+        subprocess.run(["swapon", *prio, str(path)], check=True)
         on = True
         yield path
     finally:
