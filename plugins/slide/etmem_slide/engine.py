@@ -261,6 +261,12 @@ def _stop(task: Task) -> None:
     worker, params.worker = params.worker, None
     if worker is not None and not worker.stop(timeout=1.0):
         log.warning("slide: task %s: a worker is still in a system call after stop", task.name)
+        # Its tracker may be the one in use: closing it now could hand its descriptors to
+        # someone else mid-call. Leave those trackers open (once) rather than risk that.
+        for tp in list(task.pids):
+            if isinstance(tp.params, SlidePid):
+                with tp.params.lock:
+                    tp.params.tracker, tp.params.closed = None, True
     claims.release_all(task)
     task.stats["running"] = False
 
