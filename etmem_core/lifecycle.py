@@ -24,6 +24,7 @@ from typing import Any
 from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task
 
 from . import objfile, settings
+from .deadline import DeadlineExceeded, Runner
 from .errors import OptCode, OptError
 from .registry import EngineRegistry
 
@@ -39,6 +40,33 @@ Undo = Callable[[], None]
 #: it is answered "busy": less than the client's 10 s, so the client learns why instead of
 #: timing out, and a hung engine names itself.
 LOCK_WAIT = 8.0
+
+#: Seconds an engine hook may run before it is abandoned (reported by name, the request
+#: answered, the store put back as if the hook had failed): well under the client's 10 s.
+#: ETMEMD_HOOK_DEADLINE overrides it; 0 turns deadlines off (hooks run on the request's thread).
+HOOK_DEADLINE = 5.0
+HOOK_DEADLINE_ENV = "ETMEMD_HOOK_DEADLINE"
+
+#: What undoes a hook that returned after its deadline, when the core had already given up.
+_UNDO_LATE = {
+    "fill_eng_params": "clear_eng_params",
+    "fill_task_params": "clear_task_params",
+    "start_task": "stop_task",
+}
+
+
+def _default_deadline() -> float:
+    raw = os.environ.get(HOOK_DEADLINE_ENV)
+    if not raw:
+        return HOOK_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        log.error(
+            "%s=%r is not a number of seconds; using %g", HOOK_DEADLINE_ENV, raw, HOOK_DEADLINE
+        )
+        return HOOK_DEADLINE
+    return value if math.isfinite(value) and value >= 0 else HOOK_DEADLINE
 
 
 def _inval(reason: str) -> OptError:
@@ -78,6 +106,7 @@ class Etmemd:
         *,
         load: Callable[[str], Any] | None = None,
         lock_wait: float = LOCK_WAIT,
+        hook_deadline: float | None = None,
     ) -> None:
         self.registry = registry if registry is not None else EngineRegistry()
         self._load_file = load if load is not None else objfile.load_object_file
@@ -86,6 +115,14 @@ class Etmemd:
         self.lock_wait = lock_wait
         #: (what, since) of the engine hook running now, for the "busy" answer
         self._busy: tuple[str, float] | None = None
+        #: seconds a hook may take (0: no deadline)
+        self.hook_deadline = _default_deadline() if hook_deadline is None else hook_deadline
+        self._runner = Runner()
+        #: engines with a hook still running past its deadline -> that hook's name; they get
+        #: no further calls until it returns (it may hold the engine's own locks)
+        self._wedged: dict[int, str] = {}
+        #: teardown owed to a wedged engine that has left the store, run once its hook returns
+        self._owed: dict[int, list[Callable[[], None]]] = {}
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -439,15 +476,17 @@ class Etmemd:
                     )
             if "eng_mgt_func" not in eng.implements:
                 raise _inval(f"engine {engine}: has no private commands")
-            self._busy = (f"engine {engine}: eng_mgt_func", time.monotonic())
+            # Output after a deadline must not reach a client that already got its answer.
+            gate = {"open": True}
+            gated = Reply(lambda data: reply.write(data) if gate["open"] else None)
             try:
-                eng.hooks.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
-            except EtmemError as exc:
-                raise self._engine_failed(eng, "eng_mgt_func", exc, OptCode.OPT_INVAL) from exc
-            except BaseException as exc:  # KeyboardInterrupt too: a plugin's, not a signal
-                raise self._engine_failed(eng, "eng_mgt_func", exc) from exc
+                self._call(eng, "eng_mgt_func", engine=eng, task=tk, cmd=cmd, reply=gated)
+            except OptError as exc:
+                if isinstance(exc.__cause__, EtmemError):
+                    raise OptError(OptCode.OPT_INVAL, exc.reason) from exc.__cause__
+                raise
             finally:
-                self._busy = None
+                gate["open"] = False
 
     # -- show ----------------------------------------------------------------------------------
 
@@ -502,18 +541,76 @@ class Etmemd:
     # -- calling engines -----------------------------------------------------------------------
 
     def _call(self, engine: Engine, op: str, /, **kwargs: Any) -> Any:
-        """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR."""
+        """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR.
+
+        The hook has :attr:`hook_deadline` seconds; past them it is abandoned and fails like a
+        hook that raised, naming itself, and the engine gets no further calls until it
+        returns (what it did late is undone then, see ``_UNDO_LATE``).
+        """
         if op not in engine.implements:
             return None
+        key = id(engine)
+        stuck = self._wedged.get(key)
+        if stuck is not None:
+            reason = (
+                f"engine {engine.name}: {op}: not called, its {stuck} has not returned yet "
+                "(past its deadline)"
+            )
+            log.error("%s", reason)
+            if op == "clear_eng_params":  # owed once the hook returns (an isolated helper ends)
+                hook = getattr(engine.hooks, op)
+                self._owed.setdefault(key, []).append(lambda: hook(**kwargs))
+            raise OptError(OptCode.OPT_INTER_ERR, reason)
+        hook = getattr(engine.hooks, op)
         outer, self._busy = self._busy, (f"engine {engine.name}: {op}", time.monotonic())
         try:
-            return getattr(engine.hooks, op)(**kwargs)
+            return self._runner.call(
+                lambda: hook(**kwargs), self.hook_deadline, self._late(engine, op, kwargs)
+            )
+        except DeadlineExceeded as exc:
+            self._wedged[key] = op
+            reason = f"engine {engine.name}: {op}: {exc}; abandoned"
+            log.error("%s", reason)
+            raise OptError(OptCode.OPT_INTER_ERR, reason) from None
         except BaseException as exc:
-            # Hooks run on client threads (signals reach only the main thread, whose handlers
+            # Hooks run on worker threads (signals reach only the main thread, whose handlers
             # raise nothing), so even KeyboardInterrupt here is the engine's own doing.
             raise self._engine_failed(engine, op, exc) from exc
         finally:
             self._busy = outer
+
+    def _late(
+        self, engine: Engine, op: str, kwargs: dict[str, Any]
+    ) -> Callable[[Any, BaseException | None], None]:
+        """What runs on the abandoned thread when ``op`` finally returns."""
+
+        def late(_result: Any, error: BaseException | None) -> None:
+            key = id(engine)
+            log.warning(
+                "engine %s: %s returned after its deadline%s",
+                engine.name,
+                op,
+                f" ({type(error).__name__}: {error})" if error is not None else "",
+            )
+            undo = _UNDO_LATE.get(op)
+            if error is None and undo is not None and undo in engine.implements:
+                args = {k: v for k, v in kwargs.items() if k in ("engine", "task")}
+                if undo == "clear_task_params":
+                    args.pop("engine", None)
+                try:
+                    getattr(engine.hooks, undo)(**args)
+                except BaseException as exc:
+                    log.error(
+                        "engine %s: %s after a late %s failed: %s", engine.name, undo, op, exc
+                    )
+            self._wedged.pop(key, None)
+            for owed in self._owed.pop(key, []):
+                try:
+                    owed()
+                except BaseException as exc:
+                    log.error("engine %s: owed teardown failed: %s", engine.name, exc)
+
+        return late
 
     def _teardown(self, engine: Engine, op: str, errors: list[OptError], /, **kwargs: Any) -> None:
         """Call a teardown hook; a failure is logged and recorded in ``errors``, never raised."""

@@ -61,3 +61,121 @@ def test_non_utf8_bytes_in_an_object_file_reach_glib_as_they_were():
     obj = parse_object_data(raw, "/x/obj.conf")
     with glib.keyfile(obj.engines[0].text) as handle:
         assert glib.get_string(handle, "engine", "name") == "thirdparty"
+
+
+# --- hung and dying isolated policies against a real etmemd ------------------------------------
+
+
+def _helpers_of(pid: int) -> list[int]:
+    """Pids of the isolate helpers whose parent is ``pid`` (or that name it on their argv)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"etmem_thirdparty_so.isolate" in argv and str(pid).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def _hang_conf(lib: Path, project: str, task: str = "hang") -> str:
+    return (
+        f"[project]\nname={project}\nloop=1\ninterval=1\nsleep=1\n"
+        f"[engine]\nname=thirdparty\nproject={project}\neng_name=hang\nlibname={lib}\n"
+        f"ops_name=hang_ops\nisolate=yes\nisolate_timeout=1\n"
+        f"[task]\nproject={project}\nengine=hang\nname={task}\ntype=pid\nvalue={os.getpid()}\n"
+    )
+
+
+@pytest.fixture
+def hang_lib(tmp_path) -> Path:
+    return compile_policy("hang_engine.c", tmp_path / "libhang.so")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    from etmemd_proc import EtmemdProc
+
+    env = dict(os.environ, ETMEMD_HOOK_DEADLINE="2")
+    env.pop("NOTIFY_SOCKET", None)
+    d = EtmemdProc(tmp_path, env=env)
+    try:
+        yield d
+    finally:
+        helpers = _helpers_of(d.proc.pid)
+        d.stop()
+        for pid in helpers:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_hung_isolated_policy_is_killed_and_etmemd_keeps_serving(daemon, hang_lib):
+    import time
+
+    daemon.add("h", _hang_conf(hang_lib, "h"))
+    (helper,) = _helpers_of(daemon.proc.pid)
+    t0 = time.monotonic()
+    res = daemon.etmem("project", "start", "-n", "h", check=False)
+    took = time.monotonic() - t0
+    assert res.returncode != 0 and "start_task" in res.stdout, res
+    assert "killed" in res.stdout, res.stdout
+    assert took < 8, took  # answered, not the client's 10 s timeout
+    assert daemon.etmem("project", "show").stdout.startswith("project: h\n")
+    assert not os.path.exists(f"/proc/{helper}") or _helpers_of(daemon.proc.pid) == []
+    res = daemon.etmem("engine", "hello", "-n", "h", "-e", "hang", check=False)
+    assert res.returncode != 0
+    daemon.etmem("obj", "del", "-f", str(daemon.workdir / "h.conf"))
+    assert daemon.etmem("project", "show").stdout == "no project exists\n\n"
+    # a private command that hangs, in a started project
+    daemon.add("m", _hang_conf(hang_lib, "m", task="quick"))
+    daemon.etmem("project", "start", "-n", "m")
+    res = daemon.etmem("engine", "hang", "-n", "m", "-e", "hang", check=False)
+    assert res.returncode != 0 and "eng_mgt_func" in res.stdout and "killed" in res.stdout
+    daemon.etmem("project", "stop", "-n", "m", check=False)  # the helper is gone: logged
+    assert daemon.etmem("project", "show", "-n", "m").stdout.endswith("false   \n")
+
+
+@pytest.mark.parametrize("how", ["abort", "exit"])
+def test_an_isolated_policy_that_aborts_or_exits_fails_only_its_engine(daemon, hang_lib, how):
+    daemon.add("a", _hang_conf(hang_lib, "a", task="quick"))
+    daemon.etmem("project", "start", "-n", "a")
+    assert daemon.etmem("engine", "hello", "-n", "a", "-e", "hang").stdout == "alive\n"
+    res = daemon.etmem("engine", how, "-n", "a", "-e", "hang", check=False)
+    want = "SIGABRT" if how == "abort" else "exited with status 3"
+    assert res.returncode != 0 and want in res.stdout, res.stdout
+    assert daemon.proc.poll() is None
+    daemon.etmem("project", "stop", "-n", "a", check=False)
+    daemon.etmem("obj", "del", "-f", str(daemon.workdir / "a.conf"))
+    assert _helpers_of(daemon.proc.pid) == []
+
+
+def test_sigterm_with_a_hung_policy_exits_0_and_leaves_no_helper(daemon, hang_lib):
+    import time
+
+    daemon.add("h", _hang_conf(hang_lib, "h"))
+    (helper,) = _helpers_of(daemon.proc.pid)
+    daemon.etmem("project", "start", "-n", "h", check=False)
+    daemon.add("h2", _hang_conf(hang_lib, "h2"))
+    (helper2,) = _helpers_of(daemon.proc.pid)
+    t0 = time.monotonic()
+    daemon.proc.terminate()
+    assert daemon.proc.wait(30) == 0, daemon.logtext()
+    assert time.monotonic() - t0 < 30
+    for pid in (helper, helper2):
+        assert not os.path.exists(f"/proc/{pid}"), pid
+
+
+def test_an_isolated_helper_dies_with_a_killed_etmemd(daemon, hang_lib):
+    from etmemd_proc import wait_for
+
+    daemon.add("h", _hang_conf(hang_lib, "h"))
+    (helper,) = _helpers_of(daemon.proc.pid)
+    daemon.proc.kill()
+    daemon.proc.wait()
+    assert wait_for(lambda: not os.path.exists(f"/proc/{helper}"), 5)
