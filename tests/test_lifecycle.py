@@ -974,3 +974,52 @@ def test_project_stop_and_delete_work_while_a_hook_hangs(tmp_path):
     finally:
         release.set()
         store.shutdown()
+
+
+# -- object files with many tasks ---------------------------------------------------------------
+
+
+def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """obj add/del of N tasks was O(N^2): a list scan per task (find_task, list.remove). The
+    core now looks names up in sets and edits each engine's list once: count the scans."""
+    from etmem_sdk import Engine, Task
+
+    filled = []
+
+    class Counts:
+        @hookimpl
+        def fill_task_params(self, task, config):
+            filled.append(task.name)
+
+    registry = EngineRegistry()
+    registry.register_plugin("rec", Counts())
+    etmemd = Etmemd(registry)
+
+    scans = {"find_task": 0, "eq": 0}
+    real_find = Engine.find_task
+
+    def counting_find(self, name):
+        scans["find_task"] += 1
+        return real_find(self, name)
+
+    def counting_eq(self, other):
+        scans["eq"] += 1
+        return self is other
+
+    monkeypatch.setattr(Engine, "find_task", counting_find)
+    monkeypatch.setattr(Task, "__eq__", counting_eq)
+    n = 2000
+    text = '[project]\nname = "p"\nloop = 1\ninterval = 1\nsleep = 1\n[[engine]]\nname = "rec"\n'
+    text += "".join(
+        f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "{os.getpid()}"\n' for i in range(n)
+    )
+    path = files("many.toml", text)
+    etmemd.obj_add(path)
+    (eng,) = etmemd.find_project("p").engines  # type: ignore[union-attr]
+    assert [t.name for t in eng.tasks] == [f"t{i}" for i in reversed(range(n))]  # newest first
+    assert len(filled) == n
+    etmemd.obj_del(path)
+    assert etmemd.projects == []
+    assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
