@@ -55,6 +55,9 @@ def call(
         sock.settimeout(timeout)
         try:
             sock.sendall(data)
+            # The request has no terminator: the end of stream tells etmemd it is whole, so
+            # it need not wait to see whether the last value goes on.
+            sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise ClientError("send", exc.strerror or str(exc), exc.errno) from None
         decoder = ReplyDecoder()

@@ -110,11 +110,21 @@ def encode_request(req: Request) -> bytes:
     return data
 
 
+#: Seconds a server waits for more bytes once a request could be whole (twelve words seen).
+#: The request has no terminator: its last value may still be arriving ("task_name t" + "1").
+#: Our client half-closes after sending, so the end of stream says "complete" at once; the C
+#: client does not, and pays this wait.
+SPLIT_GRACE = 0.05
+
+
 def request_complete(data: bytes) -> bool:
-    """Whether ``data`` holds all twelve words of a request, so it is worth decoding.
+    """Whether ``data`` holds all twelve words of a request, so it *may* be complete.
 
     The request has no terminator; the original daemon decodes whatever its single ``recv``
-    returned. A server that reads again while this is false copes with a request split in transit.
+    returned. Its last value can still be growing when this turns true, so a server decodes
+    only at the end of stream, at :data:`REQUEST_MAX`, or after :data:`SPLIT_GRACE` seconds
+    without more bytes; a server that reads again while this is false copes with a request
+    split anywhere earlier.
     """
     return data.count(b" ") >= 2 * len(FIELDS) - 1 or len(data) > REQUEST_MAX
 

@@ -25,6 +25,7 @@ from .errors import OptCode, OptError
 from .protocol import (
     REQUEST_MAX,
     SHOW_JSON,
+    SPLIT_GRACE,
     TIMEOUT,
     Cmd,
     ProtocolError,
@@ -117,6 +118,7 @@ class Server:
         on_listening: Callable[[], None] | None = None,
         max_clients: int = MAX_CLIENTS,
         accept_rate: float = ACCEPT_RATE,
+        split_grace: float = SPLIT_GRACE,
     ) -> None:
         self.etmemd = etmemd
         self.socket_name = socket_name
@@ -131,6 +133,7 @@ class Server:
         self._clients: set[threading.Thread] = set()
         self._clients_lock = threading.Lock()
         self.max_clients = max_clients
+        self.split_grace = split_grace
         self.accept_rate = accept_rate
         self._tokens = float(ACCEPT_BURST)
         self._refill_at = time.monotonic()
@@ -314,17 +317,24 @@ class Server:
         return True
 
     def _read_request(self, conn: socket.socket) -> bytes:
-        """Read one request: one recv normally; more only while it is visibly incomplete."""
+        """Read one request, to the end of stream or until it has twelve words and nothing
+        more comes for ``split_grace`` seconds (its last value may arrive in pieces)."""
         data = b""
         deadline = time.monotonic() + self.timeout
-        while True:
-            conn.settimeout(max(0.001, deadline - time.monotonic()))
-            chunk = conn.recv(REQUEST_MAX + 1 - len(data))
+        while len(data) <= REQUEST_MAX:
+            left = max(0.001, deadline - time.monotonic())
+            settling = request_complete(data)
+            conn.settimeout(min(left, self.split_grace) if settling else left)
+            try:
+                chunk = conn.recv(REQUEST_MAX + 1 - len(data))
+            except TimeoutError:
+                if settling:
+                    return data
+                raise
             if not chunk:
                 return data
             data += chunk
-            if request_complete(data):
-                return data
+        return data
 
     def _handle(self, conn: socket.socket) -> None:
         try:

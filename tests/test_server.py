@@ -718,3 +718,31 @@ def test_concurrent_clients_are_bounded_and_all_served():
         thread.join(5)
         server.wait_clients(time.monotonic() + 5)
         server.close()
+
+
+def test_a_request_split_inside_its_last_value_is_not_decoded_early():
+    store = FakeStore()
+    server = Server(store, unique_name(), timeout=5, split_grace=1.0)
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        data = encode_request(
+            Request(Cmd.ENG_CMD, proj_name="p", eng_name="e", eng_cmd="c", task_name="t1")
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect("\0" + server.socket_name)
+            sock.sendall(data[:-1])  # "... task_name t"
+            time.sleep(0.05)
+            sock.sendall(data[-1:])  # "1"
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert store.calls == [("engine_cmd", "p", "e", "t1", "c")]
+        assert reply.endswith(b"\xff")
+    finally:
+        server.stop()
+        thread.join(5)
+        server.wait_clients(time.monotonic() + 5)
+        server.close()
