@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cli.gnu_getopt import Getopt, GetoptError, LongOpt
+from .logsafe import SafeFormatter
 from .protocol import ProtocolError, check_socket_name
 from .server import AddressInUse, Server
 
@@ -160,11 +161,11 @@ def setup_logging(level: int, syslog_path: str = "/dev/log") -> logging.Handler:
         handler = logging.handlers.SysLogHandler(
             address=syslog_path, facility=logging.handlers.SysLogHandler.LOG_USER
         )
-        handler.setFormatter(logging.Formatter("etmemd[%(process)d]: %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("etmemd[%(process)d]: %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            logging.Formatter("%(asctime)s etmemd[%(process)d] %(levelname)s %(name)s: %(message)s")
+            SafeFormatter("%(asctime)s etmemd[%(process)d] %(levelname)s %(name)s: %(message)s")
         )
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -47,6 +47,10 @@ LOCK_WAIT = 8.0
 HOOK_DEADLINE = 5.0
 HOOK_DEADLINE_ENV = "ETMEMD_HOOK_DEADLINE"
 
+#: Object files larger than this (bytes) are parsed at most BIG_LOADS at a time.
+BIG_FILE = 1 << 20
+BIG_LOADS = 2
+
 #: What undoes a hook that returned after its deadline, when the core had already given up.
 _UNDO_LATE = {
     "fill_eng_params": "clear_eng_params",
@@ -118,6 +122,7 @@ class Etmemd:
         #: seconds a hook may take (0: no deadline)
         self.hook_deadline = _default_deadline() if hook_deadline is None else hook_deadline
         self._runner = Runner()
+        self._big_loads = threading.BoundedSemaphore(BIG_LOADS)
         #: engines with a hook still running past its deadline -> that hook's name; they get
         #: no further calls until it returns (it may hold the engine's own locks)
         self._wedged: dict[int, str] = {}
@@ -180,6 +185,17 @@ class Etmemd:
             raise _inval("no configuration file given")
         full = os.path.abspath(path)
         try:
+            big = os.stat(full).st_size > BIG_FILE
+        except (OSError, ValueError):
+            big = False  # the load below says why it cannot be read
+        # Parsing takes ~10x the file's size: bound how many big files are parsed at once, so
+        # 200 concurrent 10 MiB adds cannot take gigabytes.
+        if big and not self._big_loads.acquire(timeout=self.lock_wait):
+            raise OptError(
+                OptCode.OPT_INTER_ERR,
+                f"etmemd is busy: {BIG_LOADS} large object files are being read; try again later",
+            )
+        try:
             obj = self._load_file(full)
         except OptError:
             raise
@@ -187,6 +203,9 @@ class Etmemd:
             raise OptError(OptCode.OPT_INTER_ERR, str(exc)) from None
         except (EtmemError, OSError, ValueError) as exc:
             raise _inval(str(exc) or f"{path}: cannot be used") from None
+        finally:
+            if big:
+                self._big_loads.release()
         if not (obj.projects or obj.engines or obj.tasks):
             raise _inval(f"{os.path.basename(full)}: no group has been parsed")
         return obj

@@ -181,6 +181,25 @@ def reply_end(error: str | None) -> bytes:
     return clean_output(error.encode()) + bytes([FAILURE_MARK])
 
 
+#: Longest reason text a failure reply or a log message carries; longer ones are cut, marked.
+TEXT_MAX = 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str, limit: int = TEXT_MAX) -> str:
+    """``text`` fit for one line of a reply or a log: control characters (newlines, ANSI
+    escapes, C1) shown as ``\\xNN``, and at most ``limit`` characters, the cut marked, so a
+    value can neither forge a line nor be echoed back megabytes long."""
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    if cut > 0:
+        text += f"... [{cut} more characters]"
+    return text
+
+
 def clean_output(data: bytes) -> bytes:
     """Drop the two marker bytes from command output so they cannot end a reply early."""
     return data.replace(b"\xff", b"").replace(b"\xfe", b"")

@@ -34,6 +34,7 @@ from .protocol import (
     decode_request,
     reply_end,
     request_complete,
+    safe_text,
     socket_address,
 )
 
@@ -373,7 +374,7 @@ class Server:
         # it as it prints any output, and the error line stays the one the original sends.
         head = b""
         if err.reason and err.reason != err.code.text:
-            head = clean_output(f"etmemd: {err.reason}".replace("\n", " ").encode()) + b"\n"
+            head = clean_output(f"etmemd: {safe_text(err.reason)}".encode()) + b"\n"
         conn.sendall(head + reply_end(err.code.text))
 
     def _dispatch(self, conn: socket.socket, req: Request) -> None:

@@ -1023,3 +1023,17 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
     etmemd.obj_del(path)
     assert etmemd.projects == []
     assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
+
+
+def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) -> None:
+    from etmem_core import lifecycle
+
+    store = Etmemd(EngineRegistry(), lock_wait=0.2)
+    big = files("big.conf", "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n" + "#" * (2 << 20))
+    for _ in range(lifecycle.BIG_LOADS):  # as many big adds in flight as allowed
+        assert store._big_loads.acquire(timeout=1)
+    with pytest.raises(OptError, match="large object files are being read"):
+        store.obj_add(big)
+    store._big_loads.release()
+    store.obj_add(big)  # a slot free: it goes through
+    assert [p.name for p in store.projects] == ["p"]

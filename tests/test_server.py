@@ -746,3 +746,26 @@ def test_a_request_split_inside_its_last_value_is_not_decoded_early():
         thread.join(5)
         server.wait_clients(time.monotonic() + 5)
         server.close()
+
+
+def test_a_reason_can_neither_forge_lines_nor_come_back_megabytes_long(served):
+    store, name, _ = served
+    store.raise_next = OptError(OptCode.OPT_INVAL, "bad\nforged line\x1b[31m" + "x" * 100_000)
+    reply = raw_exchange(name, encode_request(Request(Cmd.PROJ_START, proj_name="p")))
+    head, _, rest = reply.partition(b"\n")
+    assert head.startswith(b"etmemd: bad\\x0aforged line\\x1b[31mxxx")
+    assert head.endswith(b"more characters]") and len(head) < 1200
+    assert b"\x1b" not in reply and rest.endswith(b"\xfe") and b"\n" not in rest[:-1].rstrip()
+
+
+def test_log_lines_escape_control_characters_and_are_cut():
+    import logging
+
+    from etmem_core.logsafe import LOG_MESSAGE_MAX, SafeFormatter
+
+    fmt = SafeFormatter("%(message)s")
+    record = logging.LogRecord("etmemd", logging.ERROR, __file__, 1, "value %s", ("a\nb",), None)
+    assert fmt.format(record) == "value a\\x0ab"
+    long = logging.LogRecord("etmemd", logging.ERROR, __file__, 1, "%s", ("\x1b" * 10**6,), None)
+    text = fmt.format(long)
+    assert "\x1b" not in text and len(text) < LOG_MESSAGE_MAX * 4 + 64
