@@ -812,7 +812,11 @@ def test_unacceptable_object_files_are_refused_and_the_daemon_keeps_serving(etme
     shadow = regular("shadow-like", good.encode(), 0o640)
     link = tmp_path / "link.conf"
     link.symlink_to(shadow)
-    cases["symlink to a 0640 file"] = (link, "mode 0640")
+    cases["symlink to a 0640 file"] = (link, "is a symbolic link")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 65534, 65534)  # its owner could swap the file between check and read
+    cases["in a directory a user owns"] = (regular("shared/in.conf", good.encode()), "uid 65534")
     fifo = tmp_path / "fifo.conf"
     os.mkfifo(fifo, 0o600)
     cases["fifo"] = (fifo, "not a regular file")
