@@ -200,8 +200,11 @@ class Server:
         self._wake()
 
     def _wake(self) -> None:
+        fd = self._wake_w
+        if fd < 0:
+            return
         try:
-            os.write(self._wake_w, b"x")
+            os.write(fd, b"x")
         except OSError:
             pass  # pipe full (a wake-up is already pending) or closed (shutting down)
 
@@ -220,12 +223,13 @@ class Server:
     def close(self) -> None:
         """Release the listening socket and the wake-up pipe."""
         self._close_listener()
-        for fd in (self._wake_r, self._wake_w):
+        # forget the numbers first: a client thread ending now must not write to a reused fd
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._wake_r = self._wake_w = -1
 
     def _close_listener(self) -> None:
         if self._sock is not None:
