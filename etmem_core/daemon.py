@@ -8,6 +8,7 @@ combinations).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import logging.handlers
 import os
@@ -364,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fail to parse parameters to start etmemd; see `etmemd --help`", file=sys.stderr)
         return exc.status
     setup_logging(opts.log_level)
+    # An in-process policy (thirdparty isolate=no) that segfaults or aborts takes etmemd down;
+    # at least the stack of every thread goes to stderr (the journal), not nothing.
+    faulthandler.enable()
     from etmem_sdk import ConfigError
 
     from . import daemon_settings

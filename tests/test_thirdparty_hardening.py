@@ -179,3 +179,19 @@ def test_an_isolated_helper_dies_with_a_killed_etmemd(daemon, hang_lib):
     daemon.proc.kill()
     daemon.proc.wait()
     assert wait_for(lambda: not os.path.exists(f"/proc/{helper}"), 5)
+
+
+def test_an_in_process_policy_that_crashes_leaves_a_stack_in_the_log(daemon, tmp_path):
+    """What isolate=no cannot prevent (docs/thirdparty.md): the crash ends etmemd. It must not
+    do so silently."""
+    lib = compile_policy("crash_engine.c", tmp_path / "libcrash_inproc.so")
+    conf = (
+        f"[project]\nname=c\nloop=1\ninterval=1\nsleep=1\n"
+        f"[engine]\nname=thirdparty\nproject=c\neng_name=crashy\nlibname={lib}\n"
+        f"ops_name=crash_ops\nisolate=no\n"
+        f"[task]\nproject=c\nengine=crashy\nname=t1\ntype=pid\nvalue={os.getpid()}\n"
+    )
+    daemon.add("c", conf)
+    daemon.etmem("project", "start", "-n", "c", check=False)
+    assert daemon.proc.wait(10) != 0
+    assert "Fatal Python error: Segmentation fault" in daemon.logtext()
