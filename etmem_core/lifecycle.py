@@ -179,8 +179,22 @@ class Etmemd:
 
     # -- obj add / del ---------------------------------------------------------------------------
 
-    def _load(self, path: str) -> Any:
-        """Check and parse an object file; C resolves relative paths in the daemon's cwd."""
+    @contextlib.contextmanager
+    def _loaded(self, path: str) -> Iterator[Any]:
+        """The parsed object file, for one request: a big file's slot is held until the
+        request is done, since its parsed form lives that long."""
+        slot: list[bool] = []
+        try:
+            yield self._load(path, slot)
+        finally:
+            if slot:
+                self._big_loads.release()
+
+    def _load(self, path: str, slot: list[bool] | None = None) -> Any:
+        """Check and parse an object file; C resolves relative paths in the daemon's cwd.
+
+        With ``slot``, a big file's parse slot stays taken (``slot`` says so) for the caller
+        to release."""
         if not path:
             raise _inval("no configuration file given")
         full = os.path.abspath(path)
@@ -203,9 +217,15 @@ class Etmemd:
             raise OptError(OptCode.OPT_INTER_ERR, str(exc)) from None
         except (EtmemError, OSError, ValueError) as exc:
             raise _inval(str(exc) or f"{path}: cannot be used") from None
-        finally:
+        except BaseException:
             if big:
                 self._big_loads.release()
+            raise
+        if big:
+            if slot is None:
+                self._big_loads.release()
+            else:
+                slot.append(True)
         if not (obj.projects or obj.engines or obj.tasks):
             raise _inval(f"{os.path.basename(full)}: no group has been parsed")
         return obj
@@ -216,8 +236,7 @@ class Etmemd:
         All or nothing: on the first failure everything this file added so far is removed
         again (in reverse order) and the failure is raised.
         """
-        obj = self._load(path)
-        with self._request():
+        with self._loaded(path) as obj, self._request():
             undo: list[Undo] = []
             try:
                 for section in obj.projects:
@@ -249,8 +268,7 @@ class Etmemd:
 
         As in C every group is attempted and the last failure is raised.
         """
-        obj = self._load(path)
-        with self._request():
+        with self._loaded(path) as obj, self._request():
             last: OptError | None = self._del_tasks(path, obj.tasks)
             for remove, sections in (
                 (self._del_engine, obj.engines),

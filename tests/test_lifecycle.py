@@ -1037,3 +1037,16 @@ def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) 
     store._big_loads.release()
     store.obj_add(big)  # a slot free: it goes through
     assert [p.name for p in store.projects] == ["p"]
+    # and the slot is held while the request applies the file (its parsed form lives that long)
+    seen = []
+    real_request = store._request
+
+    def watching():
+        seen.append(store._big_loads._value)
+        return real_request()
+
+    store._request = watching
+    with pytest.raises(OptError):
+        store.obj_add(big)  # already added
+    assert seen == [0]
+    assert store._big_loads.acquire(timeout=0)  # released at the end
