@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import socket
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,13 +51,13 @@ def call(
     except OSError as exc:  # no descriptor to be had (EMFILE, ENFILE, ...): C exits with errno
         raise ClientError("connect", exc.strerror or str(exc), exc.errno) from None
     with sock:
+        _connect(sock, address, timeout)
         sock.settimeout(timeout)
         try:
-            sock.connect(address)
-        except OSError as exc:
-            raise ClientError("connect", exc.strerror or str(exc), exc.errno) from None
-        try:
             sock.sendall(data)
+            # The request has no terminator: the end of stream tells etmemd it is whole, so
+            # it need not wait to see whether the last value goes on.
+            sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise ClientError("send", exc.strerror or str(exc), exc.errno) from None
         decoder = ReplyDecoder()
@@ -71,3 +74,30 @@ def call(
             if text:
                 out(text)
         return Result(success=decoder.success)
+
+
+def _connect(sock: socket.socket, address: str, timeout: float) -> None:
+    """Connect within ``timeout`` seconds, waiting while the daemon's listen backlog is full.
+
+    A non-blocking connect to a unix socket whose backlog is full fails at once with EAGAIN
+    (a burst of clients, or any local user flooding connects, would then deny us service), so
+    the connect blocks, bounded by SO_SNDTIMEO, which the kernel applies to it.
+    """
+    deadline = time.monotonic() + timeout
+    sock.setblocking(True)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClientError(
+                "connect", f"etmemd accepted no connection within {timeout:g} s", errno.EAGAIN
+            )
+        sec = int(left)
+        usec = max(1, int((left - sec) * 1e6)) if sec == 0 else int((left - sec) * 1e6)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            continue  # the send timeout ran out (or a signal came): the loop checks the deadline
+        except OSError as exc:
+            raise ClientError("connect", exc.strerror or str(exc), exc.errno) from None

@@ -8,6 +8,7 @@ combinations).
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import logging.handlers
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cli.gnu_getopt import Getopt, GetoptError, LongOpt
+from .logsafe import SafeFormatter
 from .protocol import ProtocolError, check_socket_name
 from .server import AddressInUse, Server
 
@@ -160,11 +162,11 @@ def setup_logging(level: int, syslog_path: str = "/dev/log") -> logging.Handler:
         handler = logging.handlers.SysLogHandler(
             address=syslog_path, facility=logging.handlers.SysLogHandler.LOG_USER
         )
-        handler.setFormatter(logging.Formatter("etmemd[%(process)d]: %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("etmemd[%(process)d]: %(name)s: %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            logging.Formatter("%(asctime)s etmemd[%(process)d] %(levelname)s %(name)s: %(message)s")
+            SafeFormatter("%(asctime)s etmemd[%(process)d] %(levelname)s %(name)s: %(message)s")
         )
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -363,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fail to parse parameters to start etmemd; see `etmemd --help`", file=sys.stderr)
         return exc.status
     setup_logging(opts.log_level)
+    # An in-process policy (thirdparty isolate=no) that segfaults or aborts takes etmemd down;
+    # at least the stack of every thread goes to stderr (the journal), not nothing.
+    faulthandler.enable()
     from etmem_sdk import ConfigError
 
     from . import daemon_settings

@@ -3,10 +3,18 @@
 An object file tells a root daemon which processes to act on, so, as in the original, only a
 file that only root can have written is accepted: a regular file owned by uid 0 and gid 0 with
 permission bits exactly ``0600`` or ``0400``, no larger than 10 MiB.
+
+Two checks go beyond the original, as trusted daemons check their config paths: the name must
+not be a symbolic link (the original resolves links, so anyone could point one at a root file
+that is not an object file), and every directory from the file's up to ``/`` must be owned by
+root and writable by nobody else (otherwise its owner could swap the file between the check
+and the read). A root-owned sticky directory such as ``/tmp`` is accepted: there only root
+can rename or remove root's files.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -42,30 +50,81 @@ def check_stat(path: str | os.PathLike[str], st: os.stat_result) -> None:
         )
 
 
+def check_parents(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`ConfigError` unless every directory above ``path`` (its real location,
+    up to ``/``) is owned by root and not writable by group or others (sticky excepted)."""
+    name = os.fspath(path)
+    directory = os.path.dirname(os.path.realpath(name))
+    while True:
+        try:
+            st = os.stat(directory)
+        except OSError as e:
+            raise ConfigError(
+                f"{name}: directory {directory} cannot be read: {e.strerror}"
+            ) from None
+        if st.st_uid != 0:
+            raise ConfigError(
+                f"{name}: in directory {directory}, owned by uid {st.st_uid}; every directory "
+                "above an object file must be owned by root"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            raise ConfigError(
+                f"{name}: in directory {directory}, mode {mode:04o}; every directory above an "
+                "object file must be writable by root only"
+            )
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return
+        directory = parent
+
+
+def _symlink(name: str) -> ConfigError:
+    return ConfigError(f"{name}: is a symbolic link; an object file must be named by its own path")
+
+
 def check_object_file(path: str | os.PathLike[str]) -> None:
-    """Check the file at ``path`` (symlinks followed, as the original resolves the path first).
+    """Check the file at ``path`` (not a symlink, its directories root's only).
 
     Raises :class:`ConfigError` if it does not exist or fails a check; see :func:`check_stat`.
     """
+    name = os.fspath(path)
     try:
-        st = os.stat(path)
+        st = os.lstat(name)
     except OSError as e:
-        raise ConfigError(f"{os.fspath(path)}: cannot be read: {e.strerror}") from None
-    check_stat(path, st)
+        raise ConfigError(f"{name}: cannot be read: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _symlink(name)
+    check_stat(name, st)
+    check_parents(name)
 
 
 def read_object_file(path: str | os.PathLike[str]) -> bytes:
     """Open ``path``, check the opened file (not the name, so it cannot be swapped in between)
-    and return its bytes. Raises :class:`ConfigError` like :func:`check_object_file`.
+    and its directories, and return its bytes. Raises :class:`ConfigError` like
+    :func:`check_object_file`.
     """
     name = os.fspath(path)
     try:
         # O_NONBLOCK: opening a FIFO must not hang the daemon before the type check refuses it.
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # O_NOFOLLOW: a symlink fails with ELOOP instead of being followed.
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _symlink(name) from None
         raise ConfigError(f"{name}: cannot be read: {e.strerror}") from None
+    except ValueError:  # a NUL byte: no file is called that
+        raise ConfigError(f"{name!r}: cannot be read: the name holds a NUL byte") from None
     try:
-        check_stat(name, os.fstat(fd))
+        st = os.fstat(fd)
+        check_stat(name, st)
+        check_parents(name)
+        try:  # the directories checked are those of the file opened
+            named = os.stat(os.path.realpath(name))
+        except OSError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+            raise ConfigError(f"{name}: was replaced while it was being checked")
         chunks = []
         left = MAX_OBJECT_FILE_SIZE + 1
         while left > 0:

@@ -24,6 +24,7 @@ from typing import Any
 from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task
 
 from . import objfile, settings
+from .deadline import BatchStopped, DeadlineExceeded, Runner
 from .errors import OptCode, OptError
 from .registry import EngineRegistry
 
@@ -39,6 +40,37 @@ Undo = Callable[[], None]
 #: it is answered "busy": less than the client's 10 s, so the client learns why instead of
 #: timing out, and a hung engine names itself.
 LOCK_WAIT = 8.0
+
+#: Seconds an engine hook may run before it is abandoned (reported by name, the request
+#: answered, the store put back as if the hook had failed): well under the client's 10 s.
+#: ETMEMD_HOOK_DEADLINE overrides it; 0 turns deadlines off (hooks run on the request's thread).
+HOOK_DEADLINE = 5.0
+HOOK_DEADLINE_ENV = "ETMEMD_HOOK_DEADLINE"
+
+#: Object files larger than this (bytes) are parsed at most BIG_LOADS at a time.
+BIG_FILE = 1 << 20
+BIG_LOADS = 2
+
+#: What undoes a hook that returned after its deadline, when the core had already given up.
+_UNDO_LATE = {
+    "fill_eng_params": "clear_eng_params",
+    "fill_task_params": "clear_task_params",
+    "start_task": "stop_task",
+}
+
+
+def _default_deadline() -> float:
+    raw = os.environ.get(HOOK_DEADLINE_ENV)
+    if not raw:
+        return HOOK_DEADLINE
+    try:
+        value = float(raw)
+    except ValueError:
+        log.error(
+            "%s=%r is not a number of seconds; using %g", HOOK_DEADLINE_ENV, raw, HOOK_DEADLINE
+        )
+        return HOOK_DEADLINE
+    return value if math.isfinite(value) and value >= 0 else HOOK_DEADLINE
 
 
 def _inval(reason: str) -> OptError:
@@ -78,6 +110,7 @@ class Etmemd:
         *,
         load: Callable[[str], Any] | None = None,
         lock_wait: float = LOCK_WAIT,
+        hook_deadline: float | None = None,
     ) -> None:
         self.registry = registry if registry is not None else EngineRegistry()
         self._load_file = load if load is not None else objfile.load_object_file
@@ -86,6 +119,15 @@ class Etmemd:
         self.lock_wait = lock_wait
         #: (what, since) of the engine hook running now, for the "busy" answer
         self._busy: tuple[str, float] | None = None
+        #: seconds a hook may take (0: no deadline)
+        self.hook_deadline = _default_deadline() if hook_deadline is None else hook_deadline
+        self._runner = Runner()
+        self._big_loads = threading.BoundedSemaphore(BIG_LOADS)
+        #: engines with a hook still running past its deadline -> that hook's name; they get
+        #: no further calls until it returns (it may hold the engine's own locks)
+        self._wedged: dict[int, str] = {}
+        #: teardown owed to a wedged engine that has left the store, run once its hook returns
+        self._owed: dict[int, list[Callable[[], None]]] = {}
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -137,11 +179,36 @@ class Etmemd:
 
     # -- obj add / del ---------------------------------------------------------------------------
 
-    def _load(self, path: str) -> Any:
-        """Check and parse an object file; C resolves relative paths in the daemon's cwd."""
+    @contextlib.contextmanager
+    def _loaded(self, path: str) -> Iterator[Any]:
+        """The parsed object file, for one request: a big file's slot is held until the
+        request is done, since its parsed form lives that long."""
+        slot: list[bool] = []
+        try:
+            yield self._load(path, slot)
+        finally:
+            if slot:
+                self._big_loads.release()
+
+    def _load(self, path: str, slot: list[bool] | None = None) -> Any:
+        """Check and parse an object file; C resolves relative paths in the daemon's cwd.
+
+        With ``slot``, a big file's parse slot stays taken (``slot`` says so) for the caller
+        to release."""
         if not path:
             raise _inval("no configuration file given")
         full = os.path.abspath(path)
+        try:
+            big = os.stat(full).st_size > BIG_FILE
+        except (OSError, ValueError):
+            big = False  # the load below says why it cannot be read
+        # Parsing takes ~10x the file's size: bound how many big files are parsed at once, so
+        # 200 concurrent 10 MiB adds cannot take gigabytes.
+        if big and not self._big_loads.acquire(timeout=self.lock_wait):
+            raise OptError(
+                OptCode.OPT_INTER_ERR,
+                f"etmemd is busy: {BIG_LOADS} large object files are being read; try again later",
+            )
         try:
             obj = self._load_file(full)
         except OptError:
@@ -150,6 +217,15 @@ class Etmemd:
             raise OptError(OptCode.OPT_INTER_ERR, str(exc)) from None
         except (EtmemError, OSError, ValueError) as exc:
             raise _inval(str(exc) or f"{path}: cannot be used") from None
+        except BaseException:
+            if big:
+                self._big_loads.release()
+            raise
+        if big:
+            if slot is None:
+                self._big_loads.release()
+            else:
+                slot.append(True)
         if not (obj.projects or obj.engines or obj.tasks):
             raise _inval(f"{os.path.basename(full)}: no group has been parsed")
         return obj
@@ -160,16 +236,14 @@ class Etmemd:
         All or nothing: on the first failure everything this file added so far is removed
         again (in reverse order) and the failure is raised.
         """
-        obj = self._load(path)
-        with self._request():
+        with self._loaded(path) as obj, self._request():
             undo: list[Undo] = []
             try:
                 for section in obj.projects:
                     undo.append(self._add_project(section))
                 for section in obj.engines:
                     undo.append(self._add_engine(section))
-                for section in obj.tasks:
-                    undo.append(self._add_task(section))
+                self._add_tasks(obj.tasks, undo)
             except OptError as exc:
                 log.error("obj add %s failed: %s", path, exc.reason)
                 self._rollback(undo, path)
@@ -194,11 +268,9 @@ class Etmemd:
 
         As in C every group is attempted and the last failure is raised.
         """
-        obj = self._load(path)
-        with self._request():
-            last: OptError | None = None
+        with self._loaded(path) as obj, self._request():
+            last: OptError | None = self._del_tasks(path, obj.tasks)
             for remove, sections in (
-                (self._del_task, obj.tasks),
                 (self._del_engine, obj.engines),
                 (self._del_project, obj.projects),
             ):
@@ -285,67 +357,127 @@ class Etmemd:
             raise errors[0]
 
     def _remove_engine(self, project: Project, engine: Engine, errors: list[OptError]) -> None:
-        for task in list(engine.tasks):
-            self._remove_task(project, engine, task, errors)
+        self._remove_tasks(project, engine, list(engine.tasks), errors)
         self._teardown(engine, "clear_eng_params", errors, engine=engine)
         if engine in project.engines:
             project.engines.remove(engine)
 
     # tasks
 
-    def _add_task(self, section: ConfigSection) -> Undo:
-        proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
-        project = self._need_project(proj_name, section)
-        engine = self._need_engine(project, eng_name, section)
-        if engine.find_task(task_name) is not None:
-            raise OptError(
-                OptCode.OPT_TASK_EXISTED,
-                f"{section.label}: task {task_name} already exists in engine {eng_name}",
-            )
-        # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads
-        # (only names are OPT_INVAL)
-        task: Task = _parsed(settings.parse_task, section, OptCode.OPT_INTER_ERR)
-        _check_pid_value(section, task)
-        task.engine = engine
-        if task.config is None:
-            task.config = section
-        engine.tasks.insert(0, task)
-        filled = False
+    def _add_tasks(self, sections: list[ConfigSection], undo: list[Undo]) -> None:
+        """Add a file's tasks: all checked first, then linked and filled engine by engine.
+
+        In bulk, so that a file of 40,000 tasks costs linear time: names are looked up in a
+        set, each engine's list grows once, and each engine's hooks run as one batch.
+        """
+        prepared: list[tuple[Project, Engine, Task]] = []
+        names: dict[int, set[str]] = {}
+        for section in sections:
+            proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
+            project = self._need_project(proj_name, section)
+            engine = self._need_engine(project, eng_name, section)
+            taken = names.get(id(engine))
+            if taken is None:
+                taken = names[id(engine)] = {t.name for t in engine.tasks}
+            if task_name in taken:
+                raise OptError(
+                    OptCode.OPT_TASK_EXISTED,
+                    f"{section.label}: task {task_name} already exists in engine {eng_name}",
+                )
+            # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads
+            # (only names are OPT_INVAL)
+            task: Task = _parsed(settings.parse_task, section, OptCode.OPT_INTER_ERR)
+            _check_pid_value(section, task)
+            task.engine = engine
+            if task.config is None:
+                task.config = section
+            taken.add(task_name)
+            prepared.append((project, engine, task))
+        i = 0
+        while i < len(prepared):
+            project, engine = prepared[i][0], prepared[i][1]
+            j = i
+            while j < len(prepared) and prepared[j][1] is engine:
+                j += 1
+            undo.append(self._link_tasks(project, engine, [t for _, _, t in prepared[i:j]]))
+            i = j
+
+    def _link_tasks(self, project: Project, engine: Engine, tasks: list[Task]) -> Undo:
+        """Link ``tasks`` (file order) into ``engine``, fill them, start them if the project
+        runs; on a failure undo this group and raise."""
+        engine.tasks[0:0] = tasks[::-1]  # newest first, as C
+        filled: list[Task] = []
+        started: list[Task] = []
         try:
-            self._call(engine, "fill_task_params", task=task, config=section)
-            filled = True
-            if project.start and "start_task" in engine.implements:
-                self._call(engine, "start_task", engine=engine, task=task)
-        except BaseException:
-            if filled:
-                self._teardown(engine, "clear_task_params", [], task=task)
-            engine.tasks.remove(task)
-            raise
-        return lambda: self._remove_task(project, engine, task, [])
-
-    def _del_task(self, section: ConfigSection) -> None:
-        proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
-        project = self._need_project(proj_name, section)
-        engine = self._need_engine(project, eng_name, section)
-        task = engine.find_task(task_name)
-        if task is None:
-            raise OptError(
-                OptCode.OPT_TASK_NOEXIST,
-                f"{section.label}: task {task_name} does not exist in engine {eng_name}",
+            self._call_many(
+                engine,
+                "fill_task_params",
+                [{"task": t, "config": t.config} for t in tasks],
+                filled,
             )
-        errors: list[OptError] = []
-        self._remove_task(project, engine, task, errors)
-        if errors:
-            raise errors[0]
+            if project.start and "start_task" in engine.implements:
+                self._call_many(
+                    engine, "start_task", [{"engine": engine, "task": t} for t in tasks], started
+                )
+        except BaseException:
+            if started:
+                self._teardown_many(engine, "stop_task", "task", started, [])
+            self._teardown_many(engine, "clear_task_params", "task", filled, [])
+            self._unlink(engine, tasks)
+            raise
+        return lambda: self._remove_tasks(project, engine, tasks, [])
 
-    def _remove_task(
-        self, project: Project, engine: Engine, task: Task, errors: list[OptError]
+    @staticmethod
+    def _unlink(engine: Engine, tasks: list[Task]) -> None:
+        gone = {id(t) for t in tasks}
+        engine.tasks[:] = [t for t in engine.tasks if id(t) not in gone]
+
+    def _del_tasks(self, path: str, sections: list[ConfigSection]) -> OptError | None:
+        """Remove a file's tasks (every one is attempted, as C); the last failure, or None."""
+        last: OptError | None = None
+        groups: dict[int, tuple[Project, Engine, list[Task]]] = {}
+        index: dict[int, dict[str, Task]] = {}
+        for section in sections:
+            try:
+                proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
+                project = self._need_project(proj_name, section)
+                engine = self._need_engine(project, eng_name, section)
+                by_name = index.get(id(engine))
+                if by_name is None:
+                    by_name = index[id(engine)] = {t.name: t for t in reversed(engine.tasks)}
+                task = by_name.pop(task_name, None)
+                if task is None:
+                    raise OptError(
+                        OptCode.OPT_TASK_NOEXIST,
+                        f"{section.label}: task {task_name} does not exist in engine {eng_name}",
+                    )
+                groups.setdefault(id(engine), (project, engine, []))[2].append(task)
+            except OptError as exc:
+                log.error("obj del %s: %s", path, exc.reason)
+                last = exc
+            except Exception as exc:  # a bug in the core: report it, go on
+                log.exception("obj del %s failed", path)
+                last = OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}")
+        for project, engine, tasks in groups.values():
+            errors: list[OptError] = []
+            self._remove_tasks(project, engine, tasks, errors)
+            for exc in errors:
+                log.error("obj del %s: %s", path, exc.reason)
+                last = exc
+        return last
+
+    def _remove_tasks(
+        self, project: Project, engine: Engine, tasks: list[Task], errors: list[OptError]
     ) -> None:
         if project.start:
-            self._stop_one(engine, task, errors)
-        self._teardown(engine, "clear_task_params", errors, task=task)
-        if task in engine.tasks:
-            engine.tasks.remove(task)
+            if "stop_task" in engine.implements:
+                self._teardown_many(engine, "stop_task", "engine+task", tasks, errors)
+            elif tasks:
+                log.error(
+                    "engine %s: has no stop_task, %d task(s) not stopped", engine.name, len(tasks)
+                )
+        self._teardown_many(engine, "clear_task_params", "task", tasks, errors)
+        self._unlink(engine, tasks)
 
     # -- start / stop ----------------------------------------------------------------------------
 
@@ -361,7 +493,7 @@ class Etmemd:
             project = self._need_project(name)
             if project.start:
                 raise OptError(OptCode.OPT_PRO_STARTED, f"project {name} is already started")
-            started: list[tuple[Engine, Task]] = []
+            started: list[tuple[Engine, list[Task]]] = []
             try:
                 for engine in project.engines:
                     if "start_task" not in engine.implements:
@@ -370,14 +502,21 @@ class Etmemd:
                             f"engine {engine.name}: has no start_task, "
                             f"so project {name} cannot start",
                         )
-                    for task in engine.tasks:
-                        self._call(engine, "start_task", engine=engine, task=task)
-                        started.append((engine, task))
+                    done: list[Task] = []
+                    try:
+                        self._call_many(
+                            engine,
+                            "start_task",
+                            [{"engine": engine, "task": t} for t in engine.tasks],
+                            done,
+                        )
+                    finally:
+                        started.append((engine, done))
             except BaseException as exc:
                 reason = exc.reason if isinstance(exc, OptError) else repr(exc)
                 log.error("project start %s failed: %s", name, reason)
-                for engine, task in reversed(started):
-                    self._stop_one(engine, task, [])
+                for engine, done in reversed(started):
+                    self._teardown_many(engine, "stop_task", "engine+task", done[::-1], [])
                 raise
             project.start = True
         log.info("project %s started", name)
@@ -393,18 +532,14 @@ class Etmemd:
                 raise OptError(OptCode.OPT_PRO_STOPPED, f"project {name} is already stopped")
             errors: list[OptError] = []
             for engine in project.engines:
-                for task in engine.tasks:
-                    self._stop_one(engine, task, errors)
+                if "stop_task" not in engine.implements:
+                    log.error("engine %s: has no stop_task, its tasks are not stopped", engine.name)
+                    continue
+                self._teardown_many(engine, "stop_task", "engine+task", list(engine.tasks), errors)
             project.start = False
         log.info("project %s stopped", name)
         if errors:
             raise errors[0]
-
-    def _stop_one(self, engine: Engine, task: Task, errors: list[OptError]) -> None:
-        if "stop_task" not in engine.implements:
-            log.error("engine %s: has no stop_task, task %s not stopped", engine.name, task.name)
-            return
-        self._teardown(engine, "stop_task", errors, engine=engine, task=task)
 
     # -- engine private commands -------------------------------------------------------------------
 
@@ -439,15 +574,17 @@ class Etmemd:
                     )
             if "eng_mgt_func" not in eng.implements:
                 raise _inval(f"engine {engine}: has no private commands")
-            self._busy = (f"engine {engine}: eng_mgt_func", time.monotonic())
+            # Output after a deadline must not reach a client that already got its answer.
+            gate = {"open": True}
+            gated = Reply(lambda data: reply.write(data) if gate["open"] else None)
             try:
-                eng.hooks.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
-            except EtmemError as exc:
-                raise self._engine_failed(eng, "eng_mgt_func", exc, OptCode.OPT_INVAL) from exc
-            except BaseException as exc:  # KeyboardInterrupt too: a plugin's, not a signal
-                raise self._engine_failed(eng, "eng_mgt_func", exc) from exc
+                self._call(eng, "eng_mgt_func", engine=eng, task=tk, cmd=cmd, reply=gated)
+            except OptError as exc:
+                if isinstance(exc.__cause__, EtmemError):
+                    raise OptError(OptCode.OPT_INVAL, exc.reason) from exc.__cause__
+                raise
             finally:
-                self._busy = None
+                gate["open"] = False
 
     # -- show ----------------------------------------------------------------------------------
 
@@ -502,18 +639,139 @@ class Etmemd:
     # -- calling engines -----------------------------------------------------------------------
 
     def _call(self, engine: Engine, op: str, /, **kwargs: Any) -> Any:
-        """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR."""
+        """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR.
+
+        The hook has :attr:`hook_deadline` seconds; past them it is abandoned and fails like a
+        hook that raised, naming itself, and the engine gets no further calls until it
+        returns (what it did late is undone then, see ``_UNDO_LATE``).
+        """
         if op not in engine.implements:
             return None
+        key = id(engine)
+        stuck = self._wedged.get(key)
+        if stuck is not None:
+            reason = (
+                f"engine {engine.name}: {op}: not called, its {stuck} has not returned yet "
+                "(past its deadline)"
+            )
+            log.error("%s", reason)
+            if op == "clear_eng_params":  # owed once the hook returns (an isolated helper ends)
+                hook = getattr(engine.hooks, op)
+                self._owed.setdefault(key, []).append(lambda: hook(**kwargs))
+            raise OptError(OptCode.OPT_INTER_ERR, reason)
+        hook = getattr(engine.hooks, op)
         outer, self._busy = self._busy, (f"engine {engine.name}: {op}", time.monotonic())
         try:
-            return getattr(engine.hooks, op)(**kwargs)
+            return self._runner.call(
+                lambda: hook(**kwargs), self.hook_deadline, self._late(engine, op, kwargs)
+            )
+        except DeadlineExceeded as exc:
+            self._wedged[key] = op
+            reason = f"engine {engine.name}: {op}: {exc}; abandoned"
+            log.error("%s", reason)
+            raise OptError(OptCode.OPT_INTER_ERR, reason) from None
         except BaseException as exc:
-            # Hooks run on client threads (signals reach only the main thread, whose handlers
+            # Hooks run on worker threads (signals reach only the main thread, whose handlers
             # raise nothing), so even KeyboardInterrupt here is the engine's own doing.
             raise self._engine_failed(engine, op, exc) from exc
         finally:
             self._busy = outer
+
+    def _late(
+        self, engine: Engine, op: str, kwargs: dict[str, Any]
+    ) -> Callable[[Any, BaseException | None], None]:
+        """What runs on the abandoned thread when ``op`` finally returns."""
+
+        def late(_result: Any, error: BaseException | None) -> None:
+            key = id(engine)
+            log.warning(
+                "engine %s: %s returned after its deadline%s",
+                engine.name,
+                op,
+                f" ({type(error).__name__}: {error})" if error is not None else "",
+            )
+            undo = _UNDO_LATE.get(op)
+            if error is None and undo is not None and undo in engine.implements:
+                args = {k: v for k, v in kwargs.items() if k in ("engine", "task")}
+                if undo == "clear_task_params":
+                    args.pop("engine", None)
+                try:
+                    getattr(engine.hooks, undo)(**args)
+                except BaseException as exc:
+                    log.error(
+                        "engine %s: %s after a late %s failed: %s", engine.name, undo, op, exc
+                    )
+            self._wedged.pop(key, None)
+            for owed in self._owed.pop(key, []):
+                try:
+                    owed()
+                except BaseException as exc:
+                    log.error("engine %s: owed teardown failed: %s", engine.name, exc)
+
+        return late
+
+    def _call_many(
+        self, engine: Engine, op: str, calls: list[dict[str, Any]], done: list[Task]
+    ) -> None:
+        """``_call`` for a batch of hook calls of one engine on one worker thread, each with
+        the deadline; the ``task`` of each call that returned goes to ``done``. Stops at the
+        first failure, raised as by ``_call``."""
+        if op not in engine.implements:
+            done.extend(c["task"] for c in calls)
+            return
+        if not calls:
+            return
+        key = id(engine)
+        stuck = self._wedged.get(key)
+        if stuck is not None:
+            self._call(engine, op, **calls[0])  # raises the "not called" failure
+        hook = getattr(engine.hooks, op)
+
+        def one(kwargs: dict[str, Any]) -> Callable[[], None]:
+            def run() -> None:
+                hook(**kwargs)
+                done.append(kwargs["task"])
+
+            return run
+
+        outer, self._busy = self._busy, (f"engine {engine.name}: {op}", time.monotonic())
+        try:
+            self._runner.call_many(
+                [one(c) for c in calls],
+                self.hook_deadline,
+                lambda i: self._late(engine, op, calls[i]),
+            )
+        except DeadlineExceeded as exc:
+            self._wedged[key] = op
+            reason = f"engine {engine.name}: {op}: {exc}; abandoned"
+            log.error("%s", reason)
+            raise OptError(OptCode.OPT_INTER_ERR, reason) from None
+        except BatchStopped as exc:
+            raise self._engine_failed(engine, op, exc.error) from exc.error
+        finally:
+            self._busy = outer
+
+    def _teardown_many(
+        self, engine: Engine, op: str, args: str, tasks: list[Task], errors: list[OptError]
+    ) -> None:
+        """A teardown hook for each of ``tasks``: every one is attempted (failures go to
+        ``errors``), except once the engine is stuck past a deadline (reported once)."""
+        start = 0
+        while start < len(tasks):
+            rest = tasks[start:]
+            calls = [
+                {"engine": engine, "task": t} if args == "engine+task" else {"task": t}
+                for t in rest
+            ]
+            done: list[Task] = []
+            try:
+                self._call_many(engine, op, calls, done)
+                return
+            except OptError as exc:
+                errors.append(exc)
+                if id(engine) in self._wedged:
+                    return
+                start += len(done) + 1
 
     def _teardown(self, engine: Engine, op: str, errors: list[OptError], /, **kwargs: Any) -> None:
         """Call a teardown hook; a failure is logged and recorded in ``errors``, never raised."""

@@ -21,6 +21,7 @@ original); ``ObjectFile.text`` is always the file as written.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +168,12 @@ def _tables(label: str, doc: dict[str, Any], group: str) -> list[dict[str, Any]]
     raise ConfigError(f"{label}: {group} must be an array of tables ([[{group}]])")
 
 
+_PLAIN = re.compile(r"[^ \\\n\t\r](?:[^\\\n\t\r]*[^ \\\n\t\r])?")
+
+
 def _escape(value: str) -> str:
+    if _PLAIN.fullmatch(value):  # the common case, and a file may hold 10^6 values
+        return value
     out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     if out.startswith(" "):
         out = "\\s" + out[1:]
@@ -232,23 +238,26 @@ def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
                 items["engine"] = only
 
     head = [("project", project)] if project is not None else []
+    head_text = render_keyfile(head)
     if project is not None:
         obj.projects.append(
-            ConfigSection("project", project, path=path, text=render_keyfile(head), label=label)
+            ConfigSection("project", project, path=path, text=head_text, label=label)
         )
+    # Rendered once per engine, not once per task: a file may hold 10^5 tasks.
+    by_identity: dict[tuple[str | None, str | None], str] = {}
     for i, items in enumerate(engines, 1):
         rendered = render_keyfile(head + [("engine", items)])
+        by_identity.setdefault((_engine_identity(items), items.get("project")), rendered)
         obj.engines.append(
             ConfigSection("engine", items, path=path, text=rendered, label=f"{label}: engine #{i}")
         )
     for i, items in enumerate(tasks, 1):
-        own = [
-            e
-            for e in engines
-            if _engine_identity(e) == items.get("engine")
-            and e.get("project") == items.get("project")
-        ]
-        rendered = render_keyfile(head + [("engine", e) for e in own[:1]] + [("task", items)])
+        prefix = by_identity.get((items.get("engine"), items.get("project")), head_text)
+        rendered = (
+            prefix
+            + ("\n" if prefix and not prefix.endswith("\n\n") else "")
+            + render_keyfile([("task", items)])
+        )
         obj.tasks.append(
             ConfigSection("task", items, path=path, text=rendered, label=f"{label}: task #{i}")
         )

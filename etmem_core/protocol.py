@@ -110,11 +110,21 @@ def encode_request(req: Request) -> bytes:
     return data
 
 
+#: Seconds a server waits for more bytes once a request could be whole (twelve words seen).
+#: The request has no terminator: its last value may still be arriving ("task_name t" + "1").
+#: Our client half-closes after sending, so the end of stream says "complete" at once; the C
+#: client does not, and pays this wait.
+SPLIT_GRACE = 0.05
+
+
 def request_complete(data: bytes) -> bool:
-    """Whether ``data`` holds all twelve words of a request, so it is worth decoding.
+    """Whether ``data`` holds all twelve words of a request, so it *may* be complete.
 
     The request has no terminator; the original daemon decodes whatever its single ``recv``
-    returned. A server that reads again while this is false copes with a request split in transit.
+    returned. Its last value can still be growing when this turns true, so a server decodes
+    only at the end of stream, at :data:`REQUEST_MAX`, or after :data:`SPLIT_GRACE` seconds
+    without more bytes; a server that reads again while this is false copes with a request
+    split anywhere earlier.
     """
     return data.count(b" ") >= 2 * len(FIELDS) - 1 or len(data) > REQUEST_MAX
 
@@ -169,6 +179,25 @@ def reply_end(error: str | None) -> bytes:
     if error is None:
         return bytes([SUCCESS_MARK])
     return clean_output(error.encode()) + bytes([FAILURE_MARK])
+
+
+#: Longest reason text a failure reply or a log message carries; longer ones are cut, marked.
+TEXT_MAX = 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str, limit: int = TEXT_MAX) -> str:
+    """``text`` fit for one line of a reply or a log: control characters (newlines, ANSI
+    escapes, C1) shown as ``\\xNN``, and at most ``limit`` characters, the cut marked, so a
+    value can neither forge a line nor be echoed back megabytes long."""
+    cut = len(text) - limit
+    if cut > 0:
+        text = text[:limit]
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    if cut > 0:
+        text += f"... [{cut} more characters]"
+    return text
 
 
 def clean_output(data: bytes) -> bytes:

@@ -25,6 +25,7 @@ from .errors import OptCode, OptError
 from .protocol import (
     REQUEST_MAX,
     SHOW_JSON,
+    SPLIT_GRACE,
     TIMEOUT,
     Cmd,
     ProtocolError,
@@ -33,12 +34,53 @@ from .protocol import (
     decode_request,
     reply_end,
     request_complete,
+    safe_text,
     socket_address,
 )
 
 log = logging.getLogger("etmemd")
 
 _UCRED = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+
+#: Clients served at once; more wait in the listen backlog (their connect blocks, bounded by
+#: their own timeout) instead of each costing a thread.
+MAX_CLIENTS = 64
+#: Requested listen backlog (the kernel caps it at net.core.somaxconn): room for a burst of
+#: clients while the accept loop is busy or paused.
+LISTEN_BACKLOG = 4096
+#: Connections accepted per second at most, and how many may come at once: any local user can
+#: connect, so a connect flood must cost etmemd a bounded share of a CPU.
+ACCEPT_RATE = 20000.0
+ACCEPT_BURST = 512
+#: Connections taken from the backlog per wake-up of the accept loop.
+ACCEPT_BATCH = 64
+#: A refused peer or a failing accept is logged at most once per this many seconds.
+REFUSED_LOG_INTERVAL = 10.0
+#: Back-off while accept fails for want of descriptors or memory: first and longest pause.
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 1.0
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class _RateLimitedLog:
+    """Log a repeated event at most once per ``interval`` seconds, with the count in between,
+    so a flood of them costs neither CPU nor log space."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._suppressed = 0
+
+    def __call__(self, level: int, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            msg += f" ({self._suppressed} more like it in the last {self.interval:g} s)"
+            self._suppressed = 0
+        self._next = now + self.interval
+        log.log(level, msg, *args)
 
 
 class Lifecycle(Protocol):
@@ -75,6 +117,9 @@ class Server:
         *,
         timeout: float = TIMEOUT,
         on_listening: Callable[[], None] | None = None,
+        max_clients: int = MAX_CLIENTS,
+        accept_rate: float = ACCEPT_RATE,
+        split_grace: float = SPLIT_GRACE,
     ) -> None:
         self.etmemd = etmemd
         self.socket_name = socket_name
@@ -88,6 +133,18 @@ class Server:
         self._stopping = threading.Event()
         self._clients: set[threading.Thread] = set()
         self._clients_lock = threading.Lock()
+        self.max_clients = max_clients
+        self.split_grace = split_grace
+        self.accept_rate = accept_rate
+        self._tokens = float(ACCEPT_BURST)
+        self._refill_at = time.monotonic()
+        #: no accept before this ``time.monotonic()`` (descriptor exhaustion, rate bound)
+        self._pause_until = 0.0
+        self._backoff = 0.0
+        #: what happened to connections so far (a metrics endpoint may export these)
+        self.counters = {"accepted": 0, "refused_peers": 0, "accept_errors": 0}
+        self._refused_log = _RateLimitedLog(REFUSED_LOG_INTERVAL)
+        self._accept_err_log = _RateLimitedLog(REFUSED_LOG_INTERVAL)
 
     # -- listening socket ---------------------------------------------------------------------
 
@@ -103,7 +160,8 @@ class Server:
                     exc.errno, f"socket name {self.socket_name!r} is already in use"
                 ) from None
             raise
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)  # the loop drains the backlog until EAGAIN
         self._sock = sock
         log.info("listening on abstract socket @%s", self.socket_name)
 
@@ -115,21 +173,44 @@ class Server:
         if self.on_listening is not None:
             self.on_listening()
         with selectors.DefaultSelector() as sel:
-            sel.register(self._sock, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
+            listening = False
             while not self._stopping.is_set():
-                for key, _ in sel.select():
+                now = time.monotonic()
+                # Stop watching the listener while paused or full: the backlog holds the
+                # waiting clients, and a ready listener would make select() spin.
+                want = now >= self._pause_until and self._active() < self.max_clients
+                if want != listening:
+                    if want:
+                        sel.register(self._sock, selectors.EVENT_READ)
+                    else:
+                        sel.unregister(self._sock)
+                    listening = want
+                wait = None if want or now >= self._pause_until else self._pause_until - now
+                for key, _ in sel.select(wait):
                     if key.fileobj is self._sock and not self._stopping.is_set():
-                        self._accept()
+                        self._accept_some()
+                    elif key.fileobj == self._wake_r:
+                        _drain(self._wake_r)
         self._close_listener()
 
     def stop(self) -> None:
         """Make :meth:`serve_forever` return; fit for a signal handler (a flag and a pipe write)."""
         self._stopping.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        fd = self._wake_w
+        if fd < 0:
+            return
         try:
-            os.write(self._wake_w, b"x")
+            os.write(fd, b"x")
         except OSError:
-            pass  # pipe full: a wake-up is already pending
+            pass  # pipe full (a wake-up is already pending) or closed (shutting down)
+
+    def _active(self) -> int:
+        with self._clients_lock:
+            return len(self._clients)
 
     def wait_clients(self, deadline: float) -> bool:
         """Join client threads until ``deadline`` (``time.monotonic()``); True if all ended."""
@@ -142,25 +223,60 @@ class Server:
     def close(self) -> None:
         """Release the listening socket and the wake-up pipe."""
         self._close_listener()
-        for fd in (self._wake_r, self._wake_w):
+        # forget the numbers first: a client thread ending now must not write to a reused fd
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._wake_r = self._wake_w = -1
 
     def _close_listener(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def _accept(self) -> None:
+    def _accept_some(self) -> None:
+        """Take up to a batch of connections from the backlog, within the rate bound."""
         assert self._sock is not None
-        try:
-            conn, _ = self._sock.accept()
-        except OSError as exc:
-            log.error("accept failed: %s", exc)
-            return
+        for _ in range(ACCEPT_BATCH):
+            if self._active() >= self.max_clients or not self._take_token():
+                return
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.counters["accept_errors"] += 1
+                if exc.errno in _RESOURCE_ERRNOS:
+                    # Retrying at once would spin: the condition lasts until something closes.
+                    self._backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, self._backoff * 2))
+                    self._pause_until = time.monotonic() + self._backoff
+                    self._accept_err_log(
+                        logging.ERROR, "accept failed: %s; pausing %g s", exc, self._backoff
+                    )
+                else:  # ECONNABORTED and the like: that connection only
+                    self._accept_err_log(logging.WARNING, "accept failed: %s", exc)
+                return
+            self._backoff = 0.0
+            self.counters["accepted"] += 1
+            conn.setblocking(True)
+            if not self._peer_is_root(conn):
+                conn.close()  # refused here, before it costs a thread
+                continue
+            self._start_client(conn)
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(ACCEPT_BURST, self._tokens + (now - self._refill_at) * self.accept_rate)
+        self._refill_at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self._pause_until = now + (1 - self._tokens) / self.accept_rate
+        return False
+
+    def _start_client(self, conn: socket.socket) -> None:
         thread = threading.Thread(target=self._serve_client, args=(conn,), daemon=True)
         with self._clients_lock:
             self._clients.add(thread)
@@ -178,8 +294,6 @@ class Server:
         try:
             with conn:
                 conn.settimeout(self.timeout)
-                if not self._peer_is_root(conn):
-                    return
                 log.info("get one connection from etmem")
                 self._handle(conn)
                 _discard_unread(conn)
@@ -190,12 +304,15 @@ class Server:
         finally:
             with self._clients_lock:
                 self._clients.discard(threading.current_thread())
+            self._wake()  # the accept loop may be waiting for a free client slot
 
     def _peer_is_root(self, conn: socket.socket) -> bool:
         raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         pid, uid, gid = _UCRED.unpack(raw)
         if uid != 0 or gid != 0:
-            log.error(
+            self.counters["refused_peers"] += 1
+            self._refused_log(
+                logging.ERROR,
                 "client socket connect failed, permission denied (pid %d uid %d gid %d)",
                 pid,
                 uid,
@@ -205,17 +322,24 @@ class Server:
         return True
 
     def _read_request(self, conn: socket.socket) -> bytes:
-        """Read one request: one recv normally; more only while it is visibly incomplete."""
+        """Read one request, to the end of stream or until it has twelve words and nothing
+        more comes for ``split_grace`` seconds (its last value may arrive in pieces)."""
         data = b""
         deadline = time.monotonic() + self.timeout
-        while True:
-            conn.settimeout(max(0.001, deadline - time.monotonic()))
-            chunk = conn.recv(REQUEST_MAX + 1 - len(data))
+        while len(data) <= REQUEST_MAX:
+            left = max(0.001, deadline - time.monotonic())
+            settling = request_complete(data)
+            conn.settimeout(min(left, self.split_grace) if settling else left)
+            try:
+                chunk = conn.recv(REQUEST_MAX + 1 - len(data))
+            except TimeoutError:
+                if settling:
+                    return data
+                raise
             if not chunk:
                 return data
             data += chunk
-            if request_complete(data):
-                return data
+        return data
 
     def _handle(self, conn: socket.socket) -> None:
         try:
@@ -254,7 +378,7 @@ class Server:
         # it as it prints any output, and the error line stays the one the original sends.
         head = b""
         if err.reason and err.reason != err.code.text:
-            head = clean_output(f"etmemd: {err.reason}".replace("\n", " ").encode()) + b"\n"
+            head = clean_output(f"etmemd: {safe_text(err.reason)}".encode()) + b"\n"
         conn.sendall(head + reply_end(err.code.text))
 
     def _dispatch(self, conn: socket.socket, req: Request) -> None:
@@ -296,6 +420,14 @@ class Server:
             self.etmemd.engine_cmd(
                 req.proj_name, req.eng_name, req.task_name, req.eng_cmd, Reply(stream)
             )
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass  # empty (EAGAIN)
 
 
 def _discard_unread(conn: socket.socket) -> None:

@@ -87,12 +87,40 @@ def test_missing_file(tmp_path: Path) -> None:
             check(tmp_path / "nope.conf")
 
 
-def test_symlink_to_good_file_is_followed(tmp_path: Path) -> None:
+def test_symlink_to_good_file_is_refused(tmp_path: Path) -> None:
+    """Deliberate difference: the original resolves links; a link anyone may have made, to a
+    root file that is no object file, must not be read."""
     target = _file(tmp_path)
     link = tmp_path / "link.conf"
     link.symlink_to(target)
-    check_object_file(link)
-    assert read_object_file(link).startswith(b"[project]")
+    for check in (check_object_file, read_object_file):
+        with pytest.raises(ConfigError, match="link.conf: is a symbolic link"):
+            check(link)
+
+
+@pytest.mark.parametrize("how", ["owned by nobody", "world-writable", "group-writable"])
+def test_a_file_in_a_directory_others_can_write_is_refused(tmp_path: Path, how: str) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    p = _file(d)
+    if how == "owned by nobody":
+        os.chown(d, 65534, 65534)
+        says = "owned by uid 65534"
+    else:
+        d.chmod(0o777 if how == "world-writable" else 0o775)
+        says = "writable by root only"
+    for check in (check_object_file, read_object_file):
+        with pytest.raises(ConfigError, match=says):
+            check(p)
+
+
+def test_a_root_sticky_directory_is_accepted(tmp_path: Path) -> None:
+    d = tmp_path / "sticky"
+    d.mkdir()
+    d.chmod(0o1777)  # like /tmp: only root can rename root's files here
+    p = _file(d)
+    check_object_file(p)
+    assert read_object_file(p).startswith(b"[project]")
 
 
 def test_proc_status_is_0444_and_refused() -> None:

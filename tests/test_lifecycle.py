@@ -889,3 +889,164 @@ def test_core_bug_while_adding_or_deleting_is_an_internal_error(
     with pytest.raises(OptError) as e:
         etmemd.obj_del(path)  # the task fails, the engine (absent) fails, the project goes
     assert etmemd.projects == []
+
+
+# -- hook deadlines --------------------------------------------------------------------------------
+
+
+def _hanging_store(tmp_path, deadline: float):
+    import threading
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    class Hangs:
+        @hookimpl
+        def fill_task_params(self, task, config):
+            calls.append(f"fill {task.name}")
+
+        @hookimpl
+        def clear_task_params(self, task):
+            calls.append(f"clear {task.name}")
+
+        @hookimpl
+        def start_task(self, engine, task):
+            calls.append(f"start {task.name}")
+            release.wait(30)
+
+        @hookimpl
+        def stop_task(self, engine, task):
+            calls.append(f"stop {task.name}")
+
+    registry = EngineRegistry()
+    registry.register_plugin("hangs", Hangs())
+    store = Etmemd(registry, hook_deadline=deadline)
+    conf = tmp_path / "h.conf"
+    conf.write_text(
+        "[project]\nname=h\nloop=1\ninterval=1\nsleep=1\n[engine]\nname=hangs\nproject=h\n"
+        f"[task]\nproject=h\nengine=hangs\nname=t1\ntype=pid\nvalue={os.getpid()}\n"
+    )
+    conf.chmod(0o600)
+    store.obj_add(str(conf))
+    return store, conf, release, calls
+
+
+def test_a_hook_past_its_deadline_is_named_and_the_store_stays_usable(tmp_path):
+    import time
+
+    from etmemd_proc import wait_for
+
+    store, conf, release, calls = _hanging_store(tmp_path, 0.3)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(
+            OptError, match=r"engine hangs: start_task: did not return within 0.3 s"
+        ):
+            store.project_start("h")
+        assert time.monotonic() - t0 < 3
+        reply = BufferReply()
+        store.project_show(None, reply)  # not "busy"
+        assert reply.text.startswith("project: h\n") and reply.text.endswith("false   \n")
+        with pytest.raises(OptError, match="has not returned yet"):
+            store.project_start("h")  # the engine is still inside its start_task
+        release.set()
+        # once it returns, what it did late is undone, and the engine is usable again
+        assert wait_for(lambda: "stop t1" in calls, 5), calls
+        assert wait_for(lambda: not store._wedged, 5)
+        release.clear()
+        store.obj_del(str(conf))
+        assert store.projects == []
+    finally:
+        release.set()
+        store.shutdown()
+
+
+def test_project_stop_and_delete_work_while_a_hook_hangs(tmp_path):
+    store, conf, release, calls = _hanging_store(tmp_path, 0.3)
+    try:
+        with pytest.raises(OptError):
+            store.project_start("h")
+        with pytest.raises(OptError, match="already stopped"):
+            store.project_stop("h")
+        with pytest.raises(OptError, match="has not returned yet"):
+            store.obj_del(str(conf))  # the teardown it could not run is reported ...
+        assert store.projects == []  # ... and everything is gone all the same
+    finally:
+        release.set()
+        store.shutdown()
+
+
+# -- object files with many tasks ---------------------------------------------------------------
+
+
+def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """obj add/del of N tasks was O(N^2): a list scan per task (find_task, list.remove). The
+    core now looks names up in sets and edits each engine's list once: count the scans."""
+    from etmem_sdk import Engine, Task
+
+    filled = []
+
+    class Counts:
+        @hookimpl
+        def fill_task_params(self, task, config):
+            filled.append(task.name)
+
+    registry = EngineRegistry()
+    registry.register_plugin("rec", Counts())
+    etmemd = Etmemd(registry)
+
+    scans = {"find_task": 0, "eq": 0}
+    real_find = Engine.find_task
+
+    def counting_find(self, name):
+        scans["find_task"] += 1
+        return real_find(self, name)
+
+    def counting_eq(self, other):
+        scans["eq"] += 1
+        return self is other
+
+    monkeypatch.setattr(Engine, "find_task", counting_find)
+    monkeypatch.setattr(Task, "__eq__", counting_eq)
+    n = 2000
+    text = '[project]\nname = "p"\nloop = 1\ninterval = 1\nsleep = 1\n[[engine]]\nname = "rec"\n'
+    text += "".join(
+        f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "{os.getpid()}"\n' for i in range(n)
+    )
+    path = files("many.toml", text)
+    etmemd.obj_add(path)
+    (eng,) = etmemd.find_project("p").engines  # type: ignore[union-attr]
+    assert [t.name for t in eng.tasks] == [f"t{i}" for i in reversed(range(n))]  # newest first
+    assert len(filled) == n
+    etmemd.obj_del(path)
+    assert etmemd.projects == []
+    assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
+
+
+def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) -> None:
+    from etmem_core import lifecycle
+
+    store = Etmemd(EngineRegistry(), lock_wait=0.2)
+    big = files("big.conf", "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n" + "#" * (2 << 20))
+    for _ in range(lifecycle.BIG_LOADS):  # as many big adds in flight as allowed
+        assert store._big_loads.acquire(timeout=1)
+    with pytest.raises(OptError, match="large object files are being read"):
+        store.obj_add(big)
+    store._big_loads.release()
+    store.obj_add(big)  # a slot free: it goes through
+    assert [p.name for p in store.projects] == ["p"]
+    # and the slot is held while the request applies the file (its parsed form lives that long)
+    seen = []
+    real_request = store._request
+
+    def watching():
+        seen.append(store._big_loads._value)
+        return real_request()
+
+    store._request = watching
+    with pytest.raises(OptError):
+        store.obj_add(big)  # already added
+    assert seen == [0]
+    assert store._big_loads.acquire(timeout=0)  # released at the end

@@ -594,3 +594,178 @@ def test_foreground_daemon_notifies_systemd_ready_and_stopping(tmp_path, env):
             assert daemon.proc.wait(30) == 0
         finally:
             daemon.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# hardening: floods, descriptor exhaustion, bounded clients (in-process)
+
+
+def _flood_as_nobody(name: str, count: int) -> int:
+    """Fork a child that drops to uid/gid 65534 and connects and closes ``count`` times;
+    the number of connects that succeeded (the child's exit status is 0 if it ran)."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        status = 1
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            done = 0
+            for _ in range(count):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(5)
+                    try:
+                        s.connect("\0" + name)
+                        done += 1
+                    except OSError:
+                        pass
+            os.write(wfd, str(done).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        done = int(r.read() or b"0")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return done
+
+
+@pytest.mark.root
+def test_a_connect_flood_by_a_non_root_user_is_counted_not_logged_per_connect(served, caplog):
+    store, name, server = served
+    caplog.set_level("INFO", logger="etmemd")
+    done = _flood_as_nobody(name, 2000)
+    assert done > 1000
+    assert wait_for(lambda: server.counters["refused_peers"] >= done, 5), server.counters
+    denied = [r for r in caplog.records if "permission denied" in r.getMessage()]
+    assert 1 <= len(denied) <= 2, len(denied)
+    # and root is still served
+    assert raw_exchange(name, encode_request(Request(Cmd.PROJ_SHOW))) == b"shown None\n\xff"
+
+
+class _FailingListener:
+    """The listening socket, whose accept fails as if the fd limit had been reached."""
+
+    def __init__(self, sock: socket.socket, err: int) -> None:
+        self.sock, self.err, self.calls = sock, err, 0
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept(self):
+        self.calls += 1
+        raise OSError(self.err, os.strerror(self.err))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("err", ["EMFILE", "ENFILE"])
+def test_descriptor_exhaustion_on_accept_backs_off(err, caplog):
+    import errno
+
+    server = Server(FakeStore(), unique_name(), timeout=0.5)
+    server.bind()
+    failing = _FailingListener(server._sock, getattr(errno, err))
+    server._sock = failing
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    pending = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        pending.connect("\0" + server.socket_name)  # the listener stays readable
+        time.sleep(1.0)
+    finally:
+        server.stop()
+        thread.join(5)
+        pending.close()
+        server.close()
+    assert not thread.is_alive()
+    assert 1 <= failing.calls <= 30, failing.calls  # a busy loop makes ~10^5 calls a second
+    lines = [r for r in caplog.records if "accept failed" in r.getMessage()]
+    assert 1 <= len(lines) <= 2
+
+
+def test_concurrent_clients_are_bounded_and_all_served():
+    server = Server(FakeStore(), unique_name(), timeout=0.3, max_clients=2)
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    silent = []
+    try:
+        for _ in range(6):  # each holds a client slot until its 0.3 s timeout
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect("\0" + server.socket_name)
+            silent.append(s)
+        peak = 0
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            peak = max(peak, server._active())
+            time.sleep(0.01)
+        assert 1 <= peak <= 2
+        out = bytearray()
+        assert client.call(server.socket_name, Request(Cmd.PROJ_SHOW), out.extend, timeout=5)
+        assert bytes(out) == b"shown None\n"
+        for s in silent:  # every silent client got its "no request" failure in the end
+            s.settimeout(5)
+            assert s.recv(4096).endswith(b"\xfe")
+    finally:
+        for s in silent:
+            s.close()
+        server.stop()
+        thread.join(5)
+        server.wait_clients(time.monotonic() + 5)
+        server.close()
+
+
+def test_a_request_split_inside_its_last_value_is_not_decoded_early():
+    store = FakeStore()
+    server = Server(store, unique_name(), timeout=5, split_grace=1.0)
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        data = encode_request(
+            Request(Cmd.ENG_CMD, proj_name="p", eng_name="e", eng_cmd="c", task_name="t1")
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect("\0" + server.socket_name)
+            sock.sendall(data[:-1])  # "... task_name t"
+            time.sleep(0.05)
+            sock.sendall(data[-1:])  # "1"
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        assert store.calls == [("engine_cmd", "p", "e", "t1", "c")]
+        assert reply.endswith(b"\xff")
+    finally:
+        server.stop()
+        thread.join(5)
+        server.wait_clients(time.monotonic() + 5)
+        server.close()
+
+
+def test_a_reason_can_neither_forge_lines_nor_come_back_megabytes_long(served):
+    store, name, _ = served
+    store.raise_next = OptError(OptCode.OPT_INVAL, "bad\nforged line\x1b[31m" + "x" * 100_000)
+    reply = raw_exchange(name, encode_request(Request(Cmd.PROJ_START, proj_name="p")))
+    head, _, rest = reply.partition(b"\n")
+    assert head.startswith(b"etmemd: bad\\x0aforged line\\x1b[31mxxx")
+    assert head.endswith(b"more characters]") and len(head) < 1200
+    assert b"\x1b" not in reply and rest.endswith(b"\xfe") and b"\n" not in rest[:-1].rstrip()
+
+
+def test_log_lines_escape_control_characters_and_are_cut():
+    import logging
+
+    from etmem_core.logsafe import LOG_MESSAGE_MAX, SafeFormatter
+
+    fmt = SafeFormatter("%(message)s")
+    record = logging.LogRecord("etmemd", logging.ERROR, __file__, 1, "value %s", ("a\nb",), None)
+    assert fmt.format(record) == "value a\\x0ab"
+    long = logging.LogRecord("etmemd", logging.ERROR, __file__, 1, "%s", ("\x1b" * 10**6,), None)
+    text = fmt.format(long)
+    assert "\x1b" not in text and len(text) < LOG_MESSAGE_MAX * 4 + 64

@@ -54,7 +54,10 @@ def keyfile_text(groups: Mapping[str, Mapping[str, str]]) -> str:
 def keyfile(text: str) -> Iterator[int]:
     """A ``GKeyFile*`` loaded from ``text``, freed when the block ends."""
     glib = libglib()
-    data = text.encode()
+    # The core reads object files with surrogateescape: give glib the file's own bytes back, as
+    # the original's g_key_file_load_from_file saw them (a stray byte in a comment is harmless
+    # there; a bad value is refused when the policy reads it).
+    data = text.encode("utf-8", "surrogateescape")
     handle = glib.g_key_file_new()
     try:
         if not glib.g_key_file_load_from_data(handle, data, len(data), 0, None):

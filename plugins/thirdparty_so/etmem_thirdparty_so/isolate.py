@@ -11,16 +11,21 @@ fails with ``EngineError`` naming the signal, and the engine stays failed until 
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import itertools
 import logging
+import math
 import os
 import pickle
+import queue
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +61,15 @@ _PROJECT_FIELDS = (
 )
 _ERRORS: dict[str, type[EtmemError]] = {"ConfigError": ConfigError, "EngineError": EngineError}
 _tokens = itertools.count(1)
+
+#: Engine key: seconds one op may take in the helper before the helper is killed.
+TIMEOUT_KEY = "isolate_timeout"
+#: Default for it: below etmemd's own hook deadline (5 s), so a hung policy is killed and named
+#: by this engine before the core gives up on the hook.
+DEFAULT_TIMEOUT = 4.5
+_PR_SET_PDEATHSIG = 1
+#: Every helper still running, so that none outlives etmemd (see ``_kill_all``).
+_helpers: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
 
 
 # --- wire: length-prefixed pickles, optionally carrying one fd --------------------------------
@@ -123,6 +137,8 @@ class IsolatedEngine:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: why the helper is gone (None while it runs)
     dead: str | None = None
+    #: seconds an op may take before the helper is killed
+    timeout: float = DEFAULT_TIMEOUT
 
     def call(self, engine: Engine, request: dict[str, Any], fd: int | None = None) -> Any:
         """Run one op in the helper and return its result; its ``ConfigError``/``EngineError``
@@ -131,9 +147,20 @@ class IsolatedEngine:
             if self.dead is not None:
                 raise EngineError(f"engine {engine.name}: {self.dead}")
             request["snapshot"] = _snapshot(engine)
+            self.sock.settimeout(self.timeout)
             try:
                 _send(self.sock, request, fd)
                 answer = _recv(self.sock)
+            except TimeoutError:
+                # A hung policy: nothing else will ever end it, and it holds this engine.
+                self.proc.kill()
+                self.proc.wait()
+                self.dead = (
+                    f"the policy process did not finish {request['op']} within "
+                    f"{self.timeout:g} s and was killed"
+                )
+                log.error("engine %s: %s", engine.name, self.dead)
+                raise EngineError(f"engine {engine.name}: {self.dead}") from None
             except OSError:
                 answer = None
             if answer is None:
@@ -149,10 +176,75 @@ class IsolatedEngine:
         """End the helper: closing the socket makes it exit; kill it if it does not."""
         self.sock.close()
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        _helpers.discard(self.proc)
+
+
+def _kill_all() -> None:
+    """At exit: kill the helpers still running (their engines were never cleared)."""
+    for proc in list(_helpers):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+atexit.register(_kill_all)
+
+
+class _Spawner:
+    """Starts helpers from one thread that lives as long as the process: the parent-death
+    signal a helper asks for fires when the *thread* that forked it ends, and hooks run on
+    threads that come and go."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[list[str], int, queue.SimpleQueue[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _loop(self) -> None:
+        while True:
+            argv, fd, out = self._jobs.get()
+            try:
+                proc = subprocess.Popen(argv, pass_fds=(fd,), start_new_session=True)
+                out.put((proc, None))
+            except BaseException as exc:
+                out.put((None, exc))
+
+    def popen(self, argv: list[str], fd: int) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="etmem-isolate-spawner", daemon=True
+                )
+                self._thread.start()
+        out: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs.put((argv, fd, out))
+        proc, error = out.get()
+        if error is not None:
+            raise error
+        _helpers.add(proc)
+        return proc
+
+
+_spawner = _Spawner()
+
+
+def _timeout(config: ConfigSection) -> float:
+    raw = config.get(TIMEOUT_KEY)
+    if raw is None:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise ConfigError(f"{config.where(TIMEOUT_KEY)}: must be a number of seconds, 0 to 3600")
+    return value
 
 
 def _death(proc: subprocess.Popen) -> str:
@@ -214,19 +306,18 @@ def _state(engine: Engine) -> IsolatedEngine:
 
 def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
     """Start the helper and load the policy there."""
+    timeout = _timeout(config)
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            start_new_session=True,  # terminal signals are etmemd's business, not the helper's
-        )
+        # a new session: terminal signals are etmemd's business, not the helper's
+        argv = [sys.executable, "-m", __name__, str(child.fileno()), str(os.getpid())]
+        proc = _spawner.popen(argv, child.fileno())
     except BaseException:
         parent.close()  # no helper: nothing else will ever close our end
         raise
     finally:
         child.close()
-    state = IsolatedEngine(proc=proc, sock=parent)
+    state = IsolatedEngine(proc=proc, sock=parent, timeout=timeout)
     engine.params = state
     try:
         state.call(engine, {"op": "fill_eng_params", "config": _config(config)})
@@ -430,6 +521,11 @@ def _serve(sock: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry of the helper process: serve requests on the inherited socket until it closes."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:  # die with etmemd, even if it is killed and cannot end us
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != int(args[1]):  # etmemd died before the prctl took effect
+            os._exit(1)
     sock = socket.socket(fileno=int(args[0]))
     try:
         _serve(sock)

@@ -87,6 +87,8 @@ def _open_trusted(path: str) -> int:
 
 def check_library(libname: str) -> str:
     """The realpath of ``libname`` if it passes the original's ownership and mode checks."""
+    if "\0" in libname:  # no path holds one; the OS calls would raise ValueError
+        raise ConfigError(f"libname={libname!r}: must not contain a NUL byte")
     try:
         resolved = os.path.realpath(libname, strict=True)
         st = os.stat(resolved)
@@ -116,15 +118,21 @@ def open_checked_library(libname: str) -> tuple[str, ctypes.CDLL]:
     except BaseException:
         os.close(fd)
         raise
+    path = _pinned_path(fd)
     try:
-        lib = ctypes.CDLL(_pinned_path(fd), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+        lib = ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
     except OSError as exc:
+        _unpin(path)
         raise ConfigError(f"dlopen {resolved} failed: {exc}") from None
+    with _pinned_lock:
+        _users[lib._handle] = path
     return resolved, lib
 
 
-#: (st_dev, st_ino) -> an fd of that file, kept open for the life of the process.
-_pinned: dict[tuple[int, int], int] = {}
+#: (st_dev, st_ino) -> [an fd of that file, how many opens use it]
+_pinned: dict[tuple[int, int], list[int]] = {}
+#: dlopen handle -> the /proc/self/fd/N name it was opened by
+_users: dict[int, str] = {}
 _pinned_lock = threading.Lock()
 
 
@@ -139,10 +147,37 @@ def _pinned_path(fd: int) -> str:
     st = os.fstat(fd)
     key = (st.st_dev, st.st_ino)
     with _pinned_lock:
-        kept = _pinned.setdefault(key, fd)
+        pin = _pinned.setdefault(key, [fd, 0])
+        pin[1] += 1
+        kept = pin[0]
     if kept != fd:
         os.close(fd)
     return f"/proc/self/fd/{kept}"
+
+
+def _unpin(path: str) -> None:
+    """One use of the pinned ``path`` ends; the fd is closed with the last one, unless the
+    library is still mapped (dlclose may keep it: NODELETE, unique symbols), because its name
+    must then keep meaning that file."""
+    fd = int(path.rsplit("/", 1)[1])
+    with _pinned_lock:
+        key = next((k for k, pin in _pinned.items() if pin[0] == fd), None)
+        if key is None:
+            return
+        pin = _pinned[key]
+        pin[1] -= 1
+        if pin[1] > 0:
+            return
+        try:
+            still = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except OSError:
+            still = None
+        if still is not None:
+            _ctypes.dlclose(still._handle)  # undo the reference NOLOAD took
+            pin[1] = 0
+            return
+        del _pinned[key]
+        os.close(fd)
 
 
 def _check_stat(libname: str, resolved: str, st: os.stat_result) -> None:
@@ -169,8 +204,17 @@ def open_library(path: str) -> ctypes.CDLL:
 
 
 def close_library(lib: ctypes.CDLL) -> None:
-    """``dlclose`` the handle ``open_library`` returned (the library may stay mapped if shared)."""
-    _ctypes.dlclose(lib._handle)
+    """``dlclose`` the handle ``open_library`` or ``open_checked_library`` returned (the
+    library may stay mapped if shared); the file's fd goes with its last user."""
+    handle = lib._handle
+    _ctypes.dlclose(handle)
+    with _pinned_lock:
+        path = _users.get(handle)
+    if path is not None:
+        _unpin(path)
+        with _pinned_lock:
+            if not any(pin[0] == int(path.rsplit("/", 1)[1]) for pin in _pinned.values()):
+                _users.pop(handle, None)
 
 
 class _DlInfo(ctypes.Structure):

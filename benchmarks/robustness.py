@@ -1,0 +1,154 @@
+"""Long fuzz and load runs against a real etmemd, with the figures docs/robustness.md records.
+
+    .venv/bin/python benchmarks/robustness.py                      # the full run
+    .venv/bin/python benchmarks/robustness.py --requests 2000 --files 200 --clients 100
+
+Runs, each against one etmemd started here on a unique abstract socket:
+
+1. fuzzed requests (default 100,000) and fuzzed object files (default 10,000): answered,
+   malformed replies, crashes, tracebacks in the log, RSS before and after;
+2. parallel root clients (default 1,000) beside 10 silent clients and one unprivileged
+   connect flooder: answered, p99 latency;
+3. obj add and del of one TOML file with 40,000 tasks (and a 10 MiB one): seconds each.
+
+Needs root (the flooder drops to uid 65534; object files must be root's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from etmemd_proc import EtmemdProc  # noqa: E402
+from fuzzing import (  # noqa: E402
+    fuzz_object_files,
+    fuzz_requests,
+    parallel_root_clients,
+    rss_kib,
+    silent_clients,
+    start_flooder,
+)
+
+
+def _tracebacks(d: EtmemdProc) -> int:
+    return (d.workdir / f"etmemd-{d.sock}.log").read_bytes().count(b"Traceback")
+
+
+def _start(work: Path) -> EtmemdProc:
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    return EtmemdProc(work, env=env)
+
+
+def fuzz(args: argparse.Namespace, work: Path) -> None:
+    d = _start(work)
+    try:
+        rss0 = rss_kib(d.proc.pid)
+        t0 = time.monotonic()
+        req = fuzz_requests(d.sock, args.requests, seed=args.seed)
+        t1 = time.monotonic()
+        files_dir = work / "fz"
+        files_dir.mkdir(exist_ok=True)
+        obj = fuzz_object_files(d.sock, files_dir, args.files, seed=args.seed + 1)
+        t2 = time.monotonic()
+        rss1 = rss_kib(d.proc.pid)
+        alive = d.proc.poll() is None
+        print(
+            f"fuzzed requests: {req.tried} tried, {req.answered} answered, "
+            f"{len(req.malformed)} malformed replies, {t1 - t0:.1f} s"
+        )
+        print(
+            f"fuzzed object files: {args.files} files, {obj.tried} requests, {obj.answered} "
+            f"answered, {len(obj.malformed)} malformed, {t2 - t1:.1f} s"
+        )
+        print(
+            f"crashes: {0 if alive else 1}, tracebacks in the log: {_tracebacks(d)}, "
+            f"RSS {rss0} KiB -> {rss1} KiB (+{(rss1 - rss0) / 1024:.1f} MiB)"
+        )
+    finally:
+        d.stop()
+
+
+def load(args: argparse.Namespace, work: Path) -> None:
+    d = _start(work)
+    try:
+        silent = silent_clients(d.sock, 10)
+        flooder = start_flooder(d.sock, args.flood_seconds)
+        try:
+            time.sleep(0.5)
+            tally = parallel_root_clients(d.sock, args.clients)
+        finally:
+            for s in silent:
+                s.close()
+            os.waitpid(flooder, 0)
+        log = d.logtext()
+        print(
+            f"parallel root clients: {tally.answered}/{tally.tried} answered, "
+            f"p99 {tally.p99() * 1000:.0f} ms, max {max(tally.latencies, default=0) * 1000:.0f} ms"
+            f" (beside 10 silent clients and a uid 65534 flooder); "
+            f"'permission denied' lines in the log tail: {log.count('permission denied')}"
+        )
+    finally:
+        d.stop()
+
+
+def scale(args: argparse.Namespace, work: Path) -> None:
+    d = _start(work)
+    try:
+        for n, label in ((40_000, "40k tasks"), (args.big_tasks, "~10 MiB")):
+            path = work / f"scale{n}.toml"
+            with open(path, "w") as f:
+                f.write('[project]\nname = "s"\nloop = 1\ninterval = 1\nsleep = 1\n')
+                f.write('[[engine]]\nname = "slide"\n')
+                for i in range(n):
+                    f.write(f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "1"\nT = 1\n')
+            os.chmod(path, 0o600)
+            size = path.stat().st_size
+            times = []
+            for verb in ("add", "del"):
+                t0 = time.monotonic()
+                res = d.etmem("obj", verb, "-f", str(path), check=False)
+                times.append(time.monotonic() - t0)
+                if res.returncode != 0:
+                    print(f"  obj {verb} failed: {res.stdout.strip()[:200]}")
+            print(
+                f"{label}: {n} tasks, {size / 1048576:.1f} MiB: obj add {times[0]:.2f} s, "
+                f"obj del {times[1]:.2f} s (etmem client, wall clock)"
+            )
+    finally:
+        d.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=1_000)
+    parser.add_argument("--flood-seconds", type=float, default=20.0)
+    parser.add_argument("--big-tasks", type=int, default=230_000, help="tasks of the big file")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", choices=("fuzz", "load", "scale"), default=None)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("run as root", file=sys.stderr)
+        return 1
+    print(f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
+    print(subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip())
+    with tempfile.TemporaryDirectory(prefix="etmem-robust-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o700)
+        for name, run in (("fuzz", fuzz), ("load", load), ("scale", scale)):
+            if args.only in (None, name):
+                run(args, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
