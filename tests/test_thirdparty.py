@@ -463,7 +463,6 @@ def test_scan_lib_symbols_are_global_for_unlinked_policies(host, libs, child):
 
 
 def test_scan_lib_missing_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(loader, "_BUILD_DIR", tmp_path)
     monkeypatch.setenv(loader.SCAN_LIB_ENV, str(tmp_path / "none.so"))
     monkeypatch.setattr(loader, "scan_lib_candidates", lambda: [str(tmp_path / "none.so")])
     loader.scan_lib.cache_clear()
