@@ -45,7 +45,7 @@ MAX_ARGC = 6
 
 USAGE = """\
 Usage: etmemd -s NAME [-l LEVEL] [-m] [--config PATH] [--conf-dir DIR [--start-projects]]
-              [--log-file PATH]
+              [--log-file PATH] [--metrics ADDRESS]
        etmemd -h | --version
 
 Options:
@@ -61,6 +61,8 @@ Options:
                             `etmem obj add` would; a file that fails is logged and skipped
       --start-projects      also start every project the --conf-dir files add
       --log-file PATH       log to PATH (appended) instead of syslog or stderr
+      --metrics ADDRESS     serve Prometheus metrics on HOST:PORT or unix:/PATH (off by
+                            default; needs `pip install etmem[metrics]`)
   -h, --help                show this help
       --version             print etmemd's version and exit
 """
@@ -74,9 +76,10 @@ _LONGOPTS = (
     LongOpt("conf-dir", True, "D"),
     LongOpt("start-projects", False, "S"),
     LongOpt("log-file", True, "L"),
+    LongOpt("metrics", True, "M"),
 )
 #: Our long options (not the original's): they do not count against the original's limit.
-_OURS_WITH_VALUE = ("--config", "--conf-dir", "--log-file")
+_OURS_WITH_VALUE = ("--config", "--conf-dir", "--log-file", "--metrics")
 _OURS_FLAGS = ("--start-projects",)
 
 
@@ -106,6 +109,8 @@ class Options:
     start_projects: bool = False
     #: ``--log-file PATH``: log there instead of syslog/stderr
     log_file: str | None = None
+    #: ``--metrics ADDRESS``: the Prometheus endpoint (None: none)
+    metrics: str | None = None
 
 
 def parse_args(args: Sequence[str]) -> Options:
@@ -147,6 +152,8 @@ def parse_args(args: Sequence[str]) -> Options:
                 extra["start_projects"] = True
             elif opt == "L":
                 extra["log_file"] = value or ""
+            elif opt == "M":
+                extra["metrics"] = value or ""
             else:  # -h: the original stops scanning here, so "-help" is help too
                 want_help = True
                 break
@@ -167,7 +174,7 @@ def parse_args(args: Sequence[str]) -> Options:
         raise ArgsExit(EXIT_ARGS, f"error: invalid socket name: {exc}") from None
     if extra.get("start_projects") and not extra.get("conf_dir"):
         raise ArgsExit(EXIT_ARGS, "error: --start-projects needs --conf-dir DIR")
-    for key in ("conf_dir", "log_file"):
+    for key in ("conf_dir", "log_file", "metrics"):
         if key in extra and not extra[key]:
             raise ArgsExit(EXIT_ARGS, f"error: --{key.replace('_', '-')} needs a path")
     return Options(socket=sock, log_level=level, mode_systemctl=mode, config=config, **extra)
@@ -255,7 +262,15 @@ class Daemon:
     def __init__(self, opts: Options, etmemd: Any = None) -> None:
         self.opts = opts
         self.etmemd = etmemd if etmemd is not None else _make_etmemd(opts)
-        self.server = Server(self.etmemd, opts.socket)
+        self.metrics_counts = None
+        self.metrics = None
+        served = self.etmemd
+        if opts.metrics:
+            from .metrics import CountingEtmemd, Counts
+
+            self.metrics_counts = Counts()
+            served = CountingEtmemd(self.etmemd, self.metrics_counts)
+        self.server = Server(served, opts.socket)
         self.signal: int | None = None
         self.conf_dir = None
         if opts.conf_dir:
@@ -298,6 +313,19 @@ class Daemon:
             print(f"etmemd: cannot listen on @{self.opts.socket}: {exc}", file=sys.stderr)
             self.server.close()
             return EXIT_FAIL
+        if self.opts.metrics:
+            from .metrics import MetricsServer, MetricsUnavailable
+            from .version import version
+
+            try:
+                self.metrics = MetricsServer(
+                    self.opts.metrics, self.etmemd, self.metrics_counts, version()
+                )
+            except MetricsUnavailable as exc:
+                log.error("%s", exc)
+                print(f"etmemd: {exc}", file=sys.stderr)
+                self.server.close()
+                return EXIT_FAIL
         if self.conf_dir is not None:  # before READY: the unit is up once its objects are in
             self.conf_dir.load()
         if on_listening is not None:
@@ -341,6 +369,8 @@ class Daemon:
             os._exit(EXIT_FAIL)
         if self.conf_dir is not None:
             self.conf_dir.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if failure:
             log.error("stopping projects failed: %s", failure[0])
             return EXIT_FAIL
