@@ -472,6 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         print(f"etmemd: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    # [daemon] in etmemd.toml gives defaults for our options; the command line wins
+    opts.conf_dir = opts.conf_dir or opts.settings.conf_dir
+    opts.start_projects = opts.start_projects or opts.settings.start_projects
+    opts.metrics = opts.metrics or opts.settings.metrics
     if opts.mode_systemctl:
         return run_forked(opts)
     try:

@@ -162,3 +162,22 @@ def test_etmemd_adds_the_directory_at_start_up_and_reloads_on_sighup(confd, tmp_
         d.stop()
         target.kill()
         target.wait()
+
+
+@pytest.mark.root
+def test_conf_dir_can_come_from_etmemd_toml(confd, tmp_path):
+    target = subprocess.Popen(["sleep", "300"])
+    put(
+        confd,
+        "a.conf",
+        "[project]\nname=a\nloop=1\ninterval=1\nsleep=1\n[engine]\nname=slide\nproject=a\n"
+        f"[task]\nproject=a\nengine=slide\nname=t\ntype=pid\nvalue={target.pid}\nT=1\n",
+    )
+    settings = put(tmp_path, "etmemd.toml", f'[daemon]\nconf_dir = "{confd}"\n', mode=0o644)
+    d = EtmemdProc(tmp_path, "--config", str(settings))
+    try:
+        assert "a" in d.etmem("project", "show").stdout.split()
+    finally:
+        d.stop()
+        target.kill()
+        target.wait()

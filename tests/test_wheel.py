@@ -93,18 +93,24 @@ def test_the_wheel_holds_the_c_library_and_headers(wheel: Path) -> None:
     assert "-none-linux_" in wheel.name  # a platform wheel: it carries a native library
 
 
-def test_a_clone_collects_the_whole_suite(tmp_path: Path) -> None:
+def test_a_clone_collects_the_whole_suite_and_finds_its_golden_data(tmp_path: Path) -> None:
     """Everything the tests need is in the repository (golden data included)."""
     clone = copy_tree(tmp_path / "clone")
+    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     res = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_protocol.py"],
+        [*pytest_cmd, "--collect-only"], cwd=clone, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert " error" not in res.stdout.splitlines()[-1]
+    res = subprocess.run(
+        [*pytest_cmd, "tests/test_protocol.py", "tests/test_idle_pages.py"],
         cwd=clone,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "passed" in res.stdout
+    assert "passed" in res.stdout and "skipped" not in res.stdout
 
 
 def test_versions_need_no_daemon(wheel_venv: Path) -> None:
