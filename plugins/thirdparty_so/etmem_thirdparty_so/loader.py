@@ -114,7 +114,6 @@ def open_checked_library(libname: str) -> tuple[str, ctypes.CDLL]:
         raise
     try:
         lib = ctypes.CDLL(_pinned_path(fd), mode=os.RTLD_NOW | os.RTLD_LOCAL)
-        lib.etmem_path = resolved  # messages name the library, not the /proc/self/fd/N it came by
     except OSError as exc:
         raise ConfigError(f"dlopen {resolved} failed: {exc}") from None
     return resolved, lib
@@ -222,7 +221,12 @@ def find_ops(lib: ctypes.CDLL, ops_name: str) -> abi.CEngineOps:
     try:
         ops = abi.CEngineOps.in_dll(lib, ops_name)
     except ValueError:
-        where = getattr(lib, "etmem_path", lib._name)
+        where = lib._name
+        if where.startswith("/proc/self/fd/"):  # name the library, not the fd it was opened by
+            try:
+                where = os.readlink(where)
+            except OSError:
+                pass
         raise ConfigError(f"ops_name={ops_name}: no such symbol in {where}") from None
     kind = _symbol_kind(ctypes.addressof(ops))
     if kind is not None:
