@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from etmemd_proc import EtmemdProc
+from etmemd_proc import EtmemdProc, wait_for
 
 from etmem_core import metrics
 from etmem_core.errors import OptCode, OptError
@@ -168,6 +169,26 @@ def test_live_etmemd_serves_metrics_on_loopback(tmp_path):
         assert value(fams, "etmem_project_started", "etmem_project_started", project="a") == 0
         assert value(fams, "etmem_clients_refused", "etmem_clients_refused_total") == 0
         assert value(fams, "etmem_scrape_ok", "etmem_scrape_ok") == 1
+        # a client that is not root is refused, and counted
+        child = os.fork()
+        if child == 0:  # nobody knocks
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect("\0" + d.sock)
+                    s.sendall(b"x")
+                    s.recv(10)
+            finally:
+                os._exit(0)
+        os.waitpid(child, 0)
+
+        def refused() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                got = families(r.read().decode())
+            return value(got, "etmem_clients_refused", "etmem_clients_refused_total")
+
+        assert wait_for(lambda: refused() == 1, 10), d.logtext()
     finally:
         d.stop()
         target.kill()
