@@ -1,5 +1,5 @@
 """Scan pipeline benchmark: decode 3 idle_pages passes, accumulate, classify (T=2), format the
-cold list -- on the synthetic streams of ../shared/bench/streams.md, against the original's
+cold list -- on the synthetic streams of streams.md (beside this file), against the original's
 figures measured on the same input.
 
     python benchmarks/scan_pipeline.py                  # all five streams, fast path

@@ -1,4 +1,4 @@
-"""Build the synthetic idle_pages streams of ../shared/bench/streams.md (byte-exact).
+"""Build the synthetic idle_pages streams described in benchmarks/streams.md, byte-exact.
 
 One anonymous VMA at 0x7f0000000000; three passes; page ``i`` of the VMA is a hole if
 ``i % 4096 >= 4088``, else accessed in pass ``p`` (0-based) if ``4p <= i % 64 < 4p + 13``,

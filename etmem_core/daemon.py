@@ -46,8 +46,9 @@ DEFAULT_LOG_LEVEL = 3
 MAX_ARGC = 6
 
 USAGE = """\
-Usage: etmemd -s NAME [-l LEVEL] [-m] [--config PATH]
-       etmemd -h
+Usage: etmemd -s NAME [-l LEVEL] [-m] [--config PATH] [--conf-dir DIR [--start-projects]]
+              [--log-file PATH] [--metrics ADDRESS]
+       etmemd -h | --version
 
 Options:
   -s, --socket NAME         listen on the abstract unix socket NAME (1 to 106 characters);
@@ -58,7 +59,14 @@ Options:
                             exits 0 once the daemon listens (for systemd Type=forking)
       --config PATH         daemon settings (engines allowed/blocked, default tracker and
                             actuator); default /etc/etmem/etmemd.toml when it exists
+      --conf-dir DIR        at start-up (and again on SIGHUP) add every object file in DIR, as
+                            `etmem obj add` would; a file that fails is logged and skipped
+      --start-projects      also start every project the --conf-dir files add
+      --log-file PATH       log to PATH (appended) instead of syslog or stderr
+      --metrics ADDRESS     serve Prometheus metrics on HOST:PORT or unix:/PATH (off by
+                            default; needs `pip install etmem[metrics]`)
   -h, --help                show this help
+      --version             print etmemd's version and exit
 """
 
 _LONGOPTS = (
@@ -67,7 +75,14 @@ _LONGOPTS = (
     LongOpt("mode-systemctl", False, "m"),
     LongOpt("help", False, "h"),
     LongOpt("config", True, "C"),  # long only: "C" is not in the short option string
+    LongOpt("conf-dir", True, "D"),
+    LongOpt("start-projects", False, "S"),
+    LongOpt("log-file", True, "L"),
+    LongOpt("metrics", True, "M"),
 )
+#: Our long options (not the original's): they do not count against the original's limit.
+_OURS_WITH_VALUE = ("--config", "--conf-dir", "--log-file", "--metrics")
+_OURS_FLAGS = ("--start-projects",)
 
 
 class ArgsExit(Exception):
@@ -90,6 +105,14 @@ class Options:
     config: str | None = None
     #: the loaded :class:`~etmem_core.daemon_settings.DaemonSettings`, once :func:`main` read them
     settings: Any = field(default=None, compare=False, repr=False)
+    #: ``--conf-dir DIR``: object files added at start-up and on SIGHUP
+    conf_dir: str | None = None
+    #: ``--start-projects``: start the projects the conf dir adds
+    start_projects: bool = False
+    #: ``--log-file PATH``: log there instead of syslog/stderr
+    log_file: str | None = None
+    #: ``--metrics ADDRESS``: the Prometheus endpoint (None: none)
+    metrics: str | None = None
 
 
 def parse_args(args: Sequence[str]) -> Options:
@@ -98,8 +121,12 @@ def parse_args(args: Sequence[str]) -> Options:
     Raises :class:`ArgsExit` for help (status 0, message = usage) and for every error
     (status 255, message says what is wrong).
     """
-    # --config is ours, not the original's: its words do not count against the original's limit
-    ours = sum(2 if a == "--config" else 1 for a in args if a.startswith("--config"))
+    # our long options are not the original's: their words do not count against its limit
+    ours = sum(
+        2 if a in _OURS_WITH_VALUE else 1
+        for a in args
+        if a.startswith(_OURS_WITH_VALUE) or a in _OURS_FLAGS
+    )
     if len(args) - ours + 1 > MAX_ARGC:
         raise ArgsExit(EXIT_ARGS, f"error: invalid parameters! at most {MAX_ARGC - 1} arguments")
     config: str | None = None
@@ -107,6 +134,7 @@ def parse_args(args: Sequence[str]) -> Options:
     level = DEFAULT_LOG_LEVEL
     mode = False
     want_help = False
+    extra: dict[str, Any] = {}
     scan = Getopt(args, "s:l:mh", _LONGOPTS)
     try:
         for opt, value in scan:
@@ -120,6 +148,14 @@ def parse_args(args: Sequence[str]) -> Options:
                 mode = True
             elif opt == "C":
                 config = value or ""
+            elif opt == "D":
+                extra["conf_dir"] = value or ""
+            elif opt == "S":
+                extra["start_projects"] = True
+            elif opt == "L":
+                extra["log_file"] = value or ""
+            elif opt == "M":
+                extra["metrics"] = value or ""
             else:  # -h: the original stops scanning here, so "-help" is help too
                 want_help = True
                 break
@@ -138,7 +174,12 @@ def parse_args(args: Sequence[str]) -> Options:
         check_socket_name(sock)
     except ProtocolError as exc:
         raise ArgsExit(EXIT_ARGS, f"error: invalid socket name: {exc}") from None
-    return Options(socket=sock, log_level=level, mode_systemctl=mode, config=config)
+    if extra.get("start_projects") and not extra.get("conf_dir"):
+        raise ArgsExit(EXIT_ARGS, "error: --start-projects needs --conf-dir DIR")
+    for key in ("conf_dir", "log_file", "metrics"):
+        if key in extra and not extra[key]:
+            raise ArgsExit(EXIT_ARGS, f"error: --{key.replace('_', '-')} needs a path")
+    return Options(socket=sock, log_level=level, mode_systemctl=mode, config=config, **extra)
 
 
 def _log_level(text: str) -> int:
@@ -155,10 +196,18 @@ def _log_level(text: str) -> int:
     return level
 
 
-def setup_logging(level: int, syslog_path: str = "/dev/log") -> logging.Handler:
-    """Send every logger's records at ``level`` and above to syslog, or stderr without it."""
+def setup_logging(
+    level: int, syslog_path: str = "/dev/log", log_file: str | None = None
+) -> logging.Handler:
+    """Send every logger's records at ``level`` and above to ``log_file`` when given, else to
+    syslog, or to stderr without it. Raises ``OSError`` when the log file cannot be opened."""
     handler: logging.Handler
-    if _is_socket(syslog_path):
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(
+            SafeFormatter("%(asctime)s etmemd[%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
+    elif _is_socket(syslog_path):
         handler = logging.handlers.SysLogHandler(
             address=syslog_path, facility=logging.handlers.SysLogHandler.LOG_USER
         )
@@ -215,8 +264,29 @@ class Daemon:
     def __init__(self, opts: Options, etmemd: Any = None) -> None:
         self.opts = opts
         self.etmemd = etmemd if etmemd is not None else _make_etmemd(opts)
-        self.server = Server(self.etmemd, opts.socket)
+        self.metrics_counts = None
+        self.metrics = None
+        served = self.etmemd
+        if opts.metrics:
+            from .metrics import CountingEtmemd, Counts
+
+            self.metrics_counts = Counts()
+            served = CountingEtmemd(self.etmemd, self.metrics_counts)
+        self.server = Server(served, opts.socket)
         self.signal: int | None = None
+        self.conf_dir = None
+        if opts.conf_dir:
+            from .confdir import ConfDir
+
+            self.conf_dir = ConfDir(self.etmemd, opts.conf_dir, start=opts.start_projects)
+
+    def _on_hangup(self, _signum: int, _frame: Any) -> None:
+        if self.conf_dir is None:
+            log.warning("SIGHUP: nothing to reload (etmemd runs without --conf-dir)")
+            return
+        log.info("SIGHUP: reloading the conf dir %s", self.conf_dir.path)
+        # not in the handler: adding objects takes locks the interrupted code may hold
+        threading.Thread(target=self.conf_dir.load, name="etmemd-reload", daemon=True).start()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signal = signum
@@ -228,6 +298,7 @@ class Daemon:
         # connect, and the default SIGINT action would skip the ordered shutdown.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         try:
             self.server.bind()
@@ -244,6 +315,21 @@ class Daemon:
             print(f"etmemd: cannot listen on @{self.opts.socket}: {exc}", file=sys.stderr)
             self.server.close()
             return EXIT_FAIL
+        if self.opts.metrics:
+            from .metrics import MetricsServer, MetricsUnavailable
+            from .version import version
+
+            try:
+                self.metrics = MetricsServer(
+                    self.opts.metrics, self.etmemd, self.metrics_counts, version()
+                )
+            except MetricsUnavailable as exc:
+                log.error("%s", exc)
+                print(f"etmemd: {exc}", file=sys.stderr)
+                self.server.close()
+                return EXIT_FAIL
+        if self.conf_dir is not None:  # before READY: the unit is up once its objects are in
+            self.conf_dir.load()
         if on_listening is not None:
             on_listening()
         else:
@@ -283,6 +369,10 @@ class Daemon:
             # a stuck engine thread must not keep the process alive past the deadline
             logging.shutdown()
             os._exit(EXIT_FAIL)
+        if self.conf_dir is not None:
+            self.conf_dir.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if failure:
             log.error("stopping projects failed: %s", failure[0])
             return EXIT_FAIL
@@ -355,6 +445,11 @@ def run_forked(opts: Options) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``etmemd``; returns (and as a script exits with) the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:  # needs no socket name and starts nothing
+        from .version import version
+
+        print(f"etmemd {version()}")
+        return 0
     try:
         opts = parse_args(args)
     except ArgsExit as exc:
@@ -364,7 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"etmemd: {exc.message}", file=sys.stderr)
         print("fail to parse parameters to start etmemd; see `etmemd --help`", file=sys.stderr)
         return exc.status
-    setup_logging(opts.log_level)
+    try:
+        setup_logging(opts.log_level, log_file=opts.log_file)
+    except OSError as exc:
+        print(f"etmemd: cannot open the log file {opts.log_file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAIL
     # An in-process policy (thirdparty isolate=no) that segfaults or aborts takes etmemd down;
     # at least the stack of every thread goes to stderr (the journal), not nothing.
     faulthandler.enable()
@@ -378,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         print(f"etmemd: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    # [daemon] in etmemd.toml gives defaults for our options; the command line wins
+    opts.conf_dir = opts.conf_dir or opts.settings.conf_dir
+    opts.start_projects = opts.start_projects or opts.settings.start_projects
+    opts.metrics = opts.metrics or opts.settings.metrics
     if opts.mode_systemctl:
         return run_forked(opts)
     try:

@@ -10,6 +10,11 @@
     tracker = "refs"       # when a task names no tracker (absent: the probe's best)
     actuator = "pageout"   # likewise for the actuator
 
+    [daemon]               # the same as etmemd's options; the command line wins
+    conf_dir = "/etc/etmem/conf.d"   # --conf-dir
+    start_projects = true            # --start-projects
+    metrics = "127.0.0.1:9743"       # --metrics
+
 Every table and key is optional, and so is the file: without it etmemd behaves as if it were
 empty. ``etmemd --config PATH`` reads another file (which must then exist). Unknown tables or
 keys are refused, so a typo cannot silently leave an engine unblocked.
@@ -38,7 +43,11 @@ DEFAULT_PATH = "/etc/etmem/etmemd.toml"
 #: Largest settings file read (it is a few lines).
 MAX_SIZE = 1 << 20
 
-_KEYS = {"engines": ("allow", "block"), "scan": ("tracker", "actuator")}
+_KEYS = {
+    "engines": ("allow", "block"),
+    "scan": ("tracker", "actuator"),
+    "daemon": ("conf_dir", "start_projects", "metrics"),
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,10 @@ class DaemonSettings:
     blocked: frozenset[str] = frozenset()
     tracker: str | None = None
     actuator: str | None = None
+    #: ``[daemon]``: defaults for ``--conf-dir``, ``--start-projects``, ``--metrics``
+    conf_dir: str | None = None
+    start_projects: bool = False
+    metrics: str | None = None
 
     def registry(self) -> EngineRegistry:
         """An engine registry that enforces the allow and block lists."""
@@ -131,7 +144,27 @@ def parse(text: str, path: str = DEFAULT_PATH) -> DaemonSettings:
         tracker = _choice(path, "tracker", scan_table["tracker"], scan.TRACKERS)
     if "actuator" in scan_table:
         actuator = _choice(path, "actuator", scan_table["actuator"], scan.ACTUATORS)
-    return DaemonSettings(path, allowed, blocked, tracker, actuator)
+    daemon = doc.get("daemon", {})
+    for key in ("conf_dir", "metrics"):
+        if key in daemon and (not isinstance(daemon[key], str) or not daemon[key]):
+            raise ConfigError(
+                f"{_where(path, 'daemon', key, daemon[key])}: must be a non-empty string"
+            )
+    if "start_projects" in daemon and not isinstance(daemon["start_projects"], bool):
+        value = daemon["start_projects"]
+        raise ConfigError(
+            f"{_where(path, 'daemon', 'start_projects', value)}: must be true or false"
+        )
+    return DaemonSettings(
+        path,
+        allowed,
+        blocked,
+        tracker,
+        actuator,
+        conf_dir=daemon.get("conf_dir"),
+        start_projects=daemon.get("start_projects", False),
+        metrics=daemon.get("metrics"),
+    )
 
 
 def load(path: str | None = None) -> DaemonSettings:

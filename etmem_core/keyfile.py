@@ -2,7 +2,7 @@
 
 etmemd loads every object file with ``g_key_file_load_from_file(..., G_KEY_FILE_NONE)``, so what
 a file means is whatever GKeyFile makes of it. This module reproduces that behaviour (recorded
-from glib 2.74 in ``golden/config/cases.json``):
+from glib 2.74 in ``tests/golden/config/cases.json``):
 
 * ``[group]`` headers (leading whitespace allowed, spaces/tabs after ``]`` ignored); a repeated
   header re-opens the earlier group, so groups merge and their order is first appearance;

@@ -7,16 +7,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# CI lays shared/ beside the clone; developers have it beside the work tree.
-SHARED = next(
-    (p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir()),
-    ROOT.parent / "shared",
-)
-GOLDEN = SHARED / "golden"
+# Recorded from the original etmem and kept in the repository (tests/golden/README.md), so a clone
+# in any folder runs the suite.
+GOLDEN = ROOT / "tests" / "golden"
 
 
 @pytest.fixture(scope="session")
 def golden() -> Path:
+    """The folder of golden data recorded from the original etmem."""
     if not GOLDEN.is_dir():
         pytest.fail(f"golden data not found at {GOLDEN}")
     return GOLDEN

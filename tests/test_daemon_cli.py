@@ -195,3 +195,20 @@ def test_shutdown_deadline_ends_the_process_with_status_1():
     )
     assert proc.returncode == 1
     assert b"not reached" not in proc.stdout
+
+
+def test_version_needs_no_daemon_and_exits_0():
+    for prog in (ETMEMD, ETMEMD.parent / "etmem"):
+        res = subprocess.run([str(prog), "--version"], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split()[0] == prog.name
+
+
+def test_our_long_options_parse_and_do_not_count_against_the_limit():
+    opts = parse_args(
+        ["-s", "x", "-l", "0", "-m", "--conf-dir", "/d", "--start-projects", "--log-file", "/l"]
+    )
+    assert (opts.conf_dir, opts.start_projects, opts.log_file) == ("/d", True, "/l")
+    with pytest.raises(ArgsExit) as info:
+        parse_args(["-s", "x", "--start-projects"])
+    assert info.value.status == 255 and "--conf-dir" in info.value.message

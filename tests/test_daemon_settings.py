@@ -142,3 +142,30 @@ def test_blocked_engine_is_named_and_the_others_keep_working(tmp_path, sleeper):
         assert "p2" in show and "p1" not in show
     finally:
         d.stop()
+
+
+def test_daemon_table_gives_defaults_for_our_options():
+    s = parse(
+        '[daemon]\nconf_dir = "/etc/etmem/conf.d"\nstart_projects = true\n'
+        'metrics = "127.0.0.1:9743"\n'
+    )
+    assert (s.conf_dir, s.start_projects, s.metrics) == (
+        "/etc/etmem/conf.d",
+        True,
+        "127.0.0.1:9743",
+    )
+    assert parse("").conf_dir is None
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('[daemon]\nconf_dir = ""\n', "conf_dir"),
+        ("[daemon]\nmetrics = 9743\n", "metrics"),
+        ('[daemon]\nstart_projects = "yes"\n', "true or false"),
+        ("[daemon]\nlog_file = '/x'\n", "unknown key"),
+    ],
+)
+def test_daemon_table_refuses_bad_values(text, words):
+    with pytest.raises(ConfigError, match=words):
+        parse(text)

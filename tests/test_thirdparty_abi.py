@@ -5,13 +5,12 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-from pathlib import Path
 
-import etmem_thirdparty_so
 import pytest
+from etmem_sdk import clib
 from etmem_thirdparty_so import abi
 
-INCLUDE = Path(etmem_thirdparty_so.__file__).parent / "include"
+INCLUDE = clib.include_dir()
 
 #: sizes the original etmemd has on x86_64 (reference §4.1, §8.1)
 ORIGINAL_SIZES = {

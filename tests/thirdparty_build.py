@@ -6,10 +6,10 @@ import os
 import subprocess
 from pathlib import Path
 
-import etmem_thirdparty_so
+from etmem_sdk import clib
 
 ROOT = Path(__file__).resolve().parent.parent
-INCLUDE = Path(etmem_thirdparty_so.__file__).parent / "include"
+INCLUDE = clib.include_dir()
 SOURCES = Path(__file__).resolve().parent / "thirdparty_c"
 SCAN_BUILD = ROOT / "scan_lib" / "build"
 

@@ -91,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
+    if args in (["--version"], ["-V"]):  # needs no daemon, and no engine imported
+        from ..version import version
+
+        print(f"etmem {version()}", flush=True)
+        return 0
     if args == ["help"]:
         write_out(TOP_USAGE.encode())
         return 0

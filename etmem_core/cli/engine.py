@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
-from ..protocol import Cmd, Request
-from .common import EXIT_EPERM, UsageError, exit_with, require, send, usage_failure
+from ..protocol import SHOW_JSON, Cmd, Request
+from .common import (
+    EXIT_EPERM,
+    UsageError,
+    exit_with,
+    hint,
+    require,
+    send,
+    usage_failure,
+    write_out,
+)
 from .gnu_getopt import Getopt, GetoptError, LongOpt
 
 NAME = "engine"
@@ -23,6 +33,7 @@ Options:
     -s|--socket <socket_name> socket name to connect
     -e|--engine <engine_name> engine that runs the command
     -t|--task_name <task_name> task the command is about (optional)
+    --json                    (showstats) print the engine's and its tasks' statistics as JSON
 
 Notes:
     1. Project, socket and engine names and the command must be given.
@@ -35,6 +46,7 @@ _LONGOPTS = (
     LongOpt("socket", True, "s"),
     LongOpt("engine", True, "e"),
     LongOpt("task_name", True, "t"),
+    LongOpt("json", False, "j"),
 )
 
 
@@ -53,9 +65,17 @@ def engine(
         str | None,
         typer.Option("-t", "--task_name", help="A task of that engine the command is about."),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="With showstats: print the engine's statistics and its tasks' (and their "
+            "processes') as JSON, from etmemd's project data, instead of the engine's text.",
+        ),
+    ] = False,
 ) -> None:
     """Run ENG_CMD, a command of the engine ENGINE in project PROJ_NAME; prints its output."""
-    exit_with(run(eng_cmd, proj_name, engine_name, task_name, socket))
+    exit_with(run(eng_cmd, proj_name, engine_name, task_name, socket, as_json=as_json))
 
 
 def register(parent: typer.Typer) -> None:
@@ -69,6 +89,8 @@ def run(
     eng_name: str | None,
     task_name: str | None,
     socket: str | None,
+    *,
+    as_json: bool = False,
 ) -> int:
     """Check the arguments like the original, then send the request; return the exit status."""
     try:
@@ -78,10 +100,42 @@ def run(
         eng = require(eng_name, "engine name", "-e ENGINE", EXIT_EPERM)
     except UsageError as err:
         return usage_failure(NAME, err)
+    if as_json:
+        if cmd != "showstats":
+            return usage_failure(NAME, UsageError("--json goes with showstats only", EXIT_EPERM))
+        return _stats_json(sock, proj, eng, task_name)
     request = Request(
         cmd=Cmd.ENG_CMD, proj_name=proj, eng_name=eng, eng_cmd=cmd, task_name=task_name
     )
     return send(NAME, sock, request)
+
+
+def _stats_json(sock: str, proj: str, eng: str, task: str | None) -> int:
+    """``showstats --json``: the engine's part of ``project show --json``."""
+    buffer = bytearray()
+    request = Request(cmd=Cmd.PROJ_SHOW, proj_name=proj, eng_cmd=SHOW_JSON)
+    status = send(NAME, sock, request, out=buffer.extend)
+    if status != 0:
+        write_out(bytes(buffer))
+        return status
+    try:
+        projects = json.loads(buffer.decode())
+    except (UnicodeDecodeError, ValueError):
+        hint("etmemd did not answer with JSON (an etmemd without --json support?)")
+        return 1
+    found = [e for p in projects if p.get("name") == proj for e in p.get("engines", [])]
+    found = [e for e in found if e.get("name") == eng]
+    if not found:
+        hint(f"engine {eng} does not exist in project {proj}")
+        return 1
+    doc = found[0]
+    tasks = [t for t in doc.get("tasks", []) if task is None or t.get("name") == task]
+    if task is not None and not tasks:
+        hint(f"task {task} does not exist in engine {eng} of project {proj}")
+        return 1
+    out = {"project": proj, "engine": eng, "stats": doc.get("stats", {}), "tasks": tasks}
+    write_out((json.dumps(out, indent=2) + "\n").encode())
+    return 0
 
 
 def compat_main(args: Sequence[str]) -> int:
@@ -96,4 +150,11 @@ def compat_main(args: Sequence[str]) -> int:
     if scan.count and len(args) - 1 > 2 * scan.count:
         extra = " ".join(scan.positionals) or " ".join(args[1:])
         return usage_failure(NAME, UsageError(f"unexpected arguments: {extra}", EXIT_EPERM))
-    return run(args[0], values.get("n"), values.get("e"), values.get("t"), values.get("s"))
+    return run(
+        args[0],
+        values.get("n"),
+        values.get("e"),
+        values.get("t"),
+        values.get("s"),
+        as_json="j" in values,
+    )

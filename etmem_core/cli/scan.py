@@ -120,6 +120,18 @@ def scan(
             "65536); it fixes the PMD and PUD sizes.",
         ),
     ] = PAGE_SIZE,
+    heatmap: Annotated[
+        Path | None,
+        typer.Option(
+            "--heatmap",
+            metavar="FILE.png",
+            help="Live scan: write an access heatmap (time across, address down) as a PNG.",
+        ),
+    ] = None,
+    wss: Annotated[
+        bool,
+        typer.Option("--wss", help="Live scan: print the working-set size of each pass."),
+    ] = False,
 ) -> None:
     """Scan a process, or decode captured idle_pages streams."""
     targets = targets or []
@@ -134,6 +146,11 @@ def scan(
     if len(targets) != 1 or not targets[0].isdigit():
         hint("scan: give one PID, or --decode with stream files")
         raise typer.Exit(EXIT_USAGE)
+    if heatmap is not None or wss:
+        from .heatmap import main as pictures
+
+        raise typer.Exit(pictures(int(targets[0]), loop=loop, sleep=sleep, tracker=tracker,
+                                  heatmap=heatmap, wss=wss))  # fmt: skip
     raise typer.Exit(_live_scan(int(targets[0]), loop=loop, sleep=sleep, tracker=tracker,
                                 threshold=cold, as_json=as_json))  # fmt: skip
 

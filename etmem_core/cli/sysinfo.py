@@ -39,6 +39,15 @@ def format_text(caps: Capabilities) -> str:
     if "swap_total_kb" in facts:
         facts["swap_total_kb"] = f"{facts['swap_total_kb']} kB"
         facts["swap_free_kb"] = f"{facts.get('swap_free_kb', 0)} kB"
+    # lists of ids, not counts: say so ("numa_nodes 0" read as "no node")
+    if isinstance(facts.get("numa_nodes"), list):
+        nodes = facts["numa_nodes"]
+        facts["numa_nodes"] = (", ".join(f"node {n}" for n in nodes) or "none") + (
+            f" ({len(nodes)} in all)" if len(nodes) > 1 else ""
+        )
+    if isinstance(facts.get("damon_running"), list):
+        running = facts["damon_running"]
+        facts["damon_running"] = ", ".join(f"kdamond {k} running" for k in running) or "none"
     width = max(len(k) for k in facts)
     for k, v in facts.items():
         lines.append(f"  {k:<{width}}  {_fact(v)}")

@@ -1,6 +1,7 @@
 /*
  * Linked with -letmemd_scan: eng_mgt_func("vmas PID") answers the VMA count of PID,
  * eng_mgt_func("refs PID") the result of one page-refs pass (fails on kernels without idle_pages).
+ * "vmas_PID" is the same as "vmas PID", for the etmem client (a request carries no spaces).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@ static int mgt(struct engine *eng, struct task *tk, char *cmd, int fd)
     (void)eng;
     (void)tk;
     etmemd_scan_init(); /* -1 when an earlier caller already did it */
-    if (strncmp(cmd, "vmas ", 5) == 0) {
+    if (strncmp(cmd, "vmas", 4) == 0 && (cmd[4] == ' ' || cmd[4] == '_')) {
         struct vmas *vmas = etmemd_get_vmas(cmd + 5, NULL, 0, false);
 
         if (vmas == NULL)

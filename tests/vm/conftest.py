@@ -42,6 +42,14 @@ def run_in_guest(
     args = [str(RUN), "--nodes", str(nodes), "--mem", mem, "--timeout", str(timeout)]
     if slow_node:
         args.append("--slow-node")
+    # pytest captures output: tell the terminal why the suite goes quiet for up to minutes
+    what = " ".join(os.path.basename(c) if i == 0 else c for i, c in enumerate(cmd))[:100]
+    print(
+        f"\n[tests/vm] booting a QEMU guest ({nodes} node(s), {mem}, TCG; "
+        f"up to {timeout} s): {what}",
+        file=sys.__stderr__,
+        flush=True,
+    )
     proc = subprocess.run(
         [*args, *cmd],
         capture_output=True,

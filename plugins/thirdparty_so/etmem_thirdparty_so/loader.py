@@ -13,9 +13,8 @@ import functools
 import os
 import stat
 import threading
-from pathlib import Path
 
-from etmem_sdk import ConfigError
+from etmem_sdk import ConfigError, clib
 
 from . import abi
 
@@ -24,14 +23,11 @@ SCAN_LIB_NAME = "libetmemd_scan.so"
 SCAN_LIB_ENV = "ETMEMD_SCAN_LIB"
 ALLOWED_MODES = (0o500, 0o700)
 
-# <checkout>/plugins/thirdparty_so/etmem_thirdparty_so/loader.py -> <checkout>/scan_lib/build
-_BUILD_DIR = Path(__file__).resolve().parents[3] / "scan_lib" / "build"
-
 
 def scan_lib_candidates() -> list[str]:
     """Where libetmemd_scan.so is looked for, in order."""
     found = [os.environ[SCAN_LIB_ENV]] if os.environ.get(SCAN_LIB_ENV) else []
-    found.append(str(_BUILD_DIR / SCAN_LIB_NAME))
+    found += [str(p) for p in clib.library_candidates()]  # the installed copy, then a checkout's
     found.append(SCAN_LIB_NAME)  # the dynamic linker's own search (ldconfig, LD_LIBRARY_PATH)
     return found
 
@@ -269,7 +265,13 @@ def find_ops(lib: ctypes.CDLL, ops_name: str) -> abi.CEngineOps:
     try:
         ops = abi.CEngineOps.in_dll(lib, ops_name)
     except ValueError:
-        raise ConfigError(f"ops_name={ops_name}: no such symbol in {lib._name}") from None
+        where = lib._name
+        if where.startswith("/proc/self/fd/"):  # name the library, not the fd it was opened by
+            try:
+                where = os.readlink(where)
+            except OSError:
+                pass
+        raise ConfigError(f"ops_name={ops_name}: no such symbol in {where}") from None
     kind = _symbol_kind(ctypes.addressof(ops))
     if kind is not None:
         sym_type, size = kind
