@@ -273,6 +273,8 @@ class Daemon:
             self.metrics_counts = Counts()
             served = CountingEtmemd(self.etmemd, self.metrics_counts)
         self.server = Server(served, opts.socket)
+        if self.metrics_counts is not None:
+            self.metrics_counts.server_counters = self.server.counters
         self.signal: int | None = None
         self.conf_dir = None
         if opts.conf_dir:

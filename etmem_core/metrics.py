@@ -7,7 +7,7 @@ in the Prometheus text format.
 The figures are read at scrape time from what ``etmem project show --json`` shows (each task's
 and engine's ``stats`` dict, its pids), so engines need no change and a scrape costs nothing
 between scrapes. Requests are counted by a thin wrapper around the object store (by command and
-result); refused clients from the server's "permission denied" log record.
+result); refused clients from the server's own counters (``Server.counters``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class Counts:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, str], int] = {}
-        self.refused = 0
+        #: the server's counters (``Server.counters``: ``refused_peers`` ...), once it exists
+        self.server_counters: dict[str, int] = {}
 
     def request(self, command: str, result: str) -> None:
         """Count one request."""
@@ -94,19 +95,6 @@ class CountingEtmemd:
         return counted
 
 
-class _RefusedCounter(logging.Handler):
-    """Counts the server's "permission denied" records (a client that is not root)."""
-
-    def __init__(self, counts: Counts) -> None:
-        super().__init__(level=logging.ERROR)
-        self.counts = counts
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("client socket connect failed, permission denied"):
-            with self.counts.lock:
-                self.counts.refused += 1
-
-
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -136,7 +124,7 @@ class Collector:
         with self.counts.lock:
             for (command, result), n in sorted(self.counts.requests.items()):
                 reqs.add_metric([command, result], n)
-            refused_n = self.counts.refused
+        refused_n = self.counts.server_counters.get("refused_peers", 0)
         yield reqs
         refused = CounterMetricFamily(
             "etmem_clients_refused", "Clients refused because they are not root."
@@ -290,8 +278,6 @@ class MetricsServer:
         except OSError as exc:
             reason = "already in use" if exc.errno == 98 else exc.strerror
             raise MetricsUnavailable(f"metrics address {address}: {reason}") from None
-        self._refused = _RefusedCounter(counts)
-        logging.getLogger("etmemd").addHandler(self._refused)
         self.thread = threading.Thread(
             target=self.httpd.serve_forever, name="etmemd-metrics", daemon=True
         )
@@ -300,7 +286,6 @@ class MetricsServer:
 
     def close(self) -> None:
         """Stop serving and free the address."""
-        logging.getLogger("etmemd").removeHandler(self._refused)
         self.httpd.shutdown()
         self.httpd.server_close()
         if self.unix_path:
