@@ -627,13 +627,19 @@ def _fs_type(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def swap_on(size_mib: int = 256, directory: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+def swap_on(
+    size_mib: int = 256,
+    directory: str | os.PathLike[str] | None = None,
+    priority: int | None = None,
+) -> Iterator[Path]:
     """A swap file switched on for the block; switched off and deleted after, even on failure.
 
     Needs root (skips otherwise) and a disk filesystem (swap files on tmpfs are refused):
     ``directory`` defaults to ``$ETMEM_TEST_SWAP_DIR`` or ``/var/tmp``. With
     ``$ETMEM_TEST_SWAP_DEVICE`` set, that device (already on) is used instead. Kill processes whose
     memory went to this swap *before* leaving the block, or swapoff reads it all back.
+    ``priority`` (``swapon -p``, 0..32767) puts it ahead of other swap areas, so that a benchmark's
+    pages do not land in a file another test is about to switch off.
     """
     device = os.environ.get("ETMEM_TEST_SWAP_DEVICE")
     if device:
@@ -651,7 +657,8 @@ def swap_on(size_mib: int = 256, directory: str | os.PathLike[str] | None = None
         subprocess.run(["fallocate", "-l", f"{size_mib}M", str(path)], check=True)
         path.chmod(0o600)
         subprocess.run(["mkswap", str(path)], check=True, capture_output=True)
-        subprocess.run(["swapon", str(path)], check=True)
+        prio = [] if priority is None else ["-p", str(priority)]
+        subprocess.run(["swapon", *prio, str(path)], check=True)
         on = True
         yield path
     finally:
