@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 SERVERS = {"redis": "redis-server", "memcached": "memcached"}
 TARGETS = {"reclaimed": 0.60, "within_s": 60.0, "throughput": 0.90, "p99": 2.0, "cpu": 0.05}
 FILL_BATCH = 500
+DAMO_HOST = (
+    "--mode damo runs only inside the QEMU test bed (tests/vm/run): the development "
+    "machine's platform owns /sys/kernel/mm/damon/ and nothing else may write there"
+)
 
 
 # --- the two protocols ----------------------------------------------------------------------------
@@ -206,8 +210,8 @@ def run_reader(args: argparse.Namespace) -> int:
     clock = time.perf_counter_ns
     t0 = clock()
     end = t0 + int(args.run_for * 1e9)
-    with open(args.ready, "w") as f:
-        f.write(str(t0))
+    Path(args.ready + ".tmp").write_text(str(t0))
+    os.rename(args.ready + ".tmp", args.ready)  # whole or absent for the parent polling it
     i = 0
     n = len(order)
     try:
@@ -302,13 +306,16 @@ class Reader:
                "--zipf-s", str(args.zipf_s), "--seed", str(args.seed), "--run-for", str(run_for),
                "--out", str(self.out), "--ready", str(ready)]  # fmt: skip
         self.proc = subprocess.Popen(cmd)
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("the reader did not start")
-            time.sleep(0.05)
-        self.t0_ns = int(ready.read_text())
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the reader did not start")
+                time.sleep(0.05)
+            self.t0_ns = int(ready.read_text())
+        except BaseException:  # also Ctrl-C: the caller never gets an object to close
+            self.close()
+            raise
 
     def now(self) -> float:
         """Seconds on the reader's clock (its reads are stamped with it)."""
@@ -379,17 +386,17 @@ def zram_swap(size_mib: int) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def enough_swap(size_mib: int, swap_dir: str | None) -> Iterator[str]:
-    """Swap with ``size_mib`` free for the run; yields a description of which."""
+def enough_swap(size_mib: int, swap_dir: str | None) -> Iterator[tuple[str, str | None]]:
+    """Swap with ``size_mib`` free for the run; yields (a description, the area we switched on)."""
     free_mib = procfs.read_meminfo().get("SwapFree", 0) // 1024
     if free_mib >= size_mib:
-        yield f"existing swap ({free_mib} MiB free)"
+        yield f"existing swap ({free_mib} MiB free)", None
     elif os.environ.get("ETMEM_IN_VM") == "1" and not os.environ.get("ETMEM_TEST_SWAP_DEVICE"):
         with zram_swap(size_mib) as dev:
-            yield f"zram {dev} ({size_mib} MiB)"
+            yield f"zram {dev} ({size_mib} MiB)", str(dev)
     else:
         with swap_on(size_mib, swap_dir, priority=32000) as path:
-            yield f"swap file {path} ({size_mib} MiB, priority 32000)"
+            yield f"swap file {path} ({size_mib} MiB, priority 32000)", str(path)
 
 
 # --- what is measured -----------------------------------------------------------------------------
@@ -422,10 +429,7 @@ def etmem_slide(args: argparse.Namespace, workdir: Path, pid: int) -> Iterator[i
 def damo_pageout(args: argparse.Namespace, pid: int) -> Iterator[None]:
     """DAMOS pageout of regions not accessed for ``--damo-age``, through ``damo``."""
     if os.environ.get("ETMEM_IN_VM") != "1":
-        raise RuntimeError(
-            "--mode damo runs only inside the QEMU test bed (tests/vm/run): the development "
-            "machine's platform owns /sys/kernel/mm/damon/ and nothing else may write there"
-        )
+        raise RuntimeError(DAMO_HOST)
     damo = shutil.which("damo", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if not damo:
         raise RuntimeError("damo is not installed (.venv/bin/pip install damo)")
@@ -449,11 +453,6 @@ class Sample:
     cpu_s: float
 
 
-@dataclass
-class Run:
-    samples: list[Sample] = field(default_factory=list)
-
-
 def window(reads: np.ndarray, t_from: float, t_to: float) -> dict[str, float]:
     """Throughput and latency percentiles of the reads sent in [t_from, t_to) s (reader clock)."""
     sel = reads[(reads[:, 0] >= t_from * 1e9) & (reads[:, 0] < t_to * 1e9), 1]
@@ -471,9 +470,12 @@ def measure(args: argparse.Namespace) -> dict:
     mode = args.mode
     swap_mib = args.keys * args.value * 2 // MIB + 256
     run_for = args.baseline + args.duration + 30
+    if mode == "damo" and os.environ.get("ETMEM_IN_VM") != "1":
+        raise RuntimeError(DAMO_HOST)
+    daemon_pid = None
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="etmem-realapps-")))
-        swap_desc = stack.enter_context(enough_swap(swap_mib, args.swap_dir))
+        swap_desc, swap_path = stack.enter_context(enough_swap(swap_mib, args.swap_dir))
         pid, port = stack.enter_context(server(app, args.keys, args.value, workdir))
         fill_s = fill(app, port, args.keys, args.value, args.fill_order, args.seed)
         filled = procfs.read_status(pid)
@@ -489,14 +491,15 @@ def measure(args: argparse.Namespace) -> dict:
         before = procfs.read_status(pid)
         log(args, f"baseline done ({args.baseline:.0f}s); starting {mode}")
         samples: list[Sample] = []
-        t_start = rclock()
         if mode == "etmem":
-            watched = [stack.enter_context(etmem_slide(args, workdir, pid))]
+            daemon_pid = stack.enter_context(etmem_slide(args, workdir, pid))
+            watched = [daemon_pid]
         elif mode == "damo":
             stack.enter_context(damo_pageout(args, pid))
             watched = kdamond_pids()
         else:
             watched = []
+        t_start = rclock()  # the project has started (etmem returned) or damo has
         cpu0 = sum(cpu_seconds(p) for p in watched)
         flt0 = majflt(pid)
         deadline = t_start + args.duration
@@ -532,6 +535,10 @@ def measure(args: argparse.Namespace) -> dict:
         "fill_order": args.fill_order,
         "fill_s": fill_s,
         "swap": swap_desc,
+        "swap_path": swap_path,
+        "server_pid": pid,
+        "port": port,
+        "etmemd_pid": daemon_pid,
         "rss_before_mib": rss0 / 1024,
         "rss_end_mib": float(rss[-1]) / 1024 if len(rss) else 0.0,
         "swap_end_mib": samples[-1].swap_kb / 1024 if samples else 0.0,
@@ -695,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("realapps: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        print(f"realapps: {e}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report, indent=1))
     elif args.demo:
