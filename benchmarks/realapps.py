@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -47,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,7 +258,9 @@ def _end(proc: subprocess.Popen, term_wait: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def server(app: str, keys: int, value: int, workdir: Path) -> Iterator[tuple[int, int]]:
+def server(
+    app: str, keys: int, value: int, workdir: Path, extra: Sequence[str] = ()
+) -> Iterator[tuple[int, int]]:
     """The server on a free loopback port: ``(pid, port)``; killed at exit, before any swapoff."""
     exe = shutil.which(SERVERS[app])
     if not exe:
@@ -272,6 +275,7 @@ def server(app: str, keys: int, value: int, workdir: Path) -> Iterator[tuple[int
         cmd = [exe, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", str(mem), "-t", "2"]
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
+    cmd += extra
     log = open(workdir / f"{app}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -387,10 +391,16 @@ def zram_swap(size_mib: int) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def enough_swap(size_mib: int, swap_dir: str | None) -> Iterator[tuple[str, str | None]]:
-    """Swap with ``size_mib`` free for the run; yields (a description, the area we switched on)."""
+def enough_swap(
+    size_mib: int, swap_dir: str | None, policy: str = "own"
+) -> Iterator[tuple[str, str | None]]:
+    """Swap with ``size_mib`` free for the run; yields (a description, the area we switched on).
+
+    ``own`` (the default) always switches on a file of ours, ahead of the others: on a shared
+    machine another test's swap file may go off in the middle of a run. ``existing`` uses the
+    swap that is on if it has room."""
     free_mib = procfs.read_meminfo().get("SwapFree", 0) // 1024
-    if free_mib >= size_mib:
+    if policy == "existing" and free_mib >= size_mib:
         yield f"existing swap ({free_mib} MiB free)", None
     elif os.environ.get("ETMEM_IN_VM") == "1" and not os.environ.get("ETMEM_TEST_SWAP_DEVICE"):
         with zram_swap(size_mib) as dev:
@@ -423,7 +433,8 @@ def etmem_slide(args: argparse.Namespace, workdir: Path, pid: int) -> Iterator[i
         daemon.etmem("project", "stop", "-n", "realapps", check=False)
     finally:
         daemon.stop()
-        (workdir / "etmemd.log").write_text(daemon.logtext())
+        if args.keep_log:
+            Path(args.keep_log).write_text(daemon.logtext())
 
 
 @contextlib.contextmanager
@@ -465,6 +476,17 @@ def window(reads: np.ndarray, t_from: float, t_to: float) -> dict[str, float]:
             "p999_us": float(p999), "n": int(len(sel))}  # fmt: skip
 
 
+def timeline(reads: np.ndarray, t_start: float, t_end: float, step: float) -> list[list[float]]:
+    """``[t, reads/s, p99 us]`` per ``step`` seconds after the start (t at each slice's start)."""
+    out = []
+    t = t_start
+    while t < t_end - 1e-9:
+        w = window(reads, t, min(t + step, t_end))
+        out.append([round(t - t_start, 1), round(w["reads_per_s"]), round(w["p99_us"], 1)])
+        t += step
+    return out
+
+
 def measure(args: argparse.Namespace) -> dict:
     """One complete run; returns the report as a dict (see ``print_report``)."""
     app = args.app
@@ -476,8 +498,10 @@ def measure(args: argparse.Namespace) -> dict:
     daemon_pid = None
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="etmem-realapps-")))
-        swap_desc, swap_path = stack.enter_context(enough_swap(swap_mib, args.swap_dir))
-        pid, port = stack.enter_context(server(app, args.keys, args.value, workdir))
+        swap_desc, swap_path = stack.enter_context(enough_swap(swap_mib, args.swap_dir, args.swap))
+        pid, port = stack.enter_context(
+            server(app, args.keys, args.value, workdir, shlex.split(args.server_args))
+        )
         fill_s = fill(app, port, args.keys, args.value, args.fill_order, args.seed)
         filled = procfs.read_status(pid)
         log(args, f"{app} pid {pid} port {port}: {args.keys} keys x {args.value} B in "
@@ -564,6 +588,7 @@ def measure(args: argparse.Namespace) -> dict:
         "cpu_s": cpu_total,
         "window_s": t_end - t_start,
         "misses": misses,
+        "timeline": timeline(reads, t_start, t_end, 5.0),
         "samples": [
             [round(s.t, 2), s.rss_kb, s.swap_kb, s.majflt, round(s.cpu_s, 3)] for s in samples
         ],
@@ -684,6 +709,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--swap-dir", default=None, help="Directory of the swap file (a disk filesystem)."
     )
+    ap.add_argument(
+        "--swap",
+        choices=("own", "existing"),
+        default="own",
+        help="own: a swap file of ours (zram in the test bed); existing: the swap on, if roomy.",
+    )
+    ap.add_argument("--server-args", default="", help="Extra arguments for the server.")
+    ap.add_argument("--keep-log", default=None, help="Write the end of etmemd's log here.")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true", help="Print the report as JSON.")
     ap.add_argument("--demo", action="store_true", help="Print only the before/after lines.")
