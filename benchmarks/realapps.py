@@ -480,7 +480,7 @@ def timeline(reads: np.ndarray, t_start: float, t_end: float, step: float) -> li
     """``[t, reads/s, p99 us]`` per ``step`` seconds after the start (t at each slice's start)."""
     out = []
     t = t_start
-    while t < t_end - 1e-9:
+    while t + step <= t_end + 1e-9:  # whole slices only
         w = window(reads, t, min(t + step, t_end))
         out.append([round(t - t_start, 1), round(w["reads_per_s"]), round(w["p99_us"], 1)])
         t += step
