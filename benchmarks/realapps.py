@@ -492,7 +492,9 @@ def measure(args: argparse.Namespace) -> dict:
     app = args.app
     mode = args.mode
     swap_mib = args.keys * args.value * 2 // MIB + 256
-    run_for = args.baseline + args.duration + 30
+    # Only a safety bound (the reader is stopped at the end): starting etmemd and the project
+    # can take a minute in the TCG test bed, and a reader that ends early makes the heap look idle.
+    run_for = args.warmup + args.baseline + args.duration + 600
     if mode == "damo" and os.environ.get("ETMEM_IN_VM") != "1":
         raise RuntimeError(DAMO_HOST)
     daemon_pid = None
@@ -548,6 +550,8 @@ def measure(args: argparse.Namespace) -> dict:
         cpu_total = sum(cpu_seconds(p) for p in watched) - cpu0 if watched else 0.0
         # Stop the reader first, so that stopping etmemd or damo is not in its figures.
         reads, misses = rd.finish()
+        if not len(reads) or reads[-1, 0] / 1e9 < t_end - 5:
+            raise RuntimeError("the reader stopped before the end of the window; no figures")
     rss = np.array([s.rss_kb for s in samples], dtype=np.float64)
     frac = 1.0 - rss / rss0 if rss0 else np.zeros_like(rss)
     reached = np.nonzero(frac >= TARGETS["reclaimed"])[0]

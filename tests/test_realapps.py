@@ -169,3 +169,17 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
     assert not _readers(port)
     if swap and "etmem-sdk-swap" in swap:
         assert not Path(swap).exists()
+
+
+def test_reader_stops_by_itself(tmp_path: Path) -> None:
+    with realapps.server("redis", 500, 64, tmp_path) as (_pid, port):
+        realapps.fill("redis", port, 500, 64, "sequential", seed=3)
+        args = realapps.parse(["--keys", "500"])
+        rd = realapps.Reader(args, port, tmp_path, run_for=1.0)
+        try:
+            assert wait_for(lambda: rd.proc.poll() is not None, 20)
+            reads, _ = rd.finish()
+        finally:
+            rd.close()
+    assert rd.proc.returncode == 0
+    assert 0 < reads[-1, 0] / 1e9 <= 1.0
