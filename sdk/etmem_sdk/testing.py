@@ -630,16 +630,18 @@ def _fs_type(path: Path) -> str:
 def swap_on(
     size_mib: int = 256,
     directory: str | os.PathLike[str] | None = None,
+    *,
     priority: int | None = None,
 ) -> Iterator[Path]:
     """A swap file switched on for the block; switched off and deleted after, even on failure.
+
+    ``priority`` (``swapon -p``, up to 32767): pages go to the highest-priority area first, so a
+    test that must not lose its pages to another test's swapoff gives its own file the highest.
 
     Needs root (skips otherwise) and a disk filesystem (swap files on tmpfs are refused):
     ``directory`` defaults to ``$ETMEM_TEST_SWAP_DIR`` or ``/var/tmp``. With
     ``$ETMEM_TEST_SWAP_DEVICE`` set, that device (already on) is used instead. Kill processes whose
     memory went to this swap *before* leaving the block, or swapoff reads it all back.
-    ``priority`` (``swapon -p``, 0..32767) puts it ahead of other swap areas, so that a benchmark's
-    pages do not land in a file another test is about to switch off.
     """
     device = os.environ.get("ETMEM_TEST_SWAP_DEVICE")
     if device:
