@@ -339,6 +339,24 @@ class Reader:
         _end(self.proc, 15)
 
 
+def end_children() -> None:
+    """SIGKILL and reap any child of ours still alive: a Ctrl-C that lands between a child's
+    fork and the code that would stop it (inside ``Popen`` or while etmemd starts) leaves one."""
+    me = str(os.getpid())
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{d}/status").read_text()
+        except OSError:
+            continue
+        ppid = next((ln.split()[1] for ln in status.splitlines() if ln.startswith("PPid:")), "")
+        if ppid == me:
+            with contextlib.suppress(OSError):
+                os.kill(int(d), signal.SIGKILL)
+                os.waitpid(int(d), 0)
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (all its threads) so far, in seconds."""
     with open(f"/proc/{pid}/stat", "rb") as f:
@@ -501,6 +519,7 @@ def measure(args: argparse.Namespace) -> dict:
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="etmem-realapps-")))
         swap_desc, swap_path = stack.enter_context(enough_swap(swap_mib, args.swap_dir, args.swap))
+        stack.callback(end_children)  # runs after every context below, before the swapoff
         pid, port = stack.enter_context(
             server(app, args.keys, args.value, workdir, shlex.split(args.server_args))
         )
