@@ -408,6 +408,8 @@ def choose_tracker(
     ``idle_pages`` > ``page_idle`` > ``damon`` > ``probe`` > ``refs``.
 
     ``purpose`` is ``"swap"`` (slide) or ``"migrate"`` (cslide: never ``probe``, which swaps);
+    ``"cold"`` never gets ``probe`` either: a policy whose own rule decides what leaves RAM asks
+    for it, since the probe pages its sample out while it watches.
     ``memory="hugetlb"`` keeps only trackers that see hugetlb accesses (``idle_pages``,
     ``damon``). A daemon default that does not fit the purpose is passed over; a task's own
     ``tracker=`` that does not fit is refused.

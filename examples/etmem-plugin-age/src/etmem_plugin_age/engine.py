@@ -139,9 +139,9 @@ def start_task(engine, task):
     project = engine.project
     cfg = state.config
     state.actuator_name = scan.choose_actuator(cfg.actuator, purpose="swap")
-    # Only a task that swaps may use a tracker that swaps (probe); MADV_COLD must move nothing.
-    swaps = state.actuator_name in ("pageout", "swap_pages")
-    state.tracker = scan.choose_tracker(cfg.tracker, purpose="swap" if swaps else "cold")
+    # This policy's own rule (idle_cycles) decides what leaves RAM, so it asks for a tracker
+    # that moves nothing itself: never the probe, which pages its sample out as it watches.
+    state.tracker = scan.choose_tracker(cfg.tracker, purpose="cold")
     state.actuator = scan.open_actuator(state.actuator_name)
     with state.lock:
         task.stats["tracker"], task.stats["actuator"] = state.tracker, state.actuator_name
