@@ -469,3 +469,9 @@ def test_the_probe_counts_our_own_kdamond_as_usable(kernel):
     a.close()
     kernel.write(kernel.kds / "nr_kdamonds", 1)  # someone else's kdamond
     assert not probe(kernel.proc, sys_root).trackers["damon"].usable
+
+
+def test_regions_of_one_target(kernel):
+    kernel.regions[10] = [(page(4), page(8), 0, 3), (page(0), page(4), 2, 0)]
+    with tracker(kernel, 10) as t:
+        assert t.regions().tolist() == [[page(0), page(4), 2, 0], [page(4), page(8), 0, 3]]

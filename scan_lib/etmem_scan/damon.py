@@ -442,8 +442,9 @@ class DamonTracker(Tracker):
             raise ScanError("damon: tracker is closed")
         got = []
         # A target added to a running kdamond gets regions only at the kernel's next
-        # operations update (update_us): wait for them rather than call everything idle.
-        deadline = mon.added_at(self.slot) + (self.update_us + 3 * self.aggr_us) / 1e6
+        # operations update (update_us, counted in samples, which run late under TCG): wait
+        # for them rather than call everything idle.
+        deadline = mon.added_at(self.slot) + (5 * self.update_us + 10 * self.aggr_us) / 1e6
         while len(got) < self.windows:
             self._gen, rows = mon.regions(self.slot, self._gen)
             if rows.size:
@@ -455,6 +456,15 @@ class DamonTracker(Tracker):
                 raise TargetGone(f"process {self.pid} is gone (damon)")
             raise ScanError(f"damon: no regions for pid {self.pid} yet")
         return got
+
+    def regions(self) -> np.ndarray:
+        """This target's DAMON regions from one fresh aggregation window: rows of
+        ``(start, end, nr_accesses, age)`` (uint64), sorted by start."""
+        mon = self._monitor
+        if mon is None:
+            raise ScanError("damon: tracker is closed")
+        self._gen, rows = mon.regions(self.slot, self._gen)
+        return rows
 
     def scan_pass(self, vmas: Sequence[VmaRange]) -> PassRefs:
         if not _alive(self.pid, self.proc_root):

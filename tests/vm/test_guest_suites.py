@@ -12,10 +12,12 @@ import pytest
 pytestmark = pytest.mark.vm
 
 TWO_NODE_MODULES = (
+    "test_network_guest.py",
     "test_sysinfo_guest.py",
     "test_migrate_guest.py",
     "test_damon_guest.py",
     "test_slide_zram_guest.py",
+    "test_slide_damon_guest.py",
     "test_cslide_guest.py",
 )
 

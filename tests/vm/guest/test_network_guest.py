@@ -27,5 +27,5 @@ def test_a_server_on_127_0_0_1_answers():
         t.start()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"etmem")
-            assert c.recv(16) == b"mmte"
+            assert c.recv(16) == b"memte"
         t.join(10)
