@@ -475,3 +475,20 @@ def test_regions_of_one_target(kernel):
     kernel.regions[10] = [(page(4), page(8), 0, 3), (page(0), page(4), 2, 0)]
     with tracker(kernel, 10) as t:
         assert t.regions().tolist() == [[page(0), page(4), 2, 0], [page(4), page(8), 0, 3]]
+
+
+def test_a_handle_of_a_kdamond_we_gave_up_never_reads_a_new_ones_slots(kernel):
+    kernel.regions[20] = [(page(0), page(8), 5, 0)]
+    a = tracker(kernel, 10)
+    b = tracker(kernel, 20)
+    (kernel.kd() / "pid").write_text("888\n")  # someone else's thread now
+    b.close()  # not ours any more: left alone, and the monitor lets go of it
+    kernel._stop()
+    kernel.write(kernel.kds / "nr_kdamonds", 0)  # that someone went away again
+    c = tracker(kernel, 30)  # a new kdamond of ours, pid 30 in slot 0
+    with pytest.raises(damon.ScanError, match="gone"):
+        a.scan_pass(VMAS)  # A's slot 0 is C's now
+    a.close()
+    assert kernel._pids() == [30] and kernel.state() == "on"
+    c.close()
+    assert (kernel.kds / "nr_kdamonds").read_text().strip() == "0"

@@ -113,6 +113,8 @@ class DamonMonitor:
         self.per_target_schemes = True
         #: counts update requests; ``_valid`` is False while the sysfs regions predate a change
         self.gen = 0
+        #: counts kdamonds made: a handle from an earlier one must not read a new one's slots
+        self.epoch = 0
         self._valid = False
         self._cache: dict[int, np.ndarray] = {}
         self._added_at: dict[int, float] = {}
@@ -128,6 +130,7 @@ class DamonMonitor:
         with self.lock:
             if self.kd is None:
                 self.attrs = dict(attrs)
+                self.epoch += 1
                 self._create(pid)
                 return 0
             if attrs != self.attrs:
@@ -147,14 +150,21 @@ class DamonMonitor:
                 slots.append(pid)
             else:
                 slots[slot] = pid
-            self._apply(slots, restart=state != "on")
+            try:
+                self._apply(slots, restart=state != "on")
+            except OSError as e:
+                if slot < len(self.slots):
+                    self.slots[slot] = None  # parked by the next change that works
+                raise TrackerUnavailable(f"damon: cannot add pid {pid}: {e}") from e
             self._added_at[slot] = time.monotonic()
             return slot
 
-    def remove(self, slot: int) -> None:
+    def remove(self, slot: int, epoch: int) -> None:
         """Stop watching the pid of ``slot``; the last one turns the kdamond off and removes it."""
         with self.lock:
-            if self.kd is None or slot >= len(self.slots) or self.slots[slot] is None:
+            if self.kd is None or epoch != self.epoch:
+                return
+            if slot >= len(self.slots) or self.slots[slot] is None:
                 return
             slots = list(self.slots)
             slots[slot] = None
@@ -175,15 +185,16 @@ class DamonMonitor:
 
     # ------------------------------------------------------------ regions
 
-    def regions(self, slot: int, after_gen: int) -> tuple[int, np.ndarray]:
+    def regions(self, slot: int, after_gen: int, epoch: int) -> tuple[int, np.ndarray]:
         """``(gen, rows)``: the slot's regions from an update newer than ``after_gen``.
 
         Rows are ``(start, end, nr_accesses, age)`` as uint64, sorted by start.  One update
-        request serves every caller that waited for it.
+        request serves every caller that waited for it.  ``epoch`` is the handle's (see
+        :attr:`epoch`).
         """
         with self.lock:
-            if self.kd is None:
-                raise ScanError("damon: the monitor is closed")
+            if self.kd is None or epoch != self.epoch:
+                raise ScanError("damon: the kdamond of this tracker is gone")
             if self.gen <= after_gen or not self._valid:
                 state = self._check_ours()
                 if state != "on":
@@ -433,6 +444,7 @@ class DamonTracker(Tracker):
             raise TrackerUnavailable("damon: no DAMON sysfs (CONFIG_DAMON_SYSFS off)")
         mon = monitor_for(sys_root, proc_root)
         self.slot = mon.add(self.pid, attrs)
+        self._epoch = mon.epoch
         self._monitor: DamonMonitor | None = mon
         self._gen = mon.gen  # only windows collected after this target was added
 
@@ -446,7 +458,7 @@ class DamonTracker(Tracker):
         # for them rather than call everything idle.
         deadline = mon.added_at(self.slot) + (5 * self.update_us + 10 * self.aggr_us) / 1e6
         while len(got) < self.windows:
-            self._gen, rows = mon.regions(self.slot, self._gen)
+            self._gen, rows = mon.regions(self.slot, self._gen, self._epoch)
             if rows.size:
                 got.append(rows)
             elif time.monotonic() > deadline:
@@ -463,7 +475,7 @@ class DamonTracker(Tracker):
         mon = self._monitor
         if mon is None:
             raise ScanError("damon: tracker is closed")
-        self._gen, rows = mon.regions(self.slot, self._gen)
+        self._gen, rows = mon.regions(self.slot, self._gen, self._epoch)
         return rows
 
     def scan_pass(self, vmas: Sequence[VmaRange]) -> PassRefs:
@@ -491,4 +503,4 @@ class DamonTracker(Tracker):
     def close(self) -> None:
         mon, self._monitor = self._monitor, None
         if mon is not None:
-            mon.remove(self.slot)
+            mon.remove(self.slot, self._epoch)
