@@ -3,10 +3,10 @@
 
 For each pattern a fresh ``interleaved_workload.py`` (tests/vm/guest/) maps 64 MiB as one VMA
 and keeps writing into every page of its hot runs; a ``DamonTracker`` watches it (its own
-kdamond, the tracker's default intervals: sample 5 ms, aggregation 100 ms, 3 windows a pass)
-and, after ``--warmup`` seconds, ``--passes`` passes are taken.  Printed per pattern: the share
-of hot pages seen hot and of cold pages seen hot, averaged over the passes, and the number of
-DAMON regions of the target.
+kdamond, the tracker's default intervals: sample 5 ms, aggregation 100 ms, 3 windows a pass;
+``--min-regions`` its min_nr_regions, default 100) and, after ``--warmup`` seconds,
+``--passes`` passes are taken.  Printed per pattern: the share of hot pages seen hot and of
+cold pages seen hot, averaged over the passes, and the number of DAMON regions of the target.
 
 Needs DAMON with vaddr, so run it in the test bed::
 
@@ -40,7 +40,7 @@ PATTERNS = [
 ]
 
 
-def measure(run_kib: int, period: int, max_nr: int, mib: int, warmup: float, passes: int):
+def measure(run_kib, period, max_nr, mib, warmup, passes, min_nr):
     proc = subprocess.Popen(
         [sys.executable, str(WORKLOAD), str(mib), str(run_kib), str(period)],
         stdout=subprocess.PIPE,
@@ -50,7 +50,7 @@ def measure(run_kib: int, period: int, max_nr: int, mib: int, warmup: float, pas
         info = json.loads(proc.stdout.readline())
         start, end = info["start"], info["end"]
         vmas = [v for v in procfs.read_vmas(proc.pid) if v.start <= start and v.end >= end]
-        with DamonTracker(proc.pid, max_nr_regions=max_nr) as t:
+        with DamonTracker(proc.pid, min_nr_regions=min_nr, max_nr_regions=max_nr) as t:
             time.sleep(warmup)
             hot_seen, cold_seen = [], []
             for _ in range(passes):
@@ -74,10 +74,13 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--passes", type=int, default=6)
+    ap.add_argument("--min-regions", type=int, default=100)
     args = ap.parse_args()
     print(f"{'run':>8} {'period':>6} {'max_nr':>6} {'hot seen':>9} {'cold seen':>9} {'regions':>7}")
     for run_kib, period, max_nr in PATTERNS:
-        hot, cold, nreg = measure(run_kib, period, max_nr, args.mib, args.warmup, args.passes)
+        hot, cold, nreg = measure(
+            run_kib, period, max_nr, args.mib, args.warmup, args.passes, args.min_regions
+        )
         print(f"{run_kib:>6}Ki {period:>6} {max_nr:>6} {hot:>9.0%} {cold:>9.0%} {nreg:>7}",
               flush=True)  # fmt: skip
 
