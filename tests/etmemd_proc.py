@@ -48,7 +48,8 @@ class EtmemdProc:
             start_new_session=True,
             env=env,
         )
-        deadline = time.monotonic() + 30
+        # under TCG (the test bed) the interpreter alone needs tens of seconds to start
+        deadline = time.monotonic() + (120 if os.environ.get("ETMEM_IN_VM") == "1" else 30)
         while self.etmem("project", "show", check=False).returncode != 0:
             if self.proc.poll() is not None:
                 self.log.close()

@@ -1,7 +1,4 @@
-"""Trackers: refs on a live child; page_idle and damon on fake /proc and /sys trees.
-
-The real /sys/kernel/mm/damon is never written: the machine's own kdamond runs there.
-"""
+"""Trackers: refs on a live child; page_idle on fake /proc and /sys trees (damon: test_damon.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +12,6 @@ from etmem_scan.procfs import read_vmas
 from etmem_scan.tracker import Tracker
 from etmem_scan.trackers import (
     TRACKERS,
-    DamonBusy,
-    DamonTracker,
     PageIdleTracker,
     RefsTracker,
     TrackerUnavailable,
@@ -145,115 +140,6 @@ def test_page_idle_is_unavailable_on_this_machine():
         make_tracker("page_idle", 1)
 
 
-# ---------------------------------------------------------------- damon, fake sysfs
-
-
-def _w(p: Path, text: str) -> None:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text + "\n")
-
-
-def fake_damon(root: Path, nr: int = 0, state: str = "off", avail: str = "vaddr fvaddr paddr",
-               regions: list[tuple[int, int, int, int]] = ()) -> Path:  # fmt: skip
-    """DAMON sysfs as the kernel shows it; kdamond 0's directories exist so the tracker's
-    writes land somewhere (the kernel would create them when nr_kdamonds is written)."""
-    kds = root / "kernel/mm/damon/admin/kdamonds"
-    _w(kds / "nr_kdamonds", str(nr))
-    kd = kds / "0"
-    _w(kd / "state", state)
-    _w(kd / "pid", "777" if state == "on" else "-1")
-    _w(kd / "contexts/nr_contexts", "1" if nr else "0")
-    ctx = kd / "contexts/0"
-    _w(ctx / "avail_operations", avail)
-    _w(ctx / "operations", "paddr")
-    for f in ("sample_us", "aggr_us", "update_us"):
-        _w(ctx / "monitoring_attrs/intervals" / f, "0")
-    for f in ("min", "max"):
-        _w(ctx / "monitoring_attrs/nr_regions" / f, "0")
-    _w(ctx / "targets/nr_targets", "0")
-    _w(ctx / "targets/0/pid_target", "0")
-    _w(ctx / "schemes/nr_schemes", "0")
-    sc = ctx / "schemes/0"
-    for key in ("sz", "nr_accesses", "age"):
-        for f in ("min", "max"):
-            _w(sc / "access_pattern" / key / f, "0")
-    _w(sc / "action", "pageout")
-    for i, (start, end, acc, age) in enumerate(regions):
-        d = sc / "tried_regions" / str(i)
-        for k, v in (("start", start), ("end", end), ("nr_accesses", acc), ("age", age)):
-            _w(d / k, str(v))
-    _w(sc / "tried_regions/total_bytes", "0")
-    return root
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def test_damon_creates_its_own_kdamond_reads_regions_and_removes_it(tmp_path):
-    pages = {BASE + i * PAGE_SIZE: 100 + i for i in range(8)}
-    proc = fake_pagemap(tmp_path, pages)
-    regions = [
-        (BASE, BASE + 2 * PAGE_SIZE, 3, 1),  # accessed in the last aggregation
-        (BASE + 2 * PAGE_SIZE, BASE + 4 * PAGE_SIZE, 0, 1_000_000),  # idle for ages
-        # age 0 but no accesses: DAMON also restarts ages on split/merge, so this is idle
-        (BASE + 4 * PAGE_SIZE, BASE + 6 * PAGE_SIZE, 0, 0),
-    ]  # pages 6, 7: in no region -> idle
-    sys_root = fake_damon(tmp_path / "sys", regions=regions)
-    kds = sys_root / "kernel/mm/damon/admin/kdamonds"
-    t = make_tracker("damon", PID, proc_root=proc, sys_root=sys_root, aggr_us=50_000)
-    assert isinstance(t, DamonTracker)
-    ctx = kds / "0/contexts/0"
-    assert (kds / "nr_kdamonds").read_text() == "1"
-    assert (ctx / "operations").read_text() == "vaddr"
-    assert (ctx / "targets/0/pid_target").read_text() == str(PID)
-    assert (ctx / "schemes/0/action").read_text() == "stat"
-    assert (ctx / "monitoring_attrs/intervals/aggr_us").read_text() == "50000"
-    assert (kds / "0/state").read_text() == "on"
-    refs = t.scan_pass([V(BASE, BASE + 8 * PAGE_SIZE)])
-    assert (kds / "0/state").read_text() == "update_schemes_tried_regions"
-    assert refs.addr.tolist() == sorted(pages)
-    assert refs.weight.tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
-    t.close()
-    assert (kds / "nr_kdamonds").read_text() == "0"
-    t.close()  # idempotent
-
-
-@pytest.mark.parametrize("state", ["on", "off"])
-def test_damon_never_touches_a_kdamond_it_did_not_create(tmp_path, state):
-    sys_root = fake_damon(tmp_path / "sys", nr=1, state=state, avail="paddr")
-    before = snapshot(sys_root)
-    with pytest.raises(DamonBusy, match="running" if state == "on" else "someone else"):
-        DamonTracker(PID, proc_root=tmp_path, sys_root=sys_root)
-    assert snapshot(sys_root) == before
-
-
-def test_damon_leaves_a_kdamond_that_was_replaced_meanwhile(tmp_path):
-    proc = fake_pagemap(tmp_path, {BASE: 1})
-    sys_root = fake_damon(tmp_path / "sys")
-    kds = sys_root / "kernel/mm/damon/admin/kdamonds"
-    (kds / "0/pid").write_text("777\n")  # our kdamond's thread
-    t = DamonTracker(PID, proc_root=proc, sys_root=sys_root)
-    (kds / "0/pid").write_text("888\n")  # someone rebuilt kdamonds and started theirs
-    before = snapshot(sys_root)
-    t.close()
-    assert snapshot(sys_root) == before
-
-
-def test_damon_refuses_without_vaddr_and_cleans_up_its_kdamond(tmp_path):
-    sys_root = fake_damon(tmp_path / "sys", avail="paddr")
-    with pytest.raises(TrackerUnavailable, match="no vaddr"):
-        DamonTracker(PID, proc_root=tmp_path, sys_root=sys_root)
-    kds = sys_root / "kernel/mm/damon/admin/kdamonds"
-    assert (kds / "nr_kdamonds").read_text() == "0"
-    assert (kds / "0/state").read_text().strip() == "off"
-
-
-def test_damon_missing(tmp_path):
-    with pytest.raises(TrackerUnavailable, match="no DAMON sysfs"):
-        DamonTracker(PID, proc_root=tmp_path, sys_root=tmp_path)
-
-
 # ---------------------------------------------------------------- make_tracker
 
 
@@ -270,15 +156,3 @@ def test_make_tracker_builds_the_idle_pages_tracker(tmp_path):
 
     t = make_tracker("idle_pages", PID, proc_root=tmp_path, sys_root=tmp_path, flags=0x1000)
     assert isinstance(t, IdlePagesTracker) and t.flags == 0x1000
-
-
-def test_damon_refuses_on_this_machine_without_writing(monkeypatch):
-    # Any write attempt fails the test before it reaches the real sysfs.
-    from etmem_scan import trackers
-
-    def no_write(path, value):
-        raise AssertionError(f"tried to write {value!r} to {path}")
-
-    monkeypatch.setattr(trackers, "_write", no_write)
-    with pytest.raises(TrackerUnavailable):
-        make_tracker("damon", 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from etmem_sdk.errors import EngineError
 
+from . import damon
 from .procfs import read_meminfo
 
 __all__ = [
@@ -234,13 +235,16 @@ def _damon_verdict(sys_root: Path, cfg: dict[str, str] | None) -> tuple[Verdict,
         reasons.append(f"no vaddr operations (kernel has: {' '.join(sorted(ops))})")
     elif not ops and _option_off(cfg, "CONFIG_DAMON_VADDR"):
         reasons.append("no vaddr operations (kernel option CONFIG_DAMON_VADDR is off)")
-    if running:
+    shared = "per-region sight; one kdamond watches every monitored process"
+    if nr and damon.ours(sys_root):
+        facts["damon_ours"] = True  # this process's own kdamond: more targets join it
+    elif running:
         reasons.append(f"busy: kdamond {', '.join(running)} is running (not ours)")
     elif nr:
         reasons.append(f"busy: {nr} kdamond(s) configured by someone else")
     if reasons:
         return Verdict(False, "; ".join(reasons)), facts
-    return Verdict(True, note="one monitored process at a time (needs the only kdamond)"), facts
+    return Verdict(True, note=f"{shared} (needs DAMON to have no other kdamond)"), facts
 
 
 def probe(

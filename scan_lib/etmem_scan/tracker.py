@@ -11,13 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
+from etmem_sdk.errors import EngineError
+
 from .pagerefs import PassRefs
 
-__all__ = ["PassRefs", "ScanError", "Tracker", "VmaRange"]
+__all__ = ["PassRefs", "ScanError", "Tracker", "TrackerUnavailable", "VmaRange"]
 
 
 class ScanError(Exception):
     """A scan pass failed as a whole (bad stream, unreadable file); its result must be discarded."""
+
+
+class TrackerUnavailable(EngineError):
+    """This machine cannot run the tracker (feature missing, permission, in use); the message
+    says why."""
 
 
 class VmaRange(Protocol):

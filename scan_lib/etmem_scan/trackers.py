@@ -14,22 +14,19 @@ the resident base pages of the given VMAs (from pagemap) with weight 1 (accessed
 - ``page_idle``: mainline idle page tracking.  PFNs from ``/proc/PID/pagemap`` (needs
   CAP_SYS_ADMIN), idle bits from ``/sys/kernel/mm/page_idle/bitmap``; a page whose idle bit was
   cleared since the previous pass was accessed; after reading, the pass sets the bits again.
-- ``damon``: DAMON sysfs with ``vaddr`` operations.  The tracker creates its own kdamond and a
-  ``stat`` scheme covering every region, and each pass asks the kernel to refresh the scheme's
-  ``tried_regions``.  Because writing ``nr_kdamonds`` rebuilds every kdamond directory (and is
-  refused while one runs), it only proceeds when there is no kdamond at all, and it removes
-  only the kdamond it made (checked by its thread pid and target before tearing down).
+- ``damon``: DAMON sysfs with ``vaddr`` operations, in :mod:`.damon`: one kdamond of ours
+  watches every monitored process (one target each); a tracker is a handle on one target.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-from etmem_sdk.errors import EngineError, TargetGone
+from etmem_sdk.errors import TargetGone
 
+from .damon import DamonBusy, DamonTracker, check_damon_free
 from .pagemap import (
     PAGE_SHIFT,
     PM_PFN_MASK,
@@ -40,7 +37,7 @@ from .pagemap import (
 )
 from .pagerefs import PTE, PassRefs
 from .procfs import proc_path, read_smaps_fields
-from .tracker import ScanError, Tracker, VmaRange
+from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
 
 __all__ = [
     "TRACKERS",
@@ -49,20 +46,12 @@ __all__ = [
     "PageIdleTracker",
     "RefsTracker",
     "TrackerUnavailable",
+    "check_damon_free",
     "make_tracker",
 ]
 
 #: Every tracker, most precise first (the default is the first one that works here).
 TRACKERS = ("idle_pages", "page_idle", "damon", "probe", "refs")
-
-
-class TrackerUnavailable(EngineError):
-    """This machine cannot run the tracker (feature missing, permission, in use); the message
-    says why."""
-
-
-class DamonBusy(TrackerUnavailable):
-    """DAMON is in use by someone else; the tracker refused to touch it."""
 
 
 def _pages_and_weights(
@@ -212,157 +201,6 @@ class PageIdleTracker(Tracker):
         if self._bitmap >= 0:
             os.close(self._bitmap)
             self._bitmap = -1
-
-
-def _read(path: Path) -> str:
-    return path.read_text().strip()
-
-
-def _write(path: Path, value: str | int) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
-
-
-class DamonTracker(Tracker):
-    """DAMON ``vaddr`` monitoring through a kdamond of its own (see module docs).
-
-    A page counts as accessed when its DAMON region saw accesses in the last aggregation
-    interval, or its access pattern last changed (``age``) after the previous pass.
-    """
-
-    name = "damon"
-    capability = "tracker.damon"
-
-    def __init__(
-        self,
-        pid: int | str,
-        *,
-        proc_root: str | os.PathLike[str] = "/proc",
-        sys_root: str | os.PathLike[str] = "/sys",
-        flags: int = 0,
-        sample_us: int = 5_000,
-        aggr_us: int = 100_000,
-        update_us: int = 1_000_000,
-        min_nr_regions: int = 10,
-        max_nr_regions: int = 1000,
-    ) -> None:
-        self.pid = pid
-        self.proc_root = proc_root
-        self.aggr_us = aggr_us
-        self.root = Path(sys_root) / "kernel/mm/damon/admin/kdamonds"
-        self._kd: Path | None = None
-        self._kd_pid = ""
-        if not self.root.is_dir():
-            raise TrackerUnavailable("damon: no DAMON sysfs (CONFIG_DAMON_SYSFS off)")
-        check_damon_free(self.root)
-        _write(self.root / "nr_kdamonds", 1)
-        self._kd = self.root / "0"
-        try:
-            self._configure(sample_us, update_us, min_nr_regions, max_nr_regions)
-            _write(self._kd / "state", "on")
-            self._kd_pid = _read(self._kd / "pid")
-        except BaseException:
-            self.close()
-            raise
-
-    def _configure(self, sample_us: int, update_us: int, min_nr: int, max_nr: int) -> None:
-        kd = self._kd
-        assert kd is not None
-        _write(kd / "contexts/nr_contexts", 1)
-        ctx = kd / "contexts/0"
-        avail = _read(ctx / "avail_operations").split()
-        if "vaddr" not in avail:
-            raise TrackerUnavailable(
-                f"damon: no vaddr operations (CONFIG_DAMON_VADDR off; have {' '.join(avail)})"
-            )
-        _write(ctx / "operations", "vaddr")
-        attrs = ctx / "monitoring_attrs"
-        _write(attrs / "intervals/sample_us", sample_us)
-        _write(attrs / "intervals/aggr_us", self.aggr_us)
-        _write(attrs / "intervals/update_us", update_us)
-        _write(attrs / "nr_regions/min", min_nr)
-        _write(attrs / "nr_regions/max", max_nr)
-        _write(ctx / "targets/nr_targets", 1)
-        _write(ctx / "targets/0/pid_target", int(self.pid))
-        _write(ctx / "schemes/nr_schemes", 1)
-        scheme = ctx / "schemes/0"
-        pattern = scheme / "access_pattern"
-        big = str(2**64 - 1)
-        for key, lo, hi in (("sz", 0, big), ("nr_accesses", 0, big), ("age", 0, big)):
-            _write(pattern / key / "min", lo)
-            _write(pattern / key / "max", hi)
-        _write(scheme / "action", "stat")
-
-    def scan_pass(self, vmas: Sequence[VmaRange]) -> PassRefs:
-        kd = self._kd
-        if kd is None:
-            raise ScanError("damon: tracker is closed")
-        try:
-            _write(kd / "state", "update_schemes_tried_regions")
-            regions = kd / "contexts/0/schemes/0/tried_regions"
-            rows = []
-            for d in regions.iterdir():
-                if d.is_dir() and d.name.isdigit():
-                    rows.append(
-                        tuple(int(_read(d / k)) for k in ("start", "end", "nr_accesses", "age"))
-                    )
-        except OSError as e:
-            if not os.path.exists(proc_path(self.pid, "stat", self.proc_root)):
-                raise TargetGone(f"process {self.pid} is gone (damon)") from e
-            raise ScanError(f"damon: reading regions failed: {e}") from e
-        reg = np.array(sorted(rows), dtype=np.uint64).reshape(-1, 4)
-        fd = open_pagemap(self.pid, self.proc_root)
-        try:
-            addr = present_pages(self.pid, vmas, fd=fd)
-        finally:
-            os.close(fd)
-        weight = np.zeros(addr.size, dtype=np.uint8)
-        if reg.size:
-            # Only nr_accesses says "accessed": a region's age also restarts when DAMON splits
-            # or merges it, which happens to idle regions all the time (seen in the test bed).
-            hot = reg[:, 2] > 0
-            i = np.searchsorted(reg[:, 0], addr, side="right") - 1
-            inside = (i >= 0) & (addr < reg[np.maximum(i, 0), 1])
-            weight[inside] = hot[i[inside]]
-        return PassRefs(addr, np.full(addr.size, PTE, np.uint8), weight)
-
-    def close(self) -> None:
-        kd, self._kd = self._kd, None
-        if kd is None:
-            return
-        # Tear down only what is still ours: one kdamond, our thread (or none yet), our target.
-        try:
-            if _read(self.root / "nr_kdamonds") != "1":
-                return
-            if self._kd_pid and _read(kd / "pid") != self._kd_pid:
-                return
-            target = kd / "contexts/0/targets/0/pid_target"
-            if target.exists() and _read(target) not in (str(self.pid), "0"):
-                return
-            if _read(kd / "state") == "on":
-                _write(kd / "state", "off")
-            _write(self.root / "nr_kdamonds", 0)
-        except OSError:
-            pass  # nothing more we can safely do
-
-
-def check_damon_free(kdamonds: Path) -> None:
-    """Raise :class:`DamonBusy` unless DAMON sysfs has no kdamond at all.  Reads only."""
-    try:
-        nr = int(_read(kdamonds / "nr_kdamonds"))
-    except (OSError, ValueError) as e:
-        raise TrackerUnavailable(f"damon: cannot read {kdamonds}/nr_kdamonds: {e}") from e
-    if nr == 0:
-        return
-    running = [
-        str(i) for i in range(nr) if (kdamonds / str(i) / "state").exists()
-        and _read(kdamonds / str(i) / "state") == "on"
-    ]  # fmt: skip
-    if running:
-        raise DamonBusy(f"damon: busy, kdamond {', '.join(running)} is running (not ours)")
-    raise DamonBusy(
-        f"damon: {nr} kdamond(s) configured by someone else; adding one would rebuild theirs"
-    )
 
 
 def make_tracker(

@@ -12,10 +12,12 @@ import pytest
 pytestmark = pytest.mark.vm
 
 TWO_NODE_MODULES = (
+    "test_network_guest.py",
     "test_sysinfo_guest.py",
     "test_migrate_guest.py",
     "test_damon_guest.py",
     "test_slide_zram_guest.py",
+    "test_slide_damon_guest.py",
     "test_cslide_guest.py",
 )
 
@@ -26,5 +28,6 @@ def test_guest_suite_on_two_nodes(guest_pytest):
 
 
 def test_cslide_on_four_nodes(guest_pytest):
-    out = guest_pytest("test_cslide_guest.py", nodes=4, timeout=900)
-    assert "2 passed" in out, out  # hugetlb and normal memory
+    out = guest_pytest("test_cslide_guest.py", "test_cslide_seed_guest.py", nodes=4, timeout=900)
+    # hugetlb and normal memory, and the original's example config (it needs 4 nodes)
+    assert "3 passed" in out, out

@@ -45,9 +45,12 @@ def main() -> None:
         if not (status == node).all():
             sys.exit(f"initial placement on node {node} failed: {status}")
     print(hex(base), hex(base + size + HUGE), flush=True)
-    while True:  # keep the hot half hot: a write every 2 MiB, every few milliseconds
-        for off in range(0, size, HUGE):
-            m[off] = (m[off] + 1) & 0xFF
+    # Keep the hot half hot: a write into every page of it (every 4 KiB page of normal memory,
+    # so per-page and region trackers see it hot too, not just a per-mapping one), every few ms.
+    n = 0
+    while True:
+        n = (n + 1) & 0xFF or 1
+        m[0:size:page] = bytes([n]) * (size // page)
         time.sleep(0.002)
 
 

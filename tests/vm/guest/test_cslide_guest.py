@@ -26,8 +26,10 @@ TASK_KEYS = {
     # no idle_pages on a stock kernel: DAMON is what sees hugetlb accesses here
     "hugetlb": {"vm_flags": "ht", "tracker": "damon"},
     # only the workload's two halves (MADV_NOHUGEPAGE and readable: not the guard between
-    # them); the tracker is the probe's choice (refs in this guest)
-    "normal": {"vm_flags": "rd nh"},
+    # them). refs, because these assertions want every 4 KiB page on its node, and the halves
+    # are whole mappings: with damon (the default with the per-page chain) DAMON's region
+    # jitter under TCG kept moving 16 MiB back and forth every cycle.
+    "normal": {"vm_flags": "rd nh", "tracker": "refs"},
 }
 
 

@@ -1,0 +1,73 @@
+"""slide end to end with tracker=damon on a workload whose hot and cold pages share ONE mapping.
+
+Hot and cold 4 MiB runs alternate inside a single anonymous VMA, so a per-mapping tracker
+(``refs``) sees it all as hot; DAMON's regions separate runs this big.  The cold runs must leave
+RAM (zram swap), the hot ones stay.  ``tracker=damon`` is forced by the task key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from etmem_scan import pagemap
+from etmemd_proc import EtmemdProc, wait_for
+from test_slide_e2e import showstats, slide_config
+
+WORKLOAD = Path(__file__).with_name("interleaved_workload.py")
+TOTAL_MIB, RUN_KIB = 128, 4096  # 16 hot and 16 cold runs of 4 MiB, alternating
+PAGE = os.sysconf("SC_PAGE_SIZE")
+DEADLINE = 120.0
+
+
+@pytest.fixture
+def interleaved(zram_swap) -> Iterator[tuple[int, list, list]]:
+    """The workload: (pid, hot runs, cold runs) as address ranges; killed before swapoff."""
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKLOAD), str(TOTAL_MIB), str(RUN_KIB), "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        runs = [(lo, lo + info["run"]) for lo in range(info["start"], info["end"], info["run"])]
+        yield proc.pid, runs[0::2], runs[1::2]
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def resident(pid: int, ranges: list) -> float:
+    pages = sum((hi - lo) // PAGE for lo, hi in ranges)
+    return len(pagemap.present_pages(pid, ranges)) / pages
+
+
+def test_cold_runs_inside_one_mapping_leave_ram_and_hot_runs_stay(interleaved, tmp_path):
+    pid, hot, cold = interleaved
+    assert resident(pid, cold) == 1.0 and resident(pid, hot) == 1.0
+    d = EtmemdProc(tmp_path)
+    try:
+        cfg = slide_config("damon", pid, task_keys="tracker=damon\n")
+        # three passes a cycle; cold = seen in fewer than two of them
+        cfg = cfg.replace("loop=1\n", "loop=3\n").replace("T=1\n", "T=2\n")
+        d.add("damon", cfg)
+        d.etmem("project", "start", "-n", "damon")
+        ok = wait_for(lambda: resident(pid, cold) <= 0.2, DEADLINE, step=1)
+        assert ok, f"cold runs {resident(pid, cold):.0%} resident\n{d.logtext()}"
+        assert resident(pid, hot) >= 0.95, f"hot runs {resident(pid, hot):.0%} resident"
+        stats = showstats(d, "damon")
+        cold_kb = len(cold) * RUN_KIB
+        # hot pages written out and faulted back would show up here
+        assert stats["swapped_kb"] <= cold_kb * 1.25, stats
+        assert stats["errors"] == 0, d.logtext()
+        doc = json.loads(d.etmem("project", "show", "-n", "damon", "--json").stdout)
+        assert doc[0]["engines"][0]["tasks"][0]["stats"]["tracker"] == "damon"
+        d.etmem("project", "stop", "-n", "damon")
+    finally:
+        d.stop()
