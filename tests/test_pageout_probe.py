@@ -148,7 +148,7 @@ def test_round_robin_cursor_covers_the_whole_mapping():
 
 def test_cool_down_doubles_each_time_a_page_is_found_hot():
     k, clock = Kernel(1), Clock()
-    t = make(k, clock, rate_mib=100, cooldown=10)
+    t = make(k, clock, rate_mib=100, cooldown=10, jitter=0)
     times = []
     for _ in range(200):
         n = len(k.pageouts)
@@ -164,7 +164,7 @@ def test_cool_down_doubles_each_time_a_page_is_found_hot():
 
 def test_cool_down_is_capped():
     k, clock = Kernel(1), Clock()
-    t = make(k, clock, rate_mib=100, cooldown=1)
+    t = make(k, clock, rate_mib=100, cooldown=1, jitter=0)
     times = []
     for _ in range(400):
         n = len(k.pageouts)
@@ -174,6 +174,54 @@ def test_cool_down_is_capped():
         k.touch([page(0)])
         clock.t += 1
     assert max(np.diff(times)) == 64 + 1
+
+
+def _reprobe_times(t, k, clock, npages, seconds):
+    """Probe every page once, have them all come back, then step 1 s at a time: the second
+    (after the one they were found hot in) at which each page is paged out again."""
+    t.scan_pass([])
+    k.touch(k.swapped.copy())
+    clock.t += 1
+    t.scan_pass([])  # all judged hot in this same pass
+    again = np.full(npages, -1)
+    for s in range(1, seconds):
+        clock.t += 1
+        n = len(k.pageouts)
+        t.scan_pass([])
+        for out in k.pageouts[n:]:
+            i = ((out - np.uint64(BASE)) // np.uint64(PAGE)).astype(np.intp)
+            again[i[again[i] < 0]] = s  # the first time only
+        k.touch(k.swapped.copy())
+    return again
+
+
+def test_pages_found_hot_together_come_due_spread_over_the_cool_down():
+    npages, cooldown = 2000, 40
+    k, clock = Kernel(npages), Clock()
+    t = make(k, clock, rate_mib=1000, cooldown=cooldown, seed=7)
+    again = _reprobe_times(t, k, clock, npages, 2 * cooldown)
+    assert (again > 0).all()  # every page came due within 1.5 x the cool-down
+    # spread over 0.5x..1.5x the cool-down, not one wave: no second re-probes more than a
+    # few per cent of them (uniform over 40 s is 2.5 % a second)
+    assert again.min() >= cooldown // 2 and again.max() <= cooldown * 3 // 2 + 1
+    assert again.max() - again.min() >= cooldown * 8 // 10
+    assert np.bincount(again).max() <= npages // 20
+
+
+def test_cool_down_jitter_is_repeatable_with_a_seed():
+    def run(seed):
+        k, clock = Kernel(500), Clock()
+        t = make(k, clock, rate_mib=1000, cooldown=60, seed=seed)
+        t.scan_pass([])
+        k.touch(k.swapped.copy())
+        clock.t += 1
+        t.scan_pass([])
+        return t.until.copy()
+
+    assert (run(3) == run(3)).all()
+    assert (run(3) != run(4)).any()
+    with pytest.raises(ValueError):
+        make(Kernel(1), Clock(), jitter=1.0)
 
 
 def test_a_page_that_did_not_leave_is_not_judged_and_rests():

@@ -10,7 +10,9 @@ swap writes and refaults, nothing else; this module keeps that cost bounded and 
   task so a ``type=name`` task with many children cannot multiply it);
 * a **cursor** that walks the address space round-robin, so the whole heap is probed over time;
 * a **cool-down** for pages found hot (``cooldown`` seconds, doubled each time a page is found
-  hot again, capped at 64 times it), so hot pages are not paged out again and again;
+  hot again, capped at 64 times it), so hot pages are not paged out again and again; each
+  page's cool-down is stretched by a random factor (``jitter``: 0.5..1.5 by default), so pages
+  found hot together do not all come due together and get re-probed in one wave;
 * **verification** right after the pageout: only pages that actually left RAM are in flight
   (swap full, mlocked, shared or otherwise unreclaimable pages stay and are never judged);
 * **swap headroom**: it never probes more than ``SwapFree`` minus a reserve;
@@ -44,6 +46,7 @@ from .tracker import Tracker, VmaRange
 
 __all__ = [
     "DEFAULT_COOLDOWN",
+    "DEFAULT_JITTER",
     "DEFAULT_RATE_MIB",
     "ProbeTracker",
     "TokenBucket",
@@ -57,6 +60,8 @@ DEFAULT_RATE_MIB = 32
 #: Default cool-down (seconds) of a page found hot; doubles each time, up to 64 times this.
 DEFAULT_COOLDOWN = 60
 COOLDOWN_DOUBLINGS = 6  # so the longest cool-down is 64 x the base
+#: Default spread of a cool-down: its length times a uniform factor in 1 -/+ this.
+DEFAULT_JITTER = 0.5
 #: Swap kept free: at least this many bytes, or this fraction of SwapTotal if larger.
 SWAP_RESERVE_MIN = 16 << 20
 SWAP_RESERVE_FRACTION = 0.05
@@ -131,7 +136,9 @@ class ProbeTracker(Tracker):
     """Page-out-and-watch-refaults (see module docs).
 
     ``rate_mib`` / ``bucket``: the budget (a given bucket wins: share one per task);
-    ``cooldown``: seconds a page found hot is left alone (doubling, at most 64 times that).
+    ``cooldown``: seconds a page found hot is left alone (doubling, at most 64 times that);
+    ``jitter``: each cool-down is that length times a uniform factor in ``1 -/+ jitter``, drawn
+    from a generator seeded with ``seed`` (``None``: fresh entropy), so a run is repeatable.
     ``pageout(pidfd, addrs) -> bytes``, ``page_states(pid, vmas) -> (present, swapped)``,
     ``meminfo() -> dict`` and ``clock`` are injectable for tests; the defaults are the real
     kernel under ``proc_root``.
@@ -150,6 +157,8 @@ class ProbeTracker(Tracker):
         flags: int = 0,
         rate_mib: float = DEFAULT_RATE_MIB,
         cooldown: float = DEFAULT_COOLDOWN,
+        jitter: float = DEFAULT_JITTER,
+        seed: int | None = None,
         bucket: TokenBucket | None = None,
         clock: Callable[[], float] = time.monotonic,
         pageout: Callable[[int, np.ndarray], int] | None = None,
@@ -164,6 +173,10 @@ class ProbeTracker(Tracker):
         self._epoch = clock()
         self.bucket = bucket or TokenBucket(rate_mib * (1 << 20), clock=clock)
         self.cooldown = float(cooldown)
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError("jitter must be in [0, 1)")
+        self.jitter = float(jitter)
+        self.rng = np.random.default_rng(seed)
         self._pageout = pageout or _default_pageout
         self._states = page_states or (lambda p, vmas: pagemap.page_states(p, vmas, self.proc_root))
         self._meminfo = meminfo or (lambda: read_meminfo(self.proc_root))
@@ -252,7 +265,11 @@ class ProbeTracker(Tracker):
         self.returned_pages += int(back.sum())
         self.idle_pages += int(idle_now.sum())
         lvl = np.minimum(self.level[back].astype(np.int64), COOLDOWN_DOUBLINGS)
-        self.until[back] = now + (self.cooldown * np.exp2(lvl)).astype(np.int64)
+        # Pages found hot in the same sweep would otherwise all come due in the same second
+        # and the budget would page the whole hot set out again at once (a burst of major
+        # faults); a per-page random stretch spreads their expiries over the cool-down.
+        stretch = self.rng.uniform(1.0 - self.jitter, 1.0 + self.jitter, lvl.size)
+        self.until[back] = now + (self.cooldown * np.exp2(lvl) * stretch).astype(np.int64)
         self.level[back] = np.minimum(self.level[back].astype(np.int64) + 1, 255)
         st[back] = HOT
         st[idle_now] = IDLE
