@@ -224,6 +224,59 @@ def test_cool_down_jitter_is_repeatable_with_a_seed():
         make(Kernel(1), Clock(), jitter=1.0)
 
 
+def _hot_then_due(npages, nhot):
+    """A tracker whose first ``nhot`` pages were found hot and whose cool-downs are over, the
+    other pages never probed; its cursor back at the start, where the hot pages are."""
+    k, clock = Kernel(npages), Clock()
+    t = make(k, clock, rate_mib=1, cooldown=10, jitter=0)
+    t.limit_moves(nhot * PAGE)
+    t.scan_pass([])
+    k.touch(k.swapped.copy())
+    t.limit_moves(0)
+    clock.t += 1
+    t.scan_pass([])  # judged hot
+    assert (t.level[:nhot] == 1).all()
+    clock.t += 30  # cool-downs over, bucket full (4 s = 1024 pages)
+    t.cursor = BASE
+    t.limit_moves(None)
+    return k, clock, t
+
+
+def test_pages_found_hot_before_get_at_most_a_quarter_of_a_pass():
+    k, clock, t = _hot_then_due(2048, 256)
+    t.limit_moves(400 * PAGE)
+    t.scan_pass([])
+    out = k.pageouts[-1]
+    again = out < page(256)
+    # the cursor stands on the hot pages, yet only 100 of 400 go to them; 300 never-probed
+    assert out.size == 400 and again.sum() == 100
+    # the next pass takes the following hot pages, not the same ones again
+    clock.t += 1
+    k.touch(k.swapped.copy())
+    t.limit_moves(400 * PAGE)
+    t.scan_pass([])
+    nxt = k.pageouts[-1]
+    assert (nxt < page(256)).sum() == 100
+    assert not np.isin(nxt[nxt < page(256)], out[again]).any()
+
+
+def test_a_share_one_side_cannot_use_goes_to_the_other():
+    # few never-probed pages: the hot ones get the rest of the budget
+    k, clock, t = _hot_then_due(300, 256)
+    t.limit_moves(256 * PAGE)
+    t.scan_pass([])
+    out = k.pageouts[-1]
+    assert out.size == 256 and (out >= page(256)).sum() == 44
+    # few pages found hot before: never-probed pages get the rest
+    k, clock, t = _hot_then_due(2048, 10)
+    t.limit_moves(400 * PAGE)
+    t.scan_pass([])
+    out = k.pageouts[-1]
+    assert out.size == 400 and (out < page(10)).sum() == 10
+    with pytest.raises(ValueError):
+        make(Kernel(1), Clock(), rehot_share=1.5)
+
+
 def test_a_page_that_did_not_leave_is_not_judged_and_rests():
     k, clock = Kernel(8), Clock()
     k.pinned = np.array([page(1), page(2)], np.uint64)  # locked, shared, swap full ...

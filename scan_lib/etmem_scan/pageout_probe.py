@@ -13,6 +13,10 @@ swap writes and refaults, nothing else; this module keeps that cost bounded and 
   hot again, capped at 64 times it), so hot pages are not paged out again and again; each
   page's cool-down is stretched by a random factor (``jitter``: 0.5..1.5 by default), so pages
   found hot together do not all come due together and get re-probed in one wave;
+* a **re-probe share**: of each pass's budget at most ``rehot_share`` (25 % by default) goes
+  to pages found hot before whose cool-down has run out; the rest goes first to pages never
+  found hot (new, or left alone since they would not leave); a share one side cannot use goes
+  to the other. Each side has its own round-robin cursor;
 * **verification** right after the pageout: only pages that actually left RAM are in flight
   (swap full, mlocked, shared or otherwise unreclaimable pages stay and are never judged);
 * **swap headroom**: it never probes more than ``SwapFree`` minus a reserve;
@@ -47,6 +51,7 @@ from .tracker import Tracker, VmaRange
 __all__ = [
     "DEFAULT_COOLDOWN",
     "DEFAULT_JITTER",
+    "DEFAULT_REHOT_SHARE",
     "DEFAULT_RATE_MIB",
     "ProbeTracker",
     "TokenBucket",
@@ -60,6 +65,8 @@ DEFAULT_RATE_MIB = 32
 #: Default cool-down (seconds) of a page found hot; doubles each time, up to 64 times this.
 DEFAULT_COOLDOWN = 60
 COOLDOWN_DOUBLINGS = 6  # so the longest cool-down is 64 x the base
+#: Default share of a pass's budget that may re-probe pages found hot before.
+DEFAULT_REHOT_SHARE = 0.25
 #: Default spread of a cool-down: its length times a uniform factor in 1 -/+ this.
 DEFAULT_JITTER = 0.5
 #: Swap kept free: at least this many bytes, or this fraction of SwapTotal if larger.
@@ -132,13 +139,25 @@ def _member(sorted_set: np.ndarray, values: np.ndarray) -> np.ndarray:
     return _lookup(sorted_set, values)[1]
 
 
+def _round_robin(cand: np.ndarray, cursor: int, n: int) -> tuple[np.ndarray, int]:
+    """The first ``n`` of ``cand`` (sorted) from address ``cursor`` on, wrapping to the start;
+    and the cursor after them (unchanged when ``n`` is 0)."""
+    if n <= 0 or cand.size == 0:
+        return cand[:0], cursor
+    first = int(np.searchsorted(cand, np.uint64(cursor)))
+    order = np.concatenate((cand[first:], cand[:first]))[:n]
+    return order, int(order[-1]) + PAGE_SIZE
+
+
 class ProbeTracker(Tracker):
     """Page-out-and-watch-refaults (see module docs).
 
     ``rate_mib`` / ``bucket``: the budget (a given bucket wins: share one per task);
     ``cooldown``: seconds a page found hot is left alone (doubling, at most 64 times that);
     ``jitter``: each cool-down is that length times a uniform factor in ``1 -/+ jitter``, drawn
-    from a generator seeded with ``seed`` (``None``: fresh entropy), so a run is repeatable.
+    from a generator seeded with ``seed`` (``None``: fresh entropy), so a run is repeatable;
+    ``rehot_share``: at most this share of a pass's budget re-probes pages found hot before,
+    unless pages never found hot cannot use it.
     ``pageout(pidfd, addrs) -> bytes``, ``page_states(pid, vmas) -> (present, swapped)``,
     ``meminfo() -> dict`` and ``clock`` are injectable for tests; the defaults are the real
     kernel under ``proc_root``.
@@ -159,6 +178,7 @@ class ProbeTracker(Tracker):
         cooldown: float = DEFAULT_COOLDOWN,
         jitter: float = DEFAULT_JITTER,
         seed: int | None = None,
+        rehot_share: float = DEFAULT_REHOT_SHARE,
         bucket: TokenBucket | None = None,
         clock: Callable[[], float] = time.monotonic,
         pageout: Callable[[int, np.ndarray], int] | None = None,
@@ -177,12 +197,16 @@ class ProbeTracker(Tracker):
             raise ValueError("jitter must be in [0, 1)")
         self.jitter = float(jitter)
         self.rng = np.random.default_rng(seed)
+        if not 0.0 <= rehot_share <= 1.0:
+            raise ValueError("rehot_share must be in [0, 1]")
+        self.rehot_share = float(rehot_share)
         self._pageout = pageout or _default_pageout
         self._states = page_states or (lambda p, vmas: pagemap.page_states(p, vmas, self.proc_root))
         self._meminfo = meminfo or (lambda: read_meminfo(self.proc_root))
         self._limit: int | None = None
         self._swap_total = 0
-        self.cursor = 0
+        self.cursor = 0  # round robin through the pages never found hot
+        self.rehot_cursor = 0  # ... and through those found hot before
         # per-page state, sorted by address
         self.addr = np.zeros(0, dtype=np.uint64)
         self.state = np.zeros(0, dtype=np.uint8)
@@ -298,11 +322,13 @@ class ProbeTracker(Tracker):
         # not probe-able: pages on cool-down (HOT or STUCK until later)
         idx, known = _lookup(self.addr, present)
         resting = np.zeros(present.size, dtype=bool)
+        was_hot = np.zeros(present.size, dtype=bool)
         if known.any():
             k = idx[known]
             resting[known] = (self.until[k] > now) & (
                 (self.state[k] == HOT) | (self.state[k] == STUCK)
             )
+            was_hot[known] = self.level[k] > 0
         cand = present[~resting]
         if cand.size == 0:
             return empty
@@ -317,11 +343,17 @@ class ProbeTracker(Tracker):
         if n == 0:
             self.bucket.give_back(granted)
             return empty
-        # round robin: from the cursor to the end, then wrap to the start
-        first = int(np.searchsorted(cand, np.uint64(self.cursor)))
-        order = np.concatenate((cand[first:], cand[:first]))
-        chosen = np.sort(order[:n])
-        self.cursor = int(order[min(n, order.size) - 1]) + PAGE_SIZE
+        # Pages found hot before are likely still hot: paging many of them out at once is a
+        # burst of major faults, so they get at most a share of the budget, unless nothing
+        # else wants it (and pages never found hot get the share re-probing cannot use).
+        rehot = was_hot[~resting]
+        fresh, again = cand[~rehot], cand[rehot]
+        n_again = min(again.size, max(int(n * self.rehot_share), n - fresh.size))
+        n_fresh = min(fresh.size, n - n_again)
+        pick_fresh, self.cursor = _round_robin(fresh, self.cursor, n_fresh)
+        pick_again, self.rehot_cursor = _round_robin(again, self.rehot_cursor, n_again)
+        chosen = np.sort(np.concatenate((pick_fresh, pick_again)))
+        n = chosen.size
         self._pageout(self._pidfd, chosen)
         # verify: only what left RAM is in flight
         runs = merge_ranges(chosen, PAGE_SIZE)
