@@ -24,33 +24,13 @@ from pathlib import Path
 
 import pytest
 from etmemd_proc import EtmemdProc, throwaway_dist, wait_for
+from fuzzing import exchange
 
 from etmem_core import client
 from etmem_core.protocol import FIELDS, Cmd, Request, encode_request
 
 # ------------------------------------------------------------------------------------------------
 # shared helpers
-
-
-def exchange(name: str, data: bytes, *, half_close: bool = True, timeout: float = 15.0) -> bytes:
-    """Send ``data`` (then end our side, so etmemd never waits for more) and read to EOF."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect("\0" + name)
-        try:
-            if data:
-                sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except BrokenPipeError:  # etmemd answered and closed before reading everything
-            pass
-        reply = b""
-        try:
-            while chunk := sock.recv(4096):
-                reply += chunk
-        except ConnectionResetError:
-            pass
-        return reply
 
 
 def well_formed_failure(reply: bytes) -> bool:
