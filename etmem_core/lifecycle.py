@@ -277,12 +277,8 @@ class Etmemd:
                 for section in sections:
                     try:
                         remove(section)
-                    except OptError as exc:
-                        log.error("obj del %s: %s", path, exc.reason)
-                        last = exc
-                    except Exception as exc:  # a bug in the core: report it, go on
-                        log.exception("obj del %s failed", path)
-                        last = OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}")
+                    except Exception as exc:  # obj del goes on past one failure
+                        last = _del_failure(path, exc)
             if last is not None:
                 raise last
         log.info("obj del %s: done", path)
@@ -452,12 +448,8 @@ class Etmemd:
                         f"{section.label}: task {task_name} does not exist in engine {eng_name}",
                     )
                 groups.setdefault(id(engine), (project, engine, []))[2].append(task)
-            except OptError as exc:
-                log.error("obj del %s: %s", path, exc.reason)
-                last = exc
-            except Exception as exc:  # a bug in the core: report it, go on
-                log.exception("obj del %s failed", path)
-                last = OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}")
+            except Exception as exc:  # obj del goes on past one failure
+                last = _del_failure(path, exc)
         for project, engine, tasks in groups.values():
             errors: list[OptError] = []
             self._remove_tasks(project, engine, tasks, errors)
@@ -902,3 +894,13 @@ def _pids_doc(task: Task) -> list[dict[str, Any]]:
     except TypeError:  # not a list any more
         return []
     return [{"pid": _plain(getattr(tp, "pid", None)), "stats": _stats(tp)} for tp in pids]
+
+
+def _del_failure(path: str, exc: Exception) -> OptError:
+    """Log one failure of ``obj del`` (which goes on with the rest) and give its reply: an
+    ``OptError`` as it is, anything else as a bug in the core (logged with its traceback)."""
+    if isinstance(exc, OptError):
+        log.error("obj del %s: %s", path, exc.reason)
+        return exc
+    log.exception("obj del %s failed", path)
+    return OptError(OptCode.OPT_INTER_ERR, f"{path}: {exc}")
