@@ -658,10 +658,7 @@ class Etmemd:
                 lambda: hook(**kwargs), self.hook_deadline, self._late(engine, op, kwargs)
             )
         except DeadlineExceeded as exc:
-            self._wedged[key] = op
-            reason = f"engine {engine.name}: {op}: {exc}; abandoned"
-            log.error("%s", reason)
-            raise OptError(OptCode.OPT_INTER_ERR, reason) from None
+            raise self._abandoned(engine, key, op, exc) from None
         except BaseException as exc:
             # Hooks run on worker threads (signals reach only the main thread, whose handlers
             # raise nothing), so even KeyboardInterrupt here is the engine's own doing.
@@ -734,10 +731,7 @@ class Etmemd:
                 lambda i: self._late(engine, op, calls[i]),
             )
         except DeadlineExceeded as exc:
-            self._wedged[key] = op
-            reason = f"engine {engine.name}: {op}: {exc}; abandoned"
-            log.error("%s", reason)
-            raise OptError(OptCode.OPT_INTER_ERR, reason) from None
+            raise self._abandoned(engine, key, op, exc) from None
         except BatchStopped as exc:
             raise self._engine_failed(engine, op, exc.error) from exc.error
         finally:
@@ -771,6 +765,14 @@ class Etmemd:
             self._call(engine, op, **kwargs)
         except OptError as exc:
             errors.append(exc)
+
+    def _abandoned(self, engine: Engine, key: Any, op: str, exc: DeadlineExceeded) -> OptError:
+        """A hook past its deadline: the engine is wedged on ``op`` until it returns, and the
+        request gets this reply."""
+        self._wedged[key] = op
+        reason = f"engine {engine.name}: {op}: {exc}; abandoned"
+        log.error("%s", reason)
+        return OptError(OptCode.OPT_INTER_ERR, reason)
 
     @staticmethod
     def _engine_failed(
