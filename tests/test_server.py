@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from etmemd_proc import wait_for
+from fuzzing import well_formed
 
 from etmem_core import client
 from etmem_core.errors import OptCode, OptError
@@ -54,16 +55,6 @@ def raw_exchange(name: str, data: bytes, timeout: float = 15.0) -> bytes:
         while chunk := sock.recv(4096):
             reply += chunk
         return reply
-
-
-def well_formed(reply: bytes) -> bool:
-    """Text without marker bytes, then exactly one marker at the very end."""
-    return (
-        len(reply) >= 1
-        and reply[-1] in (0xFF, 0xFE)
-        and b"\xff" not in reply[:-1]
-        and b"\xfe" not in reply[:-1]
-    )
 
 
 # ------------------------------------------------------------------------------------------------
