@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from etmemd_proc import EtmemdProc
+from etmemd_proc import EtmemdProc, project_config
 
 pytestmark = pytest.mark.root
 
@@ -19,13 +19,7 @@ def daemon(tmp_path):
     target = subprocess.Popen(["sleep", "300"])
     d = EtmemdProc(tmp_path)
     try:
-        conf = tmp_path / "a.conf"
-        conf.write_text(
-            "[project]\nname=a\nloop=1\ninterval=1\nsleep=1\n[engine]\nname=slide\nproject=a\n"
-            f"[task]\nproject=a\nengine=slide\nname=t\ntype=pid\nvalue={target.pid}\nT=1\n"
-        )
-        conf.chmod(0o600)
-        d.etmem("obj", "add", "-f", str(conf))
+        d.add("a", project_config("a", "slide", target.pid, "T=1\n"))
         yield d
     finally:
         d.stop()

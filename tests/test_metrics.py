@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from etmemd_proc import EtmemdProc, wait_for
+from etmemd_proc import EtmemdProc, project_config, wait_for
 
 from etmem_core import metrics
 from etmem_core.errors import OptCode, OptError
@@ -150,13 +150,7 @@ def test_live_etmemd_serves_metrics_on_loopback(tmp_path):
     target = subprocess.Popen(["sleep", "300"])
     d = EtmemdProc(tmp_path, "--metrics", f"127.0.0.1:{port}")
     try:
-        conf = tmp_path / "a.conf"
-        conf.write_text(
-            "[project]\nname=a\nloop=1\ninterval=1\nsleep=1\n[engine]\nname=slide\nproject=a\n"
-            f"[task]\nproject=a\nengine=slide\nname=t\ntype=pid\nvalue={target.pid}\nT=1\n"
-        )
-        conf.chmod(0o600)
-        d.etmem("obj", "add", "-f", str(conf))
+        d.add("a", project_config("a", "slide", target.pid, "T=1\n"))
         assert d.etmem("project", "start", "-n", "nosuch", check=False).returncode != 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             fams = families(resp.read().decode())
