@@ -31,15 +31,18 @@ made while another thread's request is under way uses that one's result.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from etmem_sdk.errors import TargetGone
 
+from .kconfig import kernel_config, option_off
 from .pagemap import open_pagemap, present_pages
 from .pagerefs import PTE, PassRefs
 from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
@@ -47,19 +50,47 @@ from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
 __all__ = ["DamonBusy", "DamonMonitor", "DamonTracker", "check_damon_free", "monitor_for", "ours"]
 
 U64_MAX = str(2**64 - 1)
+T = TypeVar("T")
 
 
 class DamonBusy(TrackerUnavailable):
     """DAMON is in use by someone else; the tracker refused to touch it."""
 
 
+# DAMON's sysfs handlers take their lock with a trylock and answer EBUSY while the kdamond
+# (or another writer) holds it, e.g. for a moment after every aggregation window: retry.
+BUSY_RETRY_S = 2.0
+
+
+def _unbusy(op: Callable[[], T]) -> T:
+    deadline = time.monotonic() + BUSY_RETRY_S
+    delay = 0.005
+    while True:
+        try:
+            return op()
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _read_once(path: Path) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _write_once(path: Path, value: str | int) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
 def _read(path: Path) -> str:
-    return path.read_text().strip()
+    return _unbusy(lambda: _read_once(path))
 
 
 def _write(path: Path, value: str | int) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
+    _unbusy(lambda: _write_once(path, value))
 
 
 def _alive(pid: int, proc_root: str | os.PathLike[str]) -> bool:
@@ -236,6 +267,10 @@ class DamonMonitor:
         if not self.root.is_dir():
             raise TrackerUnavailable("damon: no DAMON sysfs (CONFIG_DAMON_SYSFS off)")
         check_damon_free(self.root)
+        # Creating a kdamond is a write, and DAMON shows its operations only inside one: rule
+        # out a kernel built without vaddr from its configuration first, writing nothing.
+        if option_off(kernel_config(Path(self.proc_root)), "CONFIG_DAMON_VADDR"):
+            raise TrackerUnavailable("damon: no vaddr operations (CONFIG_DAMON_VADDR is off)")
         _write(self.root / "nr_kdamonds", 1)
         self.kd = self.root / "0"
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import gzip
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from etmem_sdk.errors import EngineError
 
 from . import damon
+from .kconfig import kernel_config, option_off
 from .procfs import read_meminfo
 
 __all__ = [
@@ -132,22 +132,6 @@ def parse_node_list(text: str) -> list[int]:
     return out
 
 
-def kernel_config(proc_root: Path) -> dict[str, str] | None:
-    """``/proc/config.gz`` as ``{"CONFIG_X": "y", ...}`` (unset options absent); ``None`` when
-    the kernel does not expose its configuration."""
-    try:
-        with gzip.open(proc_root / "config.gz", "rt") as f:
-            text = f.read()
-    except (OSError, EOFError):
-        return None
-    cfg = {}
-    for line in text.splitlines():
-        if line.startswith("CONFIG_"):
-            k, _, v = line.partition("=")
-            cfg[k] = v
-    return cfg
-
-
 def _soft_dirty_works() -> bool:
     """Whether pagemap's soft-dirty bit (55) tracks writes, tried on a page of our own.
 
@@ -177,10 +161,6 @@ def _soft_dirty_works() -> bool:
         return False
     finally:
         page.close()
-
-
-def _option_off(cfg: dict[str, str] | None, option: str) -> bool:
-    return cfg is not None and cfg.get(option) not in ("y", "m")
 
 
 def _syscall_works(name: str) -> tuple[bool, str]:
@@ -214,7 +194,7 @@ def _damon_verdict(sys_root: Path, cfg: dict[str, str] | None) -> tuple[Verdict,
     facts: dict[str, object] = {}
     if not admin.is_dir():
         why = "no DAMON sysfs (kernel option CONFIG_DAMON_SYSFS is off)"
-        if _option_off(cfg, "CONFIG_DAMON"):
+        if option_off(cfg, "CONFIG_DAMON"):
             why = "no DAMON (kernel option CONFIG_DAMON is off)"
         return Verdict(False, why), facts
     reasons = []
@@ -233,7 +213,7 @@ def _damon_verdict(sys_root: Path, cfg: dict[str, str] | None) -> tuple[Verdict,
         facts["damon_operations"] = sorted(ops)
     if ops and "vaddr" not in ops:
         reasons.append(f"no vaddr operations (kernel has: {' '.join(sorted(ops))})")
-    elif not ops and _option_off(cfg, "CONFIG_DAMON_VADDR"):
+    elif not ops and option_off(cfg, "CONFIG_DAMON_VADDR"):
         reasons.append("no vaddr operations (kernel option CONFIG_DAMON_VADDR is off)")
     shared = "per-region sight; one kdamond watches every monitored process"
     if nr and damon.ours(sys_root):
@@ -279,7 +259,7 @@ def probe(
     )
     f["cgroup2_memory_reclaim"] = reclaim
     f["cgroup1_memory"] = (sys_ / "fs/cgroup/memory/memory.limit_in_bytes").exists()
-    if cfg is not None and _option_off(cfg, "CONFIG_MEM_SOFT_DIRTY"):
+    if cfg is not None and option_off(cfg, "CONFIG_MEM_SOFT_DIRTY"):
         f["soft_dirty"] = False
     else:
         # Only our own process can be tried, so a fake tree says "unknown".
