@@ -169,11 +169,26 @@ def test_showstats_gives_each_targets_regions_and_scheme_bytes(kernel, etmemd, f
                                            "nr_applied": 3, "sz_applied": 3 << 18}  # fmt: skip
     out = showstats(etmemd)
     assert "damon scheme: action pageout" in out
+    assert f"kdamond: thread {kernel.thread}, 3 target(s) in all" in out
+    assert "set by project reg" in out
     block = out.split("task t101 pid 101")[1].split("task ")[0]
     assert "tried 4 regions 1024 KiB, applied 3 regions 768 KiB" in block
     assert f"{page(0):#x}" in block and "1024 KiB" in block
     rows = [line.split() for line in block.splitlines() if line.strip().startswith("0x")]
     assert [(r[-2], r[-1]) for r in rows] == [("0", "50"), ("7", "2")]
+    etmemd.project_stop("reg")
+
+
+def test_the_refresh_keeps_each_pids_scheme_statistics_for_json(kernel, etmemd, files):
+    main, tasks, _ = three_tasks(files)
+    for f in (main, *tasks):
+        etmemd.obj_add(f)
+    etmemd.project_start("reg")
+    first = kernel._pids()[0]
+    kernel.kstats[1] = {"nr_applied": 2, "sz_applied": 8192}
+    t = task_of(etmemd, f"t{first}")
+    t.params.worker.run_once()
+    assert t.pids[0].stats["sz_applied"] == 8192 and t.pids[0].stats["nr_applied"] == 2
     etmemd.project_stop("reg")
 
 

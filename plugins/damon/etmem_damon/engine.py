@@ -145,13 +145,10 @@ def start_task(engine: Engine, task: Task) -> None:
         release_task_pids(task)
         raise EngineError(f"task {task.name}: {error}")
 
-    def noop(tp: TaskPid, sleep: Sleep) -> None:
-        pass
-
     project = task.project
     worker = PeriodicWorker(
         task,
-        noop,
+        _record_stats,
         interval=REFRESH_S,
         refresh=lambda t: _refresh(t, eng.proc_root),
         active=lambda: project is not None and project.start,
@@ -170,6 +167,19 @@ def start_task(engine: Engine, task: Task) -> None:
         len(task.pids),
         eng.config.scheme.action,
     )
+
+
+def _record_stats(tp: TaskPid, sleep: Sleep) -> None:
+    """Keep the pid's DAMOS statistics in ``tp.stats`` (``project show --json``,
+    ``showstats --json``), refreshed with the pid list every :data:`REFRESH_S` seconds."""
+    params = tp.params
+    if isinstance(params, DamonPid):
+        try:
+            tp.stats.update(params.target.stats())
+        except scan.ScanError as exc:
+            tp.stats["error"] = str(exc)
+        else:
+            tp.stats.pop("error", None)
 
 
 @hookimpl
@@ -246,6 +256,6 @@ def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> N
             if isinstance(tp.params, DamonPid):
                 doc = target_doc(tp.params.target)
                 tp.stats.clear()
-                tp.stats.update({k: v for k, v in doc.items() if k != "regions"})
+                tp.stats.update({k: v for k, v in doc.items() if k not in ("regions", "kdamond")})
                 rows.append((t, tp, doc))
     reply.write(format_showstats(eng.config, tasks, rows))

@@ -16,6 +16,7 @@ def target_doc(target: Any) -> dict[str, Any]:
     that failed is reported under ``error``."""
     doc: dict[str, Any] = {"slot": target.slot}
     try:
+        doc["kdamond"] = target.kdamond()
         doc.update(target.stats())
         doc["regions"] = [tuple(int(x) for x in row) for row in target.regions()]
     except scan.ScanError as exc:
@@ -38,7 +39,14 @@ def format_showstats(
         f"nr_accesses {s.nr_accesses[0]}..{s.nr_accesses[1]}, age {s.age[0]}..{s.age[1]}",
         "monitoring: " + ", ".join(f"{k} {v}" for k, v in cfg.attrs.items()),
     ]
-    if not rows:
+    if rows:
+        kd = rows[0][2].get("kdamond") or {}
+        if kd.get("kdamond_pid") is not None:
+            out.append(
+                f"kdamond: thread {kd['kdamond_pid']}, {kd['targets']} target(s) in all, "
+                f"monitoring attributes set by {kd['attrs_owner']}"
+            )
+    else:
         out.append("no target" if tasks else "no task")
     for task, tp, doc in rows:
         out.append(f"task {task.name} pid {tp.pid} (target {doc['slot']}):")
