@@ -192,6 +192,17 @@ def test_the_refresh_keeps_each_pids_scheme_statistics_for_json(kernel, etmemd, 
     etmemd.project_stop("reg")
 
 
+def test_an_update_that_lists_no_region_for_a_target_is_asked_again(kernel, etmemd, files):
+    etmemd.obj_add(files("reg.conf", PROJECT + ENGINE))
+    etmemd.obj_add(files("t.conf", task("t101", 101)))
+    etmemd.project_start("reg")
+    kernel.regions[101] = [[], [], [(page(0), page(4), 0, 30)]]
+    kernel.updates = 0
+    out = showstats(etmemd)
+    assert f"{page(0):#x}" in out and kernel.updates == 3
+    etmemd.project_stop("reg")
+
+
 def test_obj_del_of_a_started_project_removes_the_kdamond(kernel, etmemd, files):
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):

@@ -882,11 +882,18 @@ class DamosTarget:
             raise ScanError("damon: target is closed")
         return self._monitor
 
-    def regions(self) -> np.ndarray:
-        """All of this target's regions from one fresh aggregation window: rows of
-        ``(start, end, nr_accesses, age)`` (uint64), sorted by start (empty until DAMON made
-        the target's first regions)."""
-        self._gen, rows = self._mon().regions(self.slot, self._gen, self._epoch)
+    def regions(self, tries: int = 3) -> np.ndarray:
+        """All of this target's regions from a fresh aggregation window: rows of
+        ``(start, end, nr_accesses, age)`` (uint64), sorted by start.
+
+        An update now and then lists no region for a target (seen in the test bed under TCG
+        on a target monitored for minutes), so up to ``tries`` updates are asked for; empty
+        still means DAMON has made no regions for it yet."""
+        rows = np.empty((0, 4), dtype=np.uint64)
+        for _ in range(max(1, tries)):
+            self._gen, rows = self._mon().regions(self.slot, self._gen, self._epoch)
+            if rows.size:
+                break
         return rows
 
     def stats(self) -> dict[str, int]:

@@ -113,13 +113,19 @@ def test_a_damon_project_pages_out_three_processes_cold_memory_and_keeps_the_hot
             lambda: all(resident(pid, hot) >= 0.95 for pid, hot, _ in workloads), 10, step=0.5
         ), f"hot runs paged out: {shares}"
 
-        out = d.etmem("engine", "showstats", "-n", "reg", "-e", "damon").stdout
         cold_kib = (TOTAL_MIB // 2) << 10
-        for i, (pid, _, _) in enumerate(workloads):
-            block = out.split(f"task t{i} pid {pid} ")[1].split("\ntask ")[0]
-            applied = int(block.split("applied ")[1].split(" regions ")[1].split(" KiB")[0])
-            assert applied >= cold_kib * 0.8, block[:2000]
-            assert " 0x" in block  # its regions are listed
+        listed: set[int] = set()
+        for _ in range(5):  # an update may list no region for a target now and then (TCG)
+            out = d.etmem("engine", "showstats", "-n", "reg", "-e", "damon").stdout
+            for i, (pid, _, _) in enumerate(workloads):
+                block = out.split(f"task t{i} pid {pid} ")[1].split("\ntask ")[0]
+                applied = int(block.split("applied ")[1].split(" regions ")[1].split(" KiB")[0])
+                assert applied >= cold_kib * 0.8, block[:2000]
+                if " 0x" in block:
+                    listed.add(pid)
+            if len(listed) == len(workloads):
+                break
+        assert len(listed) == len(workloads), f"regions listed for {listed} only:\n{out[:4000]}"
         d.etmem("project", "stop", "-n", "reg")
         assert nr_kdamonds() == "0"
 
