@@ -624,3 +624,25 @@ def test_every_slot_has_a_stat_scheme_and_a_second_one_that_never_acts_for_the_t
     assert not list((schemes / "3/tried_regions").iterdir())  # matched nothing
     a.close()
     b.close()
+
+
+def test_shutdown_removes_our_kdamond_even_with_handles_left_open(kernel):
+    a = tracker(kernel, 10)
+    b = tracker(kernel, 20)
+    damon.shutdown_all()  # etmemd exiting with a handle a stuck worker never closed
+    assert (kernel.kds / "nr_kdamonds").read_text().strip() == "0"
+    before = snapshot(kernel.kds)
+    a.close()  # stale handles write nothing
+    b.close()
+    with pytest.raises(damon.ScanError):
+        b.regions()
+    assert snapshot(kernel.kds) == before
+
+
+def test_shutdown_leaves_a_kdamond_that_is_not_ours_any_more(kernel):
+    a = tracker(kernel, 10)
+    (kernel.kd() / "pid").write_text("888\n")  # someone else's thread now
+    before = snapshot(kernel.kds)
+    damon.shutdown_all()
+    assert snapshot(kernel.kds) == before
+    a.close()

@@ -74,6 +74,7 @@ __all__ = [
     "kernel_release",
     "monitor_for",
     "ours",
+    "shutdown_all",
 ]
 
 U64_MAX = str(2**64 - 1)
@@ -688,6 +689,27 @@ class DamonMonitor:
         _write(filters / "0/damon_target_idx", idx)
         _write(filters / "0/matching", "N")
 
+    def shutdown(self, wait: float = 3.0) -> None:
+        """Turn our kdamond off and remove it, whatever handles are still open (the process
+        is ending: a handle left open by a worker stuck past its stop would otherwise leave
+        the kdamond behind, and the next user would find DAMON busy).  Never raises; open
+        handles become no-ops.  Waits ``wait`` seconds for a sysfs call under way."""
+        got = self.lock.acquire(timeout=wait)
+        try:
+            if self.kd is None:
+                return
+            try:
+                state = self._check_ours()
+            except DamonBusy:
+                self._forget()  # not ours any more: leave it
+                return
+            self._teardown(state)
+        except Exception:
+            self._forget()
+        finally:
+            if got:
+                self.lock.release()
+
     def _teardown(self, state: str) -> None:
         assert self.kd is not None
         try:
@@ -737,6 +759,14 @@ def monitor_for(
         if mon is None:
             mon = _monitors[key] = DamonMonitor(sys_root, proc_root)
         return mon
+
+
+def shutdown_all() -> None:
+    """:meth:`DamonMonitor.shutdown` for every monitor of this process (daemon exit)."""
+    with _monitors_lock:
+        monitors = list(_monitors.values())
+    for mon in monitors:
+        mon.shutdown()
 
 
 def ours(sys_root: str | os.PathLike[str]) -> bool:

@@ -100,6 +100,7 @@ __all__ = [
     "damon_refusal",
     "damos_unsupported",
     "open_damos",
+    "shutdown",
     "MPOL_MF_MOVE_ALL",
     "GRANULARITY",
     "MAPPING_ONLY",
@@ -400,6 +401,13 @@ def open_damos(
         proc_root=_proc(proc_root),
         sys_root=_defaults.sys_root if sys_root is None else sys_root,
     )
+
+
+def shutdown() -> None:
+    """Give back what the mechanism holds for this process -- the kdamond etmemd created, with
+    any target still on it -- for the daemon's exit, after its projects were stopped (a worker
+    stuck past its stop may have left a handle open).  Never raises."""
+    _damon.shutdown_all()
 
 
 def damon_refusal(proc_root=None, sys_root=None) -> str | None:
