@@ -496,6 +496,11 @@ def damo_pageout(args: argparse.Namespace, pid: int) -> Iterator[None]:
     damo = shutil.which("damo", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if not damo:
         raise RuntimeError("damo is not installed (.venv/bin/pip install damo)")
+    tracing = "/sys/kernel/tracing"
+    if not os.path.ismount(tracing):
+        # damo refuses to start without tracefs (its feature probe), which the test bed's
+        # init does not mount: "trace feature check fail (tracefs is not mounted)"
+        subprocess.run(["mount", "-t", "tracefs", "nodev", tracing], check=False)
     cmd = [damo, "start", "--ops", "vaddr", "--target_pid", str(pid), "--damos_action", "pageout",
            "--damos_access_rate", "0%", "0%", "--damos_age", args.damo_age, "max"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
