@@ -450,3 +450,22 @@ def test_a_reused_slot_counts_its_scheme_statistics_from_zero(kernel, etmemd, fi
     assert target.stats()["sz_applied"] == 4096
     etmemd.project_stop("reg")
     assert nr_kdamonds(kernel) == "0"
+
+
+def test_a_restarted_kdamond_counts_every_scheme_from_zero_again(kernel, etmemd, files):
+    etmemd.obj_add(files("reg.conf", PROJECT + ENGINE))
+    conf = {p: files(f"t{p}.conf", task(f"t{p}", p)) for p in (101, 102, 104)}
+    add_process(kernel.proc, 104)
+    for p in (101, 102):
+        etmemd.obj_add(conf[p])
+    etmemd.project_start("reg")
+    first = kernel._pids()[0]
+    kernel.kstats[1] = {"sz_applied": 8192}
+    etmemd.obj_del(conf[first])
+    etmemd.obj_add(conf[104])  # reuses slot 0: baseline 8192
+    target = task_of(etmemd, "t104").pids[0].params.target
+    kernel._stop()  # the kdamond ended (e.g. a failed commit); the next read starts it again
+    target.regions()
+    assert kernel.starts == 2
+    assert target.stats()["sz_applied"] == 0  # not 0 - 8192
+    etmemd.project_stop("reg")

@@ -587,6 +587,7 @@ class DamonMonitor:
         assert self.kd is not None
         _write(self.kd / "state", "on")
         self.kd_pid = _read(self.kd / "pid")
+        self._stats_base = {}  # a started kdamond has new schemes, counting from zero
         self._invalidate()
 
     def _invalidate(self) -> None:
