@@ -455,6 +455,39 @@ def etmem_slide(args: argparse.Namespace, workdir: Path, pid: int) -> Iterator[i
             Path(args.keep_log).write_text(daemon.logtext())
 
 
+#: damo's default monitoring attributes, which ``--mode etmem-damon`` gives its project too.
+DAMO_ATTRS = {"sample_interval": 5_000, "aggr_interval": 100_000, "update_interval": 1_000_000,
+              "min_nr_regions": 10, "max_nr_regions": 1000}  # fmt: skip
+
+
+@contextlib.contextmanager
+def etmem_damon(args: argparse.Namespace, workdir: Path, pid: int) -> Iterator[int]:
+    """etmemd plus a started damon project with the DAMOS scheme ``--mode damo`` gives damo
+    (pageout of regions with no access for ``--damo-age``, damo's default attributes)."""
+    if os.environ.get("ETMEM_IN_VM") != "1":
+        raise RuntimeError(DAMO_HOST.replace("--mode damo", "--mode etmem-damon"))
+    bindir = Path(args.etmemd).resolve().parent if args.etmemd else Path(sys.executable).parent
+    age_s = float(args.damo_age.removesuffix("s"))
+    min_age = round(age_s * 1e6 / DAMO_ATTRS["aggr_interval"])
+    daemon = EtmemdProc(workdir, bindir=bindir)
+    try:
+        project = "".join(f"{k}={v}\n" for k, v in DAMO_ATTRS.items())
+        daemon.add(
+            "realapps",
+            f"[project]\nname=realapps\nscan_type=region\n{project}"
+            "[engine]\nname=damon\nproject=realapps\nmin_size=0\nmax_size=9223372036854775807\n"
+            f"min_acc=0\nmax_acc=0\nmin_age={min_age}\nmax_age=4294967295\naction=pageout\n"
+            f"[task]\nproject=realapps\nengine=damon\nname=app\ntype=pid\nvalue={pid}\n",
+        )
+        daemon.etmem("project", "start", "-n", "realapps")
+        yield daemon.proc.pid
+        daemon.etmem("project", "stop", "-n", "realapps", check=False)
+    finally:
+        daemon.stop()
+        if args.keep_log:
+            Path(args.keep_log).write_text(daemon.logtext())
+
+
 @contextlib.contextmanager
 def damo_pageout(args: argparse.Namespace, pid: int) -> Iterator[None]:
     """DAMOS pageout of regions not accessed for ``--damo-age``, through ``damo``."""
@@ -463,6 +496,11 @@ def damo_pageout(args: argparse.Namespace, pid: int) -> Iterator[None]:
     damo = shutil.which("damo", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if not damo:
         raise RuntimeError("damo is not installed (.venv/bin/pip install damo)")
+    tracing = "/sys/kernel/tracing"
+    if not os.path.ismount(tracing):
+        # damo refuses to start without tracefs (its feature probe), which the test bed's
+        # init does not mount: "trace feature check fail (tracefs is not mounted)"
+        subprocess.run(["mount", "-t", "tracefs", "nodev", tracing], check=False)
     cmd = [damo, "start", "--ops", "vaddr", "--target_pid", str(pid), "--damos_action", "pageout",
            "--damos_access_rate", "0%", "0%", "--damos_age", args.damo_age, "max"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -543,6 +581,9 @@ def measure(args: argparse.Namespace) -> dict:
         elif mode == "damo":
             stack.enter_context(damo_pageout(args, pid))
             watched = kdamond_pids()
+        elif mode == "etmem-damon":
+            daemon_pid = stack.enter_context(etmem_damon(args, workdir, pid))
+            watched = [daemon_pid, *kdamond_pids()]
         else:
             watched = []
         t_start = rclock()  # the project has started (etmem returned) or damo has
@@ -702,7 +743,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--mode",
-        choices=("etmem", "damo", "none"),
+        choices=("etmem", "etmem-damon", "damo", "none"),
         default="etmem",
         help="What runs after the baseline window.",
     )

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task
+from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task, scan
 
 from . import objfile, settings
 from .deadline import BatchStopped, DeadlineExceeded, Runner
@@ -627,6 +627,9 @@ class Etmemd:
                 for err in errors:
                     log.error("shutdown: project %s: %s", project.name, err.reason)
         log.info("all projects removed")
+        # a kdamond left behind by a worker stuck past its stop would make DAMON busy for
+        # the next user: the mechanism gives back what it still holds
+        scan.shutdown()
 
     # -- calling engines -----------------------------------------------------------------------
 

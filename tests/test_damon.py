@@ -6,7 +6,10 @@ relies on: ``nr_kdamonds``/``nr_targets``/``nr_schemes`` rebuild their directori
 defaults, ``on`` builds a running context, ``commit`` matches targets by index (a target keeps
 its learned regions, here a "history" id) and stops the kdamond when a pid no longer exists,
 and ``update_schemes_tried_regions`` fills each scheme's ``tried_regions`` with the regions of
-the targets its ``target`` filter lets through.
+the targets its ``target`` filter lets through that match its access pattern.  DAMOS inputs are
+modelled too: quotas (with ``goals`` where the kernel has them), watermarks, ``target_nid``,
+action names checked like 6.12's, and per-scheme ``stats`` that belong to the scheme index
+(they survive commits; ``update_schemes_stats`` shows them).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from etmem_sdk import TargetGone
 PRESENT = 1 << 63
 BASE = 0x7F0000000000
 PAGES = 8
+ACTIONS_612 = ("willneed", "cold", "pageout", "hugepage", "nohugepage", "lru_prio", "lru_deprio",
+               "migrate_hot", "migrate_cold", "stat")  # fmt: skip
+STAT_FILES = ("nr_tried", "sz_tried", "nr_applied", "sz_applied", "qt_exceeds")
 FAST = {"sample_us": 100, "aggr_us": 1_000, "update_us": 2_000}
 
 
@@ -58,11 +64,24 @@ def add_process(proc: Path, pid: int, npages: int = PAGES) -> None:
 
 
 class FakeDamon:
-    def __init__(self, root: Path, proc: Path, *, avail="vaddr fvaddr paddr", target_filter=True):
+    def __init__(
+        self,
+        root: Path,
+        proc: Path,
+        *,
+        avail="vaddr fvaddr paddr",
+        target_filter=True,
+        goals=True,
+        target_nid=True,
+    ):
         self.kds = root / "kernel/mm/damon/admin/kdamonds"
         self.proc = proc
         self.avail = avail
         self.target_filter = target_filter
+        self.goals = goals
+        self.target_nid = target_nid
+        #: per kernel scheme index: its DAMOS statistics (kept across commits, as the kernel's)
+        self.kstats: dict[int, dict[str, int]] = {}
         #: per pid: the regions DAMON reports, or a list of such lists (one per update, cycled)
         self.regions: dict[int, list] = {}
         self.running: list[list[int]] | None = None  # [pid, history id] per running target
@@ -122,6 +141,14 @@ class FakeDamon:
         elif name == "type" and path.parent.parent.name == "filters":
             if value not in ("anon", "memcg", "young", "addr", "target"):
                 raise OSError(errno.EINVAL, "bad filter type")
+        elif name == "nr_goals":
+            self._rebuild(path.parent, int(value), self._make_goal)
+        elif name == "action" and value not in ACTIONS_612:
+            raise OSError(errno.EINVAL, "bad action")
+        elif name == "target_metric" and value not in ("user_input", "some_mem_psi_us"):
+            raise OSError(errno.EINVAL, "bad goal metric")
+        elif name == "metric" and value not in ("none", "free_mem_rate"):
+            raise OSError(errno.EINVAL, "bad watermarks metric")
         elif name == "state":
             self._state(value)
             return
@@ -148,10 +175,27 @@ class FakeDamon:
         for key in ("sz", "nr_accesses", "age"):
             for f in ("min", "max"):
                 _w(d / "access_pattern" / key / f, 0)
-        _w(d / "action", "pageout")
+        _w(d / "action", "pageout")  # not what a user wants: every scheme must be written
+        _w(d / "apply_interval_us", 0)
+        for f in ("ms", "bytes", "reset_interval_ms"):
+            _w(d / "quotas" / f, 0)
+        if self.goals:
+            _w(d / "quotas/goals/nr_goals", 0)
+        _w(d / "watermarks/metric", "none")
+        for f in ("interval_us", "high", "mid", "low"):
+            _w(d / "watermarks" / f, 0)
+        if self.target_nid:
+            _w(d / "target_nid", -1)
+        for f in STAT_FILES:
+            _w(d / "stats" / f, 0)
         if self.target_filter:
             _w(d / "filters/nr_filters", 0)
         (d / "tried_regions").mkdir()
+
+    def _make_goal(self, d: Path) -> None:
+        _w(d / "target_metric", "user_input")
+        _w(d / "target_value", 0)
+        _w(d / "current_value", 0)
 
     def _make_filter(self, d: Path) -> None:
         _w(d / "type", "anon")
@@ -172,6 +216,7 @@ class FakeDamon:
             if not all(self._exists(p) for p in pids):
                 raise OSError(errno.EINVAL, "no such pid")
             self.running = [[p, self._new_history()] for p in pids]
+            self.kstats = {}  # a new context: new schemes
             self.thread += 1
             self.starts += 1
             _w(self.kd() / "state", "on")
@@ -191,10 +236,17 @@ class FakeDamon:
                 self._stop()  # 6.12: the failed commit ends the kdamond; the write succeeds
                 return
             assert self.running is not None
+            n = int((self.ctx() / "schemes/nr_schemes").read_text())
+            self.kstats = {i: v for i, v in self.kstats.items() if i < n}
             kept = [[p, h] for (_, h), p in zip(self.running, pids, strict=False)]
             self.running = kept + [[p, self._new_history()] for p in pids[len(kept) :]]
         elif cmd == "update_schemes_tried_regions":
             self._update()
+        elif cmd == "update_schemes_stats":
+            schemes = self.ctx() / "schemes"
+            for i in range(int((schemes / "nr_schemes").read_text())):
+                for f in STAT_FILES:
+                    _w(schemes / str(i) / "stats" / f, self.kstats.get(i, {}).get(f, 0))
         else:
             raise OSError(errno.EINVAL, cmd)
 
@@ -211,12 +263,21 @@ class FakeDamon:
                 idxs = [want]
             tried = sc / "tried_regions"
             self._rebuild(tried, 0, None)
+            ap = sc / "access_pattern"
+
+            def bounds(key: str, ap: Path = ap) -> tuple[int, int]:
+                return tuple(int((ap / key / f).read_text()) for f in ("min", "max"))
+
+            sz, nr, ag = bounds("sz"), bounds("nr_accesses"), bounds("age")
             n = 0
             for t in idxs:
                 regs = self.regions.get(self.running[t][0], [])
                 if regs and isinstance(regs[0], list):
                     regs = regs[self.updates % len(regs)]
                 for start, end, acc, age in regs:
+                    if not (sz[0] <= end - start <= sz[1] and nr[0] <= acc <= nr[1]
+                            and ag[0] <= age <= ag[1]):  # fmt: skip
+                        continue
                     for k, v in (
                         ("start", start),
                         ("end", end),
@@ -545,3 +606,43 @@ def test_a_kernel_built_without_vaddr_is_refused_before_any_write(kernel, monkey
     with pytest.raises(TrackerUnavailable, match="CONFIG_DAMON_VADDR"):
         tracker(kernel, 10)
     assert writes == []
+
+
+def test_every_slot_has_a_stat_scheme_and_a_second_one_that_never_acts_for_the_tracker(kernel):
+    a = tracker(kernel, 10)
+    b = tracker(kernel, 20)
+    schemes = kernel.ctx() / "schemes"
+    assert (schemes / "nr_schemes").read_text().strip() == "4"
+    for i in (1, 3):  # the DAMOS slot of a tracker target: stat, and no region matches it
+        sc = schemes / str(i)
+        assert (sc / "action").read_text().strip() == "stat"
+        assert (sc / "access_pattern/nr_accesses/min").read_text().strip() == str(2**32 - 1)
+        assert (sc / "filters/0/damon_target_idx").read_text().strip() == str(i // 2)
+    assert (schemes / "2/filters/0/damon_target_idx").read_text().strip() == "1"
+    kernel.regions[20] = [(page(0), page(8), 5, 0)]
+    assert b.scan_pass(VMAS).weight.all()
+    assert not list((schemes / "3/tried_regions").iterdir())  # matched nothing
+    a.close()
+    b.close()
+
+
+def test_shutdown_removes_our_kdamond_even_with_handles_left_open(kernel):
+    a = tracker(kernel, 10)
+    b = tracker(kernel, 20)
+    damon.shutdown_all()  # etmemd exiting with a handle a stuck worker never closed
+    assert (kernel.kds / "nr_kdamonds").read_text().strip() == "0"
+    before = snapshot(kernel.kds)
+    a.close()  # stale handles write nothing
+    b.close()
+    with pytest.raises(damon.ScanError):
+        b.regions()
+    assert snapshot(kernel.kds) == before
+
+
+def test_shutdown_leaves_a_kdamond_that_is_not_ours_any_more(kernel):
+    a = tracker(kernel, 10)
+    (kernel.kd() / "pid").write_text("888\n")  # someone else's thread now
+    before = snapshot(kernel.kds)
+    damon.shutdown_all()
+    assert snapshot(kernel.kds) == before
+    a.close()

@@ -23,6 +23,18 @@ and before every change and the tear-down the monitor checks that there is still
 kdamond, with our thread pid and the very targets we wrote; otherwise it leaves it alone.
 When the last handle closes, the kdamond is turned off and removed.
 
+Two kinds of handle share the kdamond: the ``damon`` tracker (:class:`DamonTracker`) and the
+``damon`` engine's DAMOS targets (:class:`DamosTarget`).  Every slot owns TWO schemes, so a
+slot's scheme indices never move: ``2*slot`` is the ``stat`` scheme over every region (the
+tracker's view, the engine's ``showstats``), ``2*slot + 1`` the slot's DAMOS scheme
+(:class:`DamosScheme`: an action with its access pattern, quotas, goal, watermarks) or, for a
+tracker slot and for every parked slot, a ``stat`` scheme that matches no region -- a parked
+slot watches our own pid, so its action must never be one that acts.  The monitoring
+attributes belong to the kdamond: whoever creates it sets them, and a later handle asking for
+others is refused with the name of the user that set them (stop that one first).  DAMOS
+statistics live in the kernel's scheme at an index and survive commits, so a slot reused by a
+new target reads its counts relative to a baseline taken when it got the target.
+
 DAMON reports each region's accesses over one aggregation window; under TCG the hot range is
 reported erratically from window to window, so a pass ORs ``windows`` consecutive windows
 (each ``update_schemes_tried_regions`` request collects one).  Windows are shared: a request
@@ -36,6 +48,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,10 +60,147 @@ from .pagemap import open_pagemap, present_pages
 from .pagerefs import PTE, PassRefs
 from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
 
-__all__ = ["DamonBusy", "DamonMonitor", "DamonTracker", "check_damon_free", "monitor_for", "ours"]
+__all__ = [
+    "DAMOS_ACTIONS",
+    "DamonBusy",
+    "DamonMonitor",
+    "DamonTracker",
+    "DamosScheme",
+    "DamosTarget",
+    "DamosUnsupported",
+    "check_damon_free",
+    "damon_refusal",
+    "damos_unsupported",
+    "kernel_release",
+    "monitor_for",
+    "ours",
+    "shutdown_all",
+]
 
 U64_MAX = str(2**64 - 1)
+#: DAMON keeps access counts and ages in 32 bits: no region ever has this many accesses.
+U32_MAX = 2**32 - 1
 T = TypeVar("T")
+#: Schemes per slot: the stat scheme over every region, then the slot's DAMOS scheme.
+SCHEMES_PER_SLOT = 2
+
+#: DAMOS actions the ``vaddr`` operations carry out, with the first kernel that has them
+#: (``lru_prio``/``lru_deprio`` are ``paddr`` only; ``vaddr`` migrates since 6.17).
+DAMOS_ACTIONS: dict[str, tuple[int, int]] = {
+    "willneed": (5, 18),
+    "cold": (5, 18),
+    "pageout": (5, 18),
+    "hugepage": (5, 18),
+    "nohugepage": (5, 18),
+    "stat": (5, 18),
+    "migrate_hot": (6, 17),
+    "migrate_cold": (6, 17),
+}
+#: First kernel with each optional DAMOS knob in sysfs (quotas and watermarks came with it).
+_KNOB_SINCE: dict[str, tuple[int, int]] = {
+    "quota_ms": (5, 18),
+    "quota_bytes": (5, 18),
+    "quota_reset_ms": (5, 18),
+    "wmarks": (5, 18),
+    "psi_goal_us": (6, 9),  # quotas/goals (6.8) with the some_mem_psi_us metric (6.9)
+    "target_nid": (6, 11),
+}
+
+
+class DamosUnsupported(TrackerUnavailable):
+    """The running kernel's DAMON lacks a knob a :class:`DamosScheme` uses; ``field`` names it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"damon: {reason}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class DamosScheme:
+    """One DAMOS scheme: act on the regions whose size (bytes), ``nr_accesses`` (per
+    aggregation window) and age (aggregation windows) are within the inclusive ranges.
+
+    Zero quotas, ``psi_goal_us`` and ``wmarks`` mean "none".  ``psi_goal_us`` is a quota
+    auto-tuning goal: the system's ``some`` memory pressure stall (microseconds per quota
+    reset interval) DAMON steers the effective quota towards.  ``wmarks`` is ``(interval_us,
+    high, mid, low)`` over the free memory rate (per mille): the scheme runs only while free
+    memory is below ``mid`` and above ``low``.  ``target_nid`` is the node ``migrate_*`` moves
+    to.
+    """
+
+    action: str
+    sz: tuple[int, int] = (0, 2**64 - 1)
+    nr_accesses: tuple[int, int] = (0, U32_MAX)
+    age: tuple[int, int] = (0, U32_MAX)
+    quota_ms: int = 0
+    quota_bytes: int = 0
+    quota_reset_ms: int = 0
+    psi_goal_us: int = 0
+    wmarks: tuple[int, int, int, int] | None = None
+    target_nid: int | None = None
+
+
+#: What a tracker slot and a parked slot carry as their second scheme: it matches nothing.
+IDLE_SCHEME = DamosScheme("stat", nr_accesses=(U32_MAX, U32_MAX))
+
+
+def kernel_release(proc_root: str | os.PathLike[str] = "/proc") -> tuple[int, int] | None:
+    """``(major, minor)`` of the running kernel from ``sys/kernel/osrelease``; ``None`` when
+    the tree has no such file (a fake /proc)."""
+    try:
+        text = (Path(proc_root) / "sys/kernel/osrelease").read_text()
+    except OSError:
+        return None
+    parts = text.strip().split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return None
+
+
+def damos_unsupported(
+    scheme: DamosScheme, release: tuple[int, int] | None
+) -> list[tuple[str, str]]:
+    """``(field, reason)`` for each part of ``scheme`` that a kernel ``release`` lacks (an
+    unknown release is trusted; the sysfs files are checked again when written)."""
+    out = []
+    since = DAMOS_ACTIONS.get(scheme.action)
+    if since is None:
+        return [("action", f"action {scheme.action!r} is not one of {', '.join(DAMOS_ACTIONS)}")]
+    have = release or (99, 0)
+    if have < since:
+        out.append(("action", f"action {scheme.action} on vaddr needs Linux {since[0]}.{since[1]}"
+                    f" or later (this is {have[0]}.{have[1]})"))  # fmt: skip
+    used = {
+        "quota_ms": scheme.quota_ms,
+        "quota_bytes": scheme.quota_bytes,
+        "quota_reset_ms": scheme.quota_reset_ms,
+        "psi_goal_us": scheme.psi_goal_us,
+        "wmarks": scheme.wmarks,
+        "target_nid": scheme.target_nid,
+    }
+    for field, value in used.items():
+        since = _KNOB_SINCE[field]
+        if value and have < since:
+            out.append((field, f"DAMOS {field} needs Linux {since[0]}.{since[1]} or later "
+                        f"(this is {have[0]}.{have[1]})"))  # fmt: skip
+    return out
+
+
+def damon_refusal(
+    sys_root: str | os.PathLike[str], proc_root: str | os.PathLike[str] = "/proc"
+) -> str | None:
+    """Why this machine can never run a ``vaddr`` kdamond (no DAMON sysfs, or a kernel built
+    without vaddr), or ``None``.  Reads only; a busy DAMON is :func:`check_damon_free`'s."""
+    root = Path(sys_root) / "kernel/mm/damon/admin/kdamonds"
+    cfg = kernel_config(Path(proc_root))
+    if not root.is_dir():
+        if option_off(cfg, "CONFIG_DAMON"):
+            return "no DAMON (CONFIG_DAMON is off)"
+        return "no DAMON sysfs (CONFIG_DAMON_SYSFS off)"
+    if option_off(cfg, "CONFIG_DAMON_VADDR"):
+        return "no vaddr operations (CONFIG_DAMON_VADDR is off)"
+    return None
 
 
 class DamonBusy(TrackerUnavailable):
@@ -133,12 +283,21 @@ class DamonMonitor:
         self.root = Path(sys_root) / "kernel/mm/damon/admin/kdamonds"
         self.proc_root = proc_root
         self.attrs: dict[str, int] = {}
+        #: who set :attr:`attrs` (named when someone else asks for other ones)
+        self.attrs_owner = ""
         self.lock = threading.Lock()
         self.park_pid = os.getpid()
         #: per slot: the handle's pid, or None when the slot is free (parked)
         self.slots: list[int | None] = []
         #: per slot: the pid last written to sysfs (a parked slot: park_pid)
         self.written: list[int] = []
+        #: per slot: its DAMOS scheme (None: a tracker slot, or free)
+        self.schemes: list[DamosScheme | None] = []
+        #: per slot: the DAMOS scheme last written to sysfs (None: unknown, write it again)
+        self.written_damos: list[DamosScheme | None] = []
+        #: per slot: scheme statistics when the slot got its target (the kernel's counts
+        #: belong to the scheme index and survive commits)
+        self._stats_base: dict[int, dict[str, int]] = {}
         self.kd: Path | None = None
         self.kd_pid = ""
         self.per_target_schemes = True
@@ -152,23 +311,36 @@ class DamonMonitor:
 
     # ------------------------------------------------------------ slots
 
-    def add(self, pid: int, attrs: dict[str, int]) -> int:
+    def add(
+        self,
+        pid: int,
+        attrs: dict[str, int],
+        scheme: DamosScheme | None = None,
+        owner: str = "the damon tracker",
+    ) -> int:
         """Start monitoring ``pid``; return its slot.  Other targets keep their history.
 
         ``attrs`` (intervals, nr_regions) belong to the kdamond: the first handle sets them,
-        and a handle asking for others while it runs gets :class:`TrackerUnavailable`.
+        and a handle asking for others while it runs gets :class:`TrackerUnavailable` naming
+        the ``owner`` that set them.  ``scheme``: the slot's DAMOS scheme (the engine's).
         """
         with self.lock:
             if self.kd is None:
                 self.attrs = dict(attrs)
+                self.attrs_owner = owner
                 self.epoch += 1
-                self._create(pid)
+                self._create(pid, scheme)
                 return 0
             if attrs != self.attrs:
                 raise TrackerUnavailable(
-                    f"damon: the shared kdamond runs with {self.attrs}; cannot also use {attrs}"
+                    f"damon: the shared kdamond runs with the monitoring attributes of "
+                    f"{self.attrs_owner} ({_fmt_attrs(self.attrs)}); {owner} asks for "
+                    f"{_fmt_attrs(attrs)}, and one kdamond has one set: give both the same "
+                    f"or stop {self.attrs_owner} first"
                 )
             state = self._check_ours()
+            if scheme is not None:
+                self._check_knobs(scheme)
             if not self.per_target_schemes and any(p is not None for p in self.slots):
                 raise TrackerUnavailable(
                     "damon: this kernel's DAMON has no target filter (Linux < 6.6), so it "
@@ -176,18 +348,27 @@ class DamonMonitor:
                 )
             free = [i for i, p in enumerate(self.slots) if p is None]
             slot = free[0] if free else len(self.slots)
-            slots = list(self.slots)
+            reused = slot < len(self.slots)
+            slots, schemes = list(self.slots), list(self.schemes)
             if slot == len(slots):
                 slots.append(pid)
+                schemes.append(scheme)
             else:
                 slots[slot] = pid
+                schemes[slot] = scheme
             try:
-                self._apply(slots, restart=state != "on")
+                self._apply(slots, schemes, restart=state != "on")
             except OSError as e:
                 if slot < len(self.slots):
                     self.slots[slot] = None  # parked by the next change that works
+                    self.schemes[slot] = None
+                    self.written_damos[slot : slot + 1] = [None]
                 raise TrackerUnavailable(f"damon: cannot add pid {pid}: {e}") from e
             self._added_at[slot] = time.monotonic()
+            self._stats_base.pop(slot, None)
+            if scheme is not None and reused and self._on():
+                # a reused index: its kernel scheme still counts what the last target got
+                self._stats_base[slot] = self._fresh_stats(slot)
             return slot
 
     def remove(self, slot: int, epoch: int) -> None:
@@ -197,10 +378,11 @@ class DamonMonitor:
                 return
             if slot >= len(self.slots) or self.slots[slot] is None:
                 return
-            slots = list(self.slots)
-            slots[slot] = None
+            slots, schemes = list(self.slots), list(self.schemes)
+            slots[slot] = schemes[slot] = None
             while slots and slots[-1] is None:
                 slots.pop()
+                schemes.pop()
             try:
                 state = self._check_ours()
             except DamonBusy:
@@ -210,9 +392,10 @@ class DamonMonitor:
                 self._teardown(state)
                 return
             if state == "on":
-                self._apply(slots, restart=False)
+                self._apply(slots, schemes, restart=False)
             else:
-                self.slots = slots  # stopped by itself: rewritten when it is started again
+                # stopped by itself: rewritten when it is started again
+                self.slots, self.schemes = slots, schemes
 
     # ------------------------------------------------------------ regions
 
@@ -229,7 +412,7 @@ class DamonMonitor:
             if self.gen <= after_gen or not self._valid:
                 state = self._check_ours()
                 if state != "on":
-                    self._apply(list(self.slots), restart=True)
+                    self._apply(list(self.slots), list(self.schemes), restart=True)
                 try:
                     _write(self.kd / "state", "update_schemes_tried_regions")
                 except OSError as e:
@@ -248,8 +431,7 @@ class DamonMonitor:
 
     def _parse(self, slot: int) -> np.ndarray:
         assert self.kd is not None
-        scheme = slot if self.per_target_schemes else 0
-        d = self.kd / f"contexts/0/schemes/{scheme}/tried_regions"
+        d = self.kd / f"contexts/0/schemes/{self._stat_index(slot)}/tried_regions"
         rows = []
         try:
             for r in d.iterdir():
@@ -261,9 +443,58 @@ class DamonMonitor:
             raise ScanError(f"damon: reading tried regions failed: {e}") from e
         return np.array(sorted(rows), dtype=np.uint64).reshape(-1, 4)
 
+    def _stat_index(self, slot: int) -> int:
+        return SCHEMES_PER_SLOT * slot if self.per_target_schemes else 0
+
+    def scheme_stats(self, slot: int, epoch: int) -> dict[str, int]:
+        """The DAMOS statistics of ``slot``'s scheme since it got its target: ``nr_tried``,
+        ``sz_tried``, ``nr_applied``, ``sz_applied`` (regions, bytes), ``qt_exceeds``."""
+        with self.lock:
+            if self.kd is None or epoch != self.epoch:
+                raise ScanError("damon: the kdamond of this target is gone")
+            if self._check_ours() != "on":
+                raise ScanError("damon: the kdamond is off (it stops when a commit fails)")
+            now = self._fresh_stats(slot)
+            base = self._stats_base.get(slot, {})
+            return {k: v - base.get(k, 0) for k, v in now.items()}
+
+    def describe(self) -> dict[str, object]:
+        """The kdamond as ``showstats`` reports it: thread pid, attributes and who set them."""
+        with self.lock:
+            return {
+                "kdamond_pid": int(self.kd_pid) if self.kd is not None and self.kd_pid else None,
+                "attrs": dict(self.attrs) if self.kd is not None else {},
+                "attrs_owner": self.attrs_owner if self.kd is not None else "",
+                "targets": sum(p is not None for p in self.slots),
+            }
+
+    def _on(self) -> bool:
+        assert self.kd is not None
+        return _read(self.kd / "state") == "on"
+
+    def _fresh_stats(self, slot: int) -> dict[str, int]:
+        assert self.kd is not None
+        try:
+            _write(self.kd / "state", "update_schemes_stats")
+            d = self.kd / f"contexts/0/schemes/{self._stat_index(slot) + 1}/stats"
+            return {k: int(_read(d / k)) for k in STAT_FILES}
+        except (OSError, ValueError) as e:
+            raise ScanError(f"damon: reading scheme statistics failed: {e}") from e
+
+    def _check_knobs(self, scheme: DamosScheme) -> None:
+        """Refuse (reading only) a scheme this kernel's DAMON cannot carry, before any write
+        to a running kdamond could leave its inputs half changed."""
+        for field, reason in damos_unsupported(scheme, kernel_release(self.proc_root)):
+            raise DamosUnsupported(field, reason)
+        assert self.kd is not None
+        some = self.kd / "contexts/0/schemes/1"
+        for field, rel in _KNOB_FILES.items():
+            if getattr(scheme, field) and not (some / rel).exists():
+                raise DamosUnsupported(field, f"this kernel's DAMON has no scheme file {rel}")
+
     # ------------------------------------------------------------ the kdamond
 
-    def _create(self, pid: int) -> None:
+    def _create(self, pid: int, scheme: DamosScheme | None) -> None:
         if not self.root.is_dir():
             raise TrackerUnavailable("damon: no DAMON sysfs (CONFIG_DAMON_SYSFS off)")
         check_damon_free(self.root)
@@ -271,6 +502,9 @@ class DamonMonitor:
         # out a kernel built without vaddr from its configuration first, writing nothing.
         if option_off(kernel_config(Path(self.proc_root)), "CONFIG_DAMON_VADDR"):
             raise TrackerUnavailable("damon: no vaddr operations (CONFIG_DAMON_VADDR is off)")
+        if scheme is not None:
+            for field, reason in damos_unsupported(scheme, kernel_release(self.proc_root)):
+                raise DamosUnsupported(field, reason)
         _write(self.root / "nr_kdamonds", 1)
         self.kd = self.root / "0"
         try:
@@ -287,8 +521,8 @@ class DamonMonitor:
                 _write(attrs / "intervals" / key, self.attrs[key])
             _write(attrs / "nr_regions/min", self.attrs["min_nr_regions"])
             _write(attrs / "nr_regions/max", self.attrs["max_nr_regions"])
-            self._write_slots([pid], resize=True)
-            self.slots = [pid]
+            self._write_slots([pid], [scheme], resize=True)
+            self.slots, self.schemes = [pid], [scheme]
             _write(self.kd / "state", "on")
             self.kd_pid = _read(self.kd / "pid")
             self._invalidate()
@@ -300,7 +534,7 @@ class DamonMonitor:
     def _teardown_new(self) -> None:
         """Undo a half-made kdamond of ours (nothing else can have it yet)."""
         kd, self.kd = self.kd, None
-        self.slots, self.written = [], []
+        self.slots, self.written, self.schemes, self.written_damos = [], [], [], []
         try:
             if kd is not None and _read(kd / "state") == "on":
                 _write(kd / "state", "off")
@@ -326,14 +560,17 @@ class DamonMonitor:
             raise DamonBusy("damon: kdamond 0 now runs a thread we did not start; leaving it")
         return state
 
-    def _apply(self, slots: list[int | None], *, restart: bool) -> None:
-        """Write ``slots`` and commit them (or start the kdamond again when ``restart``)."""
+    def _apply(
+        self, slots: list[int | None], schemes: list[DamosScheme | None], *, restart: bool
+    ) -> None:
+        """Write ``slots`` (with their ``schemes``) and commit them (or start the kdamond
+        again when ``restart``)."""
         assert self.kd is not None
         resize = len(slots) != len(self.written)
         pids = self._live_pids(slots)
         self._invalidate()
-        self._write_slots(pids, resize=resize)
-        self.slots = slots
+        self._write_slots(pids, schemes, resize=resize)
+        self.slots, self.schemes = slots, schemes
         if restart:
             self._start()
             return
@@ -343,13 +580,14 @@ class DamonMonitor:
         if _read(self.kd / "state") != "on" or _read(self.kd / "pid") != self.kd_pid:
             if _read(self.kd / "state") == "on":
                 raise DamonBusy("damon: kdamond 0 now runs a thread we did not start; leaving it")
-            self._write_slots(self._live_pids(slots), resize=False)
+            self._write_slots(self._live_pids(slots), schemes, resize=False)
             self._start()
 
     def _start(self) -> None:
         assert self.kd is not None
         _write(self.kd / "state", "on")
         self.kd_pid = _read(self.kd / "pid")
+        self._stats_base = {}  # a started kdamond has new schemes, counting from zero
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -360,7 +598,9 @@ class DamonMonitor:
     def _live_pids(self, slots: list[int | None]) -> list[int]:
         return [p if p is not None and _alive(p, self.proc_root) else self.park_pid for p in slots]
 
-    def _write_slots(self, pids: list[int], *, resize: bool) -> None:
+    def _write_slots(
+        self, pids: list[int], schemes: list[DamosScheme | None], *, resize: bool
+    ) -> None:
         assert self.kd is not None
         ctx = self.kd / "contexts/0"
         if resize:
@@ -369,14 +609,24 @@ class DamonMonitor:
             if resize or i >= len(self.written) or self.written[i] != p:
                 _write(ctx / f"targets/{i}/pid_target", p)
         if resize:
+            self.written_damos = [None] * len(pids)
             self._write_schemes(ctx, len(pids))
         self.written = list(pids)
+        for i, p in enumerate(pids):
+            # A parked slot watches our own pid: never with an action that acts.
+            want = schemes[i] if p != self.park_pid else None
+            want = want or IDLE_SCHEME
+            if resize or self.written_damos[i] != want:
+                self.written_damos[i] = None  # unknown until the write is through
+                self._write_damos(ctx / f"schemes/{self._stat_index(i) + 1}", i, want)
+                self.written_damos[i] = want
 
     def _write_schemes(self, ctx: Path, n: int) -> None:
-        n_schemes = n if self.per_target_schemes else 1
-        _write(ctx / "schemes/nr_schemes", n_schemes)
-        for i in range(n_schemes):
-            scheme = ctx / f"schemes/{i}"
+        """``nr_schemes`` and each slot's stat scheme over every region."""
+        n_slots = n if self.per_target_schemes else 1
+        _write(ctx / "schemes/nr_schemes", SCHEMES_PER_SLOT * n_slots)
+        for i in range(n_slots):
+            scheme = ctx / f"schemes/{SCHEMES_PER_SLOT * i}"
             for key in ("sz", "nr_accesses", "age"):
                 _write(scheme / "access_pattern" / key / "min", 0)
                 _write(scheme / "access_pattern" / key / "max", U64_MAX)
@@ -389,6 +639,48 @@ class DamonMonitor:
                         raise
                     self.per_target_schemes = False  # alone, no filter is needed
 
+    def _write_damos(self, d: Path, idx: int, spec: DamosScheme) -> None:
+        """Every input of a slot's DAMOS scheme (a rewrite must not keep an old quota)."""
+        for key, (lo, hi) in (("sz", spec.sz), ("nr_accesses", spec.nr_accesses),
+                              ("age", spec.age)):  # fmt: skip
+            _write(d / "access_pattern" / key / "min", lo)
+            _write(d / "access_pattern" / key / "max", hi)
+        _write(d / "action", spec.action)
+        if spec.target_nid is not None:
+            self._knob(d, "target_nid", spec.target_nid)
+        self._knob(d, "quota_ms", spec.quota_ms)
+        self._knob(d, "quota_bytes", spec.quota_bytes)
+        self._knob(d, "quota_reset_ms", spec.quota_reset_ms)
+        goals = d / "quotas/goals"
+        if spec.psi_goal_us:
+            self._knob(d, "psi_goal_us", 1)
+            _write(goals / "0/target_metric", "some_mem_psi_us")
+            _write(goals / "0/target_value", spec.psi_goal_us)
+        elif (goals / "nr_goals").exists():
+            _write(goals / "nr_goals", 0)
+        wm = d / "watermarks"
+        if spec.wmarks is not None:
+            self._knob(d, "wmarks", "free_mem_rate")
+            for name, value in zip(("interval_us", "high", "mid", "low"), spec.wmarks,
+                                   strict=True):  # fmt: skip
+                _write(wm / name, value)
+        elif (wm / "metric").exists():
+            _write(wm / "metric", "none")
+        if self.per_target_schemes:
+            self._target_filter(d, idx)
+
+    @staticmethod
+    def _knob(d: Path, field: str, value: str | int) -> None:
+        """Write an optional scheme knob; one the kernel lacks is fine only while unused."""
+        path = d / _KNOB_FILES[field]
+        if not path.exists():
+            if value:
+                raise DamosUnsupported(
+                    field, f"this kernel's DAMON has no scheme file {_KNOB_FILES[field]}"
+                )
+            return
+        _write(path, value)
+
     @staticmethod
     def _target_filter(scheme: Path, idx: int) -> None:
         # "matching N": what does NOT match target idx is filtered out of this scheme.
@@ -397,6 +689,27 @@ class DamonMonitor:
         _write(filters / "0/type", "target")
         _write(filters / "0/damon_target_idx", idx)
         _write(filters / "0/matching", "N")
+
+    def shutdown(self, wait: float = 3.0) -> None:
+        """Turn our kdamond off and remove it, whatever handles are still open (the process
+        is ending: a handle left open by a worker stuck past its stop would otherwise leave
+        the kdamond behind, and the next user would find DAMON busy).  Never raises; open
+        handles become no-ops.  Waits ``wait`` seconds for a sysfs call under way."""
+        got = self.lock.acquire(timeout=wait)
+        try:
+            if self.kd is None:
+                return
+            try:
+                state = self._check_ours()
+            except DamonBusy:
+                self._forget()  # not ours any more: leave it
+                return
+            self._teardown(state)
+        except Exception:
+            self._forget()
+        finally:
+            if got:
+                self.lock.release()
 
     def _teardown(self, state: str) -> None:
         assert self.kd is not None
@@ -411,9 +724,26 @@ class DamonMonitor:
     def _forget(self) -> None:
         self._invalidate()
         self.kd = None
-        self.slots, self.written = [], []
+        self.slots, self.written, self.schemes, self.written_damos = [], [], [], []
         self._added_at = {}
+        self._stats_base = {}
 
+
+def _fmt_attrs(attrs: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in attrs.items())
+
+
+#: The sysfs file (under a scheme directory) of each optional :class:`DamosScheme` field.
+_KNOB_FILES = {
+    "quota_ms": "quotas/ms",
+    "quota_bytes": "quotas/bytes",
+    "quota_reset_ms": "quotas/reset_interval_ms",
+    "psi_goal_us": "quotas/goals/nr_goals",
+    "wmarks": "watermarks/metric",
+    "target_nid": "target_nid",
+}
+#: A scheme's statistics files (``update_schemes_stats`` refreshes them).
+STAT_FILES = ("nr_tried", "sz_tried", "nr_applied", "sz_applied", "qt_exceeds")
 
 _monitors: dict[str, DamonMonitor] = {}
 _monitors_lock = threading.Lock()
@@ -430,6 +760,14 @@ def monitor_for(
         if mon is None:
             mon = _monitors[key] = DamonMonitor(sys_root, proc_root)
         return mon
+
+
+def shutdown_all() -> None:
+    """:meth:`DamonMonitor.shutdown` for every monitor of this process (daemon exit)."""
+    with _monitors_lock:
+        monitors = list(_monitors.values())
+    for mon in monitors:
+        mon.shutdown()
 
 
 def ours(sys_root: str | os.PathLike[str]) -> bool:
@@ -538,6 +876,67 @@ class DamonTracker(Tracker):
         return PassRefs(addr, np.full(addr.size, PTE, np.uint8), weight)
 
     def close(self) -> None:
+        mon, self._monitor = self._monitor, None
+        if mon is not None:
+            mon.remove(self.slot, self._epoch)
+
+
+class DamosTarget:
+    """The ``damon`` engine's handle on one target of the shared kdamond: ``pid`` monitored
+    with ``attrs`` and acted on by ``scheme`` (see module docs).  ``owner`` names the user in
+    a refusal (``project P``).  :meth:`close` frees the slot; the last one removes the
+    kdamond."""
+
+    def __init__(
+        self,
+        pid: int,
+        scheme: DamosScheme,
+        *,
+        attrs: dict[str, int],
+        owner: str,
+        proc_root: str | os.PathLike[str] = "/proc",
+        sys_root: str | os.PathLike[str] = "/sys",
+    ) -> None:
+        self.pid = int(pid)
+        self.scheme = scheme
+        why = damon_refusal(sys_root, proc_root)
+        if why is not None:
+            raise TrackerUnavailable(f"damon: {why}")
+        mon = monitor_for(sys_root, proc_root)
+        self.slot = mon.add(self.pid, dict(attrs), scheme=scheme, owner=owner)
+        self._epoch = mon.epoch
+        self._monitor: DamonMonitor | None = mon
+        self._gen = mon.gen
+
+    def _mon(self) -> DamonMonitor:
+        if self._monitor is None:
+            raise ScanError("damon: target is closed")
+        return self._monitor
+
+    def regions(self, tries: int = 3) -> np.ndarray:
+        """All of this target's regions from a fresh aggregation window: rows of
+        ``(start, end, nr_accesses, age)`` (uint64), sorted by start.
+
+        An update now and then lists no region for a target (seen in the test bed under TCG
+        on a target monitored for minutes), so up to ``tries`` updates are asked for; empty
+        still means DAMON has made no regions for it yet."""
+        rows = np.empty((0, 4), dtype=np.uint64)
+        for _ in range(max(1, tries)):
+            self._gen, rows = self._mon().regions(self.slot, self._gen, self._epoch)
+            if rows.size:
+                break
+        return rows
+
+    def stats(self) -> dict[str, int]:
+        """The scheme's DAMOS statistics for this target (see :meth:`DamonMonitor.scheme_stats`)."""
+        return self._mon().scheme_stats(self.slot, self._epoch)
+
+    def kdamond(self) -> dict[str, object]:
+        """The shared kdamond (:meth:`DamonMonitor.describe`)."""
+        return self._mon().describe()
+
+    def close(self) -> None:
+        """Stop acting on and watching the pid (idempotent)."""
         mon, self._monitor = self._monitor, None
         if mon is not None:
             mon.remove(self.slot, self._epoch)

@@ -22,6 +22,9 @@ Four groups of names:
 * **trackers and actuators** -- :func:`open_tracker`, :func:`open_actuator` (by name, bound to the
   current roots), :func:`sample` (several passes with stoppable sleeps between them),
   :class:`TokenBucket` (the ``probe`` tracker's budget, shared by a task's pids);
+* **DAMOS** (the ``damon`` engine) -- :class:`DamosScheme`, :func:`open_damos` (a target of the
+  one kdamond etmemd shares with the ``damon`` tracker), :func:`damon_refusal`,
+  :func:`damos_unsupported`, :data:`DAMOS_ACTIONS`;
 * **the capability probe** -- :func:`capabilities`, :func:`choose_tracker`,
   :func:`choose_actuator`, and the process-wide :class:`ScanDefaults` (the daemon's
   ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc).
@@ -42,6 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from etmem_scan import actuators as _actuators
+from etmem_scan import damon as _damon
 from etmem_scan import pagemap as _pagemap
 from etmem_scan import probe as _probe
 from etmem_scan import procfs as _procfs
@@ -55,6 +59,7 @@ from etmem_scan.actuators import (
     move_pages,
     query_nodes,
 )
+from etmem_scan.damon import DAMOS_ACTIONS, DamosScheme, DamosTarget, DamosUnsupported
 from etmem_scan.idle_pages import page_sizes
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
@@ -88,6 +93,14 @@ from .errors import EngineError
 
 __all__ = [
     "ACTUATORS",
+    "DAMOS_ACTIONS",
+    "DamosScheme",
+    "DamosTarget",
+    "DamosUnsupported",
+    "damon_refusal",
+    "damos_unsupported",
+    "open_damos",
+    "shutdown",
     "MPOL_MF_MOVE_ALL",
     "GRANULARITY",
     "MAPPING_ONLY",
@@ -357,6 +370,58 @@ def sample(
             sleep(interval)
         refs = merge(refs, tracker.scan_pass(vmas))
     return refs
+
+
+# --- DAMOS ---------------------------------------------------------------------------------------
+
+
+def open_damos(
+    pid: int,
+    scheme: DamosScheme,
+    *,
+    attrs: dict[str, int],
+    owner: str,
+    proc_root=None,
+    sys_root=None,
+) -> DamosTarget:
+    """Monitor ``pid`` with DAMON and apply ``scheme`` to it, as one target of the kdamond
+    etmemd creates and shares with the ``damon`` tracker; ``close()`` it.
+
+    ``attrs`` are the kdamond's monitoring attributes (``sample_us``, ``aggr_us``,
+    ``update_us``, ``min_nr_regions``, ``max_nr_regions``): the first user sets them, a later
+    one asking for others is refused naming ``owner`` of the first.  Raises
+    :class:`TrackerUnavailable` (:class:`DamosUnsupported` names the scheme field the kernel
+    lacks) and never writes to a kdamond etmemd did not create.
+    """
+    return DamosTarget(
+        pid,
+        scheme,
+        attrs=attrs,
+        owner=owner,
+        proc_root=_proc(proc_root),
+        sys_root=_defaults.sys_root if sys_root is None else sys_root,
+    )
+
+
+def shutdown() -> None:
+    """Give back what the mechanism holds for this process -- the kdamond etmemd created, with
+    any target still on it -- for the daemon's exit, after its projects were stopped (a worker
+    stuck past its stop may have left a handle open).  Never raises."""
+    _damon.shutdown_all()
+
+
+def damon_refusal(proc_root=None, sys_root=None) -> str | None:
+    """Why this machine can never run the ``damon`` engine (no DAMON sysfs, no ``vaddr``), or
+    ``None``; reads only.  A DAMON busy with someone else's kdamond shows at ``open_damos``."""
+    return _damon.damon_refusal(
+        _defaults.sys_root if sys_root is None else sys_root, _proc(proc_root)
+    )
+
+
+def damos_unsupported(scheme: DamosScheme, proc_root=None) -> list[tuple[str, str]]:
+    """``(field, reason)`` for each :class:`DamosScheme` field the running kernel's DAMON
+    lacks, judged from its release (an unknown release passes; writing checks again)."""
+    return _damon.damos_unsupported(scheme, _damon.kernel_release(_proc(proc_root)))
 
 
 # --- the capability probe -----------------------------------------------------------------------

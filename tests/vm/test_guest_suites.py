@@ -18,6 +18,7 @@ TWO_NODE_MODULES = (
     "test_damon_guest.py",
     "test_slide_zram_guest.py",
     "test_slide_damon_guest.py",
+    "test_damon_engine_guest.py",
     "test_cslide_guest.py",
 )
 

@@ -6,12 +6,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-from etmem_scan import procfs
+from etmem_scan import damon, procfs
 from etmem_scan.trackers import DamonTracker
 from fixtures_kernel import spawn_workload
 
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
 TARGETS = KDAMONDS / "0/contexts/0/targets"
+
+
+def sysfs(path: Path) -> str:
+    """A DAMON sysfs file, waiting out the EBUSY its trylocked handlers answer for a moment
+    (failed here once reading ``state`` right after the kdamond started)."""
+    return damon._read(path)
 
 
 def _weight_in(refs, rng: tuple[int, int]) -> float:
@@ -41,18 +47,18 @@ def _separated(seen) -> bool:
 
 def _kdamond() -> tuple[str, str, list[int]]:
     pids = [int((TARGETS / str(i) / "pid_target").read_text())
-            for i in range(int((TARGETS / "nr_targets").read_text()))]  # fmt: skip
-    return (KDAMONDS / "0/state").read_text().strip(), (KDAMONDS / "0/pid").read_text(), pids
+            for i in range(int(sysfs(TARGETS / "nr_targets")))]  # fmt: skip
+    return sysfs(KDAMONDS / "0/state"), sysfs(KDAMONDS / "0/pid"), pids
 
 
 def test_damon_tracker_sees_the_hot_mapping_and_cleans_up():
-    assert (KDAMONDS / "nr_kdamonds").read_text().strip() == "0"
+    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
     with spawn_workload(hot_mib=8, cold_mib=32, period=0.01) as w:
         vmas = procfs.read_vmas(w.pid)
         tracker = DamonTracker(w.pid, sample_us=5_000, aggr_us=100_000, min_nr_regions=100)
         try:
-            assert (KDAMONDS / "nr_kdamonds").read_text().strip() == "1"
-            assert (KDAMONDS / "0/state").read_text().strip() == "on"
+            assert sysfs(KDAMONDS / "nr_kdamonds") == "1"
+            assert sysfs(KDAMONDS / "0/state") == "on"
             seen = _watch(tracker, w, vmas)
         finally:
             tracker.close()
@@ -60,7 +66,7 @@ def test_damon_tracker_sees_the_hot_mapping_and_cleans_up():
         assert max(hot for hot, _ in seen) > 0.3, seen  # the hot mapping is seen...
         assert max(cold for _, cold in seen) < 0.2, seen  # ...and the cold one never is
     # its own kdamond is gone again
-    assert (KDAMONDS / "nr_kdamonds").read_text().strip() == "0"
+    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
 
 
 def test_one_kdamond_watches_two_processes_and_targets_come_and_go():
@@ -93,7 +99,7 @@ def test_one_kdamond_watches_two_processes_and_targets_come_and_go():
             ta.close()
             if tb is not None:
                 tb.close()
-        assert (KDAMONDS / "nr_kdamonds").read_text().strip() == "0"
+        assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
         runs = (seen_a, seen_b, again_a, after_b)
         # Each target tells its hot mapping from its cold one, B too, which starts with one
         # region per address range (a target added to a running kdamond gets no

@@ -1,0 +1,1 @@
+"""The damon engine: DAMON/DAMOS region-based memory management (``scan_type=region``)."""
