@@ -19,6 +19,7 @@ TWO_NODE_MODULES = (
     "test_slide_zram_guest.py",
     "test_slide_damon_guest.py",
     "test_cslide_guest.py",
+    "test_psi_guest.py",
 )
 
 
