@@ -407,3 +407,22 @@ def test_start_runs_rounds_every_interval_and_stop_is_prompt(v2):
         assert task.params.thread is None
     finally:
         h.remove()
+
+
+def test_etmemd_refuses_a_psi_project_here_with_the_reason(tmp_path):
+    """Through the daemon and client: `obj add` fails and both say why."""
+    unified = "/sys/fs/cgroup/unified/cgroup.controllers"
+    if not os.path.isfile(unified) or "memory" in Path(unified).read_text().split():
+        pytest.skip("not a hybrid cgroup host without v2 memory (the development VM is one)")
+    from etmemd_proc import EtmemdProc
+
+    d = EtmemdProc(tmp_path)
+    try:
+        text = "[project]\nname=psi\nscan_type=psi\ninterval=1\n[engine]\nname=psi\nproject=psi\n"
+        res = d.add("psi", text, check=False)
+        assert res.returncode != 0
+        assert "[engine] name=psi: cannot work here" in res.stdout + res.stderr
+        assert "has no memory controller" in d.logtext()
+        assert "psi" not in d.etmem("project", "show").stdout  # nothing half-applied
+    finally:
+        d.stop()
