@@ -126,3 +126,20 @@ def test_system_scope_and_fallback(tmp_path, fakes):  # noqa: F811
         assert fakes.reclaims == [(900, [B])]
     finally:
         engine.stop_task(eng, task)
+
+
+def test_guard_falls_back_to_the_system_when_the_cgroup_goes(tmp_path, monkeypatch):
+    from etmem_slide.guard import PressureGuard
+
+    tree = _tree(tmp_path)
+    tree.add("svc", usage=1)
+    tree.put_pid(950, "svc")
+    tree.set_pressure("svc", avg10=9.0)
+    tree.set_system_pressure(avg10=1.0)
+    guard = PressureGuard(5, sys_root=str(tmp_path / "sys"), proc_root=str(tmp_path))
+    assert guard.check(950).paused
+    gone = str(tree.pressure_dir("svc") / "memory.pressure")
+    monkeypatch.setattr(guard, "_source", lambda pid: gone)
+    (tree.pressure_dir("svc") / "memory.pressure").unlink()
+    verdict = guard.check(950)
+    assert not verdict.paused and verdict.source.endswith("pressure/memory")

@@ -63,7 +63,12 @@ class PressureGuard:
     def check(self, pid: int) -> GuardVerdict:
         """Read the pressure that covers ``pid`` and decide; logs a pause or a resume."""
         source = self._source(pid)
-        pressure = cg.read_psi(source)["some"].window(self.window)
+        try:
+            psi = cg.read_psi(source)
+        except cg.CgroupGone:  # the cgroup went away (or the process moved) since the lookup
+            source = cg.system_pressure_path(self.proc_root)
+            psi = cg.read_psi(source)
+        pressure = psi["some"].window(self.window)
         paused = pressure >= self.limit
         with self._lock:
             was = self._paused.get(pid, False)
