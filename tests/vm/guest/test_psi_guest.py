@@ -60,6 +60,7 @@ def workload(group):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
 
 
 def usage(group: Path) -> int:
