@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "etmem_core"
 SDK = ROOT / "sdk" / "etmem_sdk"
 SCAN = ROOT / "scan_lib" / "etmem_scan"
-BUILTIN_ENGINES = {"etmem_slide", "etmem_cslide", "etmem_thirdparty_so", "etmem_damon"}
+BUILTIN_ENGINES = {"etmem_slide", "etmem_cslide", "etmem_thirdparty_so", "etmem_damon", "etmem_psi"}
 SKIP_DIRS = {"tests", "test", "build", "dist", ".venv", "__pycache__"}
 
 

@@ -20,6 +20,7 @@ TWO_NODE_MODULES = (
     "test_slide_damon_guest.py",
     "test_damon_engine_guest.py",
     "test_cslide_guest.py",
+    "test_psi_guest.py",
 )
 
 

@@ -1,6 +1,7 @@
 """The slide engine's own ``[task]`` keys: ``T``, ``swap_threshold``, ``dram_percent``, plus the
-portable ``tracker`` / ``actuator`` overrides and the ``probe`` tracker's ``probe_rate`` /
-``probe_cooldown`` (the original ignores unknown keys, so a config holding them still loads
+portable ``tracker`` / ``actuator`` overrides, the ``probe`` tracker's ``probe_rate`` /
+``probe_cooldown`` and the pressure guard's ``pressure_limit`` / ``pressure_window`` /
+``pressure_scope`` (the original ignores unknown keys, so a config holding them still loads
 there)."""
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ PROBE_RATE_RANGE = (1, 1024)
 #: ``probe_cooldown``: seconds a page found hot is not probed again (doubling, at most 64x).
 PROBE_COOLDOWN_RANGE = (1, 86400)
 
+#: ``pressure_limit``: percent of wall time (PSI ``some``) at which swap-out pauses.
+PRESSURE_LIMIT_RANGE = (0.0, 100.0)
+PRESSURE_WINDOWS = ("avg10", "avg60", "avg300")
+PRESSURE_SCOPES = ("cgroup", "system")
+
 _SWAP_THRESHOLD_MAX_LEN = 10  # C: total length 1..10, e.g. "999999999g"
 
 
@@ -36,6 +42,9 @@ class SlideTaskConfig:
     actuator: str | None = None
     probe_rate_mib: int = scan.PROBE_RATE_MIB
     probe_cooldown: int = scan.PROBE_COOLDOWN
+    pressure_limit: float | None = None  # None = no pressure guard
+    pressure_window: str = "avg10"
+    pressure_scope: str = "cgroup"
 
 
 def parse_swap_threshold(text: str) -> int:
@@ -88,6 +97,14 @@ def parse_task_config(section: ConfigSection, project: Project | None) -> SlideT
     actuator = P.get_choice(section, "actuator", ACTUATORS, required=False)
     rate = P.get_int(section, "probe_rate", *PROBE_RATE_RANGE, required=False)
     cooldown = P.get_int(section, "probe_cooldown", *PROBE_COOLDOWN_RANGE, required=False)
+    lo, hi = PRESSURE_LIMIT_RANGE
+    limit = P.get_double(section, "pressure_limit", above=lo, hi=hi, required=False)
+    window = P.get_choice(section, "pressure_window", PRESSURE_WINDOWS, required=False)
+    scope = P.get_choice(section, "pressure_scope", PRESSURE_SCOPES, required=False)
+    if limit is None:
+        for key in ("pressure_window", "pressure_scope"):
+            if key in section:
+                raise P.error(section, key, "needs pressure_limit (the guard is off without it)")
     return SlideTaskConfig(
         T=t_value,
         swap_threshold_kb=swap_kb,
@@ -96,6 +113,9 @@ def parse_task_config(section: ConfigSection, project: Project | None) -> SlideT
         actuator=actuator,
         probe_rate_mib=scan.PROBE_RATE_MIB if rate is None else rate,
         probe_cooldown=scan.PROBE_COOLDOWN if cooldown is None else cooldown,
+        pressure_limit=limit,
+        pressure_window=window or "avg10",
+        pressure_scope=scope or "cgroup",
     )
 
 

@@ -64,6 +64,8 @@ class CycleResult:
     """What one cycle did for one pid."""
 
     swapped: bool = False  # False: the gate said no, nothing was scanned
+    paused: bool = False  # True: the pressure guard said no (memory pressure too high)
+    pressure: float | None = None  # what the pressure guard saw
     pages_scanned: int = 0
     cold_pages: int = 0
     bytes_out: int = 0
@@ -161,6 +163,7 @@ def run_cycle(
     tracker: Tracker | None = None,
     proc_root: str = "/proc",
     swapcache: Callable[[int], None] | None = None,
+    pressure_guard: Callable[[int], tuple[float, bool]] | None = None,
 ) -> CycleResult:
     """Run one slide cycle for ``pid`` and say what it did.
 
@@ -171,11 +174,17 @@ def run_cycle(
     Raises ``TargetGone`` when the process exits (the caller ends this pid's cycle quietly),
     ``WorkerStopped`` from ``sleep`` when the task is being stopped, ``ScanError`` when a pass
     failed (the whole scan is discarded, as in C). ``swapcache(pid)`` runs after the swap-out.
+    ``pressure_guard(pid) -> (pressure, paused)`` is the first gate: paused, nothing is scanned.
     """
     if (tracker is None) == (make_tracker is None):
         raise TypeError("run_cycle needs exactly one of tracker= and make_tracker=")
     began = time.monotonic()
     result = CycleResult()
+    if pressure_guard is not None:
+        result.pressure, result.paused = pressure_guard(pid)
+        if result.paused:
+            result.duration = time.monotonic() - began
+            return result
     meminfo = status = None
     if settings.sysmem_threshold != -1:
         meminfo = scan.read_meminfo(proc_root)

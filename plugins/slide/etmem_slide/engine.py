@@ -32,6 +32,8 @@ from etmem_sdk import (
     hookimpl,
     scan,
 )
+from etmem_sdk import cgroup as cg
+from etmem_sdk import params as P
 from etmem_sdk.scan import Capabilities
 from etmem_sdk.targets import refresh_task_pids
 from etmem_sdk.worker import PeriodicWorker, Sleep
@@ -39,6 +41,7 @@ from etmem_sdk.worker import PeriodicWorker, Sleep
 from . import claims, mechanism
 from .config import SlideTaskConfig, check_tracker_here, parse_task_config
 from .cycle import CycleSettings, run_cycle
+from .guard import PressureGuard
 from .stats import StatsKeeper, format_showstats, new_stats
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,8 @@ class SlideTask:
     mechanism: mechanism.Mechanism | None = None
     worker: PeriodicWorker | None = None
     stats: StatsKeeper | None = None
+    #: the pressure guard, while started with ``pressure_limit`` set
+    guard: PressureGuard | None = None
     #: pids refused by ``alloc_pid_params`` because another task scans them: (pid, owner).
     conflicts: list[tuple[int, Task]] = field(default_factory=list)
     #: set by stop_task: a refresh still running in the worker must not claim pids again.
@@ -137,6 +142,10 @@ def fill_task_params(task: Task, config: ConfigSection) -> None:
         eng = _engine_params(task.engine)
         caps = eng.caps or scan.capabilities(eng.proc_root, eng.sys_root)
         check_tracker_here(config, cfg, caps)
+    if cfg.pressure_limit is not None:
+        psi = cg.system_pressure_path(_engine_params(task.engine).proc_root)
+        if not os.path.isfile(psi):
+            raise P.error(config, "pressure_limit", f"needs PSI, and {psi} does not exist")
     task.params = SlideTask(config=cfg)
     task.stats.clear()
     task.stats.update(new_stats())
@@ -185,6 +194,19 @@ def start_task(engine: Engine, task: Task) -> None:
             mech.actuator,
         )
     params.stats = StatsKeeper(task)
+    cfg = params.config
+    params.guard = None
+    task.stats["pressure_guard"] = ""
+    if cfg.pressure_limit is not None:
+        params.guard = PressureGuard(
+            cfg.pressure_limit,
+            cfg.pressure_window,
+            cfg.pressure_scope,
+            task_name=task.name,
+            sys_root=eng.sys_root,
+            proc_root=eng.proc_root,
+        )
+        task.stats["pressure_guard"] = params.guard.describe()
     task.stats["tracker"] = mech.tracker
     task.stats["actuator"] = mech.actuator
 
@@ -325,6 +347,7 @@ def _cycle(
             sleep=sleep,
             proc_root=eng.proc_root,
             swapcache=swapcache,
+            pressure_guard=_guard_of(params, pid),
             **tracker_kw,
         )
     except TargetGone:
@@ -339,7 +362,10 @@ def _cycle(
             raise TargetGone(f"pid {pid} exited mid-cycle") from exc
         raise
     params.stats.record(tp, result)
-    if result.swapped:
+    if result.paused:
+        log.debug("slide: task %s pid %d: memory pressure %.2f, paused", task.name, pid,
+                  result.pressure)  # fmt: skip
+    elif result.swapped:
         log.info(
             "slide: task %s pid %d: %d pages scanned, %d cold, %d KiB swapped out, %.2f s",
             task.name,
@@ -363,6 +389,18 @@ def _cycle(
         log.debug("slide: task %s pid %d: gate closed, nothing scanned", task.name, pid)
     if isinstance(tp.params, SlidePid):
         tp.params.cycles += 1
+
+
+def _guard_of(params: SlideTask, pid: int):
+    guard = params.guard
+    if guard is None:
+        return None
+
+    def check(p: int) -> tuple[float, bool]:
+        verdict = guard.check(p)
+        return verdict.pressure, verdict.paused
+
+    return check
 
 
 # -- pids -----------------------------------------------------------------------------------------
@@ -395,6 +433,9 @@ def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     try:
         if isinstance(task_pid.params, SlidePid):
             task_pid.params.close_tracker(task_pid.pid, final=True)
+        task = task_pid.task
+        if task is not None and isinstance(task.params, SlideTask) and task.params.guard:
+            task.params.guard.forget(task_pid.pid)
     finally:
         if task_pid.task is not None:
             claims.release(task_pid.pid, task_pid.task)

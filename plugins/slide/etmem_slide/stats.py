@@ -14,6 +14,8 @@ from .cycle import CycleResult
 
 #: Counters kept for a task and for each of its pids.
 COUNTERS = ("cycles", "skipped", "pages_scanned", "cold_pages", "bytes_swapped", "errors")
+#: The pressure guard's: cycles it paused (they count as skipped too).
+GUARD_COUNTERS = ("paused_cycles",)
 #: What the ``probe`` tracker moved itself (zero with other trackers): pages it paged out and
 #: verified gone, pages that came back (accessed), pages that would not leave, bytes paged out.
 PROBE_COUNTERS = ("probe_pages", "probe_returned", "probe_stuck", "probe_bytes_out")
@@ -21,7 +23,7 @@ PROBE_COUNTERS = ("probe_pages", "probe_returned", "probe_stuck", "probe_bytes_o
 
 def new_stats() -> dict[str, object]:
     """A fresh statistics dict."""
-    stats: dict[str, object] = dict.fromkeys(COUNTERS + PROBE_COUNTERS, 0)
+    stats: dict[str, object] = dict.fromkeys(COUNTERS + PROBE_COUNTERS + GUARD_COUNTERS, 0)
     stats["last_cycle_seconds"] = 0.0
     stats["reclaim_seconds"] = 0.0
     stats["last_error"] = ""
@@ -44,6 +46,11 @@ class StatsKeeper:
                 stats["cycles"] += 1
                 if not result.swapped:
                     stats["skipped"] += 1
+                if result.pressure is not None:
+                    stats["pressure"] = result.pressure
+                    stats["paused"] = result.paused
+                if result.paused:
+                    stats["paused_cycles"] = int(stats.get("paused_cycles", 0)) + 1
                 stats["pages_scanned"] += result.pages_scanned
                 stats["cold_pages"] += result.cold_pages
                 stats["bytes_swapped"] += result.bytes_out
@@ -103,6 +110,18 @@ def format_showstats(tasks: list[Task]) -> str:
                 f"({int(s.get('probe_bytes_out', 0)) // 1024} KiB), "  # type: ignore[call-overload]
                 f"{s.get('probe_returned', 0)} came back, {s.get('probe_stuck', 0)} would not "
                 "leave\n"
+            )
+        if s.get("pressure_guard"):
+            paused = [str(tp.pid) for tp in list(task.pids) if tp.stats.get("paused")]
+            seen = ", ".join(
+                f"{tp.pid}: {float(tp.stats['pressure']):.2f}"  # type: ignore[arg-type]
+                for tp in list(task.pids)
+                if tp.stats.get("pressure") is not None
+            )
+            out.append(
+                f"pressure guard: {s['pressure_guard']}; paused now: "
+                f"{' '.join(paused) or 'none'}; {s.get('paused_cycles', 0)} cycles paused; "
+                f"pressure seen: {seen or '-'}\n"
             )
         if s.get("last_error"):
             out.append(f"last error: {s['last_error']}\n")

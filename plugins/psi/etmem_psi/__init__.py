@@ -1,0 +1,1 @@
+"""The psi engine: pressure-feedback proactive reclaim of memory cgroups."""
