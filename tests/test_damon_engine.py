@@ -469,3 +469,20 @@ def test_a_restarted_kdamond_counts_every_scheme_from_zero_again(kernel, etmemd,
     assert kernel.starts == 2
     assert target.stats()["sz_applied"] == 0  # not 0 - 8192
     etmemd.project_stop("reg")
+
+
+def test_showstats_answers_from_the_refresh_without_waiting_for_damon(kernel, etmemd, files):
+    # Reading regions waits for an aggregation window; under TCG three targets took longer
+    # than the 5 s a hook may take, so showstats must not read DAMON once the refresh has.
+    main, tasks, _ = three_tasks(files)
+    for f in (main, *tasks):
+        etmemd.obj_add(f)
+    etmemd.project_start("reg")
+    kernel.regions[101] = [(page(0), page(4), 3, 0)]
+    for p in (101, 102, 103):
+        task_of(etmemd, f"t{p}").params.worker.run_once()
+    updates = kernel.updates
+    out = showstats(etmemd)
+    assert kernel.updates == updates
+    assert f"{page(0):#x}" in out.split("task t101 pid 101")[1].split("task ")[0]
+    etmemd.project_stop("reg")

@@ -65,9 +65,12 @@ class DamonTask:
 
 @dataclass
 class DamonPid:
-    """``task_pid.params``: the pid's target on the shared kdamond."""
+    """``task_pid.params``: the pid's target on the shared kdamond, and its figures as the
+    refresh worker last read them (``showstats`` answers from these: reading DAMON's regions
+    waits for an aggregation window, longer than a hook may take on a slow machine)."""
 
     target: Any
+    doc: dict[str, Any] | None = None
 
 
 def _engine(engine: Engine | None) -> DamonEngine:
@@ -170,16 +173,18 @@ def start_task(engine: Engine, task: Task) -> None:
 
 
 def _record_stats(tp: TaskPid, sleep: Sleep) -> None:
-    """Keep the pid's DAMOS statistics in ``tp.stats`` (``project show --json``,
-    ``showstats --json``), refreshed with the pid list every :data:`REFRESH_S` seconds."""
+    """The refresh worker's step: every :data:`REFRESH_S` seconds, with the pid list."""
+    _read_figures(tp)
+
+
+def _read_figures(tp: TaskPid) -> None:
+    """Read the pid's regions and DAMOS statistics into its params (for ``showstats``) and
+    ``tp.stats`` (``project show --json``, ``showstats --json``)."""
     params = tp.params
     if isinstance(params, DamonPid):
-        try:
-            tp.stats.update(params.target.stats())
-        except scan.ScanError as exc:
-            tp.stats["error"] = str(exc)
-        else:
-            tp.stats.pop("error", None)
+        params.doc = doc = target_doc(params.target)
+        tp.stats.clear()
+        tp.stats.update({k: v for k, v in doc.items() if k not in ("regions", "kdamond")})
 
 
 @hookimpl
@@ -253,9 +258,9 @@ def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> N
     rows = []
     for t in tasks:
         for tp in list(t.pids):
-            if isinstance(tp.params, DamonPid):
-                doc = target_doc(tp.params.target)
-                tp.stats.clear()
-                tp.stats.update({k: v for k, v in doc.items() if k not in ("regions", "kdamond")})
-                rows.append((t, tp, doc))
+            params = tp.params
+            if isinstance(params, DamonPid):
+                if params.doc is None:  # not refreshed yet: read it now
+                    _read_figures(tp)
+                rows.append((t, tp, params.doc))
     reply.write(format_showstats(eng.config, tasks, rows))

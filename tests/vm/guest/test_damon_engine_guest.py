@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def test_a_damon_project_pages_out_three_processes_cold_memory_and_keeps_the_hot
                     listed.add(pid)
             if len(listed) == len(workloads):
                 break
+            time.sleep(6)  # showstats answers from the engine's refresh, every 5 s
         assert len(listed) == len(workloads), f"regions listed for {listed} only:\n{out[:4000]}"
         d.etmem("project", "stop", "-n", "reg")
         assert nr_kdamonds() == "0"
