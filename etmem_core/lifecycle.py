@@ -177,6 +177,24 @@ class Etmemd:
             )
         return engine
 
+    def _finder(self) -> Callable[[str, str, ConfigSection], tuple[Project, Engine]]:
+        """``_need_project`` + ``_need_engine`` for the tasks of one file, remembering what
+        it found (a file's tasks name the same few engines; it may hold 10^5 tasks). Valid
+        while the caller holds the store's lock and adds or removes no project or engine."""
+        found: dict[tuple[str, str], tuple[Project, Engine]] = {}
+
+        def find(proj_name: str, eng_name: str, section: ConfigSection) -> tuple[Project, Engine]:
+            hit = found.get((proj_name, eng_name))
+            if hit is None:
+                project = self._need_project(proj_name, section)
+                hit = found[proj_name, eng_name] = (
+                    project,
+                    self._need_engine(project, eng_name, section),
+                )
+            return hit
+
+        return find
+
     # -- obj add / del ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -368,10 +386,15 @@ class Etmemd:
         """
         prepared: list[tuple[Project, Engine, Task]] = []
         names: dict[int, set[str]] = {}
+        find = self._finder()
+        nprocs = os.cpu_count() or 1  # once, not once per task
+
+        def parse_task(section: ConfigSection) -> Task:
+            return settings.parse_task(section, nprocs=nprocs)
+
         for section in sections:
             proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
-            project = self._need_project(proj_name, section)
-            engine = self._need_engine(project, eng_name, section)
+            project, engine = find(proj_name, eng_name, section)
             taken = names.get(id(engine))
             if taken is None:
                 taken = names[id(engine)] = {t.name for t in engine.tasks}
@@ -382,7 +405,7 @@ class Etmemd:
                 )
             # C answers OPT_INTER_ERR for a bad type/value/swap_flag/max_threads
             # (only names are OPT_INVAL)
-            task: Task = _parsed(settings.parse_task, section, OptCode.OPT_INTER_ERR)
+            task: Task = _parsed(parse_task, section, OptCode.OPT_INTER_ERR)
             _check_pid_value(section, task)
             task.engine = engine
             if task.config is None:
@@ -433,11 +456,11 @@ class Etmemd:
         last: OptError | None = None
         groups: dict[int, tuple[Project, Engine, list[Task]]] = {}
         index: dict[int, dict[str, Task]] = {}
+        find = self._finder()
         for section in sections:
             try:
                 proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
-                project = self._need_project(proj_name, section)
-                engine = self._need_engine(project, eng_name, section)
+                project, engine = find(proj_name, eng_name, section)
                 by_name = index.get(id(engine))
                 if by_name is None:
                     by_name = index[id(engine)] = {t.name: t for t in reversed(engine.tasks)}
