@@ -228,24 +228,22 @@ class Etmemd:
                 f"etmemd is busy: {BIG_LOADS} large object files are being read; try again later",
             )
         try:
-            obj = self._load_file(full)
-        except OptError:
-            raise
-        except objfile.ObjectFileSyntaxError as exc:
-            raise OptError(OptCode.OPT_INTER_ERR, str(exc)) from None
-        except (EtmemError, OSError, ValueError) as exc:
-            raise _inval(str(exc) or f"{path}: cannot be used") from None
-        except BaseException:
-            if big:
+            try:
+                obj = self._load_file(full)
+            except OptError:
+                raise
+            except objfile.ObjectFileSyntaxError as exc:
+                raise OptError(OptCode.OPT_INTER_ERR, str(exc)) from None
+            except (EtmemError, OSError, ValueError) as exc:
+                raise _inval(str(exc) or f"{path}: cannot be used") from None
+            if not (obj.projects or obj.engines or obj.tasks):
+                raise _inval(f"{os.path.basename(full)}: no group has been parsed")
+            if big and slot is not None:
+                slot.append(True)  # the caller releases it
+                big = False
+        finally:
+            if big:  # a refused file must give its slot back, or two of them wedge every big add
                 self._big_loads.release()
-            raise
-        if big:
-            if slot is None:
-                self._big_loads.release()
-            else:
-                slot.append(True)
-        if not (obj.projects or obj.engines or obj.tasks):
-            raise _inval(f"{os.path.basename(full)}: no group has been parsed")
         return obj
 
     def obj_add(self, path: str) -> None:

@@ -1025,6 +1025,26 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
     assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
 
 
+def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> None:
+    from etmem_core import lifecycle
+
+    store = Etmemd(EngineRegistry(), lock_wait=0.2)
+    head = "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n"
+    refused = [
+        files("syntax.conf", head + "#" * (2 << 20) + "\nnot a key line\n"),
+        files("bad.conf", head.replace("loop=1", "loop=0") + "#" * (2 << 20)),
+        files("nogroup.conf", "#" * (2 << 20)),
+    ]
+    for _ in range(lifecycle.BIG_LOADS):
+        for path in refused:
+            with pytest.raises(OptError) as err:
+                store.obj_add(path)
+            assert "being read" not in err.value.reason
+    store.obj_add(files("big.conf", head + "#" * (2 << 20)))  # not "busy"
+    assert [p.name for p in store.projects] == ["p"]
+    assert store._big_loads._value == lifecycle.BIG_LOADS
+
+
 def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) -> None:
     from etmem_core import lifecycle
 
