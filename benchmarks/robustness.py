@@ -9,7 +9,9 @@ Runs, each against one etmemd started here on a unique abstract socket:
    malformed replies, crashes, tracebacks in the log, RSS before and after;
 2. parallel root clients (default 1,000) beside 10 silent clients and one unprivileged
    connect flooder: answered, p99 latency;
-3. obj add and del of one TOML file with 40,000 tasks (and a 10 MiB one): seconds each.
+3. obj add and del through the etmem CLI of TOML files with 40,000 tasks, 65,536 tasks (the
+   most a file may hold) in 10 MiB, 185,000 tasks in 10 MiB (refused: how soon), and a
+   10 MiB GKeyFile of repeated headers: seconds each.
 
 Needs root (the flooder drops to uid 65534; object files must be root's).
 """
@@ -99,29 +101,44 @@ def load(args: argparse.Namespace, work: Path) -> None:
         d.stop()
 
 
+def _toml_tasks(path: Path, n: int, pad: int = 0) -> None:
+    """A slide project with ``n`` tasks, each followed by a ``pad``-byte comment."""
+    comment = "#" + "x" * (pad - 2) + "\n" if pad else ""
+    with open(path, "w") as f:
+        f.write('[project]\nname = "s"\nloop = 1\ninterval = 1\nsleep = 1\n')
+        f.write('[[engine]]\nname = "slide"\n')
+        for i in range(n):
+            f.write(f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "1"\nT = 1\n{comment}')
+
+
+def _keyfile_headers(path: Path, size: int) -> None:
+    """A GKeyFile of ``size`` bytes that repeats ``[task]`` (the reader's worst case)."""
+    head = "[project]\nname=k\nloop=1\ninterval=1\nsleep=1\n"
+    path.write_text(head + "[task]\n" * ((size - len(head)) // 7))
+
+
 def scale(args: argparse.Namespace, work: Path) -> None:
     d = _start(work)
     try:
-        for n, label in ((40_000, "40k tasks"), (args.big_tasks, "~10 MiB")):
-            path = work / f"scale{n}.toml"
-            with open(path, "w") as f:
-                f.write('[project]\nname = "s"\nloop = 1\ninterval = 1\nsleep = 1\n')
-                f.write('[[engine]]\nname = "slide"\n')
-                for i in range(n):
-                    f.write(f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "1"\nT = 1\n')
+        cases = [
+            ("40k tasks", "s40k.toml", lambda p: _toml_tasks(p, 40_000)),
+            ("64k tasks, 10 MiB", "s64k.toml", lambda p: _toml_tasks(p, 65_536, 100)),
+            (f"{args.big_tasks} tasks", "sbig.toml", lambda p: _toml_tasks(p, args.big_tasks)),
+            ("GKeyFile, 10 MiB of [task]", "skf.conf", lambda p: _keyfile_headers(p, 10 << 20)),
+        ]
+        for label, name, make in cases:
+            path = work / name
+            make(path)
             os.chmod(path, 0o600)
             size = path.stat().st_size
-            times = []
+            results = []
             for verb in ("add", "del"):
                 t0 = time.monotonic()
                 res = d.etmem("obj", verb, "-f", str(path), check=False)
-                times.append(time.monotonic() - t0)
-                if res.returncode != 0:
-                    print(f"  obj {verb} failed: {res.stdout.strip()[:200]}")
-            print(
-                f"{label}: {n} tasks, {size / 1048576:.1f} MiB: obj add {times[0]:.2f} s, "
-                f"obj del {times[1]:.2f} s (etmem client, wall clock)"
-            )
+                took = time.monotonic() - t0
+                said = "ok" if res.returncode == 0 else (res.stdout.strip() or res.stderr.strip())
+                results.append(f"obj {verb} {took:.2f} s ({said[:160]})")
+            print(f"{label}, {size / 1048576:.1f} MiB: " + "; ".join(results))
     finally:
         d.stop()
 
@@ -132,7 +149,9 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=1_000)
     parser.add_argument("--flood-seconds", type=float, default=20.0)
-    parser.add_argument("--big-tasks", type=int, default=230_000, help="tasks of the big file")
+    parser.add_argument(
+        "--big-tasks", type=int, default=185_000, help="tasks of the 10 MiB file (over the limit)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", choices=("fuzz", "load", "scale"), default=None)
     args = parser.parse_args()

@@ -37,6 +37,12 @@ except ImportError:  # pragma: no cover - an environment installed before tomli 
 
 GROUPS = ("project", "engine", "task")
 
+#: Most ``[[engine]]`` or ``[[task]]`` tables one TOML file may hold. etmemd must add or delete
+#: them all before the client's 10 s run out (else the client reports a failure while the add
+#: goes on); 65,536 tasks take about 3 s here, and a 10 MiB file (the original's size limit)
+#: can hold 185,000. A GKeyFile holds at most one of each group anyway.
+MAX_TABLES = 65536
+
 
 class ObjectFileSyntaxError(ConfigError):
     """The file cannot be parsed at all (etmemd answers OPT_INTER_ERR, not OPT_INVAL)."""
@@ -173,9 +179,14 @@ def _tables(label: str, doc: dict[str, Any], group: str) -> list[dict[str, Any]]
         return []
     if isinstance(value, dict):  # [engine] written for a single one: accept it
         return [value]
-    if isinstance(value, list) and all(isinstance(t, dict) for t in value):
-        return value
-    raise ConfigError(f"{label}: {group} must be an array of tables ([[{group}]])")
+    if not (isinstance(value, list) and all(isinstance(t, dict) for t in value)):
+        raise ConfigError(f"{label}: {group} must be an array of tables ([[{group}]])")
+    if len(value) > MAX_TABLES:
+        raise ConfigError(
+            f"{label}: {len(value)} [[{group}]] tables; one object file may hold at most "
+            f"{MAX_TABLES} (etmemd must handle a file within the client's 10 s): split it"
+        )
+    return value
 
 
 _PLAIN = re.compile(r"[^ \\\n\t\r](?:[^\\\n\t\r]*[^ \\\n\t\r])?")
