@@ -13,6 +13,7 @@ for that request naming the engine, and is logged; the daemon carries on. Teardo
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -71,6 +72,35 @@ def _default_deadline() -> float:
         )
         return HOOK_DEADLINE
     return value if math.isfinite(value) and value >= 0 else HOOK_DEADLINE
+
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while an object file is parsed and applied.
+
+    Its 10^5 sections and tasks all stay alive to the end, and the collector would traverse
+    them again at every generation it promotes them to: a third or more of the time of a
+    40,000-task ``obj add``. Reference counting still frees everything else; concurrent
+    requests share one pause, and collection resumes when the last of them ends.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _inval(reason: str) -> OptError:
@@ -252,7 +282,7 @@ class Etmemd:
         All or nothing: on the first failure everything this file added so far is removed
         again (in reverse order) and the failure is raised.
         """
-        with self._loaded(path) as obj, self._request():
+        with _gc_paused(), self._loaded(path) as obj, self._request():
             undo: list[Undo] = []
             try:
                 for section in obj.projects:
@@ -284,7 +314,7 @@ class Etmemd:
 
         As in C every group is attempted and the last failure is raised.
         """
-        with self._loaded(path) as obj, self._request():
+        with _gc_paused(), self._loaded(path) as obj, self._request():
             last: OptError | None = self._del_tasks(path, obj.tasks)
             for remove, sections in (
                 (self._del_engine, obj.engines),

@@ -1025,6 +1025,36 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
     assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
 
 
+def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files) -> None:
+    import gc
+
+    seen = []
+
+    class Watch:
+        @hookimpl
+        def fill_task_params(self, task, config):
+            seen.append(gc.isenabled())
+
+    registry = EngineRegistry()
+    registry.register_plugin("rec", Watch())
+    etmemd = Etmemd(registry, hook_deadline=0)
+    text = '[project]\nname = "p"\nloop = 1\ninterval = 1\nsleep = 1\n[[engine]]\nname = "rec"\n'
+    good = files("p.toml", text + f'[[task]]\nname = "t"\ntype = "pid"\nvalue = "{os.getpid()}"\n')
+    bad = files("bad.toml", text + '[[task]]\nname = "t"\ntype = "pid"\nvalue = "x"\n')
+    assert gc.isenabled()
+    etmemd.obj_add(good)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(OptError):
+        etmemd.obj_add(bad)  # a failure resumes it too
+    assert gc.isenabled()
+    gc.disable()
+    try:  # and a collector the process had switched off stays off
+        etmemd.obj_del(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> None:
     from etmem_core import lifecycle
 
