@@ -25,6 +25,7 @@ from typing import Any
 from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task
 
 from . import objfile, settings
+from .daemon_settings import HOOK_DEADLINE
 from .deadline import BatchStopped, DeadlineExceeded, Runner
 from .errors import OptCode, OptError
 from .registry import EngineRegistry
@@ -42,11 +43,6 @@ Undo = Callable[[], None]
 #: timing out, and a hung engine names itself.
 LOCK_WAIT = 8.0
 
-#: Seconds an engine hook may run before it is abandoned (reported by name, the request
-#: answered, the store put back as if the hook had failed): well under the client's 10 s.
-#: ETMEMD_HOOK_DEADLINE overrides it; 0 turns deadlines off (hooks run on the request's thread).
-HOOK_DEADLINE = 5.0
-HOOK_DEADLINE_ENV = "ETMEMD_HOOK_DEADLINE"
 
 #: Object files larger than this (bytes) are parsed at most BIG_LOADS at a time.
 BIG_FILE = 1 << 20
@@ -58,20 +54,6 @@ _UNDO_LATE = {
     "fill_task_params": "clear_task_params",
     "start_task": "stop_task",
 }
-
-
-def _default_deadline() -> float:
-    raw = os.environ.get(HOOK_DEADLINE_ENV)
-    if not raw:
-        return HOOK_DEADLINE
-    try:
-        value = float(raw)
-    except ValueError:
-        log.error(
-            "%s=%r is not a number of seconds; using %g", HOOK_DEADLINE_ENV, raw, HOOK_DEADLINE
-        )
-        return HOOK_DEADLINE
-    return value if math.isfinite(value) and value >= 0 else HOOK_DEADLINE
 
 
 _gc_lock = threading.Lock()
@@ -149,8 +131,9 @@ class Etmemd:
         self.lock_wait = lock_wait
         #: (what, since) of the engine hook running now, for the "busy" answer
         self._busy: tuple[str, float] | None = None
-        #: seconds a hook may take (0: no deadline)
-        self.hook_deadline = _default_deadline() if hook_deadline is None else hook_deadline
+        #: seconds a hook may take (0: no deadline, hooks run on the request's thread); the
+        #: daemon passes what its settings say (``DaemonSettings.hook_deadline_seconds``)
+        self.hook_deadline = HOOK_DEADLINE if hook_deadline is None else hook_deadline
         self._runner = Runner()
         self._big_loads = threading.BoundedSemaphore(BIG_LOADS)
         #: engines with a hook still running past its deadline -> that hook's name; they get
