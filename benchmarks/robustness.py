@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,91 @@ def scale(args: argparse.Namespace, work: Path) -> None:
         d.stop()
 
 
+FAULT_OPS = (
+    "fill_eng_params",
+    "fill_task_params",
+    "start_task",
+    "eng_mgt_func",
+    "stop_task",
+    "clear_task_params",
+    "clear_eng_params",
+)
+
+
+def _helpers_of(pid: int) -> list[int]:
+    """Pids of the isolate helpers started by etmemd ``pid`` (their argv names it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"etmem_thirdparty_so.isolate" in argv and str(pid).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def faults(args: argparse.Namespace, work: Path) -> None:
+    """An isolated policy that hangs, segfaults, aborts or exits in each op in turn: every
+    request must be answered before the client's 10 s, etmemd must exit 0 on SIGTERM, and
+    no helper may be left."""
+    from thirdparty_build import compile_policy
+
+    lib = compile_policy("fault_engine.c", work / "libfault.so")
+    conf = work / "fault.conf"
+    conf.write_text(
+        "[project]\nname=f\nloop=1\ninterval=1\nsleep=1\n"
+        f"[engine]\nname=thirdparty\nproject=f\neng_name=fault\nlibname={lib}\n"
+        "ops_name=fault_ops\nisolate=yes\nisolate_timeout=1\n"
+        f"[task]\nproject=f\nengine=fault\nname=t\ntype=pid\nvalue={os.getpid()}\n"
+    )
+    os.chmod(conf, 0o600)
+    steps = (
+        ("obj", "add", "-f", str(conf)),
+        ("project", "start", "-n", "f"),
+        ("engine", "hello", "-n", "f", "-e", "fault"),
+        ("project", "stop", "-n", "f"),
+        ("obj", "del", "-f", str(conf)),
+        ("project", "show"),
+    )
+    worst, scenarios, fired, bad = 0.0, 0, 0, []
+    for how in ("hang", "segv", "abort", "exit"):
+        for op in FAULT_OPS:
+            env = dict(os.environ, ETMEMD_HOOK_DEADLINE="2", ETMEM_FAULT_OP=op)
+            env["ETMEM_FAULT_HOW"] = how
+            env.pop("NOTIFY_SOCKET", None)
+            d = EtmemdProc(work, env=env)
+            scenarios += 1
+            try:
+                failed = 0
+                for step in steps:
+                    t0 = time.monotonic()
+                    res = d.etmem(*step, check=False)
+                    took = time.monotonic() - t0
+                    worst = max(worst, took)
+                    failed += res.returncode != 0
+                    if took >= 9.5 or res.returncode not in (0, 186) or d.proc.poll() is not None:
+                        bad.append(f"{how} in {op}: {' '.join(step[:2])} -> {res.returncode}")
+                fired += failed > 0  # else the fault never happened: the run proves nothing
+                helpers = _helpers_of(d.proc.pid)
+                d.proc.send_signal(signal.SIGTERM)
+                status = d.proc.wait(40)
+                time.sleep(0.5)
+                left = [p for p in helpers if os.path.exists(f"/proc/{p}")]
+                if status != 0 or left:
+                    bad.append(f"{how} in {op}: SIGTERM -> exit {status}, helpers left {left}")
+                    for pid in left:
+                        os.kill(pid, signal.SIGKILL)
+            finally:
+                d.stop()
+    print(
+        f"isolated policy faults: {scenarios} scenarios (hang, segv, abort, exit x "
+        f"{len(FAULT_OPS)} ops), {scenarios * len(steps)} requests, {fired} scenarios where the "
+        f"fault made a request fail, slowest answer {worst:.2f} s; problems: {bad or 'none'}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100_000)
@@ -168,7 +254,7 @@ def main() -> int:
         "--big-tasks", type=int, default=185_000, help="tasks of the 10 MiB file (over the limit)"
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", choices=("fuzz", "load", "scale"), default=None)
+    parser.add_argument("--only", choices=("fuzz", "load", "scale", "faults"), default=None)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
@@ -178,7 +264,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="etmem-robust-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o700)
-        for name, run in (("fuzz", fuzz), ("load", load), ("scale", scale)):
+        for name, run in (("fuzz", fuzz), ("load", load), ("scale", scale), ("faults", faults)):
             if args.only in (None, name):
                 run(args, work)
     return 0
