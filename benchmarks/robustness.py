@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -154,8 +155,30 @@ def scale(args: argparse.Namespace, work: Path) -> None:
                 said = "ok" if res.returncode == 0 else (res.stdout.strip() or res.stderr.strip())
                 results.append(f"obj {verb} {took:.2f} s ({said[:160]})")
             print(f"{label}, {size / 1048576:.1f} MiB: " + "; ".join(results))
+        # Concurrent adds of the biggest file: at most BIG_LOADS are parsed at once.
+        big = work / "s64k.toml"
+        with ThreadPoolExecutor(args.concurrent_adds) as pool:
+            t0 = time.monotonic()
+            codes = list(
+                pool.map(
+                    lambda _: d.etmem("obj", "add", "-f", str(big), check=False).returncode,
+                    range(args.concurrent_adds),
+                )
+            )
+        took = time.monotonic() - t0
+        d.etmem("obj", "del", "-f", str(big), check=False)
+        print(
+            f"{args.concurrent_adds} concurrent obj adds of the 9.7 MiB file: {took:.1f} s, "
+            f"{codes.count(0)} added, {len(codes) - codes.count(0)} refused (exists or busy); "
+            f"etmemd's peak RSS over the whole scale run: {_hwm_kib(d.proc.pid) / 1024:.0f} MiB"
+        )
     finally:
         d.stop()
+
+
+def _hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 FAULT_OPS = (
@@ -253,6 +276,7 @@ def main() -> int:
     parser.add_argument(
         "--big-tasks", type=int, default=185_000, help="tasks of the 10 MiB file (over the limit)"
     )
+    parser.add_argument("--concurrent-adds", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", choices=("fuzz", "load", "scale", "faults"), default=None)
     args = parser.parse_args()

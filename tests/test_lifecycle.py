@@ -1082,7 +1082,7 @@ def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) 
     big = files("big.conf", "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n" + "#" * (2 << 20))
     for _ in range(lifecycle.BIG_LOADS):  # as many big adds in flight as allowed
         assert store._big_loads.acquire(timeout=1)
-    with pytest.raises(OptError, match="large object files are being read"):
+    with pytest.raises(OptError, match="another large object file is being read"):
         store.obj_add(big)
     store._big_loads.release()
     store.obj_add(big)  # a slot free: it goes through
