@@ -9,7 +9,9 @@ Runs, each against one etmemd started here on a unique abstract socket:
    malformed replies, crashes, tracebacks in the log, RSS before and after;
 2. parallel root clients (default 1,000) beside 10 silent clients and one unprivileged
    connect flooder: answered, p99 latency;
-3. obj add and del of one TOML file with 40,000 tasks (and a 10 MiB one): seconds each.
+3. obj add and del through the etmem CLI of TOML files with 40,000 tasks, 65,536 tasks (the
+   most a file may hold) in 10 MiB, 185,000 tasks in 10 MiB (refused: how soon), and a
+   10 MiB GKeyFile of repeated headers: seconds each.
 
 Needs root (the flooder drops to uid 65534; object files must be root's).
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -41,10 +45,10 @@ def _tracebacks(d: EtmemdProc) -> int:
     return (d.workdir / f"etmemd-{d.sock}.log").read_bytes().count(b"Traceback")
 
 
-def _start(work: Path) -> EtmemdProc:
+def _start(work: Path, log_level: int = 0) -> EtmemdProc:
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)
-    return EtmemdProc(work, env=env)
+    return EtmemdProc(work, env=env, log_level=log_level)
 
 
 def fuzz(args: argparse.Namespace, work: Path) -> None:
@@ -77,53 +81,189 @@ def fuzz(args: argparse.Namespace, work: Path) -> None:
 
 
 def load(args: argparse.Namespace, work: Path) -> None:
-    d = _start(work)
-    try:
-        silent = silent_clients(d.sock, 10)
-        flooder = start_flooder(d.sock, args.flood_seconds)
+    # -l 3 is etmemd's default (errors only); -l 0 writes two debug lines per request
+    for level in (3, 0):
+        d = _start(work, level)
         try:
-            time.sleep(0.5)
-            tally = parallel_root_clients(d.sock, args.clients)
+            silent = silent_clients(d.sock, 10)
+            flooder = start_flooder(d.sock, args.flood_seconds)
+            try:
+                time.sleep(0.5)
+                rounds = [parallel_root_clients(d.sock, args.clients) for _ in range(args.rounds)]
+            finally:
+                for s in silent:
+                    s.close()
+                os.waitpid(flooder, 0)
+            log = d.logtext()
+            shown = ", ".join(
+                f"{t.answered}/{t.tried} p99 {t.p99() * 1000:.0f} ms "
+                f"(max {max(t.latencies, default=0) * 1000:.0f})"
+                for t in rounds
+            )
+            print(
+                f"-l {level}: parallel root clients, {args.rounds} rounds: {shown} (beside 10 "
+                f"silent clients and a uid 65534 flooder); 'permission denied' lines in the log "
+                f"tail: {log.count('permission denied')}"
+            )
         finally:
-            for s in silent:
-                s.close()
-            os.waitpid(flooder, 0)
-        log = d.logtext()
-        print(
-            f"parallel root clients: {tally.answered}/{tally.tried} answered, "
-            f"p99 {tally.p99() * 1000:.0f} ms, max {max(tally.latencies, default=0) * 1000:.0f} ms"
-            f" (beside 10 silent clients and a uid 65534 flooder); "
-            f"'permission denied' lines in the log tail: {log.count('permission denied')}"
-        )
-    finally:
-        d.stop()
+            d.stop()
+
+
+def _toml_tasks(path: Path, n: int, pad: int = 0) -> None:
+    """A slide project with ``n`` tasks, each followed by a ``pad``-byte comment."""
+    comment = "#" + "x" * (pad - 2) + "\n" if pad else ""
+    with open(path, "w") as f:
+        f.write('[project]\nname = "s"\nloop = 1\ninterval = 1\nsleep = 1\n')
+        f.write('[[engine]]\nname = "slide"\n')
+        for i in range(n):
+            f.write(f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "1"\nT = 1\n{comment}')
+
+
+def _keyfile_headers(path: Path, size: int) -> None:
+    """A GKeyFile of ``size`` bytes that repeats ``[task]`` (the reader's worst case)."""
+    head = "[project]\nname=k\nloop=1\ninterval=1\nsleep=1\n"
+    path.write_text(head + "[task]\n" * ((size - len(head)) // 7))
 
 
 def scale(args: argparse.Namespace, work: Path) -> None:
     d = _start(work)
     try:
-        for n, label in ((40_000, "40k tasks"), (args.big_tasks, "~10 MiB")):
-            path = work / f"scale{n}.toml"
-            with open(path, "w") as f:
-                f.write('[project]\nname = "s"\nloop = 1\ninterval = 1\nsleep = 1\n')
-                f.write('[[engine]]\nname = "slide"\n')
-                for i in range(n):
-                    f.write(f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "1"\nT = 1\n')
+        # The first file naming an engine imports it (~0.2 s for slide): not a cost per task.
+        warm = work / "warm.toml"
+        _toml_tasks(warm, 1)
+        os.chmod(warm, 0o600)
+        t0 = time.monotonic()
+        d.etmem("obj", "add", "-f", str(warm))
+        d.etmem("obj", "del", "-f", str(warm))
+        print(f"first use of the slide engine (1 task, add + del): {time.monotonic() - t0:.2f} s")
+        cases = [
+            ("40k tasks", "s40k.toml", lambda p: _toml_tasks(p, 40_000)),
+            ("64k tasks, 10 MiB", "s64k.toml", lambda p: _toml_tasks(p, 65_536, 100)),
+            (f"{args.big_tasks} tasks", "sbig.toml", lambda p: _toml_tasks(p, args.big_tasks)),
+            ("GKeyFile, 10 MiB of [task]", "skf.conf", lambda p: _keyfile_headers(p, 10 << 20)),
+        ]
+        for label, name, make in cases:
+            path = work / name
+            make(path)
             os.chmod(path, 0o600)
             size = path.stat().st_size
-            times = []
+            results = []
             for verb in ("add", "del"):
                 t0 = time.monotonic()
                 res = d.etmem("obj", verb, "-f", str(path), check=False)
-                times.append(time.monotonic() - t0)
-                if res.returncode != 0:
-                    print(f"  obj {verb} failed: {res.stdout.strip()[:200]}")
-            print(
-                f"{label}: {n} tasks, {size / 1048576:.1f} MiB: obj add {times[0]:.2f} s, "
-                f"obj del {times[1]:.2f} s (etmem client, wall clock)"
+                took = time.monotonic() - t0
+                said = "ok" if res.returncode == 0 else (res.stdout.strip() or res.stderr.strip())
+                results.append(f"obj {verb} {took:.2f} s ({said[:160]})")
+            print(f"{label}, {size / 1048576:.1f} MiB: " + "; ".join(results))
+        # Concurrent adds of the biggest file: at most BIG_LOADS are parsed at once.
+        big = work / "s64k.toml"
+        with ThreadPoolExecutor(args.concurrent_adds) as pool:
+            t0 = time.monotonic()
+            codes = list(
+                pool.map(
+                    lambda _: d.etmem("obj", "add", "-f", str(big), check=False).returncode,
+                    range(args.concurrent_adds),
+                )
             )
+        took = time.monotonic() - t0
+        d.etmem("obj", "del", "-f", str(big), check=False)
+        print(
+            f"{args.concurrent_adds} concurrent obj adds of the 9.7 MiB file: {took:.1f} s, "
+            f"{codes.count(0)} added, {len(codes) - codes.count(0)} refused (exists or busy); "
+            f"etmemd's peak RSS over the whole scale run: {_hwm_kib(d.proc.pid) / 1024:.0f} MiB"
+        )
     finally:
         d.stop()
+
+
+def _hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+FAULT_OPS = (
+    "fill_eng_params",
+    "fill_task_params",
+    "start_task",
+    "eng_mgt_func",
+    "stop_task",
+    "clear_task_params",
+    "clear_eng_params",
+)
+
+
+def _helpers_of(pid: int) -> list[int]:
+    """Pids of the isolate helpers started by etmemd ``pid`` (their argv names it)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"etmem_thirdparty_so.isolate" in argv and str(pid).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def faults(args: argparse.Namespace, work: Path) -> None:
+    """An isolated policy that hangs, segfaults, aborts or exits in each op in turn: every
+    request must be answered before the client's 10 s, etmemd must exit 0 on SIGTERM, and
+    no helper may be left."""
+    from thirdparty_build import compile_policy
+
+    lib = compile_policy("fault_engine.c", work / "libfault.so")
+    conf = work / "fault.conf"
+    conf.write_text(
+        "[project]\nname=f\nloop=1\ninterval=1\nsleep=1\n"
+        f"[engine]\nname=thirdparty\nproject=f\neng_name=fault\nlibname={lib}\n"
+        "ops_name=fault_ops\nisolate=yes\nisolate_timeout=1\n"
+        f"[task]\nproject=f\nengine=fault\nname=t\ntype=pid\nvalue={os.getpid()}\n"
+    )
+    os.chmod(conf, 0o600)
+    steps = (
+        ("obj", "add", "-f", str(conf)),
+        ("project", "start", "-n", "f"),
+        ("engine", "hello", "-n", "f", "-e", "fault"),
+        ("project", "stop", "-n", "f"),
+        ("obj", "del", "-f", str(conf)),
+        ("project", "show"),
+    )
+    worst, scenarios, fired, bad = 0.0, 0, 0, []
+    for how in ("hang", "segv", "abort", "exit"):
+        for op in FAULT_OPS:
+            env = dict(os.environ, ETMEMD_HOOK_DEADLINE="2", ETMEM_FAULT_OP=op)
+            env["ETMEM_FAULT_HOW"] = how
+            env.pop("NOTIFY_SOCKET", None)
+            d = EtmemdProc(work, env=env)
+            scenarios += 1
+            try:
+                failed = 0
+                for step in steps:
+                    t0 = time.monotonic()
+                    res = d.etmem(*step, check=False)
+                    took = time.monotonic() - t0
+                    worst = max(worst, took)
+                    failed += res.returncode != 0
+                    if took >= 9.5 or res.returncode not in (0, 186) or d.proc.poll() is not None:
+                        bad.append(f"{how} in {op}: {' '.join(step[:2])} -> {res.returncode}")
+                fired += failed > 0  # else the fault never happened: the run proves nothing
+                helpers = _helpers_of(d.proc.pid)
+                d.proc.send_signal(signal.SIGTERM)
+                status = d.proc.wait(40)
+                time.sleep(0.5)
+                left = [p for p in helpers if os.path.exists(f"/proc/{p}")]
+                if status != 0 or left:
+                    bad.append(f"{how} in {op}: SIGTERM -> exit {status}, helpers left {left}")
+                    for pid in left:
+                        os.kill(pid, signal.SIGKILL)
+            finally:
+                d.stop()
+    print(
+        f"isolated policy faults: {scenarios} scenarios (hang, segv, abort, exit x "
+        f"{len(FAULT_OPS)} ops), {scenarios * len(steps)} requests, {fired} scenarios where the "
+        f"fault made a request fail, slowest answer {worst:.2f} s; problems: {bad or 'none'}"
+    )
 
 
 def main() -> int:
@@ -132,9 +272,13 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=1_000)
     parser.add_argument("--flood-seconds", type=float, default=20.0)
-    parser.add_argument("--big-tasks", type=int, default=230_000, help="tasks of the big file")
+    parser.add_argument("--rounds", type=int, default=5, help="bursts of --clients clients")
+    parser.add_argument(
+        "--big-tasks", type=int, default=185_000, help="tasks of the 10 MiB file (over the limit)"
+    )
+    parser.add_argument("--concurrent-adds", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", choices=("fuzz", "load", "scale"), default=None)
+    parser.add_argument("--only", choices=("fuzz", "load", "scale", "faults"), default=None)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
@@ -144,7 +288,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="etmem-robust-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o700)
-        for name, run in (("fuzz", fuzz), ("load", load), ("scale", scale)):
+        for name, run in (("fuzz", fuzz), ("load", load), ("scale", scale), ("faults", faults)):
             if args.only in (None, name):
                 run(args, work)
     return 0

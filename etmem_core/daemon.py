@@ -255,7 +255,12 @@ def _make_etmemd(opts: Options | None = None) -> Any:
     if settings is None:
         settings = daemon_settings.load(opts.config if opts is not None else None)
     settings.apply_scan_defaults()
-    return Etmemd(settings.registry())
+    deadline, origin = settings.hook_deadline_origin()
+    if deadline:
+        log.info("engine hooks are abandoned after %g s (%s)", deadline, origin)
+    else:
+        log.warning("engine hooks have no deadline (%s): a hung one wedges etmemd", origin)
+    return Etmemd(settings.registry(), hook_deadline=deadline)
 
 
 class Daemon:
@@ -475,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:  # read before forking, so a bad settings file is an error on the terminal
         opts.settings = daemon_settings.load(opts.config)
+        opts.settings.hook_deadline_seconds()  # and so is a bad ETMEMD_HOOK_DEADLINE
     except ConfigError as exc:
         log.error("%s", exc)
         print(f"etmemd: {exc}", file=sys.stderr)

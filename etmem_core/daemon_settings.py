@@ -5,6 +5,7 @@
     [engines]
     allow = ["slide", "cslide", "age"]   # only these may be loaded (absent: any installed engine)
     block = ["thirdparty"]               # never these (wins over allow)
+    hook_deadline = 5                    # seconds an engine hook may run (0: no deadline)
 
     [scan]
     tracker = "refs"       # when a task names no tracker (absent: the probe's best)
@@ -19,6 +20,11 @@ Every table and key is optional, and so is the file: without it etmemd behaves a
 empty. ``etmemd --config PATH`` reads another file (which must then exist). Unknown tables or
 keys are refused, so a typo cannot silently leave an engine unblocked.
 
+``hook_deadline`` is 0 or 0.1 to 8 seconds (an answer must reach the client within its 10 s,
+and a request waits 8 s for the one before it); the environment variable
+``ETMEMD_HOOK_DEADLINE``, with the same range, wins over the file, so one run can be given
+another deadline without editing it.
+
 The engine lists become the :class:`~etmem_core.registry.EngineRegistry`'s ``allowed`` /
 ``blocked``: a config naming a blocked engine fails with ``engine 'X': blocked by the daemon's
 configuration`` while every other engine keeps working. The scan defaults go to
@@ -28,9 +34,11 @@ configuration`` while every other engine keeps working. The scan defaults go to
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +46,23 @@ from etmem_sdk import ConfigError
 
 from .registry import EngineRegistry
 
+#: Seconds an engine hook may run before it is abandoned (reported by name, the request
+#: answered, the store put back as if the hook had failed), unless the settings say otherwise.
+HOOK_DEADLINE = 5.0
+#: The range a deadline other than 0 (none) may have: the answer must reach the client within
+#: its 10 s, and a request waits 8 s (``lifecycle.LOCK_WAIT``) for the one before it; below a
+#: tenth of a second ordinary hooks would be abandoned.
+HOOK_DEADLINE_MIN, HOOK_DEADLINE_MAX = 0.1, 8.0
+#: Environment variable that sets the hook deadline for one run (wins over the file).
+HOOK_DEADLINE_ENV = "ETMEMD_HOOK_DEADLINE"
+
 #: Where etmemd looks when ``--config`` is not given.
 DEFAULT_PATH = "/etc/etmem/etmemd.toml"
 #: Largest settings file read (it is a few lines).
 MAX_SIZE = 1 << 20
 
 _KEYS = {
-    "engines": ("allow", "block"),
+    "engines": ("allow", "block", "hook_deadline"),
     "scan": ("tracker", "actuator"),
     "daemon": ("conf_dir", "start_projects", "metrics"),
 }
@@ -63,10 +81,31 @@ class DaemonSettings:
     conf_dir: str | None = None
     start_projects: bool = False
     metrics: str | None = None
+    #: ``[engines] hook_deadline`` in seconds (``None``: not in the file)
+    hook_deadline: float | None = None
 
     def registry(self) -> EngineRegistry:
         """An engine registry that enforces the allow and block lists."""
         return EngineRegistry(allowed=self.allowed, blocked=self.blocked)
+
+    def hook_deadline_seconds(self, environ: Mapping[str, str] = os.environ) -> float:
+        """Seconds an engine hook may run: ``ETMEMD_HOOK_DEADLINE`` when set (it wins), else
+        ``[engines] hook_deadline``, else :data:`HOOK_DEADLINE`. Raises :class:`ConfigError`
+        for an environment value that is not a number of seconds in range."""
+        return self.hook_deadline_origin(environ)[0]
+
+    def hook_deadline_origin(self, environ: Mapping[str, str] = os.environ) -> tuple[float, str]:
+        """:meth:`hook_deadline_seconds` and where it comes from, for the log."""
+        raw = environ.get(HOOK_DEADLINE_ENV)
+        if raw is not None and raw.strip():
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            return _deadline(f"{HOOK_DEADLINE_ENV}={raw!r}", value), HOOK_DEADLINE_ENV
+        if self.hook_deadline is None:
+            return HOOK_DEADLINE, "the default"
+        return self.hook_deadline, f"{os.path.basename(self.path or DEFAULT_PATH)} [engines]"
 
     def apply_scan_defaults(self) -> None:
         """Hand the tracker/actuator defaults to the SDK, where engines pick them up."""
@@ -105,6 +144,21 @@ def _names(path: str, table: str, key: str, value: Any) -> frozenset[str]:
     return frozenset(value)
 
 
+def _deadline(where: str, value: Any) -> float:
+    """``value`` as a hook deadline in seconds, or a ConfigError that says the range."""
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (value == 0 or HOOK_DEADLINE_MIN <= value <= HOOK_DEADLINE_MAX)
+    )
+    if not ok:
+        raise ConfigError(
+            f"{where}: must be a number of seconds, 0 (no deadline) or "
+            f"{HOOK_DEADLINE_MIN:g} to {HOOK_DEADLINE_MAX:g}"
+        )
+    return float(value)
+
+
 def _choice(path: str, key: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ConfigError(
@@ -137,6 +191,10 @@ def parse(text: str, path: str = DEFAULT_PATH) -> DaemonSettings:
     blocked = (
         _names(path, "engines", "block", engines["block"]) if "block" in engines else frozenset()
     )
+    hook_deadline = None
+    if "hook_deadline" in engines:
+        value = engines["hook_deadline"]
+        hook_deadline = _deadline(_where(path, "engines", "hook_deadline", value), value)
     from etmem_sdk import scan  # late, as in apply_scan_defaults
 
     tracker = actuator = None
@@ -164,6 +222,7 @@ def parse(text: str, path: str = DEFAULT_PATH) -> DaemonSettings:
         conf_dir=daemon.get("conf_dir"),
         start_projects=daemon.get("start_projects", False),
         metrics=daemon.get("metrics"),
+        hook_deadline=hook_deadline,
     )
 
 

@@ -205,8 +205,11 @@ parse_int64 = parse_c_int64  # g_ascii_strtoll over the whole value, clamped to 
 parse_double = parse_c_double  # C-locale strtod over the whole value
 
 
+_NOT_IN_GROUP_NAME = re.compile(r"[\[\]\x00-\x1f\x7f]")
+
+
 def _is_group_name(name: str) -> bool:
-    return bool(name) and not any(c in "[]" or ord(c) < 32 or ord(c) == 127 for c in name)
+    return bool(name) and _NOT_IN_GROUP_NAME.search(name) is None
 
 
 def _split_key(key: str) -> tuple[bool, str | None]:
@@ -230,7 +233,15 @@ def _split_key(key: str) -> tuple[bool, str | None]:
     return q == end, locale
 
 
-def _parse_line(kf: KeyFile, line: str, current: list[_Group | None], strip: bool) -> None:
+def _parse_line(
+    kf: KeyFile,
+    line: str,
+    current: list[_Group | None],
+    strip: bool,
+    keys: dict[str, str | None],
+) -> None:
+    """Parse one line into ``kf``; ``keys`` maps the key names already found valid in this
+    file to their locale (a 10 MiB file may repeat a few names 10^6 times)."""
     stripped = line.lstrip(_ASCII_SPACE)
     if not stripped or stripped.startswith("#"):
         return
@@ -238,10 +249,10 @@ def _parse_line(kf: KeyFile, line: str, current: list[_Group | None], strip: boo
         close = stripped.find("]")
         if close > 0 and not stripped[close + 1 :].strip(" \t"):
             name = stripped[1 : stripped.rfind("]")]
-            if not _is_group_name(name):
-                raise KeyFileError(KeyFileErrorCode.PARSE, f"Invalid group name: {_raw(name)}")
-            group = kf._groups.get(name)
+            group = kf._groups.get(name)  # a group already there has a valid name
             if group is None:
+                if not _is_group_name(name):
+                    raise KeyFileError(KeyFileErrorCode.PARSE, f"Invalid group name: {_raw(name)}")
                 group = kf._groups[name] = _Group(name)
                 if kf.start_group is None:
                     kf.start_group = name
@@ -258,9 +269,13 @@ def _parse_line(kf: KeyFile, line: str, current: list[_Group | None], strip: boo
     if group is None:
         raise KeyFileError(KeyFileErrorCode.GROUP_NOT_FOUND, "Key file does not start with a group")
     key = stripped[:eq].rstrip(_ASCII_SPACE)
-    valid, locale = _split_key(key)
-    if not valid:
-        raise KeyFileError(KeyFileErrorCode.PARSE, f"Invalid key name: {_raw(key)}")
+    if key in keys:
+        locale = keys[key]
+    else:
+        valid, locale = _split_key(key)
+        if not valid:
+            raise KeyFileError(KeyFileErrorCode.PARSE, f"Invalid key name: {_raw(key)}")
+        keys[key] = locale
     value = stripped[eq + 1 :].lstrip(_ASCII_SPACE)
     if strip:
         value = value.rstrip(_ASCII_SPACE)
@@ -287,13 +302,14 @@ def parse_keyfile(data: str | bytes, *, strip_trailing: bool = True) -> KeyFile:
     text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
     kf = KeyFile()
     current: list[_Group | None] = [None]
+    keys: dict[str, str | None] = {}
     lines = text.split("\n")
     for i, line in enumerate(lines):
         # glib drops a CR only when it precedes a newline.
         if i < len(lines) - 1 and line.endswith("\r"):
             line = line[:-1]
         try:
-            _parse_line(kf, line, current, strip_trailing)
+            _parse_line(kf, line, current, strip_trailing, keys)
         except KeyFileError as e:
             e.lineno = i + 1
             raise

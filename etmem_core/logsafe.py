@@ -7,7 +7,6 @@ formatter escapes control characters and cuts each message (not the traceback, w
 
 from __future__ import annotations
 
-import copy
 import logging
 
 from .protocol import safe_text
@@ -19,12 +18,11 @@ LOG_MESSAGE_MAX = 4096
 class SafeFormatter(logging.Formatter):
     """A :class:`logging.Formatter` whose message part is passed through ``safe_text``."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        """Format ``record`` with its message escaped and cut to :data:`LOG_MESSAGE_MAX`."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: let the stock path report it
-            return super().format(record)
-        safe = copy.copy(record)
-        safe.msg, safe.args = safe_text(message, LOG_MESSAGE_MAX), None
-        return super().format(safe)
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        """The line for ``record``, its message escaped and cut to :data:`LOG_MESSAGE_MAX`.
+
+        ``format`` sets ``record.message`` afresh for every handler before calling this, so
+        replacing it here changes no one else's view of the record (and costs no copy).
+        """
+        record.message = safe_text(record.message, LOG_MESSAGE_MAX)
+        return super().formatMessage(record)

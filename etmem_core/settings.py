@@ -63,7 +63,8 @@ def _check_reachable(section: Mapping[str, str], key: str, value: str) -> None:
     """Deliberate difference: refuse a name the wire protocol cannot carry (requests are split
     at spaces, ``-`` means "not given"): no request could reach that object, and a newline
     would forge lines in ``project show``. The original took such names silently."""
-    if any(c.isspace() or not c.isprintable() for c in value):
+    # isprintable() is false for every whitespace character but the plain space
+    if " " in value or not value.isprintable():
         rule = "must not contain spaces or control characters (etmem requests cannot carry them)"
         raise ObjectNameError(str(P.error(section, key, rule)))
     if value == "-":

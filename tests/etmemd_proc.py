@@ -27,7 +27,10 @@ def wait_for(cond, timeout: float, step: float = 0.2) -> bool:
 
 
 class EtmemdProc:
-    """``etmemd -s UNIQUE -l 0 [extra args]``; ``etmem(...)`` runs the client against it."""
+    """``etmemd -s UNIQUE -l LEVEL [extra args]``; ``etmem(...)`` runs the client against it.
+
+    ``log_level`` is 0 (debug, every request logged) unless a caller needs the default's cost.
+    """
 
     def __init__(
         self,
@@ -35,6 +38,7 @@ class EtmemdProc:
         *extra: str,
         bindir: Path | None = None,
         env: dict[str, str] | None = None,
+        log_level: int = 0,
     ) -> None:
         self.bindir = bindir or Path(sys.executable).parent
         self.workdir = workdir
@@ -42,7 +46,7 @@ class EtmemdProc:
         self.sock = f"etmem-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.log = open(workdir / f"etmemd-{self.sock}.log", "w+b")  # noqa: SIM115 - in stop()
         self.proc = subprocess.Popen(
-            [str(self.bindir / "etmemd"), "-s", self.sock, "-l", "0", *extra],
+            [str(self.bindir / "etmemd"), "-s", self.sock, "-l", str(log_level), *extra],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

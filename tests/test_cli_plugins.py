@@ -110,7 +110,9 @@ def test_daemon_settings_block_list_applies(site: Path, tmp_path: Path) -> None:
     conf.write_text('[engines]\nblok = ["good"]\n')
     res = etmem_plugins(site, "--config", str(conf))
     assert res.returncode == cli_plugins.EXIT_SETTINGS
-    assert res.stderr == "etmem: etmemd.toml: [engines] blok: unknown key; known: allow, block\n"
+    assert res.stderr == (
+        "etmem: etmemd.toml: [engines] blok: unknown key; known: allow, block, hook_deadline\n"
+    )
 
 
 def test_text_format_without_engines_and_partial_ops() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,59 @@ def test_daemon_table_gives_defaults_for_our_options():
 def test_daemon_table_refuses_bad_values(text, words):
     with pytest.raises(ConfigError, match=words):
         parse(text)
+
+
+def test_hook_deadline_from_the_file_the_environment_wins():
+    s = parse("[engines]\nhook_deadline = 2.5\n")
+    assert s.hook_deadline == 2.5
+    assert s.hook_deadline_seconds({}) == 2.5
+    assert s.hook_deadline_seconds({"ETMEMD_HOOK_DEADLINE": "1"}) == 1.0  # the env wins
+    assert s.hook_deadline_seconds({"ETMEMD_HOOK_DEADLINE": " "}) == 2.5  # blank: not set
+    assert parse("[engines]\nhook_deadline = 0\n").hook_deadline_seconds({}) == 0  # none
+    assert parse("[engines]\nhook_deadline = 8\n").hook_deadline_seconds({}) == 8
+    default = parse("")
+    assert default.hook_deadline is None
+    assert default.hook_deadline_origin({}) == (daemon_settings.HOOK_DEADLINE, "the default")
+    assert s.hook_deadline_origin({}) == (2.5, "etmemd.toml [engines]")
+    assert s.hook_deadline_origin({"ETMEMD_HOOK_DEADLINE": "3"}) == (3.0, "ETMEMD_HOOK_DEADLINE")
+
+
+@pytest.mark.parametrize("value", ["-1", "8.5", "60", "0.05", "'5'", "true", "inf", "nan"])
+def test_hook_deadline_out_of_range_is_refused_naming_the_range(value):
+    with pytest.raises(ConfigError) as err:
+        parse(f"[engines]\nhook_deadline = {value}\n", "/etc/etmem/etmemd.toml")
+    assert str(err.value).startswith("etmemd.toml: [engines] hook_deadline=")
+    assert "must be a number of seconds, 0 (no deadline) or 0.1 to 8" in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["abc", "9", "-0.5", "nan", "1e400"])
+def test_a_bad_hook_deadline_in_the_environment_is_refused_too(value):
+    with pytest.raises(ConfigError, match=r"^ETMEMD_HOOK_DEADLINE='.*': must be a number of sec"):
+        DaemonSettings().hook_deadline_seconds({"ETMEMD_HOOK_DEADLINE": value})
+
+
+def test_etmemd_uses_the_files_hook_deadline_and_refuses_a_bad_one(tmp_path, monkeypatch):
+    conf = tmp_path / "etmemd.toml"
+    conf.write_text("[engines]\nhook_deadline = 1.5\n")
+    conf.chmod(0o644)
+    monkeypatch.delenv("ETMEMD_HOOK_DEADLINE", raising=False)
+    opts = daemon.parse_args(["-s", "x", "--config", str(conf)])
+    opts.settings = load(str(conf))
+    assert daemon._make_etmemd(opts).hook_deadline == 1.5
+    monkeypatch.setenv("ETMEMD_HOOK_DEADLINE", "0.5")
+    assert daemon._make_etmemd(opts).hook_deadline == 0.5
+    etmemd = Path(sys.executable).parent / "etmemd"
+    for text, env, said in (
+        ("[engines]\nhook_deadline = 30\n", {}, "etmemd.toml: [engines] hook_deadline=30: must"),
+        ("", {"ETMEMD_HOOK_DEADLINE": "30"}, "ETMEMD_HOOK_DEADLINE='30': must be a number"),
+    ):
+        conf.write_text(text)
+        res = subprocess.run(
+            [str(etmemd), "-s", f"never-{tmp_path.name}", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**{k: v for k, v in os.environ.items() if k != "ETMEMD_HOOK_DEADLINE"}, **env},
+        )
+        assert res.returncode == daemon.EXIT_FAIL
+        assert said in res.stderr, res.stderr

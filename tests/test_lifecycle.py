@@ -1025,6 +1025,56 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
     assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
 
 
+def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files) -> None:
+    import gc
+
+    seen = []
+
+    class Watch:
+        @hookimpl
+        def fill_task_params(self, task, config):
+            seen.append(gc.isenabled())
+
+    registry = EngineRegistry()
+    registry.register_plugin("rec", Watch())
+    etmemd = Etmemd(registry, hook_deadline=0)
+    text = '[project]\nname = "p"\nloop = 1\ninterval = 1\nsleep = 1\n[[engine]]\nname = "rec"\n'
+    good = files("p.toml", text + f'[[task]]\nname = "t"\ntype = "pid"\nvalue = "{os.getpid()}"\n')
+    bad = files("bad.toml", text + '[[task]]\nname = "t"\ntype = "pid"\nvalue = "x"\n')
+    assert gc.isenabled()
+    etmemd.obj_add(good)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(OptError):
+        etmemd.obj_add(bad)  # a failure resumes it too
+    assert gc.isenabled()
+    gc.disable()
+    try:  # and a collector the process had switched off stays off
+        etmemd.obj_del(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> None:
+    from etmem_core import lifecycle
+
+    store = Etmemd(EngineRegistry(), lock_wait=0.2)
+    head = "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n"
+    refused = [
+        files("syntax.conf", head + "#" * (2 << 20) + "\nnot a key line\n"),
+        files("bad.conf", head.replace("loop=1", "loop=0") + "#" * (2 << 20)),
+        files("nogroup.conf", "#" * (2 << 20)),
+    ]
+    for _ in range(lifecycle.BIG_LOADS):
+        for path in refused:
+            with pytest.raises(OptError) as err:
+                store.obj_add(path)
+            assert "being read" not in err.value.reason
+    store.obj_add(files("big.conf", head + "#" * (2 << 20)))  # not "busy"
+    assert [p.name for p in store.projects] == ["p"]
+    assert store._big_loads._value == lifecycle.BIG_LOADS
+
+
 def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) -> None:
     from etmem_core import lifecycle
 
@@ -1032,7 +1082,7 @@ def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) 
     big = files("big.conf", "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n" + "#" * (2 << 20))
     for _ in range(lifecycle.BIG_LOADS):  # as many big adds in flight as allowed
         assert store._big_loads.acquire(timeout=1)
-    with pytest.raises(OptError, match="large object files are being read"):
+    with pytest.raises(OptError, match="another large object file is being read"):
         store.obj_add(big)
     store._big_loads.release()
     store.obj_add(big)  # a slot free: it goes through

@@ -320,6 +320,34 @@ def test_toml_rejections(text: str, message: str) -> None:
     assert not isinstance(ei.value, ObjectFileSyntaxError)
 
 
+@pytest.mark.parametrize("group", ["task", "engine"])
+def test_toml_with_more_tables_than_a_file_may_hold_is_refused_naming_the_limit(
+    group: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from etmem_core import objfile
+
+    monkeypatch.setattr(objfile, "MAX_TABLES", 3)
+    one = f'[[{group}]]\nname = "x"\n'
+    assert len(getattr(parse_object_data(one * 3, "/x/p.toml"), group + "s")) == 3
+    with pytest.raises(ConfigError, match=rf"^p.toml: 4 \[\[{group}\]\] tables; .* at most 3 "):
+        parse_object_data(one * 4, "/x/p.toml")
+
+
+def test_toml_tasks_show_their_keyfile_text_when_read() -> None:
+    # the text is rendered lazily; what it says must not depend on when it is read
+    obj = parse_object_data(
+        '[project]\nname = "p"\nloop = 1\n[[engine]]\nname = "slide"\n'
+        '[[task]]\nname = "a b"\nT = 2\n',
+        "/x/p.toml",
+    )
+    [task] = obj.tasks
+    assert task.text == (
+        "[project]\nname=p\nloop=1\n\n[engine]\nname=slide\nproject=p\n\n"
+        "[task]\nname=a b\nT=2\nproject=p\nengine=slide\n"
+    )
+    assert parse_keyfile(task.text).get_string("task", "name") == "a b"
+
+
 @_root
 def test_toml_file_loads_through_checks(tmp_path: Path) -> None:
     p = _install(tmp_path, "web.toml", TOML)

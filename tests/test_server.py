@@ -646,7 +646,7 @@ class _FailingListener:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def accept(self):
+    def _accept(self):  # what socket.accept() calls underneath
         self.calls += 1
         raise OSError(self.err, os.strerror(self.err))
 
@@ -760,3 +760,71 @@ def test_log_lines_escape_control_characters_and_are_cut():
     long = logging.LogRecord("etmemd", logging.ERROR, __file__, 1, "%s", ("\x1b" * 10**6,), None)
     text = fmt.format(long)
     assert "\x1b" not in text and len(text) < LOG_MESSAGE_MAX * 4 + 64
+
+
+def test_a_request_is_answered_while_every_worker_so_far_is_blocked():
+    # Workers start one at a time (quick requests need no more); one stuck in a slow store
+    # call must not hold up the next client: the stalled queue gets a worker of its own.
+    release = threading.Event()
+
+    class SlowAdd(FakeStore):
+        def obj_add(self, path):
+            super().obj_add(path)
+            release.wait(10)
+
+    server = Server(SlowAdd(), unique_name(), timeout=5)
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    slow = threading.Thread(
+        target=raw_exchange,
+        args=(server.socket_name, encode_request(Request(Cmd.OBJ_ADD, file_name="/a.conf"))),
+        daemon=True,
+    )
+    try:
+        slow.start()
+        assert wait_for(lambda: server.etmemd.calls, 5, 0.01)
+        t0 = time.monotonic()
+        out = bytearray()
+        assert client.call(server.socket_name, Request(Cmd.PROJ_SHOW), out.extend, timeout=5)
+        assert bytes(out) == b"shown None\n" and time.monotonic() - t0 < 2
+    finally:
+        release.set()
+        slow.join(5)
+        server.stop()
+        thread.join(5)
+        assert server.wait_clients(time.monotonic() + 5)
+        server.close()
+
+
+def test_at_stop_a_request_being_read_is_told_so_and_a_whole_one_answered():
+    server = Server(FakeStore(), unique_name(), timeout=5, split_grace=5.0)
+    server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    whole = encode_request(Request(Cmd.PROJ_SHOW, proj_name="p"))
+    socks = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    try:
+        for s, data in zip(socks, (whole[:20], whole), strict=True):
+            s.settimeout(5)
+            s.connect("\0" + server.socket_name)
+            s.sendall(data)  # the second waits out its 5 s split grace: nothing says it ended
+        assert wait_for(lambda: len(server._reading) == 2, 5, 0.01)
+        server.stop()
+        thread.join(5)
+        replies = []
+        for s in socks:
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+            replies.append(reply)
+        assert replies[0] == (
+            b"etmemd: etmemd is shutting down\n" + OptCode.OPT_INTER_ERR.text.encode() + b"\xfe"
+        )
+        assert replies[1] == b"shown p\n\xff"
+        assert server.wait_clients(time.monotonic() + 5)
+    finally:
+        for s in socks:
+            s.close()
+        server.stop()
+        server.close()

@@ -49,6 +49,15 @@ class ConfigSection(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._items)
 
+    # Mapping's own get() and ``in`` go through __getitem__ and a KeyError: the core calls
+    # them a few times per key of each of a file's (up to 10^5) tasks.
+    def get(self, key: str, default: Any = None) -> Any:
+        """The raw value of ``key``, or ``default`` if the section does not set it."""
+        return self._items.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
     def where(self, key: str) -> str:
         """``file: [group] key=value`` — the prefix of every message about ``key``."""
         value = self._items.get(key)

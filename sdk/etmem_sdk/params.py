@@ -34,6 +34,9 @@ _HEX_FLOAT_RE = re.compile(
 )
 _SPECIAL_FLOAT_RE = re.compile(r"([+-]?)(inf|infinity|nan(?:\([0-9A-Za-z_]*\))?)", re.I | re.A)
 
+#: What a file's undecodable bytes became (``surrogateescape``).
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
 T = TypeVar("T")
 
 
@@ -183,7 +186,7 @@ def get_str(
         return default
     if raw == "":
         raise error(section, key, "must not be empty")
-    if any("\udc80" <= c <= "\udcff" for c in raw):
+    if not raw.isascii() and _UNDECODABLE.search(raw):
         raise error(section, key, "must be valid UTF-8")
     if max_len is not None and len(raw) > max_len:
         raise error(section, key, f"must be at most {max_len} characters (got {len(raw)})")
