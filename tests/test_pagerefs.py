@@ -181,6 +181,8 @@ def test_select_matches_the_mask() -> None:
         assert (picked.npages > 0).all()
     assert len(runs.select(np.zeros(len(addr), bool))) == 0
     assert runs.select(np.ones(len(addr), bool)).addresses().tolist() == addr.tolist()
+    with pytest.raises(ValueError, match="mask of 3 entries"):
+        runs.select(np.ones(3, bool))
 
 
 def test_cold_runs_are_the_cold_pages() -> None:

@@ -137,6 +137,9 @@ class PageRuns:
     def select(self, mask: np.ndarray) -> PageRuns:
         """The pages where ``mask`` (bool, one per page) is true, as runs."""
         n = len(self)
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        if len(mask) != n:
+            raise ValueError(f"mask of {len(mask)} entries for {n} pages")
         if n == 0 or not mask.any():
             return PageRuns.empty()
         m = mask.view(np.int8)
