@@ -487,3 +487,15 @@ def test_cold_text_across_digit_and_top_word_changes(lines: int) -> None:
     fast = b"".join(ip.cold_text_chunks(base_pages_only, 1, chunk=lines, table_min=1))
     assert fast == page_level(base_pages_only, 1)
     assert fast.count(b"\n") == 6 + 4 + 4
+
+
+def test_decoded_pass_is_runs_plus_a_weight_byte_per_page() -> None:
+    base = 0x7F0000000000
+    stream = b"\xa0" + base.to_bytes(8, "big") + bytes([0x0F, 0x5F, 0x3F, 0x8F, 0x0F])
+    p = ip.decode(stream, 4096)
+    # accessed, idle and dirty records that follow each other share a run; the hole cuts it
+    assert p.runs.start.tolist() == [base, base + 60 * 4096]
+    assert p.runs.npages.tolist() == [45, 15]
+    assert p.weight.dtype == np.uint8
+    assert p.weight.tolist() == [1] * 15 + [0] * 15 + [3] * 15 + [1] * 15
+    assert p.addr.tolist() == [base + i * 4096 for i in (*range(45), *range(60, 75))]

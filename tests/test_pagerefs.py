@@ -32,7 +32,7 @@ def test_accumulate_adds_counts_and_keeps_first_type() -> None:
     p2 = P([0x200000, 0x1000, 0x3000], [0, 0, 0], [1, 1, 1])  # unsorted; 0x200000 now a PTE
     r = pr.accumulate([p1, p2])
     assert rows(r) == [(0x1000, 2, 0), (0x2000, 0, 0), (0x3000, 1, 0), (0x200000, 4, 1)]
-    assert r.addr.dtype == np.uint64 and r.type.dtype == np.uint8 and r.count.dtype == np.int32
+    assert r.addr.dtype == np.uint64 and r.type.dtype == np.uint8 and r.count.dtype == np.uint16
 
 
 def test_duplicates_inside_one_pass_fold() -> None:
@@ -140,3 +140,100 @@ def test_format_refs_one_digit_counts_match_printf() -> None:
     )
     cols = zip(r.addr.tolist(), r.count.tolist(), r.type.tolist(), strict=True)
     assert pr.format_refs(r).decode() == "".join(f"0x{x:x} {c} {t}\n" for x, c, t in cols)
+
+
+# --- the compact representation: runs of pages + a small counter per page -----------------------
+
+
+def test_runs_round_trip_addresses_and_types() -> None:
+    rng = np.random.default_rng(3)
+    pte = np.unique(rng.integers(0, 5000, 1500)).astype(np.uint64) * np.uint64(4096)
+    pmd = np.uint64(1 << 30) + np.arange(0, 40, 3, dtype=np.uint64) * np.uint64(2 << 20)
+    addr = np.r_[pte, pmd]
+    ptype = np.r_[np.zeros(len(pte), np.uint8), np.ones(len(pmd), np.uint8)]
+    runs = pr.PageRuns.from_addresses(addr, ptype, 4096)
+    assert len(runs) == len(addr)
+    assert len(runs.start) < len(addr)  # neighbours share a run
+    assert runs.addresses().tolist() == addr.tolist()
+    assert runs.types().tolist() == ptype.tolist()
+    assert runs.addresses(100, 250).tolist() == addr[100:250].tolist()
+    chunks = list(runs.chunks(97, descending=True))
+    assert np.concatenate([a for a, _ in chunks]).tolist() == addr[::-1].tolist()
+    assert np.concatenate([t for _, t in chunks]).tolist() == ptype[::-1].tolist()
+
+
+def test_contiguous_memory_is_one_run_and_two_bytes_a_page() -> None:
+    n = 100_000
+    a = np.uint64(0x7F0000000000) + np.arange(n, dtype=np.uint64) * np.uint64(4096)
+    r = pr.accumulate([P(a, [0] * n, [1] * n)] * 3)
+    assert len(r.runs.start) == 1 and r.count.nbytes == 2 * n
+    assert r.count.tolist() == [3] * n
+
+
+def test_select_matches_the_mask() -> None:
+    rng = np.random.default_rng(5)
+    addr = np.unique(rng.integers(0, 3000, 2000)).astype(np.uint64) * np.uint64(4096)
+    runs = pr.PageRuns.from_addresses(addr, np.zeros(len(addr), np.uint8), 4096)
+    for _ in range(5):
+        mask = rng.random(len(addr)) < rng.random()
+        picked = runs.select(mask)
+        assert picked.addresses().tolist() == addr[mask].tolist()
+        assert (picked.npages > 0).all()
+    assert len(runs.select(np.zeros(len(addr), bool))) == 0
+    assert runs.select(np.ones(len(addr), bool)).addresses().tolist() == addr.tolist()
+    with pytest.raises(ValueError, match="mask of 3 entries"):
+        runs.select(np.ones(3, bool))
+
+
+def test_cold_runs_are_the_cold_pages() -> None:
+    a = np.arange(64, dtype=np.uint64) * np.uint64(4096)
+    w1 = (np.arange(64) % 4 == 0).astype(np.uint8)
+    w2 = (np.arange(64) % 8 == 0).astype(np.uint8) * 3
+    r = pr.accumulate([P(a, [0] * 64, w1), P(a, [0] * 64, w2)])
+    cold = pr.cold_runs(r, 2)
+    assert cold.addresses().tolist() == r.addr[pr.cold_mask(r, 2)].tolist()
+
+
+def test_counts_saturate_instead_of_wrapping() -> None:
+    big = np.array([pr.COUNT_MAX - 1, pr.COUNT_MAX, 5], dtype=pr.COUNT_DTYPE)
+    out = pr.add_saturating(big, np.array([3, 3, 3], np.uint8))
+    assert out.tolist() == [pr.COUNT_MAX, pr.COUNT_MAX, 8] and out.dtype == pr.COUNT_DTYPE
+    refs = PageRefs(np.array([0x1000], np.uint64), np.array([0], np.uint8), np.array([70000]))
+    assert refs.count.tolist() == [pr.COUNT_MAX]  # a hot page never comes back as cold
+    for _ in range(3):
+        refs = pr.merge(refs, P([0x1000], [0], [3]))
+    assert refs.count.tolist() == [pr.COUNT_MAX]
+    # duplicate rows of one pass fold into one weight, capped at the weight's top
+    p = P([0x2000] * 100, [0] * 100, [3] * 100)
+    assert len(p) == 1 and p.weight.tolist() == [pr.WEIGHT_MAX]
+
+
+def test_merge_of_different_page_sets_stays_run_level(monkeypatch) -> None:
+    rng = np.random.default_rng(11)
+
+    def no_page_level(*_a):
+        raise AssertionError("pages of one size must merge as runs")
+
+    monkeypatch.setattr(pr, "_merge_pages", no_page_level)
+    passes = []
+    for _ in range(4):
+        lo, hi = sorted(rng.integers(0, 4000, 2))
+        a = np.arange(lo, hi + 1, dtype=np.uint64)
+        a = a[rng.random(len(a)) < 0.7] * np.uint64(4096)
+        passes.append(P(a, [0] * len(a), rng.choice([0, 1, 3], len(a))))
+    assert rows(pr.accumulate(passes)) == reference_accumulate(passes)
+
+
+def test_merge_of_overlapping_page_sizes_is_exact() -> None:
+    # a 2 MiB page seen first, then its 4 KiB pages (split between passes): page-level merge
+    p1 = P([0x200000], [1], [1])
+    p2 = P(np.arange(0x200000, 0x210000, 0x1000), [0] * 16, [1] * 16)
+    assert rows(pr.accumulate([p1, p2])) == reference_accumulate([p1, p2])
+    assert rows(pr.accumulate([p2, p1])) == reference_accumulate([p2, p1])
+
+
+def test_merge_leaves_its_inputs_alone() -> None:
+    a = np.arange(8, dtype=np.uint64) * np.uint64(4096)
+    r1 = pr.accumulate([P(a, [0] * 8, [1] * 8)])
+    r2 = pr.merge(r1, P(a, [0] * 8, [1] * 8))
+    assert r1.count.tolist() == [1] * 8 and r2.count.tolist() == [2] * 8

@@ -211,6 +211,18 @@ def test_select_cold_dram_percent_buckets():
     assert len(cycle.select_cold(refs, 2, 0)) == 0
 
 
+def test_cold_pages_are_the_selected_ones_in_descending_batches():
+    counts = [0, 2, 1, 3, 0, 1, 0, 0, 5, 0]
+    refs = _refs([B + i * PAGE for i in range(10)], counts)
+    for target in (None, 3):
+        want = refs.addr[cycle.select_cold(refs, 2, target)].tolist()
+        runs = cycle.cold_pages(refs, 2, target)
+        batches = list(cycle.cold_batches(runs, chunk=2))
+        assert [len(b) for b in batches][:-1] == [2] * (len(batches) - 1)
+        assert [a for b in batches for a in b.addr.tolist()] == want
+        assert all(b.type.tolist() == [0] * len(b) for b in batches)
+
+
 def test_dram_target_pages():
     # keep = (800+200)//100*50 = 500 kB; RSS 800 -> 300 kB to swap
     assert cycle.dram_target_pages(50, {"VmRSS": 800, "VmSwap": 200}) == 300 * 1024 // PAGE

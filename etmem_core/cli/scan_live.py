@@ -48,9 +48,10 @@ def summarize(vmas, refs: PageRefs, cold_threshold: int, page_size: int) -> list
     csum_all = np.concatenate(([0], np.cumsum(sizes, dtype=np.uint64)))
     csum_hot = np.concatenate(([0], np.cumsum(hot_bytes, dtype=np.uint64)))
     out = []
+    addr = refs.addr  # built from the page runs on each access: once here
     for v in vmas:
-        lo = int(np.searchsorted(refs.addr, np.uint64(v.start), side="left"))
-        hi = int(np.searchsorted(refs.addr, np.uint64(v.end), side="left"))
+        lo = int(np.searchsorted(addr, np.uint64(v.start), side="left"))
+        hi = int(np.searchsorted(addr, np.uint64(v.end), side="left"))
         resident = int(csum_all[hi] - csum_all[lo])
         hot = int(csum_hot[hi] - csum_hot[lo])
         out.append(

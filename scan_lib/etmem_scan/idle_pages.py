@@ -34,13 +34,17 @@ from .pagerefs import (
     PTE,
     PUD,
     TYPE_DTYPE,
+    WEIGHT_MAX,
     PageRefs,
+    PageRuns,
     PassRefs,
+    _fold,
+    accumulate,
     cold_mask,
     descending,
     format_hex_lines,
     format_refs,
-    merge,
+    page_sizes,
 )
 from .tracker import ScanError, Tracker, VmaRange
 
@@ -72,17 +76,6 @@ _WEIGHT = np.array([1, 1, 1, 3, 3, 0, 0, 0, 0, 0], dtype=np.uint8)
 
 class StreamError(ScanError):
     """The idle_pages stream is one the original rejects (the whole pass fails)."""
-
-
-def page_sizes(page_size: int = PAGE_SIZE) -> np.ndarray:
-    """PTE, PMD and PUD sizes for a base page size (4 KiB -> 4 KiB / 2 MiB / 1 GiB).
-
-    A page-table page holds ``page_size / 8`` entries, so each level multiplies by that.
-    """
-    shift = page_size.bit_length() - 1
-    return np.array(
-        [1 << shift, 1 << ((shift - 3) * 2 + 3), 1 << ((shift - 3) * 3 + 3)], dtype=ADDR_DTYPE
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,30 +240,60 @@ def decode_runs(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> Runs:
     return Runs(r.start[r.keep], tab.npages[v], tab.etype[v], tab.weight[v], r.end)
 
 
-def expand(runs: Runs, page_size: int = PAGE_SIZE, chunk: int = 1 << 16) -> PassRefs:
-    """One row per page entry of ``runs`` (``repeat`` + ramp, no per-page Python).
+def _run_heads(runs: Runs, page_size: int, chunk: int) -> np.ndarray | None:
+    """Indices of the records that start a :class:`PageRuns` run (the others continue the
+    record before them), or None when the records are not in strict address order.  Worked
+    through a chunk of records at a time: per-record temporaries are 8 bytes each."""
+    sizes = page_sizes(page_size)
+    heads = [np.zeros(1, np.int64)]
+    for c0 in range(0, len(runs), chunk):
+        a, c1 = max(c0 - 1, 0), min(c0 + chunk, len(runs))  # one record of overlap
+        start, ptype = runs.start[a:c1], runs.type[a:c1]
+        size = sizes[ptype]
+        end = runs.npages[a:c1].astype(ADDR_DTYPE)
+        end *= size
+        end += start
+        if not np.all(start[1:] > end[:-1] - size[:-1]):  # after the previous last page
+            return None
+        cont = start[1:] == end[:-1]
+        cont &= ptype[1:] == ptype[:-1]
+        heads.append(np.flatnonzero(~cont) + (a + 1))
+    return np.concatenate(heads)
 
-    The address of line ``l`` of run ``r`` is ``base[r] + l * size[r]``; the ramp is added a
-    chunk at a time so no second page-sized array is ever alive.
+
+def expand(runs: Runs, page_size: int = PAGE_SIZE, chunk: int = 1 << 16) -> PassRefs:
+    """The pass ``runs`` describe: records that continue each other become one
+    :class:`PageRuns` run, and each page gets its record's weight (1 byte per page).
+
+    Records out of address order or overlapping (a SET_HVA moving back) take the exact way:
+    one row per page entry (``repeat`` + ramp, a chunk at a time), sorted and folded.
     """
     total = int(runs.npages.sum()) if len(runs) else 0
     if total == 0:
         return PassRefs.empty()
+    if not runs.npages.all():
+        some = runs.npages > 0
+        runs = Runs(runs.start[some], runs.npages[some], runs.type[some], runs.weight[some], 0)
+    heads = _run_heads(runs, page_size, chunk)
+    if heads is not None:
+        ptype = runs.type[heads]
+        return PassRefs.from_runs(
+            PageRuns(runs.start[heads], np.add.reduceat(runs.npages, heads), ptype,
+                     page_sizes(page_size)[ptype]),
+            np.repeat(runs.weight, runs.npages),
+        )  # fmt: skip
     sizes = page_sizes(page_size)[runs.type]
     first = (np.cumsum(runs.npages) - runs.npages).astype(ADDR_DTYPE)
     addr = np.repeat(runs.start - first * sizes, runs.npages)
-    if np.all(sizes == sizes[0]):
-        ramp = np.arange(min(chunk, total), dtype=ADDR_DTYPE) * sizes[0]
-        for c0 in range(0, total, chunk):
-            part = addr[c0 : c0 + chunk]
-            part += ramp[: len(part)]
-            part += np.uint64(c0) * sizes[0]
-    else:
-        step = np.repeat(sizes, runs.npages)
-        for c0 in range(0, total, chunk):
-            part = addr[c0 : c0 + chunk]
-            part += np.arange(c0, c0 + len(part), dtype=ADDR_DTYPE) * step[c0 : c0 + len(part)]
-    return PassRefs(addr, np.repeat(runs.type, runs.npages), np.repeat(runs.weight, runs.npages))
+    step = np.repeat(sizes, runs.npages)
+    for c0 in range(0, total, chunk):
+        part = addr[c0 : c0 + chunk]
+        part += np.arange(c0, c0 + len(part), dtype=ADDR_DTYPE) * step[c0 : c0 + len(part)]
+    del step
+    addr, ptype, weight = _fold(
+        addr, np.repeat(runs.type, runs.npages), np.repeat(runs.weight, runs.npages), WEIGHT_MAX
+    )
+    return PassRefs.from_runs(PageRuns.from_addresses(addr, ptype, page_size), weight)
 
 
 def decode(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> PassRefs:
@@ -429,10 +452,9 @@ def decode_passes(streams: Sequence[bytes], page_size: int = PAGE_SIZE) -> PageR
     Raises :class:`StreamError` (with ``pass_index``) if any pass is one the original rejects:
     as in etmemd, one bad pass discards the whole result.
     """
-    refs = PageRefs.empty()
-    for i, s in enumerate(streams):
-        refs = merge(refs, expand(_decode_pass(i, s, page_size), page_size))
-    return refs
+    # a generator: one pass is alive at a time, counts are added in place
+    passes = (expand(_decode_pass(i, s, page_size), page_size) for i, s in enumerate(streams))
+    return accumulate(passes)
 
 
 # The fast path works on runs, never on one row per page until the text is written: every pass

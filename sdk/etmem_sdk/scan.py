@@ -17,7 +17,8 @@ Four groups of names:
 * **process views** -- :func:`read_vmas` (the original's maps/smaps rules), :func:`read_status`
   (``VmRSS``, ``VmSwap`` in kB), :func:`read_meminfo`, :func:`present_pages`;
 * **page arrays** -- :class:`PassRefs` (one pass), :class:`PageRefs` (accumulated, sorted by
-  address), :func:`accumulate`, :func:`merge`, :func:`cold_mask`, :func:`carry` (line up values
+  address), both as :class:`PageRuns` plus a small counter per page, :func:`accumulate`,
+  :func:`merge`, :func:`cold_mask`, :func:`cold_runs`, :func:`carry` (line up values
   kept from the previous cycle with the pages seen now), :func:`page_bytes`;
 * **trackers and actuators** -- :func:`open_tracker`, :func:`open_actuator` (by name, bound to the
   current roots), :func:`sample` (several passes with stoppable sleeps between them),
@@ -69,9 +70,11 @@ from etmem_scan.pagerefs import (
     PTE,
     PUD,
     PageRefs,
+    PageRuns,
     PassRefs,
     accumulate,
     cold_mask,
+    cold_runs,
     dram_percent_mask,
     dram_percent_target,
     merge,
@@ -118,6 +121,7 @@ __all__ = [
     "NoSwap",
     "NothingUsable",
     "PageRefs",
+    "PageRuns",
     "PassRefs",
     "ScanDefaults",
     "ScanError",
@@ -132,6 +136,7 @@ __all__ = [
     "choose_actuator",
     "choose_tracker",
     "cold_mask",
+    "cold_runs",
     "defaults",
     "dram_percent_mask",
     "dram_percent_target",
@@ -368,7 +373,8 @@ def sample(
     for i in range(passes):
         if i and interval > 0 and sleep is not None:
             sleep(interval)
-        refs = merge(refs, tracker.scan_pass(vmas))
+        # refs is ours after the first pass: add the next ones into its counts
+        refs = merge(refs, tracker.scan_pass(vmas), in_place=i > 0 and len(refs) > 0)
     return refs
 
 

@@ -23,7 +23,7 @@ TYPE_SIZE = np.array([PAGE_SIZE, 2 << 20, 1 << 30], dtype=np.int64)
 
 
 def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the weights of ``passes`` per address: (addr uint64, type uint8, count int32) by addr."""
+    """Sum the weights of ``passes`` per address: (addr uint64, type uint8, count uint16)."""
     refs = scan.accumulate(passes)
     return refs.addr, refs.type, refs.count
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 from etmem_sdk import TargetGone, scan
-from etmem_sdk.scan import PageRefs, PassRefs, Vma
+from etmem_sdk.scan import PageRefs, PageRuns, PassRefs, Vma
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,28 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ColdPages:
+    """One batch for the actuator: a row per page, highest address first (at most
+    :data:`RECLAIM_CHUNK` rows, so the batch costs nothing next to the scan)."""
+
+    addr: np.ndarray  # uint64
+    type: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return len(self.addr)
+
+
+def cold_batches(cold: PageRuns, chunk: int = RECLAIM_CHUNK):
+    """``cold`` as :class:`ColdPages` of ``chunk`` pages, highest addresses first."""
+    for addr, ptype in cold.chunks(chunk, descending=True):
+        yield ColdPages(addr, ptype)
+
+
 class Actuator(Protocol):
     """What the cycle needs from an actuator (see ``etmem_slide.mechanism``)."""
 
-    def reclaim(self, cold: PageRefs) -> int:
+    def reclaim(self, cold: ColdPages) -> int:
         """Swap out ``cold`` (descending addresses); return the bytes handed to the kernel."""
         ...
 
@@ -131,9 +149,16 @@ def select_cold(refs: PageRefs, T: int, target_pages: int | None = None) -> np.n
     return np.flatnonzero(mask)[::-1]
 
 
-def take(refs: PageRefs, idx: np.ndarray) -> PageRefs:
+def cold_pages(refs: PageRefs, T: int, target_pages: int | None = None) -> PageRuns:
+    """The pages :func:`select_cold` picks, as runs (no row per page: what the cycle uses)."""
+    if target_pages is None:
+        return scan.cold_runs(refs, T)
+    return refs.runs.select(scan.dram_percent_mask(refs, T, target_pages))
+
+
+def take(refs: PageRefs, idx: np.ndarray) -> ColdPages:
     """The rows ``idx`` of ``refs`` (in that order)."""
-    return PageRefs(refs.addr[idx], refs.type[idx], refs.count[idx])
+    return ColdPages(refs.addr[idx], refs.type[idx])
 
 
 def probe_limit(settings: CycleSettings, pid: int, proc_root: str) -> int | None:
@@ -197,7 +222,7 @@ def run_cycle(
     result.swapped = True
 
     vmas = scan.read_vmas(pid, anon_only=True, proc_root=proc_root)
-    passes: list[PassRefs] = []
+    refs = PageRefs.empty()
     own = tracker is None
     if own:
         assert make_tracker is not None
@@ -207,36 +232,41 @@ def run_cycle(
     try:
         if getattr(tracker, "moves_memory", False):
             tracker.limit_moves(probe_limit(settings, pid, proc_root))  # type: ignore[attr-defined]
-        for _ in range(settings.loop):
-            passes.append(tracker.scan_pass(vmas))
+        for i in range(settings.loop):
+            # folded as they come: one pass's weights alive at a time, counts added in place
+            refs = scan.merge(refs, tracker.scan_pass(vmas), in_place=i > 0 and len(refs) > 0)
             sleep(settings.sleep)  # after every pass, the last one too (as C)
     finally:
         after = _counters(tracker)
         result.tracker_counters = {k: v - before.get(k, 0) for k, v in after.items()}
         if own:
             tracker.close()
-    refs = accumulate(passes)
     result.pages_scanned = len(refs)
 
     target = None
     if settings.dram_percent:
         target = dram_target_pages(settings.dram_percent, scan.read_status(pid, proc_root))
-    cold = take(refs, select_cold(refs, settings.T, target))
+    cold = cold_pages(refs, settings.T, target)
+    del refs
     result.cold_pages = len(cold)
+    present = None
     if len(cold) and getattr(tracker, "moves_memory", False):
         # The probe already put the pages it judged idle in swap: hand the actuator only the
         # cold pages still in RAM, so nothing is paged out (or counted) twice.
-        resident = np.isin(cold.addr, scan.present_pages(pid, vmas, proc_root=proc_root))
-        cold = take(cold, np.flatnonzero(resident))
+        present = scan.present_pages(pid, vmas, proc_root=proc_root)
     try:
         if len(cold):
             actuator = make_actuator(pid)
             t0 = time.monotonic()
             try:
-                for start in range(0, len(cold), RECLAIM_CHUNK):
-                    if start:
+                for n, part in enumerate(cold_batches(cold)):
+                    if n:
                         sleep(0)  # raises WorkerStopped if the task is being stopped
-                    part = take(cold, np.arange(start, min(start + RECLAIM_CHUNK, len(cold))))
+                    if present is not None:
+                        keep = np.isin(part.addr, present)
+                        part = ColdPages(part.addr[keep], part.type[keep])
+                        if not len(part):
+                            continue
                     result.bytes_out += actuator.reclaim(part)
             finally:
                 actuator.close()

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from etmem_sdk import EngineError, Project, scan
-from etmem_sdk.scan import Capabilities, PageRefs, page_bytes
+from etmem_sdk.scan import Capabilities, page_bytes
 
 from .config import SlideTaskConfig
-from .cycle import Actuator, Tracker
+from .cycle import Actuator, ColdPages, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class _BoundActuator:
         self._impl = impl
         self._pid = pid
 
-    def reclaim(self, cold: PageRefs) -> int:
+    def reclaim(self, cold: ColdPages) -> int:
         sizes = page_bytes(cold.type)
         got = self._impl.apply(self._pid, cold.addr, sizes)  # type: ignore[attr-defined]
         # swap_pages reports nothing useful back (the kernel returns the length written).
