@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,24 @@ def test_engine_reaches_the_mechanism_only_through_the_sdk(name: str) -> None:
 @pytest.mark.parametrize("module", ["scan_live.py", "sysinfo.py"])
 def test_cli_scans_and_probes_through_the_sdk(module: str) -> None:
     assert offenders(CORE / "cli" / module, {"etmem_scan"}) == []
+
+
+def test_scan_imports_nothing_of_ours_above_it() -> None:
+    """``etmem_scan`` is the bottom: errors, page sizes and name tables live in it and are
+    re-exported above, so it needs neither the SDK nor pluggy."""
+    forbidden = {"etmem_sdk", "etmem_core", "pluggy"} | BUILTIN_ENGINES | set(engine_packages())
+    assert offenders(SCAN, forbidden) == []
+
+
+def test_importing_every_scan_module_loads_no_sdk_and_no_pluggy() -> None:
+    """The same rule at run time: what an import really pulls in, lazy imports included once
+    the module is loaded."""
+    modules = sorted(f"etmem_scan.{p.stem}" for p in SCAN.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pluggy', 'etmem_sdk', "
+        "'etmem_core'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from etmem_sdk.errors import TargetGone
 
-from .actuators import PAGE_SIZE, Actuator, ActuatorError
+from .actuator import Actuator, ActuatorError
+from .errors import TargetGone
+from .machine import PAGE_SIZE
 from .pagerefs import descending, format_hex_lines, hex_digits
 
 # ioctl numbers: _IOW(0x77, nr, unsigned int)
