@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import SHOW_JSON, Cmd, Request
 from .common import (
     EXIT_EPERM,
@@ -19,7 +20,6 @@ from .common import (
     usage_failure,
     write_out,
 )
-from .gnu_getopt import Getopt, GetoptError, LongOpt
 
 NAME = "engine"
 

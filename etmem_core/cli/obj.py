@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import Cmd, Request
 from .common import (
     EXIT_E2BIG,
@@ -19,7 +20,6 @@ from .common import (
     send,
     usage_failure,
 )
-from .gnu_getopt import Getopt, GetoptError, LongOpt
 
 NAME = "obj"
 

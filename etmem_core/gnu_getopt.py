@@ -3,8 +3,12 @@
 The original ``etmem`` and ``etmemd`` parse with glibc's getopt_long in its default (permuting)
 mode, and their exit statuses depend on exactly what it accepts: attached values (``-fFILE``,
 ``--file=FILE``), unique prefixes of long options (``--so``), non-options anywhere, ``--`` ending
-the options. Python's ``getopt.gnu_getopt`` differs (no permuting past the first non-option once
-POSIXLY_CORRECT is set, no prefix rule for single matches), so this module does the scan itself.
+the options. Python's ``getopt.gnu_getopt`` scans the same way, prefix rule included; this module
+exists for what it does not share: glibc's error texts (``unrecognized option '--x'``, ...), which
+the client prints as the original did, and glibc's ambiguity rule (a prefix matching several
+long options that all stand for the same short option and argument kind is not ambiguous; the
+stdlib refuses every prefix with more than one match). Used by the client's commands and by
+etmemd's command line, so it lives beside both rather than in the client.
 """
 
 from __future__ import annotations
