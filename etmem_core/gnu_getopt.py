@@ -13,21 +13,20 @@ etmemd's command line, so it lives beside both rather than in the client.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 
 class GetoptError(Exception):
     """An option getopt would answer with ``'?'``; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class LongOpt:
-    """One ``struct option``: ``--name`` that stands for the short option ``short``."""
+class LongOpt(namedtuple("LongOpt", ("name", "has_arg", "short"))):
+    """One ``struct option``: ``--name`` (str) that stands for the short option ``short`` (a
+    letter), taking a value if ``has_arg``.  A named tuple: the client's start-up does without
+    dataclasses."""
 
-    name: str
-    has_arg: bool
-    short: str
+    __slots__ = ()
 
 
 class Getopt:
