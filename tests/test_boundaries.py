@@ -214,3 +214,16 @@ def test_the_c_library_takes_nothing_from_an_engine() -> None:
     assert (lib / "Makefile").is_file() and (lib / "include").is_dir()
     found = [str(f.relative_to(ROOT)) for f in files if "plugins" in f.read_text(errors="replace")]
     assert found == []
+
+
+def test_the_sdk_pytest_plugin_loads_no_numpy_and_no_scan_facade() -> None:
+    """etmem_sdk.testing is loaded into every pytest run of an environment holding etmem
+    (entry point pytest11): it imports numpy and the scan facade only when a fixture needs
+    them."""
+    code = (
+        "import sys, pytest, etmem_sdk.testing\n"
+        "heavy = sorted(m for m in ('numpy', 'etmem_sdk.scan', 'etmem_scan.trackers') "
+        "if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

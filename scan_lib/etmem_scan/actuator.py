@@ -7,12 +7,13 @@ without an import circle.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, ClassVar
 
 from .errors import EngineError
 from .machine import PAGE_SIZE
+
+if TYPE_CHECKING:  # annotations only: the base class stays importable without numpy
+    import numpy as np
 
 __all__ = ["Actuator", "ActuatorError"]
 
