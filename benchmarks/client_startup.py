@@ -64,6 +64,35 @@ def report(label: str, argv: list[str], runs: int) -> None:
     )
 
 
+_IN_PROCESS = (
+    "import sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "from etmem_core.cli import main\n"
+    "t1 = time.perf_counter()\n"
+    "main(['project', 'show', '-s', sys.argv[1]])\n"
+    "t2 = time.perf_counter()\n"
+    "print((t1 - t0) * 1000, (t2 - t1) * 1000, file=sys.stderr)\n"
+)
+
+
+def in_process(sock: str, runs: int) -> None:
+    """Where the client's own time goes: importing it, and the command (the noun's module, the
+    request and the reply), timed inside the process."""
+    samples = []
+    for _ in range(runs):
+        res = subprocess.run(
+            [sys.executable, "-c", _IN_PROCESS, sock],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        samples.append([float(x) for x in res.stderr.split()[-2:]])
+    imp = statistics.median(a for a, _ in samples)
+    cmd = statistics.median(b for _, b in samples)
+    print(f"in the process: import etmem_core.cli {imp:5.1f} ms, the command {cmd:5.1f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -77,6 +106,7 @@ def main() -> int:
             timed(show)  # warm the page cache
             report("python -c pass", [sys.executable, "-c", "pass"], args.runs)
             report("etmem project show", show, args.runs)
+            in_process(daemon.sock, args.runs)
             if args.importtime:
                 res = subprocess.run(
                     [sys.executable, "-X", "importtime", *show],
