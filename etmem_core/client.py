@@ -7,7 +7,6 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .protocol import RECV_CHUNK, TIMEOUT, ReplyDecoder, Request, encode_request, socket_address
 
@@ -24,11 +23,16 @@ class ClientError(Exception):
         self.errno = errno
 
 
-@dataclass
 class Result:
     """How a complete reply ended: ``success`` is the marker (0xFF true, 0xFE false)."""
 
-    success: bool
+    __slots__ = ("success",)
+
+    def __init__(self, success: bool) -> None:
+        self.success = success
+
+    def __repr__(self) -> str:
+        return f"Result(success={self.success})"
 
 
 def call(

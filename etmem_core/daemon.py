@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cli.gnu_getopt import Getopt, GetoptError, LongOpt
+from .gnu_getopt import Getopt, GetoptError, LongOpt
 from .logsafe import SafeFormatter
 from .protocol import ProtocolError, check_socket_name
 from .server import AddressInUse, Server

@@ -13,7 +13,7 @@ C original.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 from enum import IntEnum
 
 #: Longest request either side accepts (the C client's send buffer; 512 itself is allowed).
@@ -53,16 +53,19 @@ class ProtocolError(ValueError):
     """A request or socket name that cannot go on (or came off) the wire; the text says why."""
 
 
-@dataclass(frozen=True)
-class Request:
-    """One decoded request; ``None`` means the field was absent (``-`` on the wire)."""
+# A named tuple, not a dataclass: the client imports this module, and dataclasses (with the
+# inspect module it loads) would be a fifth of its start-up.
+class Request(
+    namedtuple(
+        "Request",
+        ("cmd", "proj_name", "file_name", "eng_name", "eng_cmd", "task_name"),
+        defaults=(None, None, None, None, None),
+    )
+):
+    """One decoded request: ``cmd`` (a :class:`Cmd`) and the names, each a ``str`` or ``None``
+    where the field was absent (``-`` on the wire)."""
 
-    cmd: int
-    proj_name: str | None = None
-    file_name: str | None = None
-    eng_name: str | None = None
-    eng_cmd: str | None = None
-    task_name: str | None = None
+    __slots__ = ()
 
 
 def check_socket_name(name: str) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 import pluggy
 from etmem_sdk import hookspecs
 from stevedore import DriverManager, ExtensionManager, NamedExtensionManager
-from stevedore import _cache as stevedore_cache
 from stevedore.exception import NoMatches
 
 from .errors import OptCode, OptError
@@ -151,6 +150,7 @@ class EngineRegistry:
     def _import(self, name: str) -> Any:
         if name in self._injected:
             return self._injected[name]
+        self._list_group()
         try:
             manager = DriverManager(
                 self.group,
@@ -185,20 +185,27 @@ class EngineRegistry:
         return err
 
     def refresh(self) -> None:
-        """Forget stevedore's listing of the group so newly installed engines are seen."""
+        """Forget the group's listing so that the next look-up sees newly installed engines."""
         ExtensionManager.ENTRY_POINT_CACHE.pop(self.group, None)
-        # stevedore also memoises the whole entry-point table per sys.path in memory; there is
-        # no public way to drop it, so reach in carefully (absent in other versions: harmless).
-        memo = getattr(getattr(stevedore_cache, "_c", None), "_internal", None)
-        if isinstance(memo, dict):
-            memo.clear()
         importlib.invalidate_caches()
+
+    def _list_group(self) -> None:
+        """Make sure stevedore has a listing of the group, read with importlib.metadata.
+
+        Every stevedore manager takes a group's entry points from ``ENTRY_POINT_CACHE`` when it
+        is there, and otherwise from its own memo of the whole table, which has no public way
+        to be dropped; filling the former ourselves keeps :meth:`refresh` effective.
+        """
+        cache = ExtensionManager.ENTRY_POINT_CACHE
+        if self.group not in cache:
+            cache[self.group] = list(importlib.metadata.entry_points(group=self.group))
 
     # -- listing -------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         """Every engine name known (entry points and injected plugins), sorted; imports nothing."""
         # names=[]: the manager lists the group but loads none of it
+        self._list_group()
         lister = NamedExtensionManager(self.group, names=[], on_missing_entrypoints_callback=None)
         return sorted(set(self._injected) | {ep.name for ep in lister.list_entry_points()})
 

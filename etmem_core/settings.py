@@ -1,9 +1,10 @@
 """Validation of the keys the core itself reads: the project, the task's common keys, names.
 
-The rules, defaults and order of checks are the original's (spec §3.2-3.6); every rejection is
-a :class:`~etmem_sdk.ConfigError` naming file, group, key, value and rule. Integers outside the
-32-bit range are refused instead of wrapped. Engine-specific keys (``T``, ``node_pair``, ...)
-are not read here: each engine validates its own in ``fill_eng_params``/``fill_task_params``.
+The rules, defaults and order of checks are the original's (etmemd_project.c, etmemd_task.c);
+every rejection is a :class:`~etmem_sdk.ConfigError` naming file, group, key, value and rule.
+Integers outside the 32-bit range are refused instead of wrapped. Engine-specific keys (``T``,
+``node_pair``, ...) are not read here: each engine validates its own in ``fill_eng_params`` /
+``fill_task_params``.
 
 Errors about the identifying keys (the ``project``/``engine``/``task`` names that locate an
 object) are :class:`ObjectNameError`: the original answers those with OPT_INVAL, while a

@@ -5,12 +5,17 @@
 * no engine imports ``etmem_core``;
 * ``etmem_sdk`` and ``etmem_scan`` import no ``etmem_core``;
 * engines (and ``etmem scan PID`` / ``etmem sysinfo``) import no ``etmem_scan``: they reach the
-  mechanism through ``etmem_sdk.scan``.
+  mechanism through ``etmem_sdk.scan``;
+* ``etmem_scan`` is the bottom: it imports nothing of ours (nor pluggy);
+* the daemon's modules import nothing of the client's (``etmem_core.cli``, ``etmem_core.client``);
+* the C library (``scan_lib/``) takes no header or source from an engine's folder.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,15 +28,23 @@ BUILTIN_ENGINES = {"etmem_slide", "etmem_cslide", "etmem_thirdparty_so", "etmem_
 SKIP_DIRS = {"tests", "test", "build", "dist", ".venv", "__pycache__"}
 
 
-def imported_modules(source: str) -> set[str]:
+def imported_modules(source: str, package: str = "") -> set[str]:
     """Absolute module names a file imports, including ``importlib.import_module("x")`` and
-    ``__import__("x")`` with a literal name."""
+    ``__import__("x")`` with a literal name.  Relative imports are resolved against
+    ``package`` (the dotted package the file is in) and skipped without it."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module)
+        elif isinstance(node, ast.ImportFrom) and package:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1])
+            if node.module:
+                found.add(f"{base}.{node.module}")
+            else:  # from . import a, b: each name may be a module
+                found.update(f"{base}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Call) and node.args:
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
@@ -104,6 +117,18 @@ def f():
     }
 
 
+def test_the_checker_resolves_relative_imports() -> None:
+    src = "from .cli.gnu_getopt import Getopt\nfrom .. import keyfile\nfrom . import errors\n"
+    assert imported_modules(src, "etmem_core.cli") == {
+        "etmem_core.cli.cli.gnu_getopt",
+        "etmem_core.keyfile",
+        "etmem_core.cli.errors",
+    }
+    assert imported_modules("from .cli.gnu_getopt import Getopt\n", "etmem_core") == {
+        "etmem_core.cli.gnu_getopt"
+    }
+
+
 def test_engine_discovery_finds_the_builtins() -> None:
     assert BUILTIN_ENGINES <= set(engine_packages())
 
@@ -136,3 +161,69 @@ def test_engine_reaches_the_mechanism_only_through_the_sdk(name: str) -> None:
 @pytest.mark.parametrize("module", ["scan_live.py", "sysinfo.py"])
 def test_cli_scans_and_probes_through_the_sdk(module: str) -> None:
     assert offenders(CORE / "cli" / module, {"etmem_scan"}) == []
+
+
+def test_scan_imports_nothing_of_ours_above_it() -> None:
+    """``etmem_scan`` is the bottom: errors, page sizes and name tables live in it and are
+    re-exported above, so it needs neither the SDK nor pluggy."""
+    forbidden = {"etmem_sdk", "etmem_core", "pluggy"} | BUILTIN_ENGINES | set(engine_packages())
+    assert offenders(SCAN, forbidden) == []
+
+
+def test_importing_every_scan_module_loads_no_sdk_and_no_pluggy() -> None:
+    """The same rule at run time: what an import really pulls in, lazy imports included once
+    the module is loaded."""
+    modules = sorted(f"etmem_scan.{p.stem}" for p in SCAN.glob("*.py") if p.stem != "__init__")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pluggy', 'etmem_sdk', "
+        "'etmem_core'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+CLIENT_MODULES = ("etmem_core.cli", "etmem_core.client")
+
+
+def package_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1])
+
+
+def test_the_daemon_imports_nothing_of_the_client() -> None:
+    """etmemd must not load the client's modules (its start-up, its getopt tables)."""
+    daemon_files = [f for f in py_files(CORE) if f.parent == CORE and f.name != "client.py"]
+    assert daemon_files, "etmem_core modules not found"
+    found = []
+    for f in daemon_files:
+        for mod in imported_modules(f.read_text(), package_of(f)):
+            if mod.startswith(CLIENT_MODULES):
+                found.append(f"{f.relative_to(ROOT)} imports {mod}")
+    assert found == []
+
+
+def test_the_c_library_takes_nothing_from_an_engine() -> None:
+    """The C library's public headers live in scan_lib/include; a build file or source that
+    names plugins/ would make the mechanism depend on an engine."""
+    lib = ROOT / "scan_lib"
+    files = [lib / "Makefile", lib / "build_clib.py"]
+    files += [p for p in (lib / "c").rglob("*") if p.is_file()]
+    files += [p for p in (lib / "include").rglob("*") if p.is_file()]
+    assert (lib / "Makefile").is_file() and (lib / "include").is_dir()
+    found = [str(f.relative_to(ROOT)) for f in files if "plugins" in f.read_text(errors="replace")]
+    assert found == []
+
+
+def test_the_sdk_pytest_plugin_loads_no_numpy_and_no_scan_facade() -> None:
+    """etmem_sdk.testing is loaded into every pytest run of an environment holding etmem
+    (entry point pytest11): it imports numpy and the scan facade only when a fixture needs
+    them."""
+    code = (
+        "import sys, pytest, etmem_sdk.testing\n"
+        "heavy = sorted(m for m in ('numpy', 'etmem_sdk.scan', 'etmem_scan.trackers') "
+        "if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

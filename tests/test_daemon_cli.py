@@ -1,4 +1,5 @@
-"""etmemd's command line: the original's accepted and refused forms (spec §10, §11)."""
+"""etmemd's command line: the original's accepted and refused forms (etmemd_common.c, and the
+original's etmem_common_func_llt test)."""
 
 from __future__ import annotations
 

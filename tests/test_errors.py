@@ -1,4 +1,4 @@
-"""OptCode values and wire texts match the C daemon's table (spec §2.4)."""
+"""OptCode values and wire texts match the C daemon's table (etmemd_rpc.c)."""
 
 from __future__ import annotations
 

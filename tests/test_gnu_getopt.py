@@ -1,10 +1,10 @@
-"""etmem_core.cli.gnu_getopt: glibc getopt_long's scanning rules that the exit statuses rely on."""
+"""etmem_core.gnu_getopt: glibc getopt_long's scanning rules that the exit statuses rely on."""
 
 from __future__ import annotations
 
 import pytest
 
-from etmem_core.cli.gnu_getopt import Getopt, GetoptError, LongOpt
+from etmem_core.gnu_getopt import Getopt, GetoptError, LongOpt
 
 LONG = (
     LongOpt("socket", True, "s"),

@@ -52,7 +52,7 @@ def test_parse_all_fields_and_keep_path_whole(tmp_path):
     assert (lib.major, lib.minor, lib.inode, lib.path) == ("fe", "00", 1234, "/usr/lib/libx.so")
     assert lib.readable and lib.exec and not lib.writable and not lib.may_share
     assert vmas[0].path == "" and vmas[0].vmflags is None
-    # deliberate difference from the original (§13.30): no trailing newline, spaces kept
+    # deliberate difference from get_vma (etmemd_scan.c): no trailing newline, spaces kept
     assert vmas[6].path == "/usr/lib/my data (deleted)"
     assert vmas[8].path == "[stack]"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+from pathlib import Path
 
 import pytest
 from etmem_sdk import hookspecs
@@ -52,3 +54,26 @@ def test_public_names_have_docstrings(name: str) -> None:
 def test_every_hookspec_cites_its_c_signature(op: str) -> None:
     doc = inspect.getdoc(getattr(hookspecs, op))
     assert doc and f"(*{op})" in doc
+
+
+def documented_hooks() -> dict[str, list[str]]:
+    """Each hook the contract table of docs/writing-a-policy.md shows, with its arguments."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "writing-a-policy.md").read_text()
+    table = text.split("## 2. The contract in one table", 1)[1].split("\n## ", 1)[0]
+    return {
+        m["op"]: [a.strip() for a in m["args"].split(",") if a.strip()]
+        for m in re.finditer(r"`(?P<op>[a-z_]+)\((?P<args>[^)]*)\)`", table)
+    }
+
+
+@pytest.mark.parametrize("op", hookspecs.ENGINE_OPS)
+def test_every_hookspec_is_documented_with_its_arguments(op: str) -> None:
+    """A hook added to the hookspecs (or an argument renamed) without the policy author's guide
+    saying so fails here."""
+    documented = documented_hooks()
+    assert op in documented, f"docs/writing-a-policy.md's contract table lacks {op}"
+    assert documented[op] == list(inspect.signature(getattr(hookspecs, op)).parameters)
+
+
+def test_the_docs_name_no_hook_that_does_not_exist() -> None:
+    assert set(documented_hooks()) <= set(hookspecs.ENGINE_OPS)

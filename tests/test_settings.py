@@ -1,5 +1,6 @@
 """etmem_core.settings: every project and task common-key value the original's tests accept or
-reject (spec §10, §3.2-3.6), and that each rejection names the key."""
+reject (the original's etmem_project_ops_llt and etmem_task_ops_llt tests,
+etmemd_project.c, etmemd_task.c), and that each rejection names the key."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def _meminfo(root: Path, total=1000, free=100, cached=0):
     )
 
 
-# -- key validation (§3.5, §10) ------------------------------------------------------------------
+# -- key validation (etmemd_slide.c, etmem_slide_ops_llt) ------------------------------------------
 
 
 @pytest.mark.parametrize("text", ["5G", "5g", "123456789g", "999999999g"])
@@ -159,7 +159,7 @@ def test_fill_eng_params_refuses_non_page_project():
         engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
 
 
-# -- the gate (§5 step 1) ------------------------------------------------------------------------
+# -- the gate: a cycle runs only under memory pressure (etmemd_slide.c) ----------------------------
 
 
 @pytest.mark.parametrize(
@@ -183,7 +183,7 @@ def test_gate(sysmem, swap_kb, free, rss, swap, want):
     assert cycle.check_should_swap(sysmem, swap_kb, meminfo, status) is want
 
 
-# -- accumulate / classify (§5 steps 2-3) --------------------------------------------------------
+# -- accumulate / classify (etmemd_slide.c, etmemd_scan.c) -----------------------------------------
 
 
 def test_accumulate_sums_weights_first_type_kept():
@@ -327,7 +327,7 @@ def test_cycle_swapcache_called_after_swapout(tmp_path):
     assert called == [4242] and result.cold_pages == 1
 
 
-# -- swapcache watermarks (§5 step 5) ------------------------------------------------------------
+# -- swapcache watermarks (etmemd_migrate.c) -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -797,7 +797,7 @@ def test_cycle_reclaims_in_chunks_and_stops_between_them(tmp_path):
     assert reclaimed == [cycle.RECLAIM_CHUNK]  # stopped before the second chunk
 
 
-# -- the §10 task cases through the whole obj add path (core + this engine) ----------------------
+# -- the original tests' task cases through the whole obj add path (core + this engine) ------------
 
 _OBJ = (
     "[project]\nname=p10\nloop=3\ninterval=1\nsleep=1\n"

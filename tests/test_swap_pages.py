@@ -32,9 +32,9 @@ def cold_cases(golden: Path) -> list[str]:
 
 
 def test_batches_are_whole_lines_and_match_golden(golden: Path, tmp_path: Path) -> None:
-    """Deliberate difference (§13.26): C's stdio stream issued writes of 1024/2048 bytes that cut
-    addresses in two (c_swap_writes.txt); we write one 200-line batch per write().  Joined, the
-    writes are exactly the bytes C wrote, in the same (descending) order."""
+    """Deliberate difference from etmemd_migrate.c: C's stdio stream issued writes of 1024/2048
+    bytes that cut addresses in two (c_swap_writes.txt); we write one 200-line batch per
+    write().  Joined, the writes are exactly the bytes C wrote, in the same (descending) order."""
     root = fake_proc(tmp_path)
     for name in cold_cases(golden):
         text, addrs = golden_cold(golden, name)

@@ -158,7 +158,7 @@ def c_string(ptr: int | None) -> bytes | None:
     return ctypes.string_at(ptr) if ptr else None
 
 
-# --- the original test plugin's behaviour (reference §7.3) ---------------------------------
+# --- the original test plugin's behaviour (its my_engine.c) ---------------------------------
 
 
 def test_my_engine_ops_full_cycle(host, libs):

@@ -12,7 +12,7 @@ from etmem_thirdparty_so import abi
 
 INCLUDE = clib.include_dir()
 
-#: sizes the original etmemd has on x86_64 (reference §4.1, §8.1)
+#: sizes the original etmemd has on x86_64 (its etmemd_*.h and etmemd_scan_exp.h headers)
 ORIGINAL_SIZES = {
     "engine": 80,
     "task": 88,

@@ -1,4 +1,4 @@
-"""The original thirdparty test's expectations (reference §7.3), through etmem_core's Etmemd
+"""The original thirdparty test's expectations (my_engine.c), through etmem_core's Etmemd
 and, once, through the etmemd and etmem executables."""
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ Two layers. The original's command forms (``etmem obj add -f F -s S``, ``etmem e
 commands, new nouns) goes to the typer app.
 
 To add a noun, write ``cli/<noun>.py`` with either ``app = typer.Typer(name="<noun>", ...)`` or
-``register(parent)``, and add its module name to :data:`NOUNS` — one word.
+``register(parent)``, and add its module name to :data:`NOUNS` — one word. A noun with a
+``compat_main`` builds its typer app in ``register`` so that its getopt path never imports typer
+(a third of the client's start-up, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,24 +19,17 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-import typer
-
 from .common import EXIT_EINVAL, TOP_USAGE, hint, write_out
 
 #: cli/<name>.py modules, in the order ``etmem --help`` lists them.
 NOUNS: tuple[str, ...] = ("obj", "project", "engine", "plugins", "sysinfo", "scan")
 
-app = typer.Typer(
-    name="etmem",
-    help="Control etmemd, the memory-tiering daemon: add configuration files, start and stop "
-    "projects, run engine commands (these take -s SOCKET, the name etmemd listens on), and "
-    "look at this machine and its processes. 'etmem help' prints the original etmem's usage.",
-    add_completion=False,
-    no_args_is_help=True,
-)
+TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
+if TYPE_CHECKING:
+    import typer
 
 _modules: dict[str, ModuleType] = {}
-_registered = False
+_app: typer.Typer | None = None
 
 
 def _module(name: str) -> ModuleType:
@@ -45,17 +40,28 @@ def _module(name: str) -> ModuleType:
 
 
 def _load() -> typer.Typer:
-    """Register every noun in the typer app (for --help and the typer-only commands)."""
-    global _registered
-    if not _registered:
+    """The typer app with every noun registered (for --help and the typer-only commands)."""
+    global _app
+    if _app is None:
+        import typer
+
+        app = typer.Typer(
+            name="etmem",
+            help="Control etmemd, the memory-tiering daemon: add configuration files, start and "
+            "stop projects, run engine commands (these take -s SOCKET, the name etmemd listens "
+            "on), and look at this machine and its processes. 'etmem help' prints the original "
+            "etmem's usage.",
+            add_completion=False,
+            no_args_is_help=True,
+        )
         for name in NOUNS:
             module = _module(name)
             if hasattr(module, "register"):
                 module.register(app)
             else:
                 app.add_typer(module.app)
-        _registered = True
-    return app
+        _app = app
+    return _app
 
 
 def _run_typer(args: list[str]) -> int:

@@ -3,14 +3,16 @@ request and printing the reply, and the one way to report a usage error."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
 
 from ..client import ClientError, call
 from ..protocol import ProtocolError, Request
+
+TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 # Exit statuses of the original client (negative errnos truncated to a byte, as C's exit() does).
 EXIT_OK = 0
@@ -117,6 +119,8 @@ def send_for_json(noun: str, socket_name: str, request: Request) -> int:
     if status != EXIT_OK:
         write_out(bytes(buffer))
         return status
+    import json  # only --json needs it: kept off every other command's start-up
+
     try:
         doc = json.loads(buffer.decode())
     except (UnicodeDecodeError, ValueError):

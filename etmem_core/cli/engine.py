@@ -1,13 +1,9 @@
 """``etmem engine CMD``: run an engine's own command (e.g. cslide's ``showtaskpages``)."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Sequence
-from typing import Annotated
 
-import typer
-
+from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import SHOW_JSON, Cmd, Request
 from .common import (
     EXIT_EPERM,
@@ -19,7 +15,10 @@ from .common import (
     usage_failure,
     write_out,
 )
-from .gnu_getopt import Getopt, GetoptError, LongOpt
+
+TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
+if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is built
+    import typer
 
 NAME = "engine"
 
@@ -50,36 +49,42 @@ _LONGOPTS = (
 )
 
 
-def engine(
-    eng_cmd: Annotated[str, typer.Argument(help="The engine's command, e.g. showtaskpages.")],
-    socket: Annotated[
-        str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
-    ],
-    proj_name: Annotated[
-        str, typer.Option("-n", "--proj_name", help="The (started) project of the engine.")
-    ],
-    engine_name: Annotated[
-        str, typer.Option("-e", "--engine", help="The engine's name in that project.")
-    ],
-    task_name: Annotated[
-        str | None,
-        typer.Option("-t", "--task_name", help="A task of that engine the command is about."),
-    ] = None,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="With showstats: print the engine's statistics and its tasks' (and their "
-            "processes') as JSON, from etmemd's project data, instead of the engine's text.",
-        ),
-    ] = False,
-) -> None:
-    """Run ENG_CMD, a command of the engine ENGINE in project PROJ_NAME; prints its output."""
-    exit_with(run(eng_cmd, proj_name, engine_name, task_name, socket, as_json=as_json))
+def register(parent: "typer.Typer") -> None:
+    """Add ``engine`` to the ``etmem`` app (a command, not a group: its first word is free);
+    typer is imported here, only for --help and typer's parsing, so that the getopt path never
+    loads it."""
+    from typing import Annotated
 
+    import typer
 
-def register(parent: typer.Typer) -> None:
-    """Add ``engine`` to the ``etmem`` app (a command, not a group: its first word is free)."""
+    def engine(
+        eng_cmd: Annotated[str, typer.Argument(help="The engine's command, e.g. showtaskpages.")],
+        socket: Annotated[
+            str,
+            typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s)."),
+        ],
+        proj_name: Annotated[
+            str, typer.Option("-n", "--proj_name", help="The (started) project of the engine.")
+        ],
+        engine_name: Annotated[
+            str, typer.Option("-e", "--engine", help="The engine's name in that project.")
+        ],
+        task_name: Annotated[
+            str | None,
+            typer.Option("-t", "--task_name", help="A task of that engine the command is about."),
+        ] = None,
+        as_json: Annotated[
+            bool,
+            typer.Option(
+                "--json",
+                help="With showstats: print the engine's statistics and its tasks' (and their "
+                "processes') as JSON, from etmemd's project data, instead of the engine's text.",
+            ),
+        ] = False,
+    ) -> None:
+        """Run ENG_CMD, a command of the engine ENGINE in project PROJ_NAME; prints its output."""
+        exit_with(run(eng_cmd, proj_name, engine_name, task_name, socket, as_json=as_json))
+
     parent.command(NAME)(engine)
 
 

@@ -1,12 +1,8 @@
 """``etmem obj add|del``: hand etmemd a configuration file to add or remove its objects."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
-from typing import Annotated
 
-import typer
-
+from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import Cmd, Request
 from .common import (
     EXIT_E2BIG,
@@ -19,7 +15,10 @@ from .common import (
     send,
     usage_failure,
 )
-from .gnu_getopt import Getopt, GetoptError, LongOpt
+
+TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
+if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is built
+    import typer
 
 NAME = "obj"
 
@@ -42,37 +41,45 @@ Notes:
 COMMANDS = {"add": Cmd.OBJ_ADD, "del": Cmd.OBJ_DEL}
 _LONGOPTS = (LongOpt("file", True, "f"), LongOpt("socket", True, "s"))
 
-app = typer.Typer(
-    name=NAME,
-    help="Add or delete the projects, engines and tasks described in a configuration file.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 
-FileOpt = Annotated[
-    str,
-    typer.Option(
-        "-f",
-        "--file",
-        help="The configuration file. A relative path is made absolute before it is sent, "
-        "since etmemd opens the file itself. It must be owned by root with mode 0600 or 0400.",
-    ),
-]
-SocketOpt = Annotated[
-    str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
-]
+def register(parent: "typer.Typer") -> None:
+    """Add ``obj`` to the ``etmem`` app; typer is imported here, only for --help and
+    typer's parsing, so that the getopt path of a command never loads it."""
+    from typing import Annotated
 
+    import typer
 
-@app.command("add")
-def add(file: FileOpt, socket: SocketOpt) -> None:
-    """Add every project, engine and task of FILE (all of them, or none if one fails)."""
-    exit_with(run(Cmd.OBJ_ADD, file, socket))
+    app = typer.Typer(
+        name=NAME,
+        help="Add or delete the projects, engines and tasks described in a configuration file.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
 
+    FileOpt = Annotated[
+        str,
+        typer.Option(
+            "-f",
+            "--file",
+            help="The configuration file. A relative path is made absolute before it is sent, "
+            "since etmemd opens the file itself. It must be owned by root with mode 0600 or 0400.",
+        ),
+    ]
+    SocketOpt = Annotated[
+        str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
+    ]
 
-@app.command("del")
-def delete(file: FileOpt, socket: SocketOpt) -> None:
-    """Delete the tasks, engines and projects FILE names (stopping what is running)."""
-    exit_with(run(Cmd.OBJ_DEL, file, socket))
+    @app.command("add")
+    def add(file: FileOpt, socket: SocketOpt) -> None:
+        """Add every project, engine and task of FILE (all of them, or none if one fails)."""
+        exit_with(run(Cmd.OBJ_ADD, file, socket))
+
+    @app.command("del")
+    def delete(file: FileOpt, socket: SocketOpt) -> None:
+        """Delete the tasks, engines and projects FILE names (stopping what is running)."""
+        exit_with(run(Cmd.OBJ_DEL, file, socket))
+
+    parent.add_typer(app)
 
 
 def run(cmd: Cmd, file: str | None, socket: str | None) -> int:

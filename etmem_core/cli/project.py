@@ -1,12 +1,8 @@
 """``etmem project show|start|stop``: list projects, start or stop one."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
-from typing import Annotated
 
-import typer
-
+from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import SHOW_JSON, Cmd, Request
 from .common import (
     EXIT_E2BIG,
@@ -19,7 +15,10 @@ from .common import (
     send_for_json,
     usage_failure,
 )
-from .gnu_getopt import Getopt, GetoptError, LongOpt
+
+TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
+if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is built
+    import typer
 
 NAME = "project"
 
@@ -44,54 +43,61 @@ COMMANDS = {"show": Cmd.PROJ_SHOW, "start": Cmd.PROJ_START, "stop": Cmd.PROJ_STO
 _LONGOPTS = (LongOpt("name", True, "n"), LongOpt("socket", True, "s"))
 _SHOW_LONGOPTS = (*_LONGOPTS, LongOpt("json", False, "j"))
 
-app = typer.Typer(
-    name=NAME,
-    help="Show the projects etmemd holds, or start and stop one.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 
-SocketOpt = Annotated[
-    str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
-]
+def register(parent: "typer.Typer") -> None:
+    """Add ``project`` to the ``etmem`` app; typer is imported here, only for --help and
+    typer's parsing, so that the getopt path of a command never loads it."""
+    from typing import Annotated
 
+    import typer
 
-@app.command("show")
-def show(
-    socket: SocketOpt,
-    name: Annotated[
-        str | None,
-        typer.Option("-n", "--name", help="Show only this project (default: every project)."),
-    ] = None,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json",
-            help="Print a JSON document (projects, engines, tasks, their settings and "
-            "statistics) instead of the table.",
-        ),
-    ] = False,
-) -> None:
-    """Print the projects with their tasks, one row per task, newest first."""
-    exit_with(run(Cmd.PROJ_SHOW, name, socket, as_json=as_json))
+    app = typer.Typer(
+        name=NAME,
+        help="Show the projects etmemd holds, or start and stop one.",
+        no_args_is_help=True,
+        add_completion=False,
+    )
 
+    SocketOpt = Annotated[
+        str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
+    ]
 
-@app.command("start")
-def start(
-    socket: SocketOpt,
-    name: Annotated[str, typer.Option("-n", "--name", help="The project to start.")],
-) -> None:
-    """Start every task of the project."""
-    exit_with(run(Cmd.PROJ_START, name, socket))
+    @app.command("show")
+    def show(
+        socket: SocketOpt,
+        name: Annotated[
+            str | None,
+            typer.Option("-n", "--name", help="Show only this project (default: every project)."),
+        ] = None,
+        as_json: Annotated[
+            bool,
+            typer.Option(
+                "--json",
+                help="Print a JSON document (projects, engines, tasks, their settings and "
+                "statistics) instead of the table.",
+            ),
+        ] = False,
+    ) -> None:
+        """Print the projects with their tasks, one row per task, newest first."""
+        exit_with(run(Cmd.PROJ_SHOW, name, socket, as_json=as_json))
 
+    @app.command("start")
+    def start(
+        socket: SocketOpt,
+        name: Annotated[str, typer.Option("-n", "--name", help="The project to start.")],
+    ) -> None:
+        """Start every task of the project."""
+        exit_with(run(Cmd.PROJ_START, name, socket))
 
-@app.command("stop")
-def stop(
-    socket: SocketOpt,
-    name: Annotated[str, typer.Option("-n", "--name", help="The project to stop.")],
-) -> None:
-    """Stop every task of the project (its objects stay; start it again later)."""
-    exit_with(run(Cmd.PROJ_STOP, name, socket))
+    @app.command("stop")
+    def stop(
+        socket: SocketOpt,
+        name: Annotated[str, typer.Option("-n", "--name", help="The project to stop.")],
+    ) -> None:
+        """Stop every task of the project (its objects stay; start it again later)."""
+        exit_with(run(Cmd.PROJ_STOP, name, socket))
+
+    parent.add_typer(app)
 
 
 def run(cmd: Cmd, name: str | None, socket: str | None, *, as_json: bool = False) -> int:

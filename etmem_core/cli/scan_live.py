@@ -10,7 +10,6 @@ lives in :mod:`etmem_core.cli.scan`, which dispatches here for a live pid.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -90,7 +89,7 @@ def scan_process(
             time.sleep(sleep)
             passes.append(t.scan_pass(vmas))
     refs = accumulate(passes)
-    return tracker, summarize(vmas, refs, cold_threshold, os.sysconf("SC_PAGE_SIZE"))
+    return tracker, summarize(vmas, refs, cold_threshold, scan.PAGE_SIZE)
 
 
 def _human(n: int) -> str:

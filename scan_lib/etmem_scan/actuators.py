@@ -16,15 +16,18 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
-from typing import ClassVar
 
 import numpy as np
-from etmem_sdk.errors import EngineError, TargetGone
 
+from . import swap_pages
+from .actuator import Actuator, ActuatorError
+from .errors import TargetGone
+from .machine import PAGE_SIZE, syscall_number
+from .names import ACTUATORS
 from .procfs import read_meminfo
 
 __all__ = [
+    "ACTUATORS",
     "IOV_MAX",
     "MADV_COLD",
     "MADV_PAGEOUT",
@@ -49,21 +52,10 @@ MPOL_MF_MOVE = 1 << 1
 MPOL_MF_MOVE_ALL = 1 << 2
 IOV_MAX = 1024
 MOVE_PAGES_BATCH = 65536  # pages per move_pages call, as the original's BATCHSIZE
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-# syscall numbers: process_madvise is 440 everywhere; move_pages differs per architecture
-_NR = {
-    "x86_64": {"process_madvise": 440, "move_pages": 279},
-    "aarch64": {"process_madvise": 440, "move_pages": 239},
-}.get(platform.machine(), {"process_madvise": 440, "move_pages": 279})
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
-
-
-class ActuatorError(EngineError):
-    """An actuator could not act (bad argument, unsupported by the kernel, a refused call)."""
 
 
 class NoSwap(ActuatorError):
@@ -71,7 +63,9 @@ class NoSwap(ActuatorError):
 
 
 def _call(name: str, *args: int) -> int:
-    ret = _syscall(ctypes.c_long(_NR[name]), *(ctypes.c_long(a) for a in args))
+    """Issue syscall ``name``; raises :class:`~etmem_scan.machine.UnknownArchitecture` where its
+    number is not known, ``OSError`` when it fails."""
+    ret = _syscall(ctypes.c_long(syscall_number(name)), *(ctypes.c_long(a) for a in args))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{name}: {os.strerror(err)}")
@@ -155,25 +149,6 @@ def _pidfd(pid: int) -> int:
         return os.pidfd_open(int(pid))
     except ProcessLookupError as e:
         raise TargetGone(f"process {pid} is gone") from e
-
-
-class Actuator:
-    """The shape every actuator has: bound to roots at creation, given a pid per call."""
-
-    name: ClassVar[str] = ""
-
-    def apply(self, pid: int, addrs: np.ndarray, sizes: int | np.ndarray = PAGE_SIZE):
-        """Act on the pages ``addrs`` (page starts) of ``pid``, ``sizes`` bytes each."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release what the actuator holds (files). Idempotent."""
-
-    def __enter__(self) -> Actuator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Madvise(Actuator):
@@ -273,9 +248,6 @@ class Migrate(Actuator):
         return move_pages(pid, addrs, self.node, self.flags, self.batch)
 
 
-ACTUATORS = ("swap_pages", "pageout", "cold", "migrate")
-
-
 def make_actuator(
     name: str,
     *,
@@ -295,7 +267,5 @@ def make_actuator(
     if name == "migrate":
         return Migrate(**kw)
     if name == "swap_pages":
-        from . import swap_pages
-
         return swap_pages.make(proc_root=proc_root, sys_root=sys_root, **kw)
     raise ValueError(f"unknown actuator {name!r}; choose one of {', '.join(ACTUATORS)}")

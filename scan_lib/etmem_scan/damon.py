@@ -53,8 +53,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from etmem_sdk.errors import TargetGone
 
+from .errors import TargetGone
 from .kconfig import kernel_config, option_off
 from .pagemap import open_pagemap, present_pages
 from .pagerefs import PTE, PassRefs

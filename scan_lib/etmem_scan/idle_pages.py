@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .machine import PAGE_SIZE
 from .pagerefs import (
     _HEX4,
     _PAD,
@@ -49,8 +50,6 @@ from .pagerefs import (
 from .tracker import ScanError, Tracker, VmaRange
 
 log = logging.getLogger(__name__)
-
-PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
 # ioctl numbers: _IOW(0x66, nr, unsigned int) on x86_64 / arm64
 IDLE_SCAN_ADD_FLAGS = 0x40046600

@@ -15,8 +15,9 @@ import os
 from collections.abc import Iterable
 
 import numpy as np
-from etmem_sdk.errors import TargetGone
 
+from .errors import TargetGone
+from .machine import PAGE_SHIFT, PAGE_SIZE
 from .procfs import proc_path
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "read_entries",
 ]
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 
 # pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst)
 PM_PRESENT = np.uint64(1 << 63)

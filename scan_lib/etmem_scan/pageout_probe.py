@@ -40,10 +40,10 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
-from etmem_sdk.errors import TargetGone
 
 from . import pagemap
 from .actuators import MADV_PAGEOUT, merge_ranges, process_madvise
+from .errors import TargetGone
 from .pagerefs import PTE, PassRefs
 from .procfs import read_meminfo
 from .tracker import Tracker, VmaRange

@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from etmem_sdk.errors import EngineError
 
 from . import damon
+from .errors import EngineError
 from .kconfig import kernel_config, option_off
+from .machine import PAGE_SIZE, UnknownArchitecture
 from .procfs import read_meminfo
 
 __all__ = [
@@ -177,6 +178,8 @@ def _syscall_works(name: str) -> tuple[bool, str]:
         else:
             page = np.zeros(1, dtype=np.uint64)
             actuators._call("move_pages", 0, 0, page.ctypes.data, 0, page.ctypes.data, 0)
+    except UnknownArchitecture as e:
+        return False, str(e)
     except OSError as e:
         if e.errno == errno.ENOSYS:
             return False, f"kernel has no {name}(2)"
@@ -244,7 +247,7 @@ def probe(
     # facts
     f = caps.facts
     f["kernel"] = (_read(proc / "sys/kernel/osrelease") or os.uname().release).strip()
-    f["page_size"] = os.sysconf("SC_PAGE_SIZE")
+    f["page_size"] = PAGE_SIZE
     online = _read(sys_ / "devices/system/node/online")
     nodes = parse_node_list(online) if online else [0]
     f["numa_nodes"] = nodes

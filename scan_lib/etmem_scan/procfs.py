@@ -1,7 +1,7 @@
 """Process views from /proc: VMAs (the original's maps/smaps rules), status and meminfo.
 
 Every reader takes ``proc_root`` so tests can point it at a fake tree.  A process that is gone
-(no /proc/PID, or it vanished while being read) raises :class:`etmem_sdk.TargetGone`.
+(no /proc/PID, or it vanished while being read) raises :class:`etmem_scan.errors.TargetGone`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from etmem_sdk.errors import ConfigError, TargetGone
+
+from .errors import ConfigError, TargetGone
 
 __all__ = [
     "Vma",

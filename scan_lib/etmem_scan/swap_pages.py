@@ -1,9 +1,9 @@
 """openEuler's ``/proc/PID/swap_pages`` (etmem_swap module): write cold pages, steer swapcache.
 
-The kernel parses every ``write()`` on its own (``0x%lx`` lines, reference §8.5) and reclaims
-the batch at the end of it.  The original fed 200-line batches through a stdio buffer, so a
-``write()`` could end in the middle of an address (§13.26); here every ``write()`` carries
-whole lines -- one batch of at most ``batch`` lines.
+The kernel (fs/proc/etmem_swap.c) parses every ``write()`` on its own (``0x%lx`` lines) and
+reclaims the batch at the end of it.  The original (etmemd_migrate.c) fed 200-line batches
+through a stdio buffer, so a ``write()`` could end in the middle of an address; here every
+``write()`` carries whole lines -- one batch of at most ``batch`` lines.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-from etmem_sdk.errors import TargetGone
 
-from .actuators import PAGE_SIZE, Actuator, ActuatorError
+from .actuator import Actuator, ActuatorError
+from .errors import TargetGone
+from .machine import PAGE_SIZE
 from .pagerefs import descending, format_hex_lines, hex_digits
 
 # ioctl numbers: _IOW(0x77, nr, unsigned int)

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
-from etmem_sdk.errors import EngineError
-
+from .errors import EngineError
 from .pagerefs import PassRefs
 
 __all__ = ["PassRefs", "ScanError", "Tracker", "TrackerUnavailable", "VmaRange"]

@@ -24,9 +24,10 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from etmem_sdk.errors import TargetGone
 
 from .damon import DamonBusy, DamonTracker, check_damon_free
+from .errors import TargetGone
+from .names import TRACKERS
 from .pagemap import (
     PAGE_SHIFT,
     PM_PFN_MASK,
@@ -49,9 +50,6 @@ __all__ = [
     "check_damon_free",
     "make_tracker",
 ]
-
-#: Every tracker, most precise first (the default is the first one that works here).
-TRACKERS = ("idle_pages", "page_idle", "damon", "probe", "refs")
 
 
 def _pages_and_weights(

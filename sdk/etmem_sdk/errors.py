@@ -1,19 +1,7 @@
-"""Exceptions shared by the core, the engines and the scan library."""
+"""The exceptions a policy raises and catches; defined in :mod:`etmem_scan.errors`."""
 
 from __future__ import annotations
 
+from etmem_scan.errors import ConfigError, EngineError, EtmemError, TargetGone
 
-class EtmemError(Exception):
-    """Base of every error etmem raises on purpose."""
-
-
-class ConfigError(EtmemError):
-    """A configuration value (or file) was rejected; the message names what and why."""
-
-
-class EngineError(EtmemError):
-    """An engine could not do what was asked (start failed, unknown command, ...)."""
-
-
-class TargetGone(EngineError):
-    """The target process exited or was replaced; the current cycle for it just ends."""
+__all__ = ["ConfigError", "EngineError", "EtmemError", "TargetGone"]

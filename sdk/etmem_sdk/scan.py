@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from etmem_scan import actuators as _actuators
 from etmem_scan import damon as _damon
+from etmem_scan import machine as _machine
 from etmem_scan import pagemap as _pagemap
 from etmem_scan import probe as _probe
 from etmem_scan import procfs as _procfs
@@ -162,7 +162,7 @@ __all__ = [
 ]
 
 #: The base page size of this machine, in bytes.
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PAGE_SIZE = _machine.PAGE_SIZE
 
 #: Bytes of a page of each type (PTE, PMD, PUD): 4 KiB / 2 MiB / 1 GiB with 4 KiB base pages.
 _TYPE_BYTES = page_sizes(PAGE_SIZE)

@@ -40,15 +40,21 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pluggy
 import pytest
+from etmem_scan.actuator import Actuator
+from etmem_scan.machine import PAGE_SIZE
 
-from . import hookspecs, params, scan
+from . import hookspecs, params
 from .model import PAGE_SCAN, BufferReply, ConfigSection, Engine, Project, Task
 from .worker import PeriodicWorker
+
+# numpy and the scan facade are imported where they are used: this module is a pytest plugin
+# (entry point pytest11), loaded into every pytest run of an environment that has etmem.
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "EngineHarness",
@@ -62,7 +68,6 @@ __all__ = [
     "swap_on",
 ]
 
-PAGE_SIZE = scan.PAGE_SIZE
 _PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 _PM_PRESENT = 1 << 63
 _PM_SWAP = 1 << 62
@@ -93,6 +98,8 @@ class FakeVma:
     swapped: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         if self.start % PAGE_SIZE or self.end % PAGE_SIZE or self.end <= self.start:
             raise ValueError(f"VMA {self.start:#x}-{self.end:#x}: not page-aligned or empty")
         n = self.pages
@@ -158,6 +165,8 @@ class FakeProcess:
 
     def write(self) -> None:
         """(Re)write maps, smaps, status, stat, comm, pagemap and clear_refs."""
+        import numpy as np
+
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
         maps, smaps = [], []
@@ -289,6 +298,8 @@ class FakeProc:
 
     def page_out(self, pid: int, addrs: np.ndarray) -> int:
         """Move the resident pages among ``addrs`` of ``pid`` to "swap"; returns pages moved."""
+        import numpy as np
+
         proc = self.processes[pid]
         addrs = np.asarray(addrs, dtype=np.uint64)
         moved = 0
@@ -313,7 +324,7 @@ class ActuatorCall:
     bytes: int
 
 
-class RecordingActuator(scan.Actuator):
+class RecordingActuator(Actuator):
     """An actuator for tests: records every ``apply`` and, given a :class:`FakeProc`, pages the
     pages out in it (so VmRSS/VmSwap and pagemap change as on a real kernel). ``apply`` returns
     the bytes it was asked to move, like ``pageout``."""
@@ -325,6 +336,8 @@ class RecordingActuator(scan.Actuator):
         self.calls: list[ActuatorCall] = []
 
     def apply(self, pid: int, addrs: np.ndarray, sizes: int | np.ndarray = PAGE_SIZE) -> int:
+        import numpy as np
+
         addrs = np.array(addrs, dtype=np.uint64)
         total = int(np.sum(np.broadcast_to(np.asarray(sizes, dtype=np.uint64), addrs.shape)))
         self.calls.append(ActuatorCall(pid, addrs, total))
@@ -569,6 +582,8 @@ class Workload:
     def pages(self, which: str = "cold") -> np.ndarray:
         """Addresses (uint64) of the ``"hot"`` or ``"cold"`` pages -- with ``interleave``, the
         hot ones are every Nth page of the one mapping and the cold ones the rest."""
+        import numpy as np
+
         start, end = getattr(self, which)
         addrs = np.arange(start, end, PAGE_SIZE, dtype=np.uint64)
         if not self.interleave:
@@ -578,6 +593,10 @@ class Workload:
 
     def resident_of(self, which: str = "cold") -> int:
         """How many of :meth:`pages` are resident (present bits, per page)."""
+        import numpy as np
+
+        from . import scan
+
         present = scan.present_pages(self.pid, [getattr(self, which)], proc_root="/proc")
         return int(np.isin(self.pages(which), present).sum())
 
@@ -588,10 +607,14 @@ class Workload:
 
     def status(self) -> dict[str, int]:
         """Its ``/proc/PID/status`` numbers (``VmRSS``, ``VmSwap`` in kB)."""
+        from . import scan
+
         return scan.read_status(self.pid, proc_root="/proc")
 
     def resident(self, which: str = "cold") -> int:
         """Resident pages of the ``"hot"`` or ``"cold"`` mapping."""
+        from . import scan
+
         return len(scan.present_pages(self.pid, [getattr(self, which)], proc_root="/proc"))
 
     def kill(self) -> None:
@@ -721,6 +744,8 @@ def etmem_fake_proc(tmp_path: Path) -> Iterator[FakeProc]:
     """A :class:`FakeProc` under ``tmp_path``, made the scan defaults for the test: policies
     see its processes, the ``refs`` tracker and the ``fake`` :class:`RecordingActuator`
     (``tree.actuator``)."""
+    from . import scan
+
     tree = FakeProc(tmp_path / "proc")
     recorder = RecordingActuator(tree)
     tree.actuator = recorder

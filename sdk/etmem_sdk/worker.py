@@ -112,6 +112,8 @@ class PeriodicWorker:
         self.sleep = Sleep(self._stop)
         self._timer: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
+        # the pool's threads, noted by each as it starts, so stop() can wait for them
+        self._pool_threads: list[threading.Thread] = []
 
     @property
     def running(self) -> bool:
@@ -122,7 +124,11 @@ class PeriodicWorker:
         """Start the timer thread; the first tick comes ``interval`` seconds from now."""
         if self._timer is not None:
             raise RuntimeError("worker already started")
-        pool = ThreadPoolExecutor(self.max_threads, thread_name_prefix=f"{self.name}-pid")
+        pool = ThreadPoolExecutor(
+            self.max_threads,
+            thread_name_prefix=f"{self.name}-pid",
+            initializer=lambda: self._pool_threads.append(threading.current_thread()),
+        )
         timer = threading.Thread(target=self._run, name=self.name, daemon=True)
         try:
             timer.start()
@@ -147,7 +153,7 @@ class PeriodicWorker:
             timer.join(max(0.0, deadline - time.monotonic()))
         done = timer is None or not timer.is_alive()
         if self._pool is not None:
-            for thread in list(getattr(self._pool, "_threads", ())):
+            for thread in list(self._pool_threads):
                 thread.join(max(0.0, deadline - time.monotonic()))
                 done = done and not thread.is_alive()
         return done

@@ -17,7 +17,7 @@ from etmem_sdk import EngineError, scan
 
 from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PAGE_SIZE = scan.PAGE_SIZE
 #: bytes of a page by tracker page type (0 = base page, 1 = PMD, 2 = PUD)
 TYPE_SIZE = np.array([PAGE_SIZE, 2 << 20, 1 << 30], dtype=np.int64)
 

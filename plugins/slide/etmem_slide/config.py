@@ -15,7 +15,7 @@ from etmem_sdk import params as P
 log = logging.getLogger(__name__)
 
 #: Tracker / actuator names a task may force; the probe decides whether they work here.
-TRACKERS = ("idle_pages", "page_idle", "damon", "probe", "refs")
+TRACKERS = scan.TRACKERS
 ACTUATORS = ("swap_pages", "pageout")
 
 #: ``probe_rate``: MiB per second the probe tracker may page out for the task (all its pids).

@@ -8,7 +8,6 @@ Everything the cycle touches comes in as an argument: the tracker and actuator f
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from etmem_sdk.scan import PageRefs, PageRuns, PassRefs, Vma
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PAGE_SIZE = scan.PAGE_SIZE
 
 
 #: Cold pages handed to the actuator at a time. Between chunks the cycle checks whether it is

@@ -3,27 +3,30 @@
 The original ``etmem`` and ``etmemd`` parse with glibc's getopt_long in its default (permuting)
 mode, and their exit statuses depend on exactly what it accepts: attached values (``-fFILE``,
 ``--file=FILE``), unique prefixes of long options (``--so``), non-options anywhere, ``--`` ending
-the options. Python's ``getopt.gnu_getopt`` differs (no permuting past the first non-option once
-POSIXLY_CORRECT is set, no prefix rule for single matches), so this module does the scan itself.
+the options. Python's ``getopt.gnu_getopt`` scans the same way, prefix rule included; this module
+exists for what it does not share: glibc's error texts (``unrecognized option '--x'``, ...), which
+the client prints as the original did, and glibc's ambiguity rule (a prefix matching several
+long options that all stand for the same short option and argument kind is not ambiguous; the
+stdlib refuses every prefix with more than one match). Used by the client's commands and by
+etmemd's command line, so it lives beside both rather than in the client.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 
 class GetoptError(Exception):
     """An option getopt would answer with ``'?'``; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class LongOpt:
-    """One ``struct option``: ``--name`` that stands for the short option ``short``."""
+class LongOpt(namedtuple("LongOpt", ("name", "has_arg", "short"))):
+    """One ``struct option``: ``--name`` (str) that stands for the short option ``short`` (a
+    letter), taking a value if ``has_arg``.  A named tuple: the client's start-up does without
+    dataclasses."""
 
-    name: str
-    has_arg: bool
-    short: str
+    __slots__ = ()
 
 
 class Getopt:

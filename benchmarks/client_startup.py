@@ -1,0 +1,131 @@
+"""Start-up of the ``etmem`` client: wall time and peak RSS of ``etmem project show`` as a
+whole process, against a real etmemd, beside a bare interpreter; docs/performance.md records it.
+
+    .venv/bin/python benchmarks/client_startup.py             # 20 runs each
+    .venv/bin/python benchmarks/client_startup.py --runs 50 --importtime
+
+The etmemd is started here on a unique abstract socket and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from etmemd_proc import EtmemdProc  # noqa: E402
+
+
+def timed(argv: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one run of ``argv``, which must succeed.
+
+    CPU time is the steadier figure on a shared machine: waiting for a core counts in the wall
+    time only.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode})")
+    return elapsed, usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_kib(argv: list[str]) -> int:
+    """Peak RSS of one run, from GNU time (``%M``): ``wait4``'s ``ru_maxrss`` of a forked child
+    also counts the parent's pages it carried before ``exec``."""
+    res = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    return int(res.stderr.split()[-1])
+
+
+def report(label: str, argv: list[str], runs: int) -> None:
+    samples = [timed(argv) for _ in range(runs)]
+    wall = [w * 1000 for w, _ in samples]
+    cpu = [c * 1000 for _, c in samples]
+    rss = statistics.median(peak_rss_kib(argv) for _ in range(5)) / 1024
+    print(
+        f"{label:<20} wall median {statistics.median(wall):6.1f} ms (min {min(wall):5.1f})  "
+        f"CPU median {statistics.median(cpu):5.1f} ms (min {min(cpu):5.1f})  "
+        f"peak RSS {rss:4.1f} MiB  ({runs} runs)"
+    )
+
+
+_IN_PROCESS = (
+    "import sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "from etmem_core.cli import main\n"
+    "t1 = time.perf_counter()\n"
+    "main(['project', 'show', '-s', sys.argv[1]])\n"
+    "t2 = time.perf_counter()\n"
+    "print((t1 - t0) * 1000, (t2 - t1) * 1000, file=sys.stderr)\n"
+)
+
+
+def in_process(sock: str, runs: int) -> None:
+    """Where the client's own time goes: importing it, and the command (the noun's module, the
+    request and the reply), timed inside the process."""
+    samples = []
+    for _ in range(runs):
+        res = subprocess.run(
+            [sys.executable, "-c", _IN_PROCESS, sock],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        samples.append([float(x) for x in res.stderr.split()[-2:]])
+    imp = statistics.median(a for a, _ in samples)
+    cmd = statistics.median(b for _, b in samples)
+    print(f"in the process: import etmem_core.cli {imp:5.1f} ms, the command {cmd:5.1f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--importtime", action="store_true", help="print the slowest imports")
+    args = parser.parse_args()
+    bindir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        daemon = EtmemdProc(Path(tmp))
+        try:
+            show = [str(bindir / "etmem"), "project", "show", "-s", daemon.sock]
+            timed(show)  # warm the page cache
+            report("python -c pass", [sys.executable, "-c", "pass"], args.runs)
+            report("etmem project show", show, args.runs)
+            in_process(daemon.sock, args.runs)
+            if args.importtime:
+                res = subprocess.run(
+                    [sys.executable, "-X", "importtime", *show],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rows = [
+                    line
+                    for line in res.stderr.splitlines()
+                    if line.startswith("import time:") and line.split("|")[1].strip().isdigit()
+                ]
+                rows.sort(key=lambda line: int(line.split("|")[1]))
+                print("slowest imports (cumulative us):")
+                print("\n".join(rows[-15:]))
+        finally:
+            daemon.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
