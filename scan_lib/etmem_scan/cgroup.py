@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from etmem_sdk.errors import EngineError
+from .errors import EngineError
 
 __all__ = [
     "CGROUP_V1",
