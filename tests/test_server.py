@@ -646,7 +646,7 @@ class _FailingListener:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def _accept(self):  # what socket.accept() calls underneath
+    def accept(self):
         self.calls += 1
         raise OSError(self.err, os.strerror(self.err))
 
