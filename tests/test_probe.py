@@ -126,8 +126,17 @@ def test_stock_kernel_with_swap_sees_pages_through_the_probe(tmp_path):
 
 def test_stock_kernel_with_damon_picks_damon_for_hugetlb(tmp_path):
     caps = probe(*fake_machine(tmp_path, swap_kb=4096, damon="free"))
-    assert best_tracker(caps) == "damon"
     assert best_tracker(caps, "migrate", hugetlb=True) == "damon"
+    assert best_tracker(caps, "migrate") == "damon"
+    assert best_tracker(caps, "cold") == "damon"
+
+
+def test_swap_prefers_the_page_exact_probe_to_damon_regions(tmp_path):
+    # DAMON's regions cannot split a page interleave; with swap on, slide gets the probe
+    caps = probe(*fake_machine(tmp_path, swap_kb=4096, damon="free"))
+    assert best_tracker(caps) == "probe"
+    no_swap = probe(*fake_machine(tmp_path / "noswap", swap_kb=0, damon="free"))
+    assert best_tracker(no_swap) == "damon"
 
 
 def test_tracker_unfit_says_why():

@@ -476,7 +476,9 @@ def choose_tracker(
     """The tracker a task should use -- the one place this is decided, for every engine and
     ``etmem scan``: ``requested`` (from its config) if given, else the daemon's default
     (``[scan] tracker`` of etmemd.toml), else the most precise one that works here:
-    ``idle_pages`` > ``page_idle`` > ``damon`` > ``probe`` > ``refs``.
+    ``idle_pages`` > ``page_idle`` > ``damon`` > ``probe`` > ``refs``, except that for
+    ``"swap"`` the page-exact ``probe`` comes before ``damon``, whose regions cannot split
+    page-interleaved data (docs/trackers.md "Default for swap").
 
     ``purpose`` is ``"swap"`` (slide) or ``"migrate"`` (cslide: never ``probe``, which swaps);
     ``"cold"`` never gets ``probe`` either: a policy whose own rule decides what leaves RAM asks

@@ -2,8 +2,8 @@
 
 The choice is the SDK's (:func:`etmem_sdk.scan.choose_tracker`, one place for every engine):
 the task's ``tracker=`` / ``actuator=``, else etmemd.toml's ``[scan]`` defaults, else the most
-precise tracker that works here (``idle_pages`` > ``page_idle`` > ``damon`` > ``probe`` >
-``refs``) and ``swap_pages`` > ``pageout``. Trackers and actuators are built through
+precise tracker for swapping that works here (``idle_pages`` > ``page_idle`` > ``probe`` >
+``damon`` > ``refs``) and ``swap_pages`` > ``pageout``. Trackers and actuators are built through
 :func:`etmem_sdk.scan.open_tracker` / :func:`~etmem_sdk.scan.open_actuator`, so a test double
 registered with the SDK (the ``etmem_fake_proc`` fixture's ``fake`` actuator) works here too.
 A forced mechanism that does not work here fails the start, naming what is missing.
