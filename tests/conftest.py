@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,3 +23,36 @@ def golden() -> Path:
     if not GOLDEN.is_dir():
         pytest.fail(f"golden data not found at {GOLDEN}")
     return GOLDEN
+
+
+_TREE_SCRIPT = """
+import subprocess, sys, threading, time
+kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+print(" ".join(str(k.pid) for k in kids), flush=True)
+sys.stdin.read()
+for k in kids:
+    k.kill(); k.wait()
+"""
+
+
+@pytest.fixture
+def process_tree() -> Iterator[tuple[int, list[int]]]:
+    """A live parent with two child processes (and one extra thread, which is not a child):
+    yields ``(parent_pid, sorted_child_pids)`` once both children exist; all killed at teardown."""
+    kids: list[int] = []
+    with subprocess.Popen(
+        [sys.executable, "-c", _TREE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            kids = sorted(int(p) for p in parent.stdout.readline().split())
+            assert len(kids) == 2, "the process tree's parent did not start its children"
+            yield parent.pid, kids
+        finally:
+            for kid in kids:
+                try:
+                    os.kill(kid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            parent.kill()
