@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,3 +56,27 @@ def process_tree() -> Iterator[tuple[int, list[int]]]:
                 except ProcessLookupError:
                     pass
             parent.kill()
+
+
+def run_as(user: int, group: int, work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child that dropped to ``user``:``group`` (no supplementary
+    groups); the text it returns. The child never returns into pytest; its failure fails here."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(rfd)
+            os.setgroups([])
+            os.setgid(group)
+            os.setuid(user)
+            os.write(wfd, work().encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        said = r.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, said
+    return said
