@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from etmem_core.cli import _load, engine, obj, project
 from etmem_core.cli.common import EXIT_E2BIG, EXIT_EINVAL, UsageError
-from etmem_core.cli.options import getopt_table, option, options_block, scan_options
+from etmem_core.cli.options import Option, getopt_table, options_block, scan_options
 from etmem_core.gnu_getopt import LongOpt
 
 NOUNS = (obj, project, engine)
@@ -16,9 +16,9 @@ NOUNS = (obj, project, engine)
 
 def test_getopt_table_from_rows():
     rows = (
-        option("f", "file", "conf_file", "x", "X."),
-        option("j", "json", None, "y", "Y.", short=False),
-        option("v", "verbose", None, "z", "Z."),
+        Option("f", "file", "conf_file", "x", "X."),
+        Option("j", "json", None, "y", "Y.", short=False),
+        Option("v", "verbose", None, "z", "Z."),
     )
     assert getopt_table(rows) == (
         "f:v",
@@ -28,8 +28,8 @@ def test_getopt_table_from_rows():
 
 def test_options_block_layout():
     rows = (
-        option("f", "file", "conf_file", "Add configuration file", "X."),
-        option("j", "json", None, "as JSON", "Y.", short=False),
+        Option("f", "file", "conf_file", "Add configuration file", "X."),
+        Option("j", "json", None, "as JSON", "Y.", short=False),
     )
     assert options_block(rows, 24) == (
         "    -f|--file <conf_file>    Add configuration file\n"

@@ -14,9 +14,9 @@ from .common import (
     write_out,
 )
 from .options import (
+    Option,
     getopt_table,
     help_text,
-    option,
     scan_options,
     socket_option,
     typer_command,
@@ -29,20 +29,20 @@ if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is buil
 NAME = "engine"
 
 OPTIONS = (
-    option(
+    Option(
         "n", "proj_name", "proj_name", "project the engine belongs to",
         "The (started) project of the engine.",
     ),
     socket_option("socket name to connect"),
-    option(
+    Option(
         "e", "engine", "engine_name", "engine that runs the command",
         "The engine's name in that project.",
     ),
-    option(
+    Option(
         "t", "task_name", "task_name", "task the command is about (optional)",
         "A task of that engine the command is about.",
     ),
-    option(
+    Option(
         "j", "json", None,
         "(showstats) print the engine's and its tasks' statistics as JSON",
         "With showstats: print the engine's statistics and its tasks' (and their processes') as "

@@ -15,9 +15,9 @@ from .common import (
     usage_failure,
 )
 from .options import (
+    Option,
     getopt_table,
     help_text,
-    option,
     scan_options,
     socket_option,
     typer_command,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is buil
 
 NAME = "obj"
 
-FILE = option(
+FILE = Option(
     "f",
     "file",
     "conf_file",

@@ -15,30 +15,26 @@ from collections.abc import Callable, Sequence
 from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from .common import UsageError
 
+_FIELDS = ("letter", "long", "metavar", "summary", "help", "short")
 
-class Option(namedtuple("Option", ("letter", "long", "metavar", "summary", "help", "short"))):
+
+class Option(namedtuple("Option", _FIELDS, defaults=(True,))):
     """One option of a command.
 
-    ``letter`` is what getopt reports for it; ``short`` says whether ``-letter`` is accepted too
-    (a long-only option still needs a letter to stand for). ``metavar`` names the value in the
-    original's help text, or is None for a flag. ``summary`` is the original's terse help line,
-    ``help`` the full sentence ``--help`` shows. A named tuple: start-up does without dataclasses.
+    ``letter`` is what getopt reports for it; ``short`` (default True) says whether ``-letter``
+    is accepted too (a long-only option still needs a letter to stand for). ``metavar`` names
+    the value in the original's help text, or is None for a flag. ``summary`` is the original's
+    terse help line, ``help`` the full sentence ``--help`` shows. A named tuple: start-up does
+    without dataclasses.
     """
 
     __slots__ = ()
 
 
-def option(
-    letter: str, long: str, metavar: str | None, summary: str, help: str, *, short: bool = True
-) -> Option:
-    """An :class:`Option` (keyword ``short`` defaults to True)."""
-    return Option(letter, long, metavar, summary, help, short)
-
-
 def socket_option(summary: str) -> Option:
     """``-s|--socket``, which every command sending a request takes (each original help page
     words its line differently)."""
-    return option(
+    return Option(
         "s", "socket", "socket_name", summary, "The socket name etmemd was started with (-s)."
     )
 

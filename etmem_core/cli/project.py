@@ -15,9 +15,9 @@ from .common import (
     usage_failure,
 )
 from .options import (
+    Option,
     getopt_table,
     help_text,
-    option,
     scan_options,
     socket_option,
     typer_command,
@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is buil
 
 NAME = "project"
 
-NAME_OPTION = option(
+NAME_OPTION = Option(
     "n",
     "name",
     "proj_name",
@@ -37,7 +37,7 @@ NAME_OPTION = option(
     "The project to start or stop, or the only one to show (show without it: every project).",
 )
 SOCKET = socket_option("Socket name to connect")
-JSON = option(
+JSON = Option(
     "j",
     "json",
     None,
