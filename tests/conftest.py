@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,17 +37,26 @@ for k in kids:
 """
 
 
+@contextmanager
+def ready_child(argv: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start ``argv`` with pipes to its stdin and stdout and wait for its first line, by which
+    it says it is ready (and what it mapped); yields ``(process, line)``, kills it on exit."""
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            yield proc, proc.stdout.readline()
+        finally:
+            proc.kill()
+
+
 @pytest.fixture
 def process_tree() -> Iterator[tuple[int, list[int]]]:
     """A live parent with two child processes (and one extra thread, which is not a child):
     yields ``(parent_pid, sorted_child_pids)`` once both children exist; all killed at teardown."""
     kids: list[int] = []
-    with subprocess.Popen(
-        [sys.executable, "-c", _TREE_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    ) as parent:
+    with ready_child([sys.executable, "-c", _TREE_SCRIPT]) as (parent, line):
         try:
-            assert parent.stdout is not None
-            kids = sorted(int(p) for p in parent.stdout.readline().split())
+            kids = sorted(int(p) for p in line.split())
             assert len(kids) == 2, "the process tree's parent did not start its children"
             yield parent.pid, kids
         finally:
@@ -55,7 +65,6 @@ def process_tree() -> Iterator[tuple[int, list[int]]]:
                     os.kill(kid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            parent.kill()
 
 
 def run_as(user: int, group: int, work: Callable[[], str]) -> str:
