@@ -22,7 +22,7 @@ from etmem_scan.actuators import (
 from etmem_scan.pagemap import PAGE_SIZE, present_pages
 from etmem_scan.procfs import read_status
 from etmem_sdk import TargetGone
-from fixtures_kernel import Workload, spawn_workload, swapped_workload, workload  # noqa: F401
+from etmem_sdk.testing import Workload, spawn_workload
 
 
 def pages(r: tuple[int, int]) -> np.ndarray:
@@ -46,21 +46,26 @@ def _fake_meminfo(tmp_path, swap_kb: int):
     return tmp_path
 
 
-def test_pageout_refuses_without_swap(tmp_path, workload):  # noqa: F811
+def test_pageout_refuses_without_swap(tmp_path, etmem_workload):
     root = _fake_meminfo(tmp_path, 0)
-    before = present_pages(workload.pid, [workload.cold])
+    before = present_pages(etmem_workload.pid, [etmem_workload.cold])
     with pytest.raises(NoSwap, match="no swap"):
-        Madvise(actuators.MADV_PAGEOUT, proc_root=root).apply(workload.pid, pages(workload.cold))
-    assert len(present_pages(workload.pid, [workload.cold])) == len(before)
+        Madvise(actuators.MADV_PAGEOUT, proc_root=root).apply(
+            etmem_workload.pid, pages(etmem_workload.cold)
+        )
+    assert len(present_pages(etmem_workload.pid, [etmem_workload.cold])) == len(before)
     # MADV_COLD only deactivates; it needs no swap
     cold = Madvise(actuators.MADV_COLD, proc_root=root)
-    assert cold.apply(workload.pid, pages(workload.cold)) == workload.cold[1] - workload.cold[0]
+    assert (
+        cold.apply(etmem_workload.pid, pages(etmem_workload.cold))
+        == etmem_workload.cold[1] - etmem_workload.cold[0]
+    )
 
 
 @pytest.mark.swap
 @pytest.mark.root
-def test_pageout_moves_cold_mapping_to_swap_and_keeps_hot_resident(swapped_workload):  # noqa: F811
-    w: Workload = swapped_workload
+def test_pageout_moves_cold_mapping_to_swap_and_keeps_hot_resident(etmem_swapped_workload):
+    w: Workload = etmem_swapped_workload
     cold_len = w.cold[1] - w.cold[0]
     swap_before = read_status(w.pid)["VmSwap"]
     assert len(present_pages(w.pid, [w.cold])) == cold_len // PAGE_SIZE
@@ -77,8 +82,8 @@ def test_pageout_moves_cold_mapping_to_swap_and_keeps_hot_resident(swapped_workl
 
 @pytest.mark.swap
 @pytest.mark.root
-def test_pageout_batches_more_than_iov_max_ranges(swapped_workload):  # noqa: F811
-    w: Workload = swapped_workload
+def test_pageout_batches_more_than_iov_max_ranges(etmem_swapped_workload):
+    w: Workload = etmem_swapped_workload
     every_other = pages(w.cold)[::2]  # 4096 separate ranges -> 4 calls of 1024 iovecs
     assert len(merge_ranges(every_other)) > actuators.IOV_MAX
     moved = make_actuator("pageout").apply(w.pid, every_other)
@@ -131,30 +136,30 @@ def test_pageout_of_a_vanished_process_is_target_gone(tmp_path):
             query_nodes(w.pid, cold)
 
 
-def test_move_pages_query_reports_node_0_and_absent_pages(workload):  # noqa: F811
-    hot = pages(workload.hot)
-    unmapped = np.uint64(workload.hot[1])  # the guard page after hot: mapped PROT_NONE
-    status = query_nodes(workload.pid, np.append(hot, [unmapped, np.uint64(PAGE_SIZE)]))
+def test_move_pages_query_reports_node_0_and_absent_pages(etmem_workload):
+    hot = pages(etmem_workload.hot)
+    unmapped = np.uint64(etmem_workload.hot[1])  # the guard page after hot: mapped PROT_NONE
+    status = query_nodes(etmem_workload.pid, np.append(hot, [unmapped, np.uint64(PAGE_SIZE)]))
     assert status.dtype == np.int32
     assert (status[: len(hot)] == 0).all()
     assert status[-2] in (-errno.ENOENT, -errno.EFAULT)
     assert status[-1] == -errno.EFAULT  # address 4096 is never mapped
 
 
-def test_move_pages_moves_to_node_0_in_batches(workload):  # noqa: F811
-    cold = pages(workload.cold)
-    status = Migrate(node=0, batch=1000).apply(workload.pid, cold)
+def test_move_pages_moves_to_node_0_in_batches(etmem_workload):
+    cold = pages(etmem_workload.cold)
+    status = Migrate(node=0, batch=1000).apply(etmem_workload.pid, cold)
     assert status.shape == cold.shape
     assert (status == 0).all()
-    assert (query_nodes(workload.pid, cold, batch=777) == 0).all()
+    assert (query_nodes(etmem_workload.pid, cold, batch=777) == 0).all()
 
 
-def test_move_pages_to_a_node_that_is_not_online_is_an_error(workload):  # noqa: F811
+def test_move_pages_to_a_node_that_is_not_online_is_an_error(etmem_workload):
     online = Path("/sys/devices/system/node/online").read_text().strip()
     if online != "0":
         pytest.skip(f"needs a single-node machine, nodes online: {online}")
     with pytest.raises(ActuatorError, match="not online"):
-        move_pages(workload.pid, pages(workload.hot)[:4], 1)
+        move_pages(etmem_workload.pid, pages(etmem_workload.hot)[:4], 1)
 
 
 def test_make_actuator_names():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from etmem_sdk import scan
-from fixtures_kernel import spawn_workload
+from etmem_sdk.testing import spawn_workload
 
 from etmem_core.cli import heatmap
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from etmem_scan.pagerefs import PageRefs
 from etmem_scan.procfs import Vma
-from fixtures_kernel import spawn_workload, swap_on
+from etmem_sdk.testing import spawn_workload, swap_on
 
 from etmem_core.cli import scan_live
 

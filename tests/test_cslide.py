@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import etmem_cslide.engine as ce
 import numpy as np
 import pytest
+from conftest import ready_child
 from etmem_cslide import config as cc
 from etmem_cslide.cycle import close_tracker, fold_hugepages, run_cycle
 from etmem_cslide.host import Host
@@ -607,15 +607,8 @@ sys.stdin.read()
 
 @pytest.fixture
 def child():
-    with subprocess.Popen(
-        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            addr = int(proc.stdout.readline(), 16)
-            yield proc.pid, addr
-        finally:
-            proc.kill()
-            proc.wait()
+    with ready_child([sys.executable, "-c", CHILD]) as (proc, line):
+        yield proc.pid, int(line, 16)
 
 
 @pytest.mark.root
@@ -776,15 +769,9 @@ WORKLOAD = Path(__file__).parent / "vm/guest/cslide_workload.py"
 @pytest.fixture
 def normal_workload():
     """8 MiB written continuously and 8 MiB written once, 4 KiB pages, both on node 0."""
-    with subprocess.Popen(
-        [sys.executable, str(WORKLOAD), "4", "0", "0", "normal"], stdout=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            hot, cold = (int(x, 16) for x in proc.stdout.readline().split())
-            yield proc.pid, hot, cold
-        finally:
-            proc.kill()
-            proc.wait()
+    with ready_child([sys.executable, str(WORKLOAD), "4", "0", "0", "normal"]) as (proc, line):
+        hot, cold = (int(x, 16) for x in line.split())
+        yield proc.pid, hot, cold
 
 
 def _meminfo_tree(root: Path, nodes: int) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from etmem_scan import pageout_probe
 from etmem_scan.pageout_probe import ProbeTracker, TokenBucket
-from fixtures_kernel import spawn_workload, swap_on
+from etmem_sdk.testing import spawn_workload, swap_on
 
 PAGE = pageout_probe.PAGE_SIZE
 MIB = 1 << 20

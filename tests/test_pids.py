@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -111,46 +110,19 @@ def test_kernel_threads(tree: str) -> None:
     assert not pids.is_kernel_thread(7, tree)
 
 
-CHILD_SCRIPT = """
-import os, subprocess, sys, threading, time
-kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
-threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
-print(" ".join(str(k.pid) for k in kids), flush=True)
-sys.stdin.read()
-for k in kids:
-    k.kill(); k.wait()
-"""
-
-
-def test_live_process_children_and_name() -> None:
-    kids: list[int] = []
-    with subprocess.Popen(
-        [sys.executable, "-c", CHILD_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    ) as parent:
-        try:
-            assert parent.stdout is not None
-            kids = sorted(int(p) for p in parent.stdout.readline().split())
-            assert len(kids) == 2
-            assert pids.alive(parent.pid)
-            # the extra thread of the parent is not a child process
-            assert pids.children_of(parent.pid) == kids
-            st = pids.read_stat(parent.pid)
-            assert st is not None and pids.comm(parent.pid) == st.comm
-            name = pids.comm(kids[0])
-            assert name is not None and kids[0] in pids.pids_by_name(name)
-            assert not pids.is_kernel_thread(parent.pid)
-            assert pids.is_kernel_thread(2)
-            assert not pids.is_kernel_thread(os.getpid())
-            assert pids.children_of(kids[0]) == []
-        finally:
-            for k in kids:
-                try:
-                    os.kill(k, 9)
-                except ProcessLookupError:
-                    pass
-            parent.kill()
-            parent.wait()
-    assert not pids.alive(parent.pid)
+def test_live_process_children_and_name(process_tree) -> None:
+    parent, kids = process_tree
+    assert pids.alive(parent)
+    # the extra thread of the parent is not a child process
+    assert pids.children_of(parent) == kids
+    st = pids.read_stat(parent)
+    assert st is not None and pids.comm(parent) == st.comm
+    name = pids.comm(kids[0])
+    assert name is not None and kids[0] in pids.pids_by_name(name)
+    assert not pids.is_kernel_thread(parent)
+    assert pids.is_kernel_thread(2)
+    assert not pids.is_kernel_thread(os.getpid())
+    assert pids.children_of(kids[0]) == []
 
 
 def test_live_children_by_ppid_scan_matches_children_files() -> None:

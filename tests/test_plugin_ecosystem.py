@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 from etmem_scan import procfs
+from etmem_sdk.testing import Workload, spawn_workload, swap_on
 from etmemd_proc import EtmemdProc, project_config, throwaway_dist, wait_for
-from fixtures_kernel import Workload, spawn_workload, swap_on
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "etmem-plugin-age"

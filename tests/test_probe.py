@@ -15,7 +15,7 @@ from etmem_scan.probe import (
     probe,
 )
 from etmem_scan.procfs import read_meminfo
-from fixtures_kernel import swap_on
+from etmem_sdk.testing import swap_on
 
 
 def _w(p: Path, text: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 from etmem_scan.pagemap import PAGE_SIZE, present_pages
 from etmem_scan.procfs import Vma, parse_maps, read_meminfo, read_status, read_vmas
 from etmem_sdk import ConfigError, TargetGone
-from fixtures_kernel import spawn_workload
+from etmem_sdk.testing import spawn_workload
 
 MAPS = "".join(
     line + "\n"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import run_as
 from etmemd_proc import EtmemdProc, throwaway_dist, wait_for
 from fuzzing import exchange
 
@@ -988,36 +989,20 @@ PROBE = textwrap.dedent(
 
 
 def _client_as(user: int, group: int, sock: str) -> str:
-    """Fork, drop to ``user``:``group`` (no supplementary groups), ask ``project show`` through
-    ``etmem_core.client``; what happened, as text."""
+    """As ``user``:``group``, ask ``project show`` through ``etmem_core.client``; what happened,
+    as text."""
     from etmem_core import client
 
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        status = 1
+    def ask() -> str:
+        out = bytearray()
         try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setgid(group)
-            os.setuid(user)
-            out = bytearray()
-            try:
-                res = client.call(sock, Request(Cmd.PROJ_SHOW), out.extend, timeout=15)
-                said = f"answered success={res.success}: {bytes(out)!r}"
-            except client.ClientError as exc:
-                # closed without a word: the client notices while sending or receiving
-                said = "no service" if exc.stage in ("send", "recv") else f"{exc.stage}: {exc}"
-            os.write(wfd, said.encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as r:
-        said = r.read().decode()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, said
-    return said
+            res = client.call(sock, Request(Cmd.PROJ_SHOW), out.extend, timeout=15)
+        except client.ClientError as exc:
+            # closed without a word: the client notices while sending or receiving
+            return "no service" if exc.stage in ("send", "recv") else f"{exc.stage}: {exc}"
+        return f"answered success={res.success}: {bytes(out)!r}"
+
+    return run_as(user, group, ask)
 
 
 @pytest.mark.root

@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import run_as
 from etmemd_proc import wait_for
 from fuzzing import well_formed
 
@@ -592,36 +593,22 @@ def test_foreground_daemon_notifies_systemd_ready_and_stopping(tmp_path, env):
 
 
 def _flood_as_nobody(name: str, count: int) -> int:
-    """Fork a child that drops to uid/gid 65534 and connects and closes ``count`` times;
-    the number of connects that succeeded (the child's exit status is 0 if it ran)."""
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        status = 1
-        try:
-            os.close(rfd)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            done = 0
-            for _ in range(count):
-                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                    s.settimeout(5)
-                    try:
-                        s.connect("\0" + name)
-                        done += 1
-                    except OSError:
-                        pass
-            os.write(wfd, str(done).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(wfd)
-    with os.fdopen(rfd, "rb") as r:
-        done = int(r.read() or b"0")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return done
+    """As uid/gid 65534, connect and close ``count`` times; the number of connects that
+    succeeded."""
+
+    def flood() -> str:
+        done = 0
+        for _ in range(count):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                try:
+                    s.connect("\0" + name)
+                    done += 1
+                except OSError:
+                    pass
+        return str(done)
+
+    return int(run_as(65534, 65534, flood) or 0)
 
 
 @pytest.mark.root

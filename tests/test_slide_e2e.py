@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 from etmem_scan import pagemap, procfs
+from etmem_sdk.testing import Workload, spawn_workload, swap_on
 from etmemd_proc import EtmemdProc as Etmemd
 from etmemd_proc import wait_for
-from fixtures_kernel import Workload, spawn_workload, swap_on
 
 pytestmark = [pytest.mark.root, pytest.mark.swap]
 

@@ -18,7 +18,7 @@ from etmem_scan.trackers import (
     make_tracker,
 )
 from etmem_sdk import TargetGone
-from fixtures_kernel import spawn_workload
+from etmem_sdk.testing import spawn_workload
 
 PID = 4242
 PRESENT = 1 << 63

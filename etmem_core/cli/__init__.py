@@ -8,7 +8,9 @@ commands, new nouns) goes to the typer app.
 To add a noun, write ``cli/<noun>.py`` with either ``app = typer.Typer(name="<noun>", ...)`` or
 ``register(parent)``, and add its module name to :data:`NOUNS` — one word. A noun with a
 ``compat_main`` builds its typer app in ``register`` so that its getopt path never imports typer
-(a third of the client's start-up, docs/performance.md).
+(a third of the client's start-up, docs/performance.md). Such a noun declares its options once,
+as :class:`~etmem_core.cli.options.Option` rows: getopt's tables, the ``help`` page and the
+typer command (whose body calls what the getopt path calls) are made from them.
 """
 
 from __future__ import annotations

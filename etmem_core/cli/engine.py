@@ -3,17 +3,23 @@
 import json
 from collections.abc import Sequence
 
-from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import SHOW_JSON, Cmd, Request
 from .common import (
     EXIT_EPERM,
     UsageError,
-    exit_with,
     hint,
     require,
     send,
     usage_failure,
     write_out,
+)
+from .options import (
+    Option,
+    getopt_table,
+    help_text,
+    scan_options,
+    socket_option,
+    typer_command,
 )
 
 TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
@@ -22,70 +28,64 @@ if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is buil
 
 NAME = "engine"
 
-HELP = """
-Usage:
-    etmem engine eng_cmd [options]
-    etmem engine help
+OPTIONS = (
+    Option(
+        "n", "proj_name", "proj_name", "project the engine belongs to",
+        "The (started) project of the engine.",
+    ),
+    socket_option("socket name to connect"),
+    Option(
+        "e", "engine", "engine_name", "engine that runs the command",
+        "The engine's name in that project.",
+    ),
+    Option(
+        "t", "task_name", "task_name", "task the command is about (optional)",
+        "A task of that engine the command is about.",
+    ),
+    Option(
+        "j", "json", None,
+        "(showstats) print the engine's and its tasks' statistics as JSON",
+        "With showstats: print the engine's statistics and its tasks' (and their processes') as "
+        "JSON, from etmemd's project data, instead of the engine's text.",
+        short=False,
+    ),
+)  # fmt: skip
 
-Options:
-    -n|--proj_name <proj_name> project the engine belongs to
-    -s|--socket <socket_name> socket name to connect
-    -e|--engine <engine_name> engine that runs the command
-    -t|--task_name <task_name> task the command is about (optional)
-    --json                    (showstats) print the engine's and its tasks' statistics as JSON
-
-Notes:
-    1. Project, socket and engine names and the command must be given.
-    2. The project must be started.
-    3. Each engine defines its own commands; cslide has showtaskpages and showhostpages.
-"""
-
-_LONGOPTS = (
-    LongOpt("proj_name", True, "n"),
-    LongOpt("socket", True, "s"),
-    LongOpt("engine", True, "e"),
-    LongOpt("task_name", True, "t"),
-    LongOpt("json", False, "j"),
+HELP = help_text(
+    ("etmem engine eng_cmd [options]", "etmem engine help"),
+    OPTIONS,
+    25,
+    "    1. Project, socket and engine names and the command must be given.\n"
+    "    2. The project must be started.\n"
+    "    3. Each engine defines its own commands; cslide has showtaskpages and showhostpages.\n",
 )
+
+_GETOPT_TABLE = getopt_table(OPTIONS)
 
 
 def register(parent: "typer.Typer") -> None:
     """Add ``engine`` to the ``etmem`` app (a command, not a group: its first word is free);
-    typer is imported here, only for --help and typer's parsing, so that the getopt path never
-    loads it."""
-    from typing import Annotated
+    typer is imported here, only for --help, so that the getopt path never loads it."""
+    command = typer_command(
+        OPTIONS,
+        run_values,
+        "Run ENG_CMD, a command of the engine ENGINE in project PROJ_NAME; prints its output.",
+        required=("n", "s", "e"),
+        argument=("eng_cmd", "The engine's command, e.g. showtaskpages."),
+    )
+    parent.command(NAME)(command)
 
-    import typer
 
-    def engine(
-        eng_cmd: Annotated[str, typer.Argument(help="The engine's command, e.g. showtaskpages.")],
-        socket: Annotated[
-            str,
-            typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s)."),
-        ],
-        proj_name: Annotated[
-            str, typer.Option("-n", "--proj_name", help="The (started) project of the engine.")
-        ],
-        engine_name: Annotated[
-            str, typer.Option("-e", "--engine", help="The engine's name in that project.")
-        ],
-        task_name: Annotated[
-            str | None,
-            typer.Option("-t", "--task_name", help="A task of that engine the command is about."),
-        ] = None,
-        as_json: Annotated[
-            bool,
-            typer.Option(
-                "--json",
-                help="With showstats: print the engine's statistics and its tasks' (and their "
-                "processes') as JSON, from etmemd's project data, instead of the engine's text.",
-            ),
-        ] = False,
-    ) -> None:
-        """Run ENG_CMD, a command of the engine ENGINE in project PROJ_NAME; prints its output."""
-        exit_with(run(eng_cmd, proj_name, engine_name, task_name, socket, as_json=as_json))
-
-    parent.command(NAME)(engine)
+def run_values(values: dict[str, str], eng_cmd: str) -> int:
+    """:func:`run` with the options as getopt reports them (``{letter: value}``)."""
+    return run(
+        eng_cmd,
+        values.get("n"),
+        values.get("e"),
+        values.get("t"),
+        values.get("s"),
+        as_json="j" in values,
+    )
 
 
 def run(
@@ -145,21 +145,10 @@ def _stats_json(sock: str, proj: str, eng: str, task: str | None) -> int:
 
 def compat_main(args: Sequence[str]) -> int:
     """``etmem engine CMD [options]``: CMD is taken verbatim (even ``-s``), as the original does."""
-    values: dict[str, str] = {}
-    scan = Getopt(args[1:], "n:s:e:t:", _LONGOPTS)
     try:
-        for opt, value in scan:
-            values[opt] = value or ""
-    except GetoptError as exc:
-        return usage_failure(NAME, UsageError(f"engine: {exc}", EXIT_EPERM))
-    if scan.count and len(args) - 1 > 2 * scan.count:
-        extra = " ".join(scan.positionals) or " ".join(args[1:])
-        return usage_failure(NAME, UsageError(f"unexpected arguments: {extra}", EXIT_EPERM))
-    return run(
-        args[0],
-        values.get("n"),
-        values.get("e"),
-        values.get("t"),
-        values.get("s"),
-        as_json="j" in values,
-    )
+        values = scan_options(
+            args[1:], _GETOPT_TABLE, "engine", error_status=EXIT_EPERM, extra_status=EXIT_EPERM
+        )
+    except UsageError as err:
+        return usage_failure(NAME, err)
+    return run_values(values, args[0])

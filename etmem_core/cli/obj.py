@@ -1,8 +1,8 @@
 """``etmem obj add|del``: hand etmemd a configuration file to add or remove its objects."""
 
 from collections.abc import Sequence
+from functools import partial
 
-from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import Cmd, Request
 from .common import (
     EXIT_E2BIG,
@@ -10,10 +10,17 @@ from .common import (
     EXIT_EPERM,
     UsageError,
     absolute,
-    exit_with,
     require,
     send,
     usage_failure,
+)
+from .options import (
+    Option,
+    getopt_table,
+    help_text,
+    scan_options,
+    socket_option,
+    typer_command,
 )
 
 TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
@@ -22,31 +29,35 @@ if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is buil
 
 NAME = "obj"
 
+FILE = Option(
+    "f",
+    "file",
+    "conf_file",
+    "Add configuration file",
+    "The configuration file. A relative path is made absolute before it is sent, since etmemd "
+    "opens the file itself. It must be owned by root with mode 0600 or 0400.",
+)
+OPTIONS = (FILE, socket_option("Socket name to connect"))
+
 #: ``etmem obj help`` prints the original's text unchanged.
-HELP = """
-Usage:
-    etmem obj add [options]
-    etmem obj del [options]
-    etmem obj help [options]
-
-Options:
-    -f|--file <conf_file>       Add configuration file
-    -s|--socket <socket_name>   Socket name to connect
-
-Notes:
-    1. Configuration file must be given.
-    2. Socket name must be given.
-"""
+HELP = help_text(
+    ("etmem obj add [options]", "etmem obj del [options]", "etmem obj help [options]"),
+    OPTIONS,
+    27,
+    "    1. Configuration file must be given.\n    2. Socket name must be given.\n",
+)
 
 COMMANDS = {"add": Cmd.OBJ_ADD, "del": Cmd.OBJ_DEL}
-_LONGOPTS = (LongOpt("file", True, "f"), LongOpt("socket", True, "s"))
+_GETOPT_TABLE = getopt_table(OPTIONS)
+_DOCS = {
+    "add": "Add every project, engine and task of FILE (all of them, or none if one fails).",
+    "del": "Delete the tasks, engines and projects FILE names (stopping what is running).",
+}
 
 
 def register(parent: "typer.Typer") -> None:
-    """Add ``obj`` to the ``etmem`` app; typer is imported here, only for --help and
-    typer's parsing, so that the getopt path of a command never loads it."""
-    from typing import Annotated
-
+    """Add ``obj`` to the ``etmem`` app; typer is imported here, only for --help, so that the
+    getopt path of a command never loads it."""
     import typer
 
     app = typer.Typer(
@@ -55,31 +66,15 @@ def register(parent: "typer.Typer") -> None:
         no_args_is_help=True,
         add_completion=False,
     )
-
-    FileOpt = Annotated[
-        str,
-        typer.Option(
-            "-f",
-            "--file",
-            help="The configuration file. A relative path is made absolute before it is sent, "
-            "since etmemd opens the file itself. It must be owned by root with mode 0600 or 0400.",
-        ),
-    ]
-    SocketOpt = Annotated[
-        str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
-    ]
-
-    @app.command("add")
-    def add(file: FileOpt, socket: SocketOpt) -> None:
-        """Add every project, engine and task of FILE (all of them, or none if one fails)."""
-        exit_with(run(Cmd.OBJ_ADD, file, socket))
-
-    @app.command("del")
-    def delete(file: FileOpt, socket: SocketOpt) -> None:
-        """Delete the tasks, engines and projects FILE names (stopping what is running)."""
-        exit_with(run(Cmd.OBJ_DEL, file, socket))
-
+    for word, cmd in COMMANDS.items():
+        forward = partial(run_values, cmd)
+        app.command(word)(typer_command(OPTIONS, forward, _DOCS[word], required=("f", "s")))
     parent.add_typer(app)
+
+
+def run_values(cmd: Cmd, values: dict[str, str]) -> int:
+    """:func:`run` with the options as getopt reports them (``{letter: value}``)."""
+    return run(cmd, values.get("f"), values.get("s"))
 
 
 def run(cmd: Cmd, file: str | None, socket: str | None) -> int:
@@ -100,15 +95,14 @@ def compat_main(args: Sequence[str]) -> int:
         return usage_failure(
             NAME, UsageError(f"obj command {word!r} is not supported (add, del)", EXIT_EPERM)
         )
-    values: dict[str, str] = {}
-    scan = Getopt(args[1:], "f:s:", _LONGOPTS)
     try:
-        for opt, value in scan:
-            values[opt] = value or ""
-    except GetoptError as exc:
-        return usage_failure(NAME, UsageError(f"obj {word}: {exc}", EXIT_EINVAL))
-    # the original's rule: with options given, every other word is one too many
-    if scan.count and len(args) - 1 > 2 * scan.count:
-        extra = " ".join(scan.positionals) or " ".join(args[1:])
-        return usage_failure(NAME, UsageError(f"unexpected arguments: {extra}", EXIT_E2BIG))
-    return run(COMMANDS[word], values.get("f"), values.get("s"))
+        values = scan_options(
+            args[1:],
+            _GETOPT_TABLE,
+            f"obj {word}",
+            error_status=EXIT_EINVAL,
+            extra_status=EXIT_E2BIG,
+        )
+    except UsageError as err:
+        return usage_failure(NAME, err)
+    return run_values(COMMANDS[word], values)

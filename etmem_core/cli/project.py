@@ -1,19 +1,26 @@
 """``etmem project show|start|stop``: list projects, start or stop one."""
 
 from collections.abc import Sequence
+from functools import partial
 
-from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from ..protocol import SHOW_JSON, Cmd, Request
 from .common import (
     EXIT_E2BIG,
     EXIT_EINVAL,
     EXIT_EPERM,
     UsageError,
-    exit_with,
     require,
     send,
     send_for_json,
     usage_failure,
+)
+from .options import (
+    Option,
+    getopt_table,
+    help_text,
+    scan_options,
+    socket_option,
+    typer_command,
 )
 
 TYPE_CHECKING = False  # typing's constant without importing typing: the client starts faster
@@ -22,33 +29,56 @@ if TYPE_CHECKING:  # typer only serves --help: imported when a typer app is buil
 
 NAME = "project"
 
-HELP = """
-Usage:
-    etmem project start [options]
-    etmem project stop [options]
-    etmem project show [options]
-    etmem project help
+NAME_OPTION = Option(
+    "n",
+    "name",
+    "proj_name",
+    "Project to start, stop or show",
+    "The project to start or stop, or the only one to show (show without it: every project).",
+)
+SOCKET = socket_option("Socket name to connect")
+JSON = Option(
+    "j",
+    "json",
+    None,
+    "(show only) print the projects as JSON",
+    "Print a JSON document (projects, engines, tasks, their settings and statistics) instead "
+    "of the table.",
+    short=False,
+)
+OPTIONS = (NAME_OPTION, SOCKET, JSON)
 
-Options:
-    -n|--name <proj_name>     Project to start, stop or show
-    -s|--socket <socket_name> Socket name to connect
-    --json                    (show only) print the projects as JSON
-
-Notes:
-    1. Socket name must always be given.
-    2. Project name must be given to start or stop; show without it lists every project.
-"""
+HELP = help_text(
+    (
+        "etmem project start [options]",
+        "etmem project stop [options]",
+        "etmem project show [options]",
+        "etmem project help",
+    ),
+    OPTIONS,
+    25,
+    "    1. Socket name must always be given.\n"
+    "    2. Project name must be given to start or stop; show without it lists every project.\n",
+)
 
 COMMANDS = {"show": Cmd.PROJ_SHOW, "start": Cmd.PROJ_START, "stop": Cmd.PROJ_STOP}
-_LONGOPTS = (LongOpt("name", True, "n"), LongOpt("socket", True, "s"))
-_SHOW_LONGOPTS = (*_LONGOPTS, LongOpt("json", False, "j"))
+#: the options each command takes (--json is show's only)
+_COMMAND_OPTIONS = {
+    "show": OPTIONS,
+    "start": (NAME_OPTION, SOCKET),
+    "stop": (NAME_OPTION, SOCKET),
+}
+_GETOPT_TABLES = {word: getopt_table(opts) for word, opts in _COMMAND_OPTIONS.items()}
+_DOCS = {
+    "show": "Print the projects with their tasks, one row per task, newest first.",
+    "start": "Start every task of the project.",
+    "stop": "Stop every task of the project (its objects stay; start it again later).",
+}
 
 
 def register(parent: "typer.Typer") -> None:
-    """Add ``project`` to the ``etmem`` app; typer is imported here, only for --help and
-    typer's parsing, so that the getopt path of a command never loads it."""
-    from typing import Annotated
-
+    """Add ``project`` to the ``etmem`` app; typer is imported here, only for --help, so that
+    the getopt path of a command never loads it."""
     import typer
 
     app = typer.Typer(
@@ -57,47 +87,18 @@ def register(parent: "typer.Typer") -> None:
         no_args_is_help=True,
         add_completion=False,
     )
-
-    SocketOpt = Annotated[
-        str, typer.Option("-s", "--socket", help="The socket name etmemd was started with (-s).")
-    ]
-
-    @app.command("show")
-    def show(
-        socket: SocketOpt,
-        name: Annotated[
-            str | None,
-            typer.Option("-n", "--name", help="Show only this project (default: every project)."),
-        ] = None,
-        as_json: Annotated[
-            bool,
-            typer.Option(
-                "--json",
-                help="Print a JSON document (projects, engines, tasks, their settings and "
-                "statistics) instead of the table.",
-            ),
-        ] = False,
-    ) -> None:
-        """Print the projects with their tasks, one row per task, newest first."""
-        exit_with(run(Cmd.PROJ_SHOW, name, socket, as_json=as_json))
-
-    @app.command("start")
-    def start(
-        socket: SocketOpt,
-        name: Annotated[str, typer.Option("-n", "--name", help="The project to start.")],
-    ) -> None:
-        """Start every task of the project."""
-        exit_with(run(Cmd.PROJ_START, name, socket))
-
-    @app.command("stop")
-    def stop(
-        socket: SocketOpt,
-        name: Annotated[str, typer.Option("-n", "--name", help="The project to stop.")],
-    ) -> None:
-        """Stop every task of the project (its objects stay; start it again later)."""
-        exit_with(run(Cmd.PROJ_STOP, name, socket))
-
+    for word, cmd in COMMANDS.items():
+        required = ("s",) if cmd is Cmd.PROJ_SHOW else ("n", "s")
+        command = typer_command(
+            _COMMAND_OPTIONS[word], partial(run_values, cmd), _DOCS[word], required=required
+        )
+        app.command(word)(command)
     parent.add_typer(app)
+
+
+def run_values(cmd: Cmd, values: dict[str, str]) -> int:
+    """:func:`run` with the options as getopt reports them (``{letter: value}``)."""
+    return run(cmd, values.get("n"), values.get("s"), as_json="j" in values)
 
 
 def run(cmd: Cmd, name: str | None, socket: str | None, *, as_json: bool = False) -> int:
@@ -125,14 +126,14 @@ def compat_main(args: Sequence[str]) -> int:
             ),
         )
     cmd = COMMANDS[word]
-    values: dict[str, str] = {}
-    scan = Getopt(args[1:], "n:s:", _SHOW_LONGOPTS if cmd is Cmd.PROJ_SHOW else _LONGOPTS)
     try:
-        for opt, value in scan:
-            values[opt] = value or ""
-    except GetoptError as exc:
-        return usage_failure(NAME, UsageError(f"project {word}: {exc}", EXIT_EINVAL))
-    if scan.count and len(args) - 1 > 2 * scan.count:
-        extra = " ".join(scan.positionals) or " ".join(args[1:])
-        return usage_failure(NAME, UsageError(f"unexpected arguments: {extra}", EXIT_E2BIG))
-    return run(cmd, values.get("n"), values.get("s"), as_json="j" in values)
+        values = scan_options(
+            args[1:],
+            _GETOPT_TABLES[word],
+            f"project {word}",
+            error_status=EXIT_EINVAL,
+            extra_status=EXIT_E2BIG,
+        )
+    except UsageError as err:
+        return usage_failure(NAME, err)
+    return run_values(cmd, values)

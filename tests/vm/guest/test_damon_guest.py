@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from etmem_scan import damon, procfs
 from etmem_scan.trackers import DamonTracker
-from fixtures_kernel import spawn_workload
+from etmem_sdk.testing import spawn_workload
 
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
 TARGETS = KDAMONDS / "0/contexts/0/targets"

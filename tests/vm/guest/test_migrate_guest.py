@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from etmem_scan.actuators import Migrate, query_nodes
-from fixtures_kernel import spawn_workload
+from etmem_sdk.testing import spawn_workload
 
 PAGE = 4096
 
