@@ -1,6 +1,6 @@
 """The object store of etmemd: projects, their engines and tasks, and what each request does.
 
-Orderings, result codes and the ``project show`` text follow the C daemon (spec §2.6, §4.3-4.5).
+Orderings, result codes and the ``project show`` text follow the C daemon (etmemd_project.c).
 Two deliberate fixes: ``obj add`` is atomic (a failure leaves nothing of that file added), and
 a failed ``project start`` stops the tasks it had already started.
 

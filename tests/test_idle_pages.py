@@ -142,7 +142,7 @@ def test_golden_case(golden: Path, name: str) -> None:
     replay, after, error = run_case(case, case_dir)
 
     # every read C issued, we issued too, in order and with C's buffer size; any extra read is a
-    # continuation inside a VMA (reading it to its end, §13.22) and got nothing from the fake
+    # continuation inside a VMA (read to its end; etmemd stops) and got nothing from the fake
     recorded = [(p, c) for p, c, ok in replay.issued if ok]
     assert recorded == [e[:2] for e in replay.expected[: len(recorded)]]
     vmas = anon_vmas(case["maps"])
@@ -188,9 +188,9 @@ def test_set_hva_backward_we_fold_duplicates(golden: Path) -> None:
 
 
 def test_multi_vma_reads_each_vma_to_its_end(golden: Path) -> None:
-    """Deliberate difference (§13.22): the 1031-page VMA D gets a second read for its last
-    7 pages (C's one-byte-per-8-pages buffer stops at 1024), and VMAs whose stream stopped short
-    of their end get a continuation read."""
+    """Deliberate difference (etmemd reads once): VMA D (1031 pages) gets a second read for its
+    last 7 pages (C's one-byte-per-8-pages buffer stops at 1024), and VMAs whose stream stopped
+    short of their end get a continuation read."""
     case = next(c for c in load_manifest(golden)["cases"] if c["name"] == "multi_vma")
     replay, _, _ = run_case(case, golden / "idle_pages" / "multi_vma")
     extra = [(p, c) for p, c, ok in replay.issued if not ok]
@@ -212,8 +212,8 @@ B = 0x7F0000000000
 
 
 def test_pmd_idle_ptes_uses_real_ratio_for_64k_pages() -> None:
-    """Deliberate difference (§13.23): with 64 KiB base pages a PMD maps 512 MiB = 8192 base
-    pages; C always expands PMD_IDLE_PTES to 512 entries."""
+    """Deliberate difference: with 64 KiB base pages a PMD maps 512 MiB = 8192 base pages;
+    C always expands PMD_IDLE_PTES to 512 entries."""
     runs = idle_stream.decode_runs(hva(B) + bytes([0x71]), page_size=65536)
     assert runs.npages.tolist() == [8192]
     p = idle_stream.expand(runs, page_size=65536)
@@ -331,9 +331,10 @@ def c_single_read_pages(k: ModelKernel, vmas: list[Vma]) -> set[int]:
 
 
 def test_tracker_reads_fragmented_vma_and_tail_to_the_end() -> None:
-    """Deliberate difference (§13.22): a fragmented VMA overflows etmemd's buffer (every other
-    page present -> 10 bytes per page, budget 1 byte per 8 pages) and a VMA of 8k+5 pages has a
-    tail etmemd's buffer never covers.  We read on until the VMA end: every page is seen."""
+    """Deliberate difference (etmemd reads once): a fragmented VMA overflows etmemd's buffer
+    (every other page present -> 10 bytes per page, budget 1 byte per 8 pages) and a VMA of
+    8k+5 pages has a tail etmemd's buffer never covers.  We read on until the VMA end: every
+    page is seen."""
     frag = Vma(B, B + 4096 * 4096)
     tail = Vma(B + (1 << 30), B + (1 << 30) + 4096 * 8 * 40 + 5 * 4096)
     pages = {frag.start + i * 4096: (0 if i % 4 else 5) for i in range(0, 4096, 2)}

@@ -88,7 +88,7 @@ class IdlePagesTracker(Tracker):
 
     Per pass the file is opened afresh (as etmemd does) and the scan flags are set by ioctl.
     Each VMA is read from ``max(vma.start, last_walk_end)`` with etmemd's buffer size, but -- unlike
-    etmemd, which reads once and silently loses the rest (§13.22) -- reads continue from the
+    etmemd, which reads once and silently loses the rest (etmemd_scan.c) -- reads continue from the
     last decoded address until the VMA end is covered or the kernel returns nothing more.
     """
 

@@ -1,9 +1,10 @@
 """openEuler's ``/proc/PID/idle_pages`` byte stream, decoded to runs and to page entries.
 
-Stream format (reference §8.4): ``0xA0`` + 8-byte big-endian address sets the current address;
-any other byte is ``type << 4 | n``: ``n`` pages of that type from the current address, which
-then advances by ``n`` pages of the type's size.  Types 0-2 are accessed (weight 1), 3-4 dirty
-(weight 3), 5-6 idle (weight 0), 7 a PMD whose PTEs are all idle, 8-9 holes (advance only).
+Stream format (as etmemd_scan.c reads it): ``0xA0`` + 8-byte big-endian address sets the
+current address; any other byte is ``type << 4 | n``: ``n`` pages of that type from the current
+address, which then advances by ``n`` pages of the type's size.  Types 0-2 are accessed
+(weight 1), 3-4 dirty (weight 3), 5-6 idle (weight 0), 7 a PMD whose PTEs are all idle, 8-9
+holes (advance only).
 
 The decoder works on whole arrays: it finds the real SET_HVA commands, gives every record byte
 its address with one cumulative sum per stream, and expands records to pages with ``repeat``.
@@ -226,7 +227,7 @@ def decode_runs(buf: bytes | np.ndarray, page_size: int = PAGE_SIZE) -> Runs:
     Follows etmemd: a SET_HVA with fewer than 8 address bytes left ends the stream; a record
     while the address is 0 (none set yet, or SET_HVA 0) is an error; records whose address is
     not aligned to their page size are skipped (the address still advances); PMD_IDLE_PTES
-    becomes ``n * pmd/pte`` idle base pages -- the real ratio, not C's fixed 512 (§13.23).
+    becomes ``n * pmd/pte`` idle base pages -- the real ratio, not C's fixed 512.
     Raises :class:`StreamError` for streams the original rejects and for record types that
     do not exist (10 with a count, 11-15; C reads past its tables on those).
     """
