@@ -201,7 +201,7 @@ def _helpers_of(pid: int) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"etmem_thirdparty_so.isolate" in argv and str(pid).encode() in argv:
+        if b"etmem_thirdparty_so.isolate_helper" in argv and str(pid).encode() in argv:
             found.append(int(entry))
     return found
 

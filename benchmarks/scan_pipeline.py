@@ -55,7 +55,7 @@ def maxrss_kib() -> int:
 
 def child(case: str, runs: int, path: str, directory: Path, workers: int = 1) -> None:
     """Run one case in this process and print one JSON line."""
-    from etmem_scan import idle_pages
+    from etmem_scan import idle_sweep, idle_text
     from etmem_scan.pagerefs import cold_runs, format_hex_lines
 
     files = S.paths(case, directory)
@@ -66,9 +66,9 @@ def child(case: str, runs: int, path: str, directory: Path, workers: int = 1) ->
     def pieces():
         streams = [f.read_bytes() for f in files]
         if path == "fast":
-            yield from idle_pages.cold_text_chunks(streams, T, page, workers=workers)
+            yield from idle_text.cold_text_chunks(streams, T, page, workers=workers)
             return
-        refs = idle_pages.decode_passes(streams, page)  # PageRefs: runs + a count per page
+        refs = idle_sweep.decode_passes(streams, page)  # PageRefs: runs + a count per page
         del streams
         cold = cold_runs(refs, T)  # what slide's pageout batches are cut from
         del refs

@@ -1,6 +1,6 @@
 """The object store of etmemd: projects, their engines and tasks, and what each request does.
 
-Orderings, result codes and the ``project show`` text follow the C daemon (spec §2.6, §4.3-4.5).
+Orderings, result codes and the ``project show`` text follow the C daemon (etmemd_project.c).
 Two deliberate fixes: ``obj add`` is atomic (a failure leaves nothing of that file added), and
 a failed ``project start`` stops the tasks it had already started.
 
@@ -15,26 +15,22 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from etmem_sdk import ENGINE_OPS, ConfigSection, Engine, EtmemError, Project, Reply, Task, scan
+from etmem_sdk import ConfigSection, Engine, EtmemError, Project, Reply, Task, scan
 
 from . import objfile, settings
 from .daemon_settings import HOOK_DEADLINE
 from .deadline import BatchStopped, DeadlineExceeded, Runner
 from .errors import OptCode, OptError
 from .registry import EngineRegistry
+from .show import project_doc, show_text
 
 log = logging.getLogger(__name__)
-
-_SHOW_HEADER = "{:<8s} {:<8s} {:<16s} {:<16s} {:<16s} {:<8s}\n".format(
-    "number", "type", "value", "name", "engine", "started"
-)
 
 Undo = Callable[[], None]
 
@@ -624,25 +620,8 @@ class Etmemd:
         """``etmem project show [-n NAME]``: C's table, byte for byte (always a success)."""
         name = name or None
         with self._request():
-            chosen = self._chosen(name)
-            if not chosen:
-                reply.write(
-                    "no project exists\n\n"
-                    if name is None
-                    else f"project: project {name} is not existed\n\n"
-                )
-                return
-            for project in chosen:
-                started = "true" if project.start else "false"
-                lines = [f"project: {project.name}\n", _SHOW_HEADER]
-                for engine in project.engines:
-                    for number, task in enumerate(engine.tasks, 1):
-                        # _text: an engine may have overwritten these with anything
-                        lines.append(
-                            f"{number:<8d} {_text(task.type):<8s} {_text(task.value):<16s} "
-                            f"{_text(task.name):<16s} {_text(engine.name):<16s} {started:<8s}\n"
-                        )
-                reply.write("".join(lines))
+            for piece in show_text(self._chosen(name), name):
+                reply.write(piece)
 
     def project_show_json(self, name: str | None) -> list[dict[str, Any]]:
         """Everything ``project show`` knows, plus settings, pids and each object's ``stats``.
@@ -651,7 +630,7 @@ class Etmemd:
         """
         name = name or None
         with self._request():
-            return [_project_doc(p) for p in self._chosen(name)]
+            return [project_doc(p) for p in self._chosen(name)]
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -830,10 +809,6 @@ class Etmemd:
         return OptError(code, reason)
 
 
-#: Nesting kept in ``--json`` stats; deeper (or self-containing) values are cut off.
-_STATS_DEPTH = 16
-
-
 def _check_pid_value(section: ConfigSection, task: Task) -> None:
     """Deliberate difference: a ``type=pid`` value must be a process id. The original accepts
     any value of the name rule (``abc``, ``-1``, ``0x10``) and then never finds a target,
@@ -844,98 +819,6 @@ def _check_pid_value(section: ConfigSection, task: Task) -> None:
             OptCode.OPT_INTER_ERR,
             f"{section.where('value')}: type=pid needs a process id, a number from 1 to 999999999",
         )
-
-
-def _stats(obj: Any) -> dict[str, Any]:
-    """``obj.stats`` as plain JSON values. Engines own their stats, so whatever they put there
-    -- not a mapping, a cycle, NaN, an object whose ``str()`` raises -- must cost only that
-    object's stats, never the whole ``project show --json`` for every project."""
-    stats = getattr(obj, "stats", None)
-    if not stats:
-        return {}
-    try:
-        return {_text(k): _plain(v, 1) for k, v in dict(stats).items()}
-    except Exception as exc:
-        log.warning("%s: stats cannot be shown: %s", getattr(obj, "name", obj), exc)
-        return {"unreadable": f"{type(stats).__name__}: {type(exc).__name__}"}
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """Engines may keep numpy numbers or arrays in ``stats``; JSON needs plain values."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None  # JSON has no NaN or infinity
-    if depth >= _STATS_DEPTH:
-        return "..."
-    # Worker threads update stats while this walks them: iterate a copy (taken in one C call),
-    # never the live container, or a concurrent insert fails the whole request.
-    if isinstance(value, dict):
-        return {_text(k): _plain(v, depth + 1) for k, v in dict(value).items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v, depth + 1) for v in list(value)]
-    for convert in ("tolist", "item"):  # numpy arrays / scalars
-        method = getattr(value, convert, None)
-        if callable(method):
-            try:
-                return _plain(method(), depth + 1)
-            except (TypeError, ValueError):
-                pass
-    return _text(value)
-
-
-def _text(value: Any) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
-
-
-def _project_doc(project: Project) -> dict[str, Any]:
-    return {
-        "name": project.name,
-        "scan_type": project.scan_type,
-        "started": project.start,
-        "loop": project.loop,
-        "interval": project.interval,
-        "sleep": project.sleep,
-        "sysmem_threshold": project.sysmem_threshold,
-        "swapcache_high_wmark": project.swapcache_high_wmark,
-        "swapcache_low_wmark": project.swapcache_low_wmark,
-        "region": dict(project.region),
-        "engines": [_engine_doc(e) for e in project.engines],
-    }
-
-
-def _engine_doc(engine: Engine) -> dict[str, Any]:
-    return {
-        "name": engine.name,
-        "kind": engine.kind,
-        "ops": [op for op in ENGINE_OPS if op in engine.implements],
-        "stats": _stats(engine),
-        "tasks": [_task_doc(t) for t in engine.tasks],
-    }
-
-
-def _task_doc(task: Task) -> dict[str, Any]:
-    # _plain: the engine has the task in its hands and may have overwritten any of these
-    return {
-        "name": _plain(task.name),
-        "type": _plain(task.type),
-        "value": _plain(task.value),
-        "max_threads": _plain(task.max_threads),
-        "swap_flag": _plain(task.swap_flag),
-        "pids": _pids_doc(task),
-        "stats": _stats(task),
-    }
-
-
-def _pids_doc(task: Task) -> list[dict[str, Any]]:
-    try:
-        pids = list(task.pids)
-    except TypeError:  # not a list any more
-        return []
-    return [{"pid": _plain(getattr(tp, "pid", None)), "stats": _stats(tp)} for tp in pids]
 
 
 def _del_failure(path: str, exc: Exception) -> OptError:

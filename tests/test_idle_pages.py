@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from etmem_scan import idle_pages as ip
-from etmem_scan import procfs
+from etmem_scan import idle_stream, idle_sweep, idle_text, pagerefs, procfs
 from etmem_scan.pagerefs import PageRefs, cold_mask, format_cold, format_refs, merge
 from etmem_scan.tracker import ScanError
 
@@ -142,7 +142,7 @@ def test_golden_case(golden: Path, name: str) -> None:
     replay, after, error = run_case(case, case_dir)
 
     # every read C issued, we issued too, in order and with C's buffer size; any extra read is a
-    # continuation inside a VMA (reading it to its end, §13.22) and got nothing from the fake
+    # continuation inside a VMA (read to its end; etmemd stops) and got nothing from the fake
     recorded = [(p, c) for p, c, ok in replay.issued if ok]
     assert recorded == [e[:2] for e in replay.expected[: len(recorded)]]
     vmas = anon_vmas(case["maps"])
@@ -151,7 +151,7 @@ def test_golden_case(golden: Path, name: str) -> None:
             assert any(v.start < pos < v.end for v in vmas), hex(pos)
 
     if name in FAILING:
-        assert isinstance(error, ip.StreamError)
+        assert isinstance(error, idle_stream.StreamError)
         assert "before any address" in str(error)
         for k, refs in enumerate(after, start=1):
             assert as_rows(refs) == parse_refs((case_dir / f"c_pass{k}.txt").read_text())
@@ -188,9 +188,9 @@ def test_set_hva_backward_we_fold_duplicates(golden: Path) -> None:
 
 
 def test_multi_vma_reads_each_vma_to_its_end(golden: Path) -> None:
-    """Deliberate difference (§13.22): the 1031-page VMA D gets a second read for its last
-    7 pages (C's one-byte-per-8-pages buffer stops at 1024), and VMAs whose stream stopped short
-    of their end get a continuation read."""
+    """Deliberate difference (etmemd reads once): VMA D (1031 pages) gets a second read for its
+    last 7 pages (C's one-byte-per-8-pages buffer stops at 1024), and VMAs whose stream stopped
+    short of their end get a continuation read."""
     case = next(c for c in load_manifest(golden)["cases"] if c["name"] == "multi_vma")
     replay, _, _ = run_case(case, golden / "idle_pages" / "multi_vma")
     extra = [(p, c) for p, c, ok in replay.issued if not ok]
@@ -212,53 +212,53 @@ B = 0x7F0000000000
 
 
 def test_pmd_idle_ptes_uses_real_ratio_for_64k_pages() -> None:
-    """Deliberate difference (§13.23): with 64 KiB base pages a PMD maps 512 MiB = 8192 base
-    pages; C always expands PMD_IDLE_PTES to 512 entries."""
-    runs = ip.decode_runs(hva(B) + bytes([0x71]), page_size=65536)
+    """Deliberate difference: with 64 KiB base pages a PMD maps 512 MiB = 8192 base pages;
+    C always expands PMD_IDLE_PTES to 512 entries."""
+    runs = idle_stream.decode_runs(hva(B) + bytes([0x71]), page_size=65536)
     assert runs.npages.tolist() == [8192]
-    p = ip.expand(runs, page_size=65536)
+    p = idle_stream.expand(runs, page_size=65536)
     assert len(p) == 8192 and int(p.addr[-1]) == B + 8191 * 65536
     assert runs.end == B + (1 << 29)
     assert set(p.weight.tolist()) == {0} and set(p.type.tolist()) == {0}
 
 
 def test_page_sizes() -> None:
-    assert ip.page_sizes(4096).tolist() == [4096, 2 << 20, 1 << 30]
-    assert ip.page_sizes(65536).tolist() == [65536, 512 << 20, 4 << 40]
+    assert pagerefs.page_sizes(4096).tolist() == [4096, 2 << 20, 1 << 30]
+    assert pagerefs.page_sizes(65536).tolist() == [65536, 512 << 20, 4 << 40]
 
 
 def test_a0_inside_an_address_is_data() -> None:
     # address bytes contain 0xa0 twice; only the real command sets the address
     addr = 0x7FA0A0000000
-    p = ip.decode(hva(addr) + bytes([0x02]))
+    p = idle_stream.decode(hva(addr) + bytes([0x02]))
     assert p.addr.tolist() == [addr, addr + 4096]
     # back-to-back SET_HVAs whose payloads hold 0xa0: the second one wins
-    p = ip.decode(hva(0x7FA0000A0000) + hva(addr) + bytes([0x01]))
+    p = idle_stream.decode(hva(0x7FA0000A0000) + hva(addr) + bytes([0x01]))
     assert p.addr.tolist() == [addr]
 
 
 def test_unknown_record_type_is_an_error() -> None:
-    with pytest.raises(ip.StreamError, match="unknown idle_pages record 0xb1"):
-        ip.decode(hva(B) + bytes([0xB1]))
-    with pytest.raises(ip.StreamError, match="0xa3"):
-        ip.decode(hva(B) + bytes([0xA3]))
+    with pytest.raises(idle_stream.StreamError, match="unknown idle_pages record 0xb1"):
+        idle_stream.decode(hva(B) + bytes([0xB1]))
+    with pytest.raises(idle_stream.StreamError, match="0xa3"):
+        idle_stream.decode(hva(B) + bytes([0xA3]))
 
 
 def test_hole_before_address_is_an_error() -> None:
-    with pytest.raises(ip.StreamError, match="before any address"):
-        ip.decode(bytes([0x81]) + hva(B) + bytes([0x01]))
+    with pytest.raises(idle_stream.StreamError, match="before any address"):
+        idle_stream.decode(bytes([0x81]) + hva(B) + bytes([0x01]))
 
 
 def test_empty_and_address_only_streams() -> None:
-    assert len(ip.decode(b"")) == 0
-    r = ip.decode_runs(hva(B))
+    assert len(idle_stream.decode(b"")) == 0
+    r = idle_stream.decode_runs(hva(B))
     assert len(r) == 0 and r.end == B
-    r = ip.decode_runs(hva(B)[:5])  # truncated SET_HVA: nothing, end stays 0 as in C
+    r = idle_stream.decode_runs(hva(B)[:5])  # truncated SET_HVA: nothing, end stays 0 as in C
     assert len(r) == 0 and r.end == 0
 
 
 def test_weights_and_types() -> None:
-    p = ip.decode(
+    p = idle_stream.decode(
         hva(B) + bytes([0x01, 0x31, 0x51]) + hva(B + (2 << 20)) + bytes([0x11, 0x41, 0x61])
     )
     assert p.weight.tolist() == [1, 3, 0, 1, 3, 0]
@@ -324,16 +324,17 @@ def c_single_read_pages(k: ModelKernel, vmas: list[Vma]) -> set[int]:
         if end > v.end:
             continue
         start = max(v.start, end)
-        p = ip.decode_runs(k.read(start, ip.read_size(start, v.end)))
-        seen |= set(ip.expand(p).addr.tolist())
+        p = idle_stream.decode_runs(k.read(start, ip.read_size(start, v.end)))
+        seen |= set(idle_stream.expand(p).addr.tolist())
         end = p.end
     return seen
 
 
 def test_tracker_reads_fragmented_vma_and_tail_to_the_end() -> None:
-    """Deliberate difference (§13.22): a fragmented VMA overflows etmemd's buffer (every other
-    page present -> 10 bytes per page, budget 1 byte per 8 pages) and a VMA of 8k+5 pages has a
-    tail etmemd's buffer never covers.  We read on until the VMA end: every page is seen."""
+    """Deliberate difference (etmemd reads once): a fragmented VMA overflows etmemd's buffer
+    (every other page present -> 10 bytes per page, budget 1 byte per 8 pages) and a VMA of
+    8k+5 pages has a tail etmemd's buffer never covers.  We read on until the VMA end: every
+    page is seen."""
     frag = Vma(B, B + 4096 * 4096)
     tail = Vma(B + (1 << 30), B + (1 << 30) + 4096 * 8 * 40 + 5 * 4096)
     pages = {frag.start + i * 4096: (0 if i % 4 else 5) for i in range(0, 4096, 2)}
@@ -421,18 +422,20 @@ def random_stream(rng: np.random.Generator, nrec: int) -> bytes:
 
 def page_level(streams: list[bytes], threshold: int) -> bytes | type:
     try:
-        refs = ip.decode_passes(streams)
-    except ip.StreamError:
-        return ip.StreamError
+        refs = idle_sweep.decode_passes(streams)
+    except idle_stream.StreamError:
+        return idle_stream.StreamError
     return format_cold(refs.addr[cold_mask(refs, threshold)])
 
 
 def run_level(streams: list[bytes], threshold: int, chunk: int) -> bytes | type:
     try:
-        pieces = ip.cold_text_chunks(streams, threshold, chunk=97 * chunk, record_chunk=chunk)
+        pieces = idle_text.cold_text_chunks(
+            streams, threshold, chunk=97 * chunk, record_chunk=chunk
+        )
         return b"".join(pieces)
-    except ip.StreamError:
-        return ip.StreamError
+    except idle_stream.StreamError:
+        return idle_stream.StreamError
 
 
 def test_fast_cold_path_equals_page_level_on_random_streams() -> None:
@@ -445,12 +448,12 @@ def test_fast_cold_path_equals_page_level_on_random_streams() -> None:
         threshold = int(rng.integers(0, 5))
         chunk = int(rng.choice([3, 7, 1 << 15]))  # records per chunk: boundaries everywhere
         assert run_level(streams, threshold, chunk) == page_level(streams, threshold)
-        if page_level(streams, threshold) is not ip.StreamError:
-            listing = b"".join(ip.refs_text_chunks(streams, chunk=97 * chunk))
-            assert listing == format_refs(ip.decode_passes(streams))
+        if page_level(streams, threshold) is not idle_stream.StreamError:
+            listing = b"".join(idle_text.refs_text_chunks(streams, chunk=97 * chunk))
+            assert listing == format_refs(idle_sweep.decode_passes(streams))
         try:
-            seg = ip.sweep(streams, chunk=chunk)
-        except ip.StreamError:
+            seg = idle_sweep.sweep(streams, chunk=chunk)
+        except idle_stream.StreamError:
             continue
         paths["sweep" if seg is not None else "fallback"] += 1
     assert paths["sweep"] > 50 and paths["fallback"] > 10  # both paths were exercised
@@ -459,9 +462,9 @@ def test_fast_cold_path_equals_page_level_on_random_streams() -> None:
 def test_sweep_segments_match_page_level(golden: Path) -> None:
     d = golden / "idle_pages" / "multipass_counts"
     streams = [(d / f"read_{k}.bin").read_bytes() for k in (1, 2, 3)]
-    seg = ip.sweep(streams, chunk=5)
+    seg = idle_sweep.sweep(streams, chunk=5)
     assert seg is not None
-    refs = ip.decode_passes(streams)
+    refs = idle_sweep.decode_passes(streams)
     addr = np.concatenate(
         [s + np.arange(n, dtype=np.uint64) * np.uint64(4096)
          for s, n in zip(seg.start.tolist(), seg.npages.tolist(), strict=True)]
@@ -480,11 +483,11 @@ def test_cold_text_across_digit_and_top_word_changes(lines: int) -> None:
         + hva(0xFFFFFFE000) + bytes([0x54])  # 10 digits and 11
         + hva(0x7F0200000000) + bytes([0x62]),  # two idle 2 MiB pages
     ]  # fmt: skip
-    fast = b"".join(ip.cold_text_chunks(streams, 1, chunk=lines))
+    fast = b"".join(idle_text.cold_text_chunks(streams, 1, chunk=lines))
     assert fast == page_level(streams, 1)
     assert fast.count(b"\n") == 6 + 4 + 4 + 2
     base_pages_only = [streams[0][:-10]]  # the 4 KiB table path where a piece allows it
-    fast = b"".join(ip.cold_text_chunks(base_pages_only, 1, chunk=lines, table_min=1))
+    fast = b"".join(idle_text.cold_text_chunks(base_pages_only, 1, chunk=lines, table_min=1))
     assert fast == page_level(base_pages_only, 1)
     assert fast.count(b"\n") == 6 + 4 + 4
 
@@ -492,7 +495,7 @@ def test_cold_text_across_digit_and_top_word_changes(lines: int) -> None:
 def test_decoded_pass_is_runs_plus_a_weight_byte_per_page() -> None:
     base = 0x7F0000000000
     stream = b"\xa0" + base.to_bytes(8, "big") + bytes([0x0F, 0x5F, 0x3F, 0x8F, 0x0F])
-    p = ip.decode(stream, 4096)
+    p = idle_stream.decode(stream, 4096)
     # accessed, idle and dirty records that follow each other share a run; the hole cuts it
     assert p.runs.start.tolist() == [base, base + 60 * 4096]
     assert p.runs.npages.tolist() == [45, 15]

@@ -343,7 +343,7 @@ def test_task_errors(etmemd: Etmemd, files: Files) -> None:
         (task("t2", proj="nope"), OptCode.OPT_PRO_NOEXIST),
         (task("t2", eng="rec2"), OptCode.OPT_ENG_NOEXIST),
         (task("t1"), OptCode.OPT_TASK_EXISTED),
-        # spec §3.5/§4.3: a rejected common task key is OPT_INTER_ERR; only names are OPT_INVAL
+        # as etmemd_task.c: a rejected common task key is OPT_INTER_ERR; only names are OPT_INVAL
         (task("t2", value="bad:value"), OptCode.OPT_INTER_ERR),
         (task("t2").replace("type=name", "type=cgroup"), OptCode.OPT_INTER_ERR),
         (task("t2").replace("value=mysqld\n", ""), OptCode.OPT_INTER_ERR),

@@ -38,7 +38,7 @@ def _write_out(chunks) -> None:
 
 def decode_command(files: list[Path], threshold: int | None, page_size: int) -> int:
     """Decode ``files`` (one pass each) and print the page list or the cold list."""
-    from etmem_scan import idle_pages
+    from etmem_scan import idle_text
     from etmem_scan.tracker import ScanError
 
     try:
@@ -48,9 +48,9 @@ def decode_command(files: list[Path], threshold: int | None, page_size: int) -> 
         return EXIT_DATA
     try:
         if threshold is not None:
-            _write_out(idle_pages.cold_text_chunks(streams, threshold, page_size))
+            _write_out(idle_text.cold_text_chunks(streams, threshold, page_size))
         else:
-            _write_out(idle_pages.refs_text_chunks(streams, page_size))
+            _write_out(idle_text.refs_text_chunks(streams, page_size))
     except ScanError as e:
         which = getattr(e, "pass_index", None)
         where = f"{files[which]}: " if which is not None else ""

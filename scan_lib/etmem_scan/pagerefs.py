@@ -10,11 +10,12 @@ time on the hot paths, so a 64 GiB process needs ~2 bytes per page, not 13.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from .machine import PAGE_SIZE
 
 # Page types, as the C ``enum page_type``.
 PTE, PMD, PUD = 0, 1, 2
@@ -27,11 +28,10 @@ COUNT_DTYPE = np.uint16
 COUNT_MAX = int(np.iinfo(COUNT_DTYPE).max)
 WEIGHT_MAX = int(np.iinfo(WEIGHT_DTYPE).max)
 
-_BASE_PAGE = os.sysconf("SC_PAGESIZE")
 _CHUNK = 1 << 16  # pages per step where a per-page temporary is needed: 512 KiB of int64
 
 
-def page_sizes(page_size: int = _BASE_PAGE) -> np.ndarray:
+def page_sizes(page_size: int = PAGE_SIZE) -> np.ndarray:
     """PTE, PMD and PUD sizes for a base page size (4 KiB -> 4 KiB / 2 MiB / 1 GiB).
 
     A page-table page holds ``page_size / 8`` entries, so each level multiplies by that.
@@ -92,7 +92,7 @@ class PageRuns:
 
     @classmethod
     def from_addresses(
-        cls, addr: np.ndarray, ptype: np.ndarray, page_size: int = _BASE_PAGE
+        cls, addr: np.ndarray, ptype: np.ndarray, page_size: int = PAGE_SIZE
     ) -> PageRuns:
         """Runs of strictly increasing ``addr`` (one page each, types ``ptype``): a new run
         wherever the type changes or the next page is not the next one of that size."""
@@ -400,7 +400,7 @@ def _page_size_of(*runs: PageRuns) -> int:
         pte = r.step[r.type == PTE]
         if len(pte):
             return int(pte[0])
-    return _BASE_PAGE
+    return PAGE_SIZE
 
 
 def merge(refs: PageRefs, p: PassRefs, *, in_place: bool = False) -> PageRefs:

@@ -61,7 +61,6 @@ from etmem_scan.actuators import (
     query_nodes,
 )
 from etmem_scan.damon import DAMOS_ACTIONS, DamosScheme, DamosTarget, DamosUnsupported
-from etmem_scan.idle_pages import page_sizes
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
 from etmem_scan.pageout_probe import TokenBucket
@@ -78,6 +77,7 @@ from etmem_scan.pagerefs import (
     dram_percent_mask,
     dram_percent_target,
     merge,
+    page_sizes,
 )
 from etmem_scan.pids import alive
 from etmem_scan.probe import (

@@ -6,7 +6,7 @@ cgroup's rate drops by :data:`RATE_STEP` (not below ``reclaim_rate_min``). Other
 controller reclaims ``(usage - floor) * rate`` bytes, at most ``reclaim_max_bytes``, in whole
 pages; after every fifth fully successful round in a row the rate rises by :data:`RATE_STEP`
 (not above ``reclaim_rate_max``). Unlike the original, the size uses this adaptive rate and the
-real byte counts (it compared pointers: §13 item 38 of the spec).
+real byte counts (etmemd_psi_fb.c compared the pointers, not the values).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The C structs a policy receives live in our objects' ``params``. A NULL op gets the original's
 behaviour here: NULL ``start_task`` fails the start, NULL ``eng_mgt_func`` is "invalid
 parameters", other NULL ops do nothing. ``engine.py`` calls these directly, or from the helper
-process of an ``isolate=yes`` engine (``isolate.py``).
+process of an ``isolate=yes`` engine (``isolate_helper.py``).
 """
 
 from __future__ import annotations

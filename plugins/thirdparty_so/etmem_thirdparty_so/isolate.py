@@ -1,27 +1,24 @@
 """``isolate=yes``: the policy runs in a helper process, so a crash in vendor code fails only
-that engine and etmemd keeps serving.
+that engine and etmemd keeps serving.  This module is etmemd's side: the engine's hooks.
 
-The helper (``python -m etmem_thirdparty_so.isolate FD``) loads the policy with ``inproc`` and
-keeps mirror ``Project``/``Engine``/``Task``/``TaskPid`` objects whose ``params`` hold the C
-structs. Each hook sends it a snapshot of our objects plus the op to run over a unix socketpair
-(length-prefixed pickles; both ends are this package); ``eng_mgt_func`` also passes the write
-end of the output pipe (SCM_RIGHTS), so output still streams. When the helper dies, the call
-fails with ``EngineError`` naming the signal, and the engine stays failed until it is deleted.
+The helper (:mod:`.isolate_helper`) loads the policy with ``inproc`` and keeps mirror
+``Project``/``Engine``/``Task``/``TaskPid`` objects whose ``params`` hold the C structs. Each
+hook sends it a snapshot of our objects plus the op to run over a unix socketpair
+(:mod:`.isolate_wire`); ``eng_mgt_func`` also passes the write end of the output pipe
+(SCM_RIGHTS), so output still streams. When the helper dies, the call fails with
+``EngineError`` naming the signal, and the engine stays failed until it is deleted.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import itertools
 import logging
 import math
 import os
-import pickle
 import queue
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -34,18 +31,16 @@ from etmem_sdk import (
     ConfigSection,
     Engine,
     EngineError,
-    EtmemError,
-    Project,
     Reply,
     Task,
     TaskPid,
 )
 
 from . import inproc
+from .isolate_wire import ERRORS, recv, send
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!I")
 _PROJECT_FIELDS = (
     "name",
     "scan_type",
@@ -59,59 +54,17 @@ _PROJECT_FIELDS = (
     "start",
     "wmark_set",
 )
-_ERRORS: dict[str, type[EtmemError]] = {"ConfigError": ConfigError, "EngineError": EngineError}
 _tokens = itertools.count(1)
+#: The module the helper process runs (``python -m``).
+_HELPER = f"{__package__}.isolate_helper"
 
 #: Engine key: seconds one op may take in the helper before the helper is killed.
 TIMEOUT_KEY = "isolate_timeout"
 #: Default for it: below etmemd's own hook deadline (5 s), so a hung policy is killed and named
 #: by this engine before the core gives up on the hook.
 DEFAULT_TIMEOUT = 4.5
-_PR_SET_PDEATHSIG = 1
 #: Every helper still running, so that none outlives etmemd (see ``_kill_all``).
 _helpers: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
-
-
-# --- wire: length-prefixed pickles, optionally carrying one fd --------------------------------
-
-
-def _send(sock: socket.socket, obj: Any, fd: int | None = None) -> None:
-    data = pickle.dumps(obj)
-    frame = _HEADER.pack(len(data)) + data
-    if fd is None:
-        sock.sendall(frame)
-    else:
-        sent = socket.send_fds(sock, [frame], [fd])
-        if sent < len(frame):
-            sock.sendall(frame[sent:])
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _recv(sock: socket.socket) -> tuple[Any, int | None] | None:
-    """One message and the fd sent with it; ``None`` at end of stream."""
-    head, fds, _flags, _addr = socket.recv_fds(sock, _HEADER.size, 1)
-    if not head:
-        return None
-    rest = _recv_exact(sock, _HEADER.size - len(head)) if len(head) < _HEADER.size else b""
-    if rest is None:
-        return None
-    (length,) = _HEADER.unpack(head + rest)
-    data = _recv_exact(sock, length)
-    if data is None:
-        return None
-    return pickle.loads(data), (fds[0] if fds else None)
-
-
-# --- parent side --------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -149,8 +102,8 @@ class IsolatedEngine:
             request["snapshot"] = _snapshot(engine)
             self.sock.settimeout(self.timeout)
             try:
-                _send(self.sock, request, fd)
-                answer = _recv(self.sock)
+                send(self.sock, request, fd)
+                answer = recv(self.sock)
             except TimeoutError:
                 # A hung policy: nothing else will ever end it, and it holds this engine.
                 self.proc.kill()
@@ -169,7 +122,7 @@ class IsolatedEngine:
                 raise EngineError(f"engine {engine.name}: {self.dead}")
         (kind, value), _ = answer
         if kind:
-            raise _ERRORS.get(kind, EngineError)(value)
+            raise ERRORS.get(kind, EngineError)(value)
         return value
 
     def close(self) -> None:
@@ -310,7 +263,7 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         # a new session: terminal signals are etmemd's business, not the helper's
-        argv = [sys.executable, "-m", __name__, str(child.fileno()), str(os.getpid())]
+        argv = [sys.executable, "-m", _HELPER, str(child.fileno()), str(os.getpid())]
         proc = _spawner.popen(argv, child.fileno())
     except BaseException:
         parent.close()  # no helper: nothing else will ever close our end
@@ -412,126 +365,3 @@ def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> N
     token = task.params.token if task is not None else None
     with inproc.output_pipe(reply) as write_fd:
         _state(engine).call(engine, {"op": "eng_mgt_func", "task": token, "cmd": cmd}, write_fd)
-
-
-# --- helper side ----------------------------------------------------------------------------
-
-
-class _Mirror:
-    """The helper's copies of the parent's objects; their ``params`` hold the C structs."""
-
-    def __init__(self) -> None:
-        self.project = Project(name="")
-        self.engine = Engine(name="", kind="thirdparty", project=self.project)
-        self.project.engines = [self.engine]
-        self.tasks: dict[int, Task] = {}
-        self.pids: dict[int, TaskPid] = {}
-
-    def apply(self, snap: dict[str, Any]) -> None:
-        self.engine.name = snap["engine"]
-        if snap["project"] is not None:
-            for key, value in snap["project"].items():
-                setattr(self.project, key, value)
-        listed = []
-        for token, name, type_, value, max_threads, swap_flag, pids in snap["tasks"]:
-            task = self.tasks.get(token)
-            if task is None:
-                task = self.tasks[token] = Task(name, type_, value, engine=self.engine)
-            task.name, task.type, task.value = name, type_, value
-            task.max_threads, task.swap_flag = max_threads, swap_flag
-            task.pids = []
-            for pid_token, pid, rate in pids:
-                task_pid = self.pids.setdefault(pid_token, TaskPid(pid, task=task))
-                task_pid.pid, task_pid.rt_swapin_rate = pid, rate
-                task.pids.append(task_pid)
-            listed.append(task)
-        self.engine.tasks = listed
-
-    def run(self, request: dict[str, Any], fd: int | None) -> Any:
-        op = request["op"]
-        engine = self.engine
-        task = self.tasks.get(request["task"]) if request.get("task") is not None else None
-        if "config" in request:
-            config = ConfigSection(
-                request["config"]["group"],
-                request["config"]["items"],
-                path=request["config"]["path"],
-                text=request["config"]["text"],
-                label=request["config"]["label"],
-            )
-        if op == "null_ops":
-            return inproc.null_ops(engine)
-        if op == "fill_eng_params":
-            inproc.fill_eng_params(engine, config)
-        elif op == "clear_eng_params":
-            inproc.clear_eng_params(engine)
-        elif op == "fill_task_params":
-            try:
-                inproc.fill_task_params(task, config)
-            except BaseException:
-                self.tasks.pop(request["task"], None)
-                raise
-        elif op == "clear_task_params":
-            inproc.clear_task_params(task)
-            self.tasks.pop(request["task"], None)
-        elif op == "start_task":
-            inproc.start_task(engine, task)
-        elif op == "stop_task":
-            inproc.stop_task(engine, task)
-        elif op == "alloc_pid_params":
-            token, pid, rate = request["pid"]
-            task_pid = TaskPid(pid, task=task, rt_swapin_rate=rate)
-            self.pids[token] = task_pid
-            try:
-                inproc.alloc_pid_params(engine, task_pid)
-            except BaseException:
-                self.pids.pop(token, None)
-                raise
-        elif op == "free_pid_params":
-            task_pid = self.pids.pop(request["pid"], None)
-            if task_pid is not None:
-                inproc.free_pid_params(engine, task_pid)
-        elif op == "eng_mgt_func":
-            try:
-                inproc.mgt_to_fd(engine, task, request["cmd"], fd)
-            finally:
-                os.close(fd)
-        else:
-            raise EngineError(f"unknown request {op!r}")
-        return None
-
-
-def _serve(sock: socket.socket) -> None:
-    mirror = _Mirror()
-    while (message := _recv(sock)) is not None:
-        request, fd = message
-        answer: tuple[str, Any]
-        try:
-            mirror.apply(request.pop("snapshot"))
-            answer = ("", mirror.run(request, fd))
-        except EtmemError as exc:
-            answer = (type(exc).__name__, str(exc))
-        except Exception as exc:  # a bug on our side: report it, keep serving
-            answer = ("EngineError", f"{type(exc).__name__}: {exc}")
-        _send(sock, answer)
-        if request["op"] == "clear_eng_params":
-            return
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry of the helper process: serve requests on the inherited socket until it closes."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) > 1:  # die with etmemd, even if it is killed and cannot end us
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != int(args[1]):  # etmemd died before the prctl took effect
-            os._exit(1)
-    sock = socket.socket(fileno=int(args[0]))
-    try:
-        _serve(sock)
-    finally:
-        sock.close()
-
-
-if __name__ == "__main__":
-    main()
