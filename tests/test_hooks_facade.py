@@ -4,6 +4,9 @@ names and types, and no caller naming a hook in a string."""
 from __future__ import annotations
 
 import inspect
+import os
+import re
+from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import pytest
@@ -20,6 +23,11 @@ from etmem_sdk import (
 from etmem_sdk.hooks import EngineHooks, HookName
 from pluggy import PluginValidationError
 
+from etmem_core.errors import OptError
+from etmem_core.lifecycle import Etmemd
+from etmem_core.registry import EngineRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
 #: EngineHooks' own members that are not hooks
 NOT_HOOKS = {"implements"}
 
@@ -141,3 +149,96 @@ def test_a_plugin_not_matching_the_hookspecs_is_refused() -> None:
 
     with pytest.raises(PluginValidationError):
         EngineHooks(Misspelt())
+
+
+def test_nothing_calls_a_hook_by_a_name_in_a_string() -> None:
+    """Core and SDK reach hooks through EngineHooks methods only (grep finds every call)."""
+    pattern = re.compile(r"getattr\([^)]*\bhooks?\b|\.hook\.\w+\(|getattr\([^)]*\.hook\b")
+    found = []
+    for folder in ("etmem_core", "sdk/etmem_sdk"):
+        for dirpath, _, names in os.walk(ROOT / folder):
+            for name in names:
+                if name.endswith(".py") and name != "hooks.py":
+                    path = Path(dirpath, name)
+                    for n, line in enumerate(path.read_text().splitlines(), 1):
+                        if pattern.search(line):
+                            found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert found == []
+
+
+# -- the store's calls ---------------------------------------------------------------------------
+
+
+class Rec:
+    """Records (hook, task) and fails ``start_task`` for the tasks in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()
+
+    @hookimpl
+    def fill_task_params(self, task, config):
+        self.calls.append(("fill_task_params", task.name))
+
+    @hookimpl
+    def clear_task_params(self, task):
+        self.calls.append(("clear_task_params", task.name))
+
+    @hookimpl
+    def start_task(self, engine, task):
+        self.calls.append(("start_task", task.name))
+        if task.name in self.refuse:
+            raise EngineError(f"cannot start {task.name}")
+
+    @hookimpl
+    def stop_task(self, engine, task):
+        assert engine is task.engine
+        self.calls.append(("stop_task", task.name))
+
+
+def _conf(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def test_tasks_added_to_a_started_project_are_stopped_when_a_later_one_fails(
+    tmp_path: Path,
+) -> None:
+    """The rollback calls stop_task with the engine as well as the task (it once passed the
+    task alone, so the stop failed and the started task kept running)."""
+    rec = Rec()
+    registry = EngineRegistry()
+    registry.register_plugin("rec", rec)
+    store = Etmemd(registry)
+    try:
+        store.obj_add(
+            _conf(
+                tmp_path,
+                "a",
+                "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n[engine]\nproject=p\nname=rec\n",
+            )
+        )
+        store.project_start("p")
+        tasks = "".join(
+            f'[[task]]\nproject = "p"\nengine = "rec"\nname = "{n}"\ntype = "name"\n'
+            'value = "mysqld"\n'
+            for n in ("t1", "t2")
+        )
+        rec.refuse.add("t2")
+        with pytest.raises(OptError, match="cannot start t2"):
+            store.obj_add(_conf(tmp_path, "b.toml", tasks))
+        assert rec.calls == [
+            ("fill_task_params", "t1"),
+            ("fill_task_params", "t2"),
+            ("start_task", "t1"),
+            ("start_task", "t2"),
+            ("stop_task", "t1"),
+            ("clear_task_params", "t1"),
+            ("clear_task_params", "t2"),
+        ]
+        project = store.find_project("p")
+        assert project is not None and project.engines[0].tasks == []
+    finally:
+        store.shutdown()
