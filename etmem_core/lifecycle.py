@@ -19,9 +19,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from etmem_sdk import ConfigSection, Engine, EtmemError, Project, Reply, Task, scan
+from etmem_sdk.hooks import EngineHooks
 
 from . import objfile, settings
 from .daemon_settings import HOOK_DEADLINE
@@ -33,6 +34,11 @@ from .show import project_doc, show_text
 log = logging.getLogger(__name__)
 
 Undo = Callable[[], None]
+
+_P = ParamSpec("_P")
+#: A hook, named by its :class:`EngineHooks` method (``EngineHooks.start_task``), never by a
+#: string: a misspelt hook is a type error, and grep finds every call.
+Hook = Callable[Concatenate[EngineHooks, _P], None]
 
 #: How long a request waits for the one before it (usually an engine hook still running) before
 #: it is answered "busy": less than the client's 10 s, so the client learns why instead of
@@ -46,11 +52,12 @@ LOCK_WAIT = 8.0
 BIG_FILE = 1 << 20
 BIG_LOADS = 1
 
-#: What undoes a hook that returned after its deadline, when the core had already given up.
-_UNDO_LATE = {
-    "fill_eng_params": "clear_eng_params",
-    "fill_task_params": "clear_task_params",
-    "start_task": "stop_task",
+#: What undoes a hook that returned after its deadline, when the core had already given up,
+#: and which of the late call's arguments it takes.
+_UNDO_LATE: dict[str, tuple[Hook[...], tuple[str, ...]]] = {
+    "fill_eng_params": (EngineHooks.clear_eng_params, ("engine",)),
+    "fill_task_params": (EngineHooks.clear_task_params, ("task",)),
+    "start_task": (EngineHooks.stop_task, ("engine", "task")),
 }
 
 
@@ -81,6 +88,22 @@ def _gc_paused() -> Iterator[None]:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def _hooks(engine: Engine) -> EngineHooks:
+    """The engine's hooks; the store links only engines the registry loaded, which have them."""
+    assert engine.hooks is not None, engine.name
+    return engine.hooks
+
+
+def _stops(engine: Engine, tasks: list[Task]) -> list[dict[str, Any]]:
+    """The arguments of ``start_task``/``stop_task`` for each of ``tasks``."""
+    return [{"engine": engine, "task": t} for t in tasks]
+
+
+def _clears(tasks: list[Task]) -> list[dict[str, Any]]:
+    """The arguments of ``clear_task_params`` for each of ``tasks``."""
+    return [{"task": t} for t in tasks]
 
 
 def _inval(reason: str) -> OptError:
@@ -365,7 +388,7 @@ class Etmemd:
         project.engines.insert(0, engine)
         try:
             # a refused engine is unlinked without clear_eng_params, as in C
-            self._call(engine, "fill_eng_params", engine=engine, config=section)
+            self._call(engine, EngineHooks.fill_eng_params, engine=engine, config=section)
         except BaseException:
             project.engines.remove(engine)
             raise
@@ -382,7 +405,7 @@ class Etmemd:
 
     def _remove_engine(self, project: Project, engine: Engine, errors: list[OptError]) -> None:
         self._remove_tasks(project, engine, list(engine.tasks), errors)
-        self._teardown(engine, "clear_eng_params", errors, engine=engine)
+        self._teardown(engine, EngineHooks.clear_eng_params, errors, engine=engine)
         if engine in project.engines:
             project.engines.remove(engine)
 
@@ -440,18 +463,16 @@ class Etmemd:
         try:
             self._call_many(
                 engine,
-                "fill_task_params",
+                EngineHooks.fill_task_params,
                 [{"task": t, "config": t.config} for t in tasks],
                 filled,
             )
             if project.start and "start_task" in engine.implements:
-                self._call_many(
-                    engine, "start_task", [{"engine": engine, "task": t} for t in tasks], started
-                )
+                self._call_many(engine, EngineHooks.start_task, _stops(engine, tasks), started)
         except BaseException:
             if started:
-                self._teardown_many(engine, "stop_task", "task", started, [])
-            self._teardown_many(engine, "clear_task_params", "task", filled, [])
+                self._teardown_many(engine, EngineHooks.stop_task, _stops(engine, started), [])
+            self._teardown_many(engine, EngineHooks.clear_task_params, _clears(filled), [])
             self._unlink(engine, tasks)
             raise
         return lambda: self._remove_tasks(project, engine, tasks, [])
@@ -486,9 +507,9 @@ class Etmemd:
         for project, engine, tasks in groups.values():
             errors: list[OptError] = []
             self._remove_tasks(project, engine, tasks, errors)
-            for exc in errors:
-                log.error("obj del %s: %s", path, exc.reason)
-                last = exc
+            for err in errors:
+                log.error("obj del %s: %s", path, err.reason)
+                last = err
         return last
 
     def _remove_tasks(
@@ -496,12 +517,12 @@ class Etmemd:
     ) -> None:
         if project.start:
             if "stop_task" in engine.implements:
-                self._teardown_many(engine, "stop_task", "engine+task", tasks, errors)
+                self._teardown_many(engine, EngineHooks.stop_task, _stops(engine, tasks), errors)
             elif tasks:
                 log.error(
                     "engine %s: has no stop_task, %d task(s) not stopped", engine.name, len(tasks)
                 )
-        self._teardown_many(engine, "clear_task_params", "task", tasks, errors)
+        self._teardown_many(engine, EngineHooks.clear_task_params, _clears(tasks), errors)
         self._unlink(engine, tasks)
 
     # -- start / stop ----------------------------------------------------------------------------
@@ -530,10 +551,7 @@ class Etmemd:
                     done: list[Task] = []
                     try:
                         self._call_many(
-                            engine,
-                            "start_task",
-                            [{"engine": engine, "task": t} for t in engine.tasks],
-                            done,
+                            engine, EngineHooks.start_task, _stops(engine, engine.tasks), done
                         )
                     finally:
                         started.append((engine, done))
@@ -541,7 +559,9 @@ class Etmemd:
                 reason = exc.reason if isinstance(exc, OptError) else repr(exc)
                 log.error("project start %s failed: %s", name, reason)
                 for engine, done in reversed(started):
-                    self._teardown_many(engine, "stop_task", "engine+task", done[::-1], [])
+                    self._teardown_many(
+                        engine, EngineHooks.stop_task, _stops(engine, done[::-1]), []
+                    )
                 raise
             project.start = True
         log.info("project %s started", name)
@@ -560,7 +580,8 @@ class Etmemd:
                 if "stop_task" not in engine.implements:
                     log.error("engine %s: has no stop_task, its tasks are not stopped", engine.name)
                     continue
-                self._teardown_many(engine, "stop_task", "engine+task", list(engine.tasks), errors)
+                calls = _stops(engine, engine.tasks)
+                self._teardown_many(engine, EngineHooks.stop_task, calls, errors)
             project.start = False
         log.info("project %s stopped", name)
         if errors:
@@ -603,7 +624,7 @@ class Etmemd:
             gate = {"open": True}
             gated = Reply(lambda data: reply.write(data) if gate["open"] else None)
             try:
-                self._call(eng, "eng_mgt_func", engine=eng, task=tk, cmd=cmd, reply=gated)
+                self._call(eng, EngineHooks.eng_mgt_func, engine=eng, task=tk, cmd=cmd, reply=gated)
             except OptError as exc:
                 if isinstance(exc.__cause__, EtmemError):
                     raise OptError(OptCode.OPT_INVAL, exc.reason) from exc.__cause__
@@ -649,15 +670,21 @@ class Etmemd:
 
     # -- calling engines -----------------------------------------------------------------------
 
-    def _call(self, engine: Engine, op: str, /, **kwargs: Any) -> Any:
-        """Call hook ``op`` if the engine implements it; any failure -> OPT_INTER_ERR.
+    def _call(self, engine: Engine, hook: Hook[_P], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Call ``hook`` if the engine implements it; any failure -> OPT_INTER_ERR.
 
         The hook has :attr:`hook_deadline` seconds; past them it is abandoned and fails like a
         hook that raised, naming itself, and the engine gets no further calls until it
         returns (what it did late is undone then, see ``_UNDO_LATE``).
         """
+        op = hook.__name__
         if op not in engine.implements:
-            return None
+            return
+        hooks = _hooks(engine)
+
+        def run() -> None:
+            hook(hooks, *args, **kwargs)
+
         key = id(engine)
         stuck = self._wedged.get(key)
         if stuck is not None:
@@ -667,15 +694,11 @@ class Etmemd:
             )
             log.error("%s", reason)
             if op == "clear_eng_params":  # owed once the hook returns (an isolated helper ends)
-                hook = getattr(engine.hooks, op)
-                self._owed.setdefault(key, []).append(lambda: hook(**kwargs))
+                self._owed.setdefault(key, []).append(run)
             raise OptError(OptCode.OPT_INTER_ERR, reason)
-        hook = getattr(engine.hooks, op)
         outer, self._busy = self._busy, (f"engine {engine.name}: {op}", time.monotonic())
         try:
-            return self._runner.call(
-                lambda: hook(**kwargs), self.hook_deadline, self._late(engine, op, kwargs)
-            )
+            self._runner.call(run, self.hook_deadline, self._late(engine, op, dict(kwargs)))
         except DeadlineExceeded as exc:
             raise self._abandoned(engine, key, op, exc) from None
         except BaseException as exc:
@@ -698,13 +721,10 @@ class Etmemd:
                 op,
                 f" ({type(error).__name__}: {error})" if error is not None else "",
             )
-            undo = _UNDO_LATE.get(op)
-            if error is None and undo is not None and undo in engine.implements:
-                args = {k: v for k, v in kwargs.items() if k in ("engine", "task")}
-                if undo == "clear_task_params":
-                    args.pop("engine", None)
+            undo, names = _UNDO_LATE.get(op, (None, ()))
+            if error is None and undo is not None and undo.__name__ in engine.implements:
                 try:
-                    getattr(engine.hooks, undo)(**args)
+                    undo(_hooks(engine), **{name: kwargs[name] for name in names})
                 except BaseException as exc:
                     log.error(
                         "engine %s: %s after a late %s failed: %s", engine.name, undo, op, exc
@@ -719,11 +739,12 @@ class Etmemd:
         return late
 
     def _call_many(
-        self, engine: Engine, op: str, calls: list[dict[str, Any]], done: list[Task]
+        self, engine: Engine, hook: Hook[...], calls: list[dict[str, Any]], done: list[Task]
     ) -> None:
-        """``_call`` for a batch of hook calls of one engine on one worker thread, each with
-        the deadline; the ``task`` of each call that returned goes to ``done``. Stops at the
-        first failure, raised as by ``_call``."""
+        """``_call`` for a batch of calls of one hook of one engine (keyword arguments each) on
+        one worker thread, each with the deadline; the ``task`` of each call that returned goes
+        to ``done``. Stops at the first failure, raised as by ``_call``."""
+        op = hook.__name__
         if op not in engine.implements:
             done.extend(c["task"] for c in calls)
             return
@@ -732,12 +753,12 @@ class Etmemd:
         key = id(engine)
         stuck = self._wedged.get(key)
         if stuck is not None:
-            self._call(engine, op, **calls[0])  # raises the "not called" failure
-        hook = getattr(engine.hooks, op)
+            self._call(engine, hook, **calls[0])  # raises the "not called" failure
+        hooks = _hooks(engine)
 
         def one(kwargs: dict[str, Any]) -> Callable[[], None]:
             def run() -> None:
-                hook(**kwargs)
+                hook(hooks, **kwargs)
                 done.append(kwargs["task"])
 
             return run
@@ -757,20 +778,16 @@ class Etmemd:
             self._busy = outer
 
     def _teardown_many(
-        self, engine: Engine, op: str, args: str, tasks: list[Task], errors: list[OptError]
+        self, engine: Engine, hook: Hook[...], calls: list[dict[str, Any]], errors: list[OptError]
     ) -> None:
-        """A teardown hook for each of ``tasks``: every one is attempted (failures go to
-        ``errors``), except once the engine is stuck past a deadline (reported once)."""
+        """A teardown hook for each task of ``calls`` (see :func:`_stops`, :func:`_clears`):
+        every one is attempted (failures go to ``errors``), except once the engine is stuck
+        past a deadline (reported once)."""
         start = 0
-        while start < len(tasks):
-            rest = tasks[start:]
-            calls = [
-                {"engine": engine, "task": t} if args == "engine+task" else {"task": t}
-                for t in rest
-            ]
+        while start < len(calls):
             done: list[Task] = []
             try:
-                self._call_many(engine, op, calls, done)
+                self._call_many(engine, hook, calls[start:], done)
                 return
             except OptError as exc:
                 errors.append(exc)
@@ -778,10 +795,18 @@ class Etmemd:
                     return
                 start += len(done) + 1
 
-    def _teardown(self, engine: Engine, op: str, errors: list[OptError], /, **kwargs: Any) -> None:
+    def _teardown(
+        self,
+        engine: Engine,
+        hook: Hook[_P],
+        errors: list[OptError],
+        /,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> None:
         """Call a teardown hook; a failure is logged and recorded in ``errors``, never raised."""
         try:
-            self._call(engine, op, **kwargs)
+            self._call(engine, hook, *args, **kwargs)
         except OptError as exc:
             errors.append(exc)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pluggy
 from etmem_sdk import hookspecs
+from etmem_sdk.hooks import EngineHooks
 from stevedore import DriverManager, ExtensionManager, NamedExtensionManager
 from stevedore.exception import NoMatches
 
@@ -34,14 +35,18 @@ class LoadedEngine:
 
     name: str
     plugin: Any
-    pm: pluggy.PluginManager
-    #: op names (C ``engine_ops`` fields) with at least one hookimpl
-    implements: frozenset[str]
+    #: the typed door to the plugin's hooks: ``hooks.start_task(engine=..., task=...)``
+    hooks: EngineHooks
 
     @property
-    def hooks(self) -> Any:
-        """The pluggy hook relay: ``hooks.start_task(engine=..., task=...)``."""
-        return self.pm.hook
+    def pm(self) -> pluggy.PluginManager:
+        """The plugin's own pluggy manager."""
+        return self.hooks.pm
+
+    @property
+    def implements(self) -> frozenset[str]:
+        """Op names (C ``engine_ops`` fields) with at least one hookimpl."""
+        return self.hooks.implemented
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,6 @@ class EngineInfo:
     #: True/False once loading was tried, None when not checked
     loads: bool | None
     error: str | None
-
-
-def _plugin_manager(plugin: Any) -> tuple[pluggy.PluginManager, frozenset[str]]:
-    """Register ``plugin`` in a fresh manager and validate it; raises pluggy's errors."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    pm.register(plugin)
-    pm.check_pending()
-    ops = frozenset(op for op in hookspecs.ENGINE_OPS if getattr(pm.hook, op).get_hookimpls())
-    return pm, ops
 
 
 class _Duplicate(Exception):
@@ -173,10 +168,10 @@ class EngineRegistry:
 
     def _validate(self, name: str, plugin: Any) -> LoadedEngine:
         try:
-            pm, ops = _plugin_manager(plugin)
+            hooks = EngineHooks(plugin)
         except BaseException as exc:  # PluginValidationError, or a plugin whose attributes raise
             raise self._fail(name, f"does not match the engine hookspecs: {exc}", exc) from exc
-        return LoadedEngine(name=name, plugin=plugin, pm=pm, implements=ops)
+        return LoadedEngine(name=name, plugin=plugin, hooks=hooks)
 
     def _fail(self, name: str, what: str, exc: BaseException | None = None) -> OptError:
         err = OptError(OptCode.OPT_INTER_ERR, f"engine '{name}': {what}")
@@ -206,7 +201,9 @@ class EngineRegistry:
         """Every engine name known (entry points and injected plugins), sorted; imports nothing."""
         # names=[]: the manager lists the group but loads none of it
         self._list_group()
-        lister = NamedExtensionManager(self.group, names=[], on_missing_entrypoints_callback=None)
+        lister: NamedExtensionManager[Any] = NamedExtensionManager(
+            self.group, names=[], on_missing_entrypoints_callback=None
+        )
         return sorted(set(self._injected) | {ep.name for ep in lister.list_entry_points()})
 
     def list_engines(self, check: bool = False) -> list[EngineInfo]:

@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pluggy
 import pytest
 from conftest import GOLDEN
 from etmem_scan.pagerefs import PageRefs, PassRefs
@@ -23,9 +22,9 @@ from etmem_sdk import (
     Project,
     TargetGone,
     Task,
-    hookspecs,
 )
 from etmem_sdk import worker as worker_mod
+from etmem_sdk.hooks import EngineHooks
 from etmem_slide import claims, config, cycle, engine, mechanism, stats
 
 B = 0x7F0000000000
@@ -448,11 +447,12 @@ def fakes(monkeypatch):
 
 
 def _engine(tmp_path, project) -> Engine:
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    pm.register(engine)
     eng = Engine(
-        name="slide", kind="slide", project=project, hooks=pm.hook, implements=frozenset(ENGINE_OPS)
+        name="slide",
+        kind="slide",
+        project=project,
+        hooks=EngineHooks(engine),
+        implements=frozenset(ENGINE_OPS),
     )
     project.engines.insert(0, eng)
     engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))

@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-import pluggy
 import pytest
-from etmem_sdk import Engine, EngineError, TargetGone, Task, hookimpl, hookspecs
+from etmem_sdk import Engine, EngineError, TargetGone, Task, hookimpl
+from etmem_sdk.hooks import EngineHooks
 from etmem_sdk.targets import refresh_task_pids, release_task_pids, resolve_main_pid
 
 
@@ -48,13 +48,8 @@ class Recorder:
 def make_task(plugin: object | None, type_: str = "name", value: str = "mysqld") -> Task:
     engine = Engine(name="rec", kind="rec")
     if plugin is not None:
-        pm = pluggy.PluginManager("etmem")
-        pm.add_hookspecs(hookspecs)
-        pm.register(plugin)
-        engine.hooks = pm.hook
-        engine.implements = frozenset(
-            op for op in hookspecs.ENGINE_OPS if getattr(pm.hook, op).get_hookimpls()
-        )
+        engine.hooks = EngineHooks(plugin)
+        engine.implements = engine.hooks.implemented
     task = Task(name="t1", type=type_, value=value, engine=engine)
     engine.tasks.append(task)
     return task

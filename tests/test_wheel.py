@@ -93,6 +93,13 @@ def test_the_wheel_holds_the_c_library_and_headers(wheel: Path) -> None:
     assert "-none-linux_" in wheel.name  # a platform wheel: it carries a native library
 
 
+def test_the_wheel_marks_the_sdk_and_scan_library_typed(wheel: Path) -> None:
+    """PEP 561 markers, so an engine author's type checker reads the annotations."""
+    names = zipfile.ZipFile(wheel).namelist()
+    for package in ("etmem_sdk", "etmem_scan"):
+        assert any(n.endswith(f"/{package}/py.typed") for n in names), package
+
+
 def test_a_clone_collects_the_whole_suite_and_finds_its_golden_data(tmp_path: Path) -> None:
     """Everything the tests need is in the repository (golden data included)."""
     clone = copy_tree(tmp_path / "clone")

@@ -10,12 +10,18 @@ original's behaviour for an absent op:
 * any other op absent -> nothing to do.
 
 Hooks signal failure by raising (``ConfigError`` for bad configuration, ``EngineError`` for
-anything else); a return value is never an error code.
+anything else); a return value is never an error code. Callers go through the typed
+:class:`etmem_sdk.hooks.EngineHooks`, one method per hookspec here.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from .model import ConfigSection, Engine, Reply, Task, TaskPid
 
 PROJECT_NAME = "etmem"
 
@@ -24,7 +30,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec(firstresult=True)
-def fill_eng_params(engine, config):
+def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
     """Validate the ``[engine]`` section and set up ``engine.params``.
 
     C: ``int (*fill_eng_params)(GKeyFile *config, struct engine *eng)``.
@@ -35,7 +41,7 @@ def fill_eng_params(engine, config):
 
 
 @hookspec(firstresult=True)
-def clear_eng_params(engine):
+def clear_eng_params(engine: Engine) -> None:
     """Release what ``fill_eng_params`` set up. C: ``void (*clear_eng_params)(struct engine *eng)``.
 
     Called when the engine is deleted, after all its tasks were removed.
@@ -43,7 +49,7 @@ def clear_eng_params(engine):
 
 
 @hookspec(firstresult=True)
-def fill_task_params(task, config):
+def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Validate the engine's own ``[task]`` keys and set up ``task.params``.
 
     C: ``int (*fill_task_params)(GKeyFile *config, struct task *tk)``.
@@ -54,12 +60,12 @@ def fill_task_params(task, config):
 
 
 @hookspec(firstresult=True)
-def clear_task_params(task):
+def clear_task_params(task: Task) -> None:
     """Release ``task.params``. C: ``void (*clear_task_params)(struct task *tk)``."""
 
 
 @hookspec(firstresult=True)
-def start_task(engine, task):
+def start_task(engine: Engine, task: Task) -> None:
     """Start working on ``task`` (``project start``, or task add into a started project).
 
     C: ``int (*start_task)(struct engine *eng, struct task *tk)``.
@@ -68,7 +74,7 @@ def start_task(engine, task):
 
 
 @hookspec(firstresult=True)
-def stop_task(engine, task):
+def stop_task(engine: Engine, task: Task) -> None:
     """Stop working on ``task``; must return promptly (within a second).
 
     C: ``void (*stop_task)(struct engine *eng, struct task *tk)``.
@@ -76,7 +82,7 @@ def stop_task(engine, task):
 
 
 @hookspec(firstresult=True)
-def alloc_pid_params(engine, task_pid):
+def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     """Set up ``task_pid.params`` for a newly seen target pid.
 
     C: ``int (*alloc_pid_params)(struct engine *eng, struct task_pid **tk_pid)``.
@@ -85,7 +91,7 @@ def alloc_pid_params(engine, task_pid):
 
 
 @hookspec(firstresult=True)
-def free_pid_params(engine, task_pid):
+def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     """Release ``task_pid.params`` of a pid leaving the task's list.
 
     C: ``void (*free_pid_params)(struct engine *eng, struct task_pid **tk_pid)``.
@@ -93,7 +99,7 @@ def free_pid_params(engine, task_pid):
 
 
 @hookspec(firstresult=True)
-def eng_mgt_func(engine, task, cmd, reply):
+def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> None:
     """Run the engine's private command ``cmd`` (``etmem engine CMD ...``).
 
     C: ``int (*eng_mgt_func)(struct engine *eng, struct task *tk, char *cmd, int fd)``.
@@ -104,7 +110,7 @@ def eng_mgt_func(engine, task, cmd, reply):
 
 
 #: The op names in C ``struct engine_ops`` order.
-ENGINE_OPS = (
+ENGINE_OPS: tuple[str, ...] = (
     "fill_eng_params",
     "clear_eng_params",
     "fill_task_params",

@@ -10,7 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hooks import EngineHooks
 
 #: Project scan types (C ``enum scan_type``).
 PAGE_SCAN, REGION_SCAN, PSI_SCAN = "page", "region", "psi"
@@ -107,8 +110,11 @@ class Engine:
 
     ``name`` is the engine's identity inside its project: the entry-point name, or ``eng_name``
     for the thirdparty engine. ``kind`` is always the entry-point name (``slide``, ``thirdparty``).
-    ``hooks`` is the engine plugin's pluggy hook relay (``engine.hooks.alloc_pid_params(...)``),
-    ``implements`` the set of op names it has hookimpls for; both are set by the core.
+    ``hooks`` is the typed door to the engine plugin's hooks, an
+    :class:`~etmem_sdk.hooks.EngineHooks` (``engine.hooks.alloc_pid_params(...)``),
+    ``implements`` the set of op names it has hookimpls for; both are set by the core (an
+    engine may narrow ``implements`` in its ``fill_eng_params``, as the thirdparty engine does
+    for the ops its C policy left NULL).
     """
 
     name: str
@@ -117,7 +123,7 @@ class Engine:
     config: ConfigSection | None = None
     params: Any = None
     tasks: list[Task] = field(default_factory=list)  # newest first, as C
-    hooks: Any = None
+    hooks: EngineHooks | None = None
     implements: frozenset[str] = frozenset()
     stats: dict[str, Any] = field(default_factory=dict)
 

@@ -40,8 +40,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from etmem_scan import actuators as _actuators
@@ -253,7 +254,10 @@ def _proc(proc_root: str | None) -> str:
 
 
 def read_vmas(
-    pid: int, vmflags: Sequence[str] | None = None, anon_only: bool = True, proc_root=None
+    pid: int,
+    vmflags: Sequence[str] | None = None,
+    anon_only: bool = True,
+    proc_root: str | None = None,
 ) -> list[Vma]:
     """The VMAs of ``pid`` as etmemd scans them: from ``maps`` (or ``smaps`` keeping only VMAs
     carrying every flag in ``vmflags``), anonymous ones only unless ``anon_only=False``.
@@ -263,30 +267,30 @@ def read_vmas(
     return _procfs.read_vmas(pid, vmflags, anon_only, _proc(proc_root))
 
 
-def read_status(pid: int, proc_root=None) -> dict[str, int]:
+def read_status(pid: int, proc_root: str | None = None) -> dict[str, int]:
     """Numeric fields of ``/proc/PID/status`` (``VmRSS``, ``VmSwap`` ... in kB)."""
     return _procfs.read_status(pid, _proc(proc_root))
 
 
-def read_meminfo(proc_root=None) -> dict[str, int]:
+def read_meminfo(proc_root: str | None = None) -> dict[str, int]:
     """``/proc/meminfo`` as ``{"MemTotal": kB, "SwapTotal": kB, ...}``."""
     return _procfs.read_meminfo(_proc(proc_root))
 
 
-def present_pages(pid: int, ranges, proc_root=None) -> np.ndarray:
+def present_pages(pid: int, ranges: Iterable[object], proc_root: str | None = None) -> np.ndarray:
     """Addresses (uint64) of the resident base pages of ``pid`` within ``ranges`` (VMAs or
     ``(start, end)`` pairs)."""
     return _pagemap.present_pages(pid, ranges, _proc(proc_root))
 
 
-def set_swapcache_wmark(pid: int, low: int, high: int, proc_root=None) -> None:
+def set_swapcache_wmark(pid: int, low: int, high: int, proc_root: str | None = None) -> None:
     """Hand the swap-cache watermarks (percent) to openEuler's etmem_swap module."""
     from etmem_scan import swap_pages
 
     swap_pages.set_swapcache_wmark(pid, low, high, proc_root=_proc(proc_root))
 
 
-def reclaim_swapcache_on(pid: int, proc_root=None) -> None:
+def reclaim_swapcache_on(pid: int, proc_root: str | None = None) -> None:
     """Switch openEuler's swap-cache reclaim on for ``pid``'s memory."""
     from etmem_scan import swap_pages
 
@@ -324,7 +328,9 @@ def carry(
 # --- trackers and actuators ---------------------------------------------------------------------
 
 
-def open_tracker(name: str, pid: int, *, proc_root=None, sys_root=None, **kw) -> Tracker:
+def open_tracker(
+    name: str, pid: int, *, proc_root: str | None = None, sys_root: str | None = None, **kw: Any
+) -> Tracker:
     """A tracker called ``name`` (one of :data:`TRACKERS`, or one added with
     :func:`register_tracker`) watching ``pid``; use it as a context manager or ``close()`` it.
 
@@ -339,7 +345,9 @@ def open_tracker(name: str, pid: int, *, proc_root=None, sys_root=None, **kw) ->
     return _trackers.make_tracker(name, pid, proc_root=proc, sys_root=sys_, **kw)
 
 
-def open_actuator(name: str, *, proc_root=None, sys_root=None, **kw) -> Actuator:
+def open_actuator(
+    name: str, *, proc_root: str | None = None, sys_root: str | None = None, **kw: Any
+) -> Actuator:
     """An actuator called ``name`` (one of :data:`ACTUATORS`, or one added with
     :func:`register_actuator`): ``apply(pid, addrs, sizes)`` moves those pages.
 
@@ -387,8 +395,8 @@ def open_damos(
     *,
     attrs: dict[str, int],
     owner: str,
-    proc_root=None,
-    sys_root=None,
+    proc_root: str | None = None,
+    sys_root: str | None = None,
 ) -> DamosTarget:
     """Monitor ``pid`` with DAMON and apply ``scheme`` to it, as one target of the kdamond
     etmemd creates and shares with the ``damon`` tracker; ``close()`` it.
@@ -416,7 +424,7 @@ def shutdown() -> None:
     _damon.shutdown_all()
 
 
-def damon_refusal(proc_root=None, sys_root=None) -> str | None:
+def damon_refusal(proc_root: str | None = None, sys_root: str | None = None) -> str | None:
     """Why this machine can never run the ``damon`` engine (no DAMON sysfs, no ``vaddr``), or
     ``None``; reads only.  A DAMON busy with someone else's kdamond shows at ``open_damos``."""
     return _damon.damon_refusal(
@@ -424,7 +432,7 @@ def damon_refusal(proc_root=None, sys_root=None) -> str | None:
     )
 
 
-def damos_unsupported(scheme: DamosScheme, proc_root=None) -> list[tuple[str, str]]:
+def damos_unsupported(scheme: DamosScheme, proc_root: str | None = None) -> list[tuple[str, str]]:
     """``(field, reason)`` for each :class:`DamosScheme` field the running kernel's DAMON
     lacks, judged from its release (an unknown release passes; writing checks again)."""
     return _damon.damos_unsupported(scheme, _damon.kernel_release(_proc(proc_root)))
@@ -433,13 +441,18 @@ def damos_unsupported(scheme: DamosScheme, proc_root=None) -> list[tuple[str, st
 # --- the capability probe -----------------------------------------------------------------------
 
 
-def capabilities(proc_root=None, sys_root=None) -> Capabilities:
+def capabilities(proc_root: str | None = None, sys_root: str | None = None) -> Capabilities:
     """Probe which trackers and actuators work here (reads only; see ``etmem sysinfo``)."""
     return _probe.probe(_proc(proc_root), _defaults.sys_root if sys_root is None else sys_root)
 
 
-def _choose(kind: str, requested: str | None, fallback: Callable[[Capabilities], str], caps,
-            unfit: Callable[[str], str] = lambda _name: ""):  # fmt: skip
+def _choose(
+    kind: str,
+    requested: str | None,
+    fallback: Callable[[Capabilities], str],
+    caps: Capabilities | None,
+    unfit: Callable[[str], str] = lambda _name: "",
+) -> str:
     extra = _extra_trackers if kind == "tracker" else _extra_actuators
     from_task = requested is not None
     name = requested if from_task else getattr(_defaults, kind)

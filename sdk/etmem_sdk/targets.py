@@ -65,17 +65,18 @@ def resolve_main_pid(task: Task, proc_root: str = "/proc") -> int:
     raise TargetGone(f"task {task.name}: unknown target type {task.type!r}")
 
 
-def _call(engine: Engine | None, op: str, task_pid: TaskPid) -> None:
-    """Call a pid hook of the task's engine if it implements it (exceptions propagate)."""
-    if engine is None or engine.hooks is None or op not in engine.implements:
-        return
-    getattr(engine.hooks, op)(engine=engine, task_pid=task_pid)
+def _alloc(engine: Engine | None, task_pid: TaskPid) -> None:
+    """``alloc_pid_params`` of the task's engine, if it implements it (exceptions propagate)."""
+    if engine is not None and engine.hooks is not None and "alloc_pid_params" in engine.implements:
+        engine.hooks.alloc_pid_params(engine=engine, task_pid=task_pid)
 
 
 def _free(engine: Engine | None, gone: Iterable[TaskPid]) -> None:
+    if engine is None or engine.hooks is None or "free_pid_params" not in engine.implements:
+        return
     for tp in gone:
         try:
-            _call(engine, "free_pid_params", tp)
+            engine.hooks.free_pid_params(engine=engine, task_pid=tp)
         except Exception:  # one engine bug must not keep the rest of the list alive
             log.exception("engine %s: free_pid_params(pid %d) failed", _name(engine), tp.pid)
 
@@ -127,7 +128,7 @@ def refresh_task_pids(
         return task.pids
     _skipped.pop(task, None)
 
-    if old and old_main != main:
+    if old_main is not None and old_main != main:  # old_main is set exactly when old is
         why = "exited" if not procs.alive(old_main, proc_root) else "no longer matches"
         log.warning("task %s: target pid %d %s, now pid %d", task.name, old_main, why, main)
         _drop_all(task, engine)
@@ -147,7 +148,7 @@ def refresh_task_pids(
         if tp is None:
             tp = TaskPid(pid=pid, task=task)
             try:
-                _call(engine, "alloc_pid_params", tp)
+                _alloc(engine, tp)
             except Exception as exc:
                 log.warning(
                     "engine %s: alloc_pid_params(pid %d) failed: %s", _name(engine), pid, exc

@@ -4,12 +4,11 @@ the daemon's order, without a daemon (``etmem_engine`` makes one)."""
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pluggy
-
-from .. import hookspecs, params
+from .. import params
+from ..hooks import EngineHooks
 from ..model import PAGE_SCAN, BufferReply, ConfigSection, Engine, Project, Task
 from ..worker import PeriodicWorker
 
@@ -56,13 +55,10 @@ class EngineHarness:
             name = name or plugin
             plugin = load_entry_point(plugin)
         self.name = name or "engine"
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self.pm.add_hookspecs(hookspecs)
-        self.pm.register(plugin)
-        self.pm.check_pending()
-        self.implements = frozenset(
-            op for op in hookspecs.ENGINE_OPS if getattr(self.pm.hook, op).get_hookimpls()
-        )
+        #: the plugin's hooks, validated as the daemon's registry validates them
+        self.hooks = EngineHooks(plugin)
+        self.pm = self.hooks.pm
+        self.implements = self.hooks.implemented
         self.project: Project | None = None
         self.engine: Engine | None = None
 
@@ -71,10 +67,10 @@ class EngineHarness:
         """The pluggy hook relay of the plugin."""
         return self.pm.hook
 
-    def _call(self, op: str, **kwargs: Any) -> Any:
-        if op not in self.implements:
-            return None
-        return getattr(self.pm.hook, op)(**kwargs)
+    def _call(self, hook: Callable[..., None], /, **kwargs: Any) -> None:
+        """``hook`` (an :class:`EngineHooks` method) if the plugin implements it."""
+        if hook.__name__ in self.implements:
+            hook(self.hooks, **kwargs)
 
     def add(
         self,
@@ -114,11 +110,11 @@ class EngineHarness:
             kind=self.name,
             project=proj,
             config=esec,
-            hooks=self.pm.hook,
+            hooks=self.hooks,
             implements=self.implements,
         )
         proj.engines.insert(0, eng)
-        self._call("fill_eng_params", engine=eng, config=esec)
+        self._call(EngineHooks.fill_eng_params, engine=eng, config=esec)
         self.project, self.engine = proj, eng
         for n, keys in enumerate(tasks, 1):
             self.add_task(keys, label=label, default_name=f"task{n}")
@@ -141,10 +137,10 @@ class EngineHarness:
             engine=eng,
             config=tsec,
         )
-        self._call("fill_task_params", task=task, config=tsec)
+        self._call(EngineHooks.fill_task_params, task=task, config=tsec)
         eng.tasks.insert(0, task)
         if proj.start:
-            self._call("start_task", engine=eng, task=task)
+            self._call(EngineHooks.start_task, engine=eng, task=task)
         return task
 
     def _need(self) -> tuple[Engine, Project]:
@@ -170,7 +166,7 @@ class EngineHarness:
         if "start_task" not in self.implements:
             raise RuntimeError(f"engine {self.name} has no start_task: etmemd could not start it")
         for task in reversed(eng.tasks):  # oldest first
-            self._call("start_task", engine=eng, task=task)
+            self._call(EngineHooks.start_task, engine=eng, task=task)
         proj.start = True
 
     def tick(self, times: int = 1) -> None:
@@ -197,7 +193,7 @@ class EngineHarness:
         eng, _ = self._need()
         reply = BufferReply()
         tk = self.task(task) if task is not None else None
-        self.hook.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
+        self.hooks.eng_mgt_func(engine=eng, task=tk, cmd=cmd, reply=reply)
         return reply.text
 
     def stop(self) -> None:
@@ -206,7 +202,7 @@ class EngineHarness:
         if not proj.start:
             return
         for task in eng.tasks:
-            self._call("stop_task", engine=eng, task=task)
+            self._call(EngineHooks.stop_task, engine=eng, task=task)
         proj.start = False
 
     def remove(self) -> None:
@@ -218,7 +214,7 @@ class EngineHarness:
             self.stop()
         finally:
             for task in list(eng.tasks):
-                self._call("clear_task_params", task=task)
+                self._call(EngineHooks.clear_task_params, task=task)
                 eng.tasks.remove(task)
-            self._call("clear_eng_params", engine=eng)
+            self._call(EngineHooks.clear_eng_params, engine=eng)
             self.engine = self.project = None
