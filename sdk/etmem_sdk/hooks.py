@@ -11,30 +11,15 @@ registry and the SDK's test harness both build it here, so they validate plugins
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from . import hookspecs
+from .hookspecs import HookName
 
 if TYPE_CHECKING:
     from .model import ConfigSection, Engine, Reply, Task, TaskPid
-
-#: A hook's name, one of :data:`etmem_sdk.hookspecs.ENGINE_OPS`.
-HookName = Literal[
-    "fill_eng_params",
-    "clear_eng_params",
-    "fill_task_params",
-    "clear_task_params",
-    "start_task",
-    "stop_task",
-    "alloc_pid_params",
-    "free_pid_params",
-    "eng_mgt_func",
-]
-
-if get_args(HookName) != hookspecs.ENGINE_OPS:  # pragma: no cover - caught by any import
-    raise ImportError("etmem_sdk.hooks.HookName differs from hookspecs.ENGINE_OPS")
 
 
 class EngineHooks:

@@ -16,7 +16,7 @@ anything else); a return value is never an error code. Callers go through the ty
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import pluggy
 
@@ -109,8 +109,9 @@ def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> N
     """
 
 
-#: The op names in C ``struct engine_ops`` order.
-ENGINE_OPS: tuple[str, ...] = (
+#: A hook's name: the op names in C ``struct engine_ops`` order (a ``Literal``, so a
+#: misspelt name is a type error).
+HookName = Literal[
     "fill_eng_params",
     "clear_eng_params",
     "fill_task_params",
@@ -120,4 +121,7 @@ ENGINE_OPS: tuple[str, ...] = (
     "alloc_pid_params",
     "free_pid_params",
     "eng_mgt_func",
-)
+]
+
+#: The op names in C ``struct engine_ops`` order.
+ENGINE_OPS: tuple[str, ...] = get_args(HookName)
