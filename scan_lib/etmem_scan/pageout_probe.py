@@ -45,6 +45,7 @@ from . import pagemap
 from .actuators import MADV_PAGEOUT, merge_ranges, process_madvise
 from .errors import TargetGone
 from .pagerefs import PTE, PassRefs
+from .pagesets import lookup, member, sorted_set
 from .procfs import read_meminfo
 from .tracker import Tracker, VmaRange
 
@@ -122,21 +123,6 @@ class TokenBucket:
 
 def _default_pageout(pidfd: int, addrs: np.ndarray) -> int:
     return process_madvise(pidfd, merge_ranges(addrs, PAGE_SIZE), MADV_PAGEOUT)
-
-
-def _lookup(sorted_set: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(idx, hit)``: where each of ``values`` sits in ``sorted_set`` (sorted, unique) and
-    whether it is there (``idx`` is only meaningful where ``hit``)."""
-    if sorted_set.size == 0 or values.size == 0:
-        return np.zeros(values.size, dtype=np.intp), np.zeros(values.size, dtype=bool)
-    idx = np.searchsorted(sorted_set, values)
-    idx[idx == sorted_set.size] = 0
-    return idx, sorted_set[idx] == values
-
-
-def _member(sorted_set: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Boolean mask: which of ``values`` are in ``sorted_set`` (sorted, unique)."""
-    return _lookup(sorted_set, values)[1]
 
 
 def _round_robin(cand: np.ndarray, cursor: int, n: int) -> tuple[np.ndarray, int]:
@@ -247,8 +233,8 @@ class ProbeTracker(Tracker):
         now = self._now()
         info = self._meminfo()
         present, swapped = self._states(self.pid, vmas)
-        present = np.unique(present)
-        swapped = np.unique(swapped)
+        present = sorted_set(present)
+        swapped = sorted_set(swapped)
         # A swap area switched off reads its pages back in: those returns say nothing about
         # accesses, so after a drop in SwapTotal returning pages are forgotten, not made hot.
         swap_total = info.get("SwapTotal", 0)
@@ -256,7 +242,7 @@ class ProbeTracker(Tracker):
         self._swap_total = swap_total
         idle_now = self._judge(now, present, swapped, swapoff=swapoff)
         probed = self._probe(now, present, info)
-        keep = present[~_member(probed, present)]
+        keep = present[~member(probed, present)]
         addr = np.concatenate((keep, idle_now))
         weight = np.concatenate(
             (np.ones(keep.size, dtype=np.uint8), np.zeros(idle_now.size, dtype=np.uint8))
@@ -274,8 +260,8 @@ class ProbeTracker(Tracker):
         judged idle by this pass (probed last pass and still in swap)."""
         if self.addr.size == 0:
             return np.zeros(0, dtype=np.uint64)
-        is_present = _member(present, self.addr)
-        is_swapped = _member(swapped, self.addr)
+        is_present = member(present, self.addr)
+        is_swapped = member(swapped, self.addr)
         st = self.state
         flight = st == IN_FLIGHT
         idle_now = flight & is_swapped & ~is_present
@@ -320,7 +306,7 @@ class ProbeTracker(Tracker):
         if present.size == 0 or (cap is not None and cap < PAGE_SIZE):
             return empty
         # not probe-able: pages on cool-down (HOT or STUCK until later)
-        idx, known = _lookup(self.addr, present)
+        idx, known = lookup(self.addr, present)
         resting = np.zeros(present.size, dtype=bool)
         was_hot = np.zeros(present.size, dtype=bool)
         if known.any():
@@ -358,7 +344,7 @@ class ProbeTracker(Tracker):
         # verify: only what left RAM is in flight
         runs = merge_ranges(chosen, PAGE_SIZE)
         still, _ = self._states(self.pid, [(int(a), int(a + n)) for a, n in runs])
-        stayed = _member(np.unique(still), chosen)
+        stayed = member(sorted_set(still), chosen)
         left = chosen[~stayed]
         stuck = chosen[stayed]
         self.bucket.give_back(int(stuck.size) * PAGE_SIZE + granted - n * PAGE_SIZE)
@@ -372,7 +358,7 @@ class ProbeTracker(Tracker):
         """Put ``addrs`` (sorted, unique) into ``state``, inserting unknown pages."""
         if addrs.size == 0:
             return
-        pos, hit = _lookup(self.addr, addrs)
+        pos, hit = lookup(self.addr, addrs)
         if hit.any():
             pos = pos[hit]
             self.state[pos] = state
