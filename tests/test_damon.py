@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -435,6 +436,18 @@ def test_a_new_target_is_waited_for_until_it_has_regions(kernel):
     b = tracker(kernel, 20, update_us=2_000_000)
     assert b.scan_pass(VMAS).weight.all()
     b.close()
+    a.close()
+
+
+def test_a_later_update_without_regions_is_waited_out_too(kernel):
+    # a kdamond restarted mid-run lists no regions until its next operations update (seen
+    # under TCG): a pass long after the target was added waits for them as the first one did
+    r = (page(0), page(8), 1, 0)
+    kernel.regions[10] = [[r], [], [r]]
+    a = tracker(kernel, 10, windows=1)
+    assert a.scan_pass(VMAS).weight.all()
+    time.sleep(0.1)  # well past the first pass's grace (5 updates + 10 windows: 20 ms)
+    assert a.scan_pass(VMAS).weight.all()
     a.close()
 
 

@@ -829,9 +829,11 @@ class DamonTracker(Tracker):
             raise ScanError("damon: tracker is closed")
         got = []
         # A target added to a running kdamond gets regions only at the kernel's next
-        # operations update (update_us, counted in samples, which run late under TCG): wait
-        # for them rather than call everything idle.
-        deadline = mon.added_at(self.slot) + (5 * self.update_us + 10 * self.aggr_us) / 1e6
+        # operations update (update_us, counted in samples, which run late under TCG), and so
+        # does every target of a kdamond restarted meanwhile: wait for them rather than call
+        # everything idle -- counted from this pass too, as a restart can come at any time.
+        grace = (5 * self.update_us + 10 * self.aggr_us) / 1e6
+        deadline = max(mon.added_at(self.slot), time.monotonic()) + grace
         while len(got) < self.windows:
             self._gen, rows = mon.regions(self.slot, self._gen, self._epoch)
             if rows.size:
