@@ -342,13 +342,20 @@ class Daemon:
         else:
             sd_notify("READY=1")
         log.info("etmemd started, pid %d, socket @%s", os.getpid(), self.opts.socket)
+        # A signal may land on any thread, but Python runs handlers in the main thread only,
+        # which may sleep in select() with nothing due: the wake-up pipe ends that sleep.
+        previous = signal.set_wakeup_fd(self.server.wake_fd, warn_on_full_buffer=False)
         try:
             self.server.serve_forever()
         except Exception:  # the accept loop broke: still stop every project in order
             log.exception("the accept loop failed; shutting down")
-            self.shutdown()
-            return EXIT_FAIL
-        return self.shutdown()
+            failed = True
+        else:
+            failed = False
+        finally:
+            signal.set_wakeup_fd(previous)  # before shutdown closes the pipe
+        status = self.shutdown()
+        return EXIT_FAIL if failed else status
 
     def shutdown(self) -> int:
         """Stop accepting, let in-flight clients finish, stop every project; all by a deadline."""

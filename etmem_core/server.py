@@ -256,6 +256,12 @@ class Server:
         self._stopping.set()
         self._wake()
 
+    @property
+    def wake_fd(self) -> int:
+        """The write end of the pipe that wakes :meth:`serve_forever` (non-blocking), fit for
+        :func:`signal.set_wakeup_fd`; -1 once closed."""
+        return self._wake_w
+
     def _wake(self) -> None:
         fd = self._wake_w
         if fd < 0:
@@ -427,6 +433,10 @@ class Server:
 
     def _end_reading(self) -> None:
         """At stop: requests that look whole are still answered, the others are told why not."""
+        for reading in list(self._reading.values()):
+            # Take what has arrived but is unread: it may complete the request, and closing a
+            # unix socket with unread bytes resets it, so the client would never see the reply.
+            self._read(reading)
         for reading in list(self._reading.values()):
             self._stop_reading(reading)
             if request_complete(reading.data):
