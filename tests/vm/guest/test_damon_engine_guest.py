@@ -1,6 +1,6 @@
 """The damon engine end to end: one region project, three live processes, one kdamond.
 
-Each process maps 64 MiB whose 4 MiB runs alternate hot and cold (interleaved_workload.py).
+Each process maps 32 MiB whose 2 MiB runs alternate hot and cold (interleaved_workload.py).
 A ``pageout`` scheme for regions idle for 2 s must page the cold runs of all three out (zram
 swap) and leave the hot runs in RAM; ``showstats`` reports each target's regions and applied
 bytes; ``project stop`` and ``obj del`` of a started project both remove etmemd's kdamond.
@@ -22,7 +22,7 @@ from etmemd_proc import EtmemdProc, wait_for
 
 WORKLOAD = Path(__file__).with_name("interleaved_workload.py")
 KDAMONDS = Path("/sys/kernel/mm/damon/admin/kdamonds")
-TOTAL_MIB, RUN_KIB = 64, 4096
+TOTAL_MIB, RUN_KIB = 32, 2048
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEADLINE = 180.0
 

@@ -1,6 +1,6 @@
 """slide end to end with tracker=damon on a workload whose hot and cold pages share ONE mapping.
 
-Hot and cold 4 MiB runs alternate inside a single anonymous VMA, so a per-mapping tracker
+Hot and cold 2 MiB runs alternate inside a single anonymous VMA, so a per-mapping tracker
 (``refs``) sees it all as hot; DAMON's regions separate runs this big.  The cold runs must leave
 RAM (zram swap), the hot ones stay.  ``tracker=damon`` is forced by the task key.
 """
@@ -20,7 +20,7 @@ from etmemd_proc import EtmemdProc, wait_for
 from test_slide_e2e import showstats, slide_config
 
 WORKLOAD = Path(__file__).with_name("interleaved_workload.py")
-TOTAL_MIB, RUN_KIB = 128, 4096  # 16 hot and 16 cold runs of 4 MiB, alternating
+TOTAL_MIB, RUN_KIB = 64, 2048  # 16 hot and 16 cold runs of 2 MiB, alternating
 PAGE = os.sysconf("SC_PAGE_SIZE")
 DEADLINE = 120.0
 
@@ -75,7 +75,7 @@ def test_cold_runs_inside_one_mapping_leave_ram_and_hot_runs_stay(interleaved, t
 
 # -- every fourth page hot, the test bed's DEFAULT tracker (issue 12's interleave target) -------
 
-PAGE_MIB = 64  # 4096 hot and 12288 cold pages in one VMA
+PAGE_MIB = 16  # 1024 hot and 3072 cold pages in one VMA
 
 
 @pytest.fixture
