@@ -26,6 +26,13 @@ def golden() -> Path:
     return GOLDEN
 
 
+@pytest.fixture(autouse=True)
+def _private_run_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Records etmemd keeps at run time (the damon monitor's) go to a folder of the test's own,
+    inherited by the daemons it starts, never to the machine's /run/etmem."""
+    monkeypatch.setenv("ETMEM_RUN_DIR", str(tmp_path_factory.mktemp("run") / "etmem"))
+
+
 _TREE_SCRIPT = """
 import subprocess, sys, threading, time
 kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]

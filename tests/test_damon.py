@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from etmem_scan import damon
+from etmem_scan import damon, damon_record
 from etmem_scan.damon import DamonBusy, DamonTracker
 from etmem_scan.pagemap import PAGE_SIZE
 from etmem_scan.trackers import TrackerUnavailable, make_tracker
@@ -659,3 +659,75 @@ def test_shutdown_leaves_a_kdamond_that_is_not_ours_any_more(kernel):
     damon.shutdown_all()
     assert snapshot(kernel.kds) == before
     a.close()
+
+
+# -- a kdamond left behind by a killed etmemd (damon_record) -----------------------------------
+
+
+def fake_stat(kernel: FakeDamon, pid: int, start: int) -> None:
+    """/proc/PID/stat with a start time (field 22), which tells a reused pid apart."""
+    d = kernel.proc / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stat").write_text(f"{pid} (etmemd) S {' '.join(['1'] * 18)} {start}\n")
+
+
+@pytest.fixture
+def leftover(kernel):
+    """A kdamond watching pid 10, made by 'this process' which then died without removing it
+    (a SIGKILLed etmemd): its monitor is forgotten, and our pid now belongs to another start."""
+    (kernel.proc / "sys/kernel/random").mkdir(parents=True)
+    (kernel.proc / "sys/kernel/random/boot_id").write_text("boot-1\n")
+    fake_stat(kernel, os.getpid(), 100)
+    tracker(kernel, 10)
+    record = damon_record.record_path(kernel.kds)
+    assert damon_record.read(record).targets == (10,)
+    damon._monitors.clear()  # the process is gone: nothing of it runs its teardown
+    fake_stat(kernel, os.getpid(), 200)
+    return record
+
+
+def test_a_kdamond_left_by_a_dead_maker_is_taken_back(kernel, leftover):
+    kernel.regions[20] = [(page(0), page(8), 5, 0)]
+    b = tracker(kernel, 20)
+    assert kernel._pids() == [20] and kernel.starts == 2
+    assert b.scan_pass(VMAS).weight.all()
+    assert damon_record.read(leftover).targets == (20,)
+    b.close()
+    assert not leftover.exists()
+    assert (kernel.kds / "nr_kdamonds").read_text().strip() == "0"
+
+
+def test_a_kdamond_whose_maker_still_runs_is_left_alone(kernel, leftover):
+    fake_stat(kernel, os.getpid(), 100)  # the same start time: the maker is alive
+    before = snapshot(kernel.kds)
+    with pytest.raises(DamonBusy):
+        tracker(kernel, 20)
+    assert snapshot(kernel.kds) == before and leftover.exists()
+
+
+def test_a_recorded_kdamond_changed_since_is_left_alone(kernel, leftover):
+    (kernel.ctx() / "targets/0/pid_target").write_text("999\n")  # someone else's change
+    before = snapshot(kernel.kds)
+    with pytest.raises(DamonBusy):
+        tracker(kernel, 20)
+    assert snapshot(kernel.kds) == before
+    assert not leftover.exists()  # its maker is dead and it describes nothing now
+
+
+def test_a_record_others_could_have_written_is_not_trusted(kernel, leftover):
+    leftover.parent.chmod(0o777)
+    before = snapshot(kernel.kds)
+    with pytest.raises(DamonBusy):
+        tracker(kernel, 20)
+    assert snapshot(kernel.kds) == before
+    leftover.parent.chmod(0o700)
+    leftover.chmod(0o666)
+    with pytest.raises(DamonBusy):
+        tracker(kernel, 20)
+    assert snapshot(kernel.kds) == before
+
+
+def test_a_record_from_before_a_reboot_names_a_dead_maker(kernel, leftover):
+    fake_stat(kernel, os.getpid(), 100)
+    (kernel.proc / "sys/kernel/random/boot_id").write_text("boot-2\n")
+    assert not damon_record.maker_alive(damon_record.read(leftover), kernel.proc)

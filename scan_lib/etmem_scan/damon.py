@@ -44,6 +44,7 @@ made while another thread's request is under way uses that one's result.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
@@ -54,11 +55,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from . import damon_record
 from .errors import TargetGone
 from .kconfig import kernel_config, option_off
 from .pagemap import open_pagemap, present_pages
 from .pagerefs import PTE, PassRefs
 from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DAMOS_ACTIONS",
@@ -282,6 +286,9 @@ class DamonMonitor:
     def __init__(self, sys_root: str | os.PathLike[str], proc_root: str | os.PathLike[str]) -> None:
         self.root = Path(sys_root) / "kernel/mm/damon/admin/kdamonds"
         self.proc_root = proc_root
+        #: where this process writes down the kdamond it made (see damon_record)
+        self.record = damon_record.record_path(self.root)
+        self._record_failed = False
         self.attrs: dict[str, int] = {}
         #: who set :attr:`attrs` (named when someone else asks for other ones)
         self.attrs_owner = ""
@@ -497,7 +504,12 @@ class DamonMonitor:
     def _create(self, pid: int, scheme: DamosScheme | None) -> None:
         if not self.root.is_dir():
             raise TrackerUnavailable("damon: no DAMON sysfs (CONFIG_DAMON_SYSFS off)")
-        check_damon_free(self.root)
+        try:
+            check_damon_free(self.root)
+        except DamonBusy:
+            if not self._take_back_leftover():
+                raise
+            check_damon_free(self.root)
         # Creating a kdamond is a write, and DAMON shows its operations only inside one: rule
         # out a kernel built without vaddr from its configuration first, writing nothing.
         if option_off(kernel_config(Path(self.proc_root)), "CONFIG_DAMON_VADDR"):
@@ -525,11 +537,52 @@ class DamonMonitor:
             self.slots, self.schemes = [pid], [scheme]
             _write(self.kd / "state", "on")
             self.kd_pid = _read(self.kd / "pid")
+            self._record()
             self._invalidate()
             self._added_at = {0: time.monotonic()}
         except BaseException:
             self._teardown_new()
             raise
+
+    def _record(self) -> None:
+        """Write down our kdamond as it is now (see damon_record); DAMON works without it."""
+        rec = damon_record.this_process(self.kd_pid, self.written, self.proc_root)
+        try:
+            damon_record.write(self.record, rec)
+        except OSError as e:
+            if not self._record_failed:  # once: this runs at every change of targets
+                log.warning("damon: cannot keep a record of our kdamond (%s): a successor of "
+                            "this process could not remove it after a crash", e)  # fmt: skip
+            self._record_failed = True
+
+    def _take_back_leftover(self) -> bool:
+        """Remove a kdamond left by a dead process that recorded it, if it is still exactly
+        as recorded; whether it did."""
+        rec = damon_record.read(self.record)
+        if rec is None or damon_record.maker_alive(rec, self.proc_root):
+            return False
+        kd = self.root / "0"
+        try:
+            nr = _read(self.root / "nr_kdamonds")
+            state = _read(kd / "state")
+            pid = _read(kd / "pid")
+            targets = kd / "contexts/0/targets"
+            pids = tuple(int(_read(targets / str(i) / "pid_target"))
+                         for i in range(int(_read(targets / "nr_targets"))))  # fmt: skip
+        except (OSError, ValueError):
+            return False
+        # a maker that died between starting it and writing down its thread left "" there
+        same_thread = state != "on" or rec.kdamond_pid in ("", pid)
+        if nr != "1" or pids != rec.targets or not same_thread:
+            damon_record.remove(self.record)  # its maker is dead and someone changed it since
+            return False
+        log.warning("damon: removing the kdamond left by process %d, which made it and has "
+                    "exited without removing it", rec.maker_pid)  # fmt: skip
+        if state == "on":
+            _write(kd / "state", "off")
+        _write(self.root / "nr_kdamonds", 0)
+        damon_record.remove(self.record)
+        return True
 
     def _teardown_new(self) -> None:
         """Undo a half-made kdamond of ours (nothing else can have it yet)."""
@@ -541,6 +594,7 @@ class DamonMonitor:
             _write(self.root / "nr_kdamonds", 0)
         except OSError:
             pass
+        damon_record.remove(self.record)
 
     def _check_ours(self) -> str:
         """The kdamond's state (``on``/``off``) if it is still ours; else :class:`DamonBusy`."""
@@ -587,6 +641,7 @@ class DamonMonitor:
         assert self.kd is not None
         _write(self.kd / "state", "on")
         self.kd_pid = _read(self.kd / "pid")
+        self._record()
         self._stats_base = {}  # a started kdamond has new schemes, counting from zero
         self._invalidate()
 
@@ -612,6 +667,7 @@ class DamonMonitor:
             self.written_damos = [None] * len(pids)
             self._write_schemes(ctx, len(pids))
         self.written = list(pids)
+        self._record()
         for i, p in enumerate(pids):
             # A parked slot watches our own pid: never with an action that acts.
             want = schemes[i] if p != self.park_pid else None
@@ -722,6 +778,7 @@ class DamonMonitor:
         self._forget()
 
     def _forget(self) -> None:
+        damon_record.remove(self.record)  # ours no more, whether removed or taken over
         self._invalidate()
         self.kd = None
         self.slots, self.written, self.schemes, self.written_damos = [], [], [], []

@@ -1,7 +1,8 @@
 """Real-kernel tests that need what the development VM lacks, run inside the test bed.
 
 Booting and importing numpy under TCG costs tens of seconds, so the guest modules share boots:
-one 2-node guest runs the modules below, and a 4-node guest (two node pairs) runs cslide. A failure shows the guest's pytest output, which names the failing test.
+one 2-node guest runs the modules below, and a 4-node guest (two node pairs) runs cslide.
+A failure shows the guest's pytest output, which names the failing test.
 """
 
 from __future__ import annotations

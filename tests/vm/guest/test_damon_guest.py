@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,3 +114,35 @@ def test_one_kdamond_watches_two_processes_and_targets_come_and_go():
         regions = (a_before, a_after, b_before, b_after)
         assert a_after > 3 and a_after * 2 >= a_before, regions
         assert b_after > 3 and b_after * 2 >= b_before, regions
+
+
+_KILLED_MAKER = """
+import sys, time
+from etmem_scan.trackers import DamonTracker
+DamonTracker(int(sys.argv[1]))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_kdamond_left_by_a_killed_process_is_taken_back_by_the_next(tmp_path):
+    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
+    with spawn_workload(hot_mib=4, cold_mib=8, period=0.05) as w:
+        maker = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_MAKER, str(w.pid)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert maker.stdout.readline() == "ready\n"
+            left_thread = sysfs(KDAMONDS / "0/pid")
+        finally:
+            maker.kill()  # SIGKILL: no teardown runs
+            maker.wait()
+            maker.stdout.close()
+        assert sysfs(KDAMONDS / "nr_kdamonds") == "1"  # left behind, still watching
+        t = DamonTracker(w.pid)  # without the record this was "configured by someone else"
+        try:
+            state, thread, pids = _kdamond()
+            assert state == "on" and thread != left_thread and pids == [w.pid]
+        finally:
+            t.close()
+    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
