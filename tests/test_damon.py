@@ -700,7 +700,7 @@ def test_a_kdamond_left_by_a_dead_maker_is_taken_back(kernel, leftover):
 def test_a_kdamond_whose_maker_still_runs_is_left_alone(kernel, leftover):
     fake_stat(kernel, os.getpid(), 100)  # the same start time: the maker is alive
     before = snapshot(kernel.kds)
-    with pytest.raises(DamonBusy):
+    with pytest.raises(DamonBusy, match=f"process {os.getpid()}, which made it, still runs"):
         tracker(kernel, 20)
     assert snapshot(kernel.kds) == before and leftover.exists()
 
@@ -708,7 +708,7 @@ def test_a_kdamond_whose_maker_still_runs_is_left_alone(kernel, leftover):
 def test_a_recorded_kdamond_changed_since_is_left_alone(kernel, leftover):
     (kernel.ctx() / "targets/0/pid_target").write_text("999\n")  # someone else's change
     before = snapshot(kernel.kds)
-    with pytest.raises(DamonBusy):
+    with pytest.raises(DamonBusy, match="changed since"):
         tracker(kernel, 20)
     assert snapshot(kernel.kds) == before
     assert not leftover.exists()  # its maker is dead and it describes nothing now
@@ -731,3 +731,13 @@ def test_a_record_from_before_a_reboot_names_a_dead_maker(kernel, leftover):
     fake_stat(kernel, os.getpid(), 100)
     (kernel.proc / "sys/kernel/random/boot_id").write_text("boot-2\n")
     assert not damon_record.maker_alive(damon_record.read(leftover), kernel.proc)
+
+
+def test_the_record_follows_the_run_dir_of_the_moment(kernel, tmp_path, monkeypatch):
+    # monitors live as long as the process; the run dir is read at each use
+    tracker(kernel, 10).close()
+    monkeypatch.setenv("ETMEM_RUN_DIR", str(tmp_path / "later"))
+    t = tracker(kernel, 20)
+    assert damon_record.read(damon_record.record_path(kernel.kds)).targets == (20,)
+    assert str(damon_record.record_path(kernel.kds)).startswith(str(tmp_path / "later"))
+    t.close()

@@ -286,8 +286,6 @@ class DamonMonitor:
     def __init__(self, sys_root: str | os.PathLike[str], proc_root: str | os.PathLike[str]) -> None:
         self.root = Path(sys_root) / "kernel/mm/damon/admin/kdamonds"
         self.proc_root = proc_root
-        #: where this process writes down the kdamond it made (see damon_record)
-        self.record = damon_record.record_path(self.root)
         self._record_failed = False
         self.attrs: dict[str, int] = {}
         #: who set :attr:`attrs` (named when someone else asks for other ones)
@@ -506,9 +504,10 @@ class DamonMonitor:
             raise TrackerUnavailable("damon: no DAMON sysfs (CONFIG_DAMON_SYSFS off)")
         try:
             check_damon_free(self.root)
-        except DamonBusy:
-            if not self._take_back_leftover():
-                raise
+        except DamonBusy as busy:
+            why_not = self._take_back_leftover()
+            if why_not:
+                raise DamonBusy(f"{busy}; {why_not}") from None
             check_damon_free(self.root)
         # Creating a kdamond is a write, and DAMON shows its operations only inside one: rule
         # out a kernel built without vaddr from its configuration first, writing nothing.
@@ -544,6 +543,12 @@ class DamonMonitor:
             self._teardown_new()
             raise
 
+    @property
+    def record(self) -> Path:
+        """Where this process writes down the kdamond it made (see damon_record); looked up
+        at each use, as ``$ETMEM_RUN_DIR`` may change over a monitor's life (tests do)."""
+        return damon_record.record_path(self.root)
+
     def _record(self) -> None:
         """Write down our kdamond as it is now (see damon_record); DAMON works without it."""
         rec = damon_record.this_process(self.kd_pid, self.written, self.proc_root)
@@ -555,12 +560,14 @@ class DamonMonitor:
                             "this process could not remove it after a crash", e)  # fmt: skip
             self._record_failed = True
 
-    def _take_back_leftover(self) -> bool:
+    def _take_back_leftover(self) -> str:
         """Remove a kdamond left by a dead process that recorded it, if it is still exactly
-        as recorded; whether it did."""
+        as recorded; "" when it did, else why not (for the refusal)."""
         rec = damon_record.read(self.record)
-        if rec is None or damon_record.maker_alive(rec, self.proc_root):
-            return False
+        if rec is None:
+            return f"no record of ours about it in {self.record.parent}"
+        if damon_record.maker_alive(rec, self.proc_root):
+            return f"process {rec.maker_pid}, which made it, still runs"
         kd = self.root / "0"
         try:
             nr = _read(self.root / "nr_kdamonds")
@@ -569,20 +576,20 @@ class DamonMonitor:
             targets = kd / "contexts/0/targets"
             pids = tuple(int(_read(targets / str(i) / "pid_target"))
                          for i in range(int(_read(targets / "nr_targets"))))  # fmt: skip
-        except (OSError, ValueError):
-            return False
+        except (OSError, ValueError) as e:
+            return f"it cannot be compared with our record ({e})"
         # a maker that died between starting it and writing down its thread left "" there
         same_thread = state != "on" or rec.kdamond_pid in ("", pid)
         if nr != "1" or pids != rec.targets or not same_thread:
             damon_record.remove(self.record)  # its maker is dead and someone changed it since
-            return False
+            return f"it was changed since process {rec.maker_pid} made it"
         log.warning("damon: removing the kdamond left by process %d, which made it and has "
                     "exited without removing it", rec.maker_pid)  # fmt: skip
         if state == "on":
             _write(kd / "state", "off")
         _write(self.root / "nr_kdamonds", 0)
         damon_record.remove(self.record)
-        return True
+        return ""
 
     def _teardown_new(self) -> None:
         """Undo a half-made kdamond of ours (nothing else can have it yet)."""

@@ -53,25 +53,9 @@ def _kdamond() -> tuple[str, str, list[int]]:
     return sysfs(KDAMONDS / "0/state"), sysfs(KDAMONDS / "0/pid"), pids
 
 
-def test_damon_tracker_sees_the_hot_mapping_and_cleans_up():
-    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
-    with spawn_workload(hot_mib=8, cold_mib=32, period=0.01) as w:
-        vmas = procfs.read_vmas(w.pid)
-        tracker = DamonTracker(w.pid, sample_us=5_000, aggr_us=100_000, min_nr_regions=100)
-        try:
-            assert sysfs(KDAMONDS / "nr_kdamonds") == "1"
-            assert sysfs(KDAMONDS / "0/state") == "on"
-            seen = _watch(tracker, w, vmas)
-        finally:
-            tracker.close()
-        # Under TCG the share DAMON sees varies a lot from run to run (0.2 .. 1.0 within seconds)
-        assert max(hot for hot, _ in seen) > 0.3, seen  # the hot mapping is seen...
-        assert max(cold for _, cold in seen) < 0.2, seen  # ...and the cold one never is
-    # its own kdamond is gone again
-    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
-
-
 def test_one_kdamond_watches_two_processes_and_targets_come_and_go():
+    # (also the single-process case: A alone first, and the kdamond is gone at the end)
+    assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
     with (
         spawn_workload(hot_mib=8, cold_mib=32, period=0.01) as a,
         spawn_workload(hot_mib=8, cold_mib=32, period=0.01) as b,
@@ -138,11 +122,17 @@ def test_a_kdamond_left_by_a_killed_process_is_taken_back_by_the_next(tmp_path):
             maker.kill()  # SIGKILL: no teardown runs
             maker.wait()
             maker.stdout.close()
-        assert sysfs(KDAMONDS / "nr_kdamonds") == "1"  # left behind, still watching
-        t = DamonTracker(w.pid)  # without the record this was "configured by someone else"
         try:
-            state, thread, pids = _kdamond()
-            assert state == "on" and thread != left_thread and pids == [w.pid]
+            assert sysfs(KDAMONDS / "nr_kdamonds") == "1"  # left behind, still watching
+            t = DamonTracker(w.pid)  # without the record: "configured by someone else"
+            try:
+                state, thread, pids = _kdamond()
+                assert state == "on" and thread != left_thread and pids == [w.pid]
+            finally:
+                t.close()
         finally:
-            t.close()
+            if sysfs(KDAMONDS / "nr_kdamonds") != "0":  # failed: the next tests need DAMON
+                if sysfs(KDAMONDS / "0/state") == "on":
+                    damon._write(KDAMONDS / "0/state", "off")
+                damon._write(KDAMONDS / "nr_kdamonds", 0)
     assert sysfs(KDAMONDS / "nr_kdamonds") == "0"
