@@ -510,6 +510,11 @@ def damo_pageout(args: argparse.Namespace, pid: int) -> Iterator[None]:
         yield
     finally:
         subprocess.run([damo, "stop"], capture_output=True, timeout=60, check=False)
+        # `damo stop` turns its kdamond off but leaves it configured, and etmemd never touches
+        # a kdamond it did not make: free DAMON for the runs that follow (test bed only)
+        kdamonds = Path("/sys/kernel/mm/damon/admin/kdamonds")
+        if (kdamonds / "nr_kdamonds").read_text().strip() != "0":
+            (kdamonds / "nr_kdamonds").write_text("0\n")
 
 
 @dataclass
