@@ -188,7 +188,7 @@ def engine_config(**over) -> ConfigSection:
     return ConfigSection("engine", items, path="/etc/etmem/eng.config")
 
 
-def task_config(name="vm1", value=str(PID)) -> ConfigSection:
+def task_config(name="vm1", value=str(PID), **extra) -> ConfigSection:
     items = {
         "project": "p",
         "engine": "cslide",
@@ -198,6 +198,7 @@ def task_config(name="vm1", value=str(PID)) -> ConfigSection:
         "vm_flags": "ht",
         "anon_only": "no",
         "ign_host": "yes",
+        **extra,
     }
     return ConfigSection("task", items, path="/etc/etmem/task.config")
 
@@ -226,10 +227,10 @@ def new_engine(project=None, **over) -> Engine:
     return engine
 
 
-def new_task(engine, name="vm1", value=str(PID)) -> Task:
+def new_task(engine, name="vm1", value=str(PID), **extra) -> Task:
     task = Task(name=name, type="pid", value=value, engine=engine)
     engine.tasks.insert(0, task)
-    ce.fill_task_params(task=task, config=task_config(name, value))
+    ce.fill_task_params(task=task, config=task_config(name, value, **extra))
     return task
 
 
@@ -310,6 +311,31 @@ def test_quota_limits_a_cycle_and_the_next_cycle_continues(machine):
     run_cycle(engine.params)
     on_hot = [i for i in range(10) if machine.placement[(PID, BASE + i * HUGE)] == 0]
     assert on_hot == list(range(8))
+
+
+def test_confirm_cycles_holds_moves_until_the_second_cycle_asks_again(machine):
+    engine = new_engine()
+    task = new_task(engine, confirm_cycles="2")
+    no_sleep(engine)
+    started(engine, task)
+    addrs = [BASE + i * HUGE for i in range(20)]
+
+    first = run_cycle(engine.params)
+    assert first.moved == {}  # asked once: held
+    assert [machine.placement[(PID, a)] for a in addrs] == [1] * 10 + [0] * 10
+    assert task.pids[0].params.pages == {0: (0, 10 * 2048), 1: (10 * 2048, 0)}  # stats unheld
+    second = run_cycle(engine.params)
+    assert second.moved == {(PID, 1): 10 * HUGE, (PID, 0): 10 * HUGE}
+    assert [machine.placement[(PID, a)] for a in addrs] == [0] * 10 + [1] * 10
+
+
+def test_a_page_trackers_task_moves_on_the_first_cycle_as_the_original(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    run_cycle(engine.params)
+    assert task.pids[0].params.confirmation.confirm == 1  # idle_pages sees each page
 
 
 def test_a_dead_pid_is_skipped_and_the_others_still_move(machine, tmp_path):

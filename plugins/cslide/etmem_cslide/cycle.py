@@ -19,6 +19,7 @@ from etmem_sdk import EtmemError
 from etmem_sdk.scan import PMD, PTE, ScanError
 
 from .config import HUGE_2M, HUGETLB
+from .confirm import MoveConfirmation, default_confirm
 from .host import TYPE_SIZE, accumulate
 from .policy import PidPages, Plan, plan_moves
 from .show import stamp
@@ -67,6 +68,7 @@ def engine_main(eng: CslideEngine) -> None:
 def close_tracker(p: CslidePid) -> None:
     """Close the pid's tracker if it has one (engine thread only)."""
     tracker, p.tracker = p.tracker, None
+    p.confirmation = None  # streaks belong to the tracker that saw them
     if tracker is not None:
         try:
             tracker.close()
@@ -130,6 +132,9 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
             vmas = host.read_vmas(p.pid, p.task)
             if vmas and p.tracker is None:
                 p.tracker = host.open_tracker(p.pid, p.task, cfg.memory)
+                tracker = getattr(p.tracker, "name", "")
+                confirm = p.task.confirm_cycles or default_confirm(tracker, cfg.memory)
+                p.confirmation = MoveConfirmation(confirm)
         except (EtmemError, OSError) as exc:
             close_tracker(p)
             _skip(result, p, str(exc))
@@ -153,6 +158,7 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
     # File every page by (count, current node).
     pids: list[CslidePid] = []
     pages: list[PidPages] = []
+    planned: list[PidPages] = []  # as the policy sees them: unconfirmed moves held back
     nodes = np.array(cfg.nodes, dtype=np.int64)
     for p, _vmas, passes in scans.values():
         addr, ptype, count = accumulate(passes)
@@ -175,10 +181,18 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
             pid_pages = PidPages.empty()
         pids.append(p)
         pages.append(pid_pages)
+        if p.confirmation is not None:
+            pid_pages = p.confirmation.hold(
+                pid_pages,
+                cfg.hot_threshold,
+                (pr.hot for pr in cfg.pairs),
+                (pr.cold for pr in cfg.pairs),
+            )
+        planned.append(pid_pages)
     result.scanned, result.pages = pids, pages
     update_stats(eng, working, pids, pages)
 
-    plan = plan_moves(pages, mem, cfg)
+    plan = plan_moves(planned, mem, cfg)
     result.plan = plan
     migrate(eng, pids, plan, result)
     eng.cycles += 1

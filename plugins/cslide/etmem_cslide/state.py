@@ -43,6 +43,8 @@ class CslidePid:
     task_model: Any = None
     #: the open tracker (engine thread only; kept across cycles, closed when the pid stops)
     tracker: Any = None
+    #: streaks of wanted moves, made with the tracker (engine thread only)
+    confirmation: Any = None
 
 
 class PidFactory:
