@@ -28,7 +28,9 @@ Four groups of names:
   :func:`damos_unsupported`, :data:`DAMOS_ACTIONS`;
 * **the capability probe** -- :func:`capabilities`, :func:`choose_tracker`,
   :func:`choose_actuator`, and the process-wide :class:`ScanDefaults` (the daemon's
-  ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc).
+  ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc);
+* **captured idle_pages streams** (``etmem scan --decode``) -- :func:`cold_text_chunks`,
+  :func:`refs_text_chunks`.
 
 Every reader here uses the current defaults' ``proc_root`` / ``sys_root`` unless given one, so a
 policy written against this module runs unchanged on a fake tree under
@@ -62,6 +64,7 @@ from etmem_scan.actuators import (
     query_nodes,
 )
 from etmem_scan.damon import DAMOS_ACTIONS, DamosScheme, DamosTarget, DamosUnsupported
+from etmem_scan.idle_text import cold_text_chunks, refs_text_chunks
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
 from etmem_scan.pageout_probe import TokenBucket
@@ -138,6 +141,7 @@ __all__ = [
     "choose_tracker",
     "cold_mask",
     "cold_runs",
+    "cold_text_chunks",
     "defaults",
     "dram_percent_mask",
     "dram_percent_target",
@@ -154,6 +158,7 @@ __all__ = [
     "read_meminfo",
     "read_status",
     "read_vmas",
+    "refs_text_chunks",
     "register_actuator",
     "register_tracker",
     "sample",
