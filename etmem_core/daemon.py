@@ -247,9 +247,9 @@ def sd_notify(message: str) -> bool:
     return True
 
 
-def _make_etmemd(opts: Options | None = None) -> Any:
+def _make_store(opts: Options | None = None) -> Any:
     from . import daemon_settings  # imported late: argument errors need no engine machinery
-    from .lifecycle import Etmemd
+    from .lifecycle import ObjectStore
 
     settings = opts.settings if opts is not None else None
     if settings is None:
@@ -260,23 +260,23 @@ def _make_etmemd(opts: Options | None = None) -> Any:
         log.info("engine hooks are abandoned after %g s (%s)", deadline, origin)
     else:
         log.warning("engine hooks have no deadline (%s): a hung one wedges etmemd", origin)
-    return Etmemd(settings.registry(), hook_deadline=deadline)
+    return ObjectStore(settings.registry(), hook_deadline=deadline)
 
 
 class Daemon:
     """One running etmemd: the object store, the server, and the ordered shutdown."""
 
-    def __init__(self, opts: Options, etmemd: Any = None) -> None:
+    def __init__(self, opts: Options, store: Any = None) -> None:
         self.opts = opts
-        self.etmemd = etmemd if etmemd is not None else _make_etmemd(opts)
+        self.store = store if store is not None else _make_store(opts)
         self.metrics_counts = None
         self.metrics = None
-        served = self.etmemd
+        served = self.store
         if opts.metrics:
-            from .metrics import CountingEtmemd, Counts
+            from .metrics import CountingStore, Counts
 
             self.metrics_counts = Counts()
-            served = CountingEtmemd(self.etmemd, self.metrics_counts)
+            served = CountingStore(self.store, self.metrics_counts)
         self.server = Server(served, opts.socket)
         if self.metrics_counts is not None:
             self.metrics_counts.server_counters = self.server.counters
@@ -285,7 +285,7 @@ class Daemon:
         if opts.conf_dir:
             from .confdir import ConfDir
 
-            self.conf_dir = ConfDir(self.etmemd, opts.conf_dir, start=opts.start_projects)
+            self.conf_dir = ConfDir(self.store, opts.conf_dir, start=opts.start_projects)
 
     def _on_hangup(self, _signum: int, _frame: Any) -> None:
         if self.conf_dir is None:
@@ -328,7 +328,7 @@ class Daemon:
 
             try:
                 self.metrics = MetricsServer(
-                    self.opts.metrics, self.etmemd, self.metrics_counts, version()
+                    self.opts.metrics, self.store, self.metrics_counts, version()
                 )
             except MetricsUnavailable as exc:
                 log.error("%s", exc)
@@ -371,7 +371,7 @@ class Daemon:
 
         def stop_all() -> None:
             try:
-                self.etmemd.shutdown()
+                self.store.shutdown()
             except BaseException as exc:  # reported below; the process is ending anyway
                 failure.append(exc)
             finally:

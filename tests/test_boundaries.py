@@ -106,7 +106,7 @@ import importlib
 importlib.import_module("etmem_thirdparty_so")
 __import__("etmem_core.errors")
 def f():
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 """
     assert top_levels(imported_modules(src)) == {
         "etmem_slide",

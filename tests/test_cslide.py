@@ -674,7 +674,7 @@ def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_pa
     assert task.pids[0].params.state is PidState.NONE
 
 
-# --- through the core (etmem_core.lifecycle.Etmemd, the engine found by its entry point) ------
+# --- through the core (lifecycle.ObjectStore, the engine found by its entry point) -----------
 
 
 def _objfile(tmp_path: Path, name: str, text: str) -> str:
@@ -697,12 +697,12 @@ TASK = (
 
 def test_core_refuses_the_originals_test_engine_on_this_machine(golden, tmp_path, monkeypatch):
     from etmem_core.errors import OptCode, OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 
     monkeypatch.setattr(ce, "make_host", Host)
     nodes = cc.configured_nodes("/sys")
     conf = golden / "config/c-test-conf/conf_cslide"
-    d = Etmemd()
+    d = ObjectStore()
     try:
         d.obj_add(_objfile(tmp_path, "proj.config", (conf / "proj.config").read_text()))
         if len(nodes) % 2 == 0:
@@ -717,9 +717,9 @@ def test_core_refuses_the_originals_test_engine_on_this_machine(golden, tmp_path
 
 def test_core_end_to_end_on_the_fake_machine(machine, tmp_path):
     from etmem_core.errors import OptCode, OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 
-    d = Etmemd()
+    d = ObjectStore()
     try:
         d.obj_add(_objfile(tmp_path, "p.config", PROJ))
         d.obj_add(_objfile(tmp_path, "e.config", ENG.format(pairs="0,1")))

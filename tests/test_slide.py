@@ -832,12 +832,12 @@ def test_task_keys_through_obj_add(tmp_path, extra, ok):
     if os.geteuid() != 0:
         pytest.skip("object files must be owned by root")
     from etmem_core.errors import OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 
     path = tmp_path / "slide.conf"
     path.write_text(_OBJ + extra)
     path.chmod(0o600)
-    d = Etmemd()
+    d = ObjectStore()
     try:
         if ok:
             d.obj_add(str(path))

@@ -1,7 +1,7 @@
 """The thirdparty engine: vendors' C policies (.so) loaded and called as the original etmemd did.
 
 The hooks are driven through pluggy exactly as the core calls them; tests/test_thirdparty_core.py
-drives the same policies through etmem_core's Etmemd.
+drives the same policies through etmem_core's ObjectStore.
 """
 
 from __future__ import annotations
