@@ -19,7 +19,7 @@ from etmem_cslide import config as cc
 from etmem_cslide.cycle import close_tracker, fold_hugepages, run_cycle
 from etmem_cslide.host import Host
 from etmem_cslide.show import host_pages_text, task_pages_text
-from etmem_cslide.state import CslidePid, PidFactory, PidState
+from etmem_cslide.state import CslidePidParams, PidFactory, PidState
 from etmem_sdk import (
     BufferReply,
     ConfigError,
@@ -443,8 +443,8 @@ def test_run_on_node_uses_the_nodes_cpulist(tmp_path):
 
 def test_pid_state_machine():
     f = PidFactory()
-    a = CslidePid(pid=1, task_name="a", task=None)
-    b = CslidePid(pid=2, task_name="b", task=None)
+    a = CslidePidParams(pid=1, task_name="a", task=None)
+    b = CslidePidParams(pid=2, task_name="b", task=None)
     f.free(b)  # never started: freed at once
     assert b.state is PidState.NONE and f.working == []
     f.add(a)
@@ -474,7 +474,7 @@ def test_task_add_resolves_the_pid_once_and_start_queues_it(machine):
     task = new_task(engine)
     assert [tp.pid for tp in task.pids] == [PID]
     p = task.pids[0].params
-    assert isinstance(p, CslidePid) and p.state is PidState.NONE
+    assert isinstance(p, CslidePidParams) and p.state is PidState.NONE
     assert p.task.scan_flags == cc.SCAN_AS_HUGE | cc.SCAN_IGN_HOST
     engine.params.factory.add(p)
     assert p.state is PidState.WORKING

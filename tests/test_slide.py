@@ -842,7 +842,7 @@ def test_task_keys_through_obj_add(tmp_path, extra, ok):
         if ok:
             d.obj_add(str(path))
             (task,) = d.find_project("p10").engines[0].tasks
-            assert isinstance(task.params, engine.SlideTask)
+            assert isinstance(task.params, engine.SlideTaskParams)
         else:
             with pytest.raises(OptError):
                 d.obj_add(str(path))

@@ -495,7 +495,7 @@ def test_isolated_policy_full_cycle(host, libs):
         libs["my"], "my_engine_ops", extra="engine_private_key=1024\nisolate=yes\n"
     )
     state = eng.params
-    assert isinstance(state, isolate.IsolatedEngine) and state.proc.pid != os.getpid()
+    assert isinstance(state, isolate.IsolatedEngineParams) and state.proc.pid != os.getpid()
     task = host.add_task(eng)
     host.hooks.start_task(engine=eng, task=task)
     host.project.start = True
