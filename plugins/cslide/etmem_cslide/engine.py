@@ -25,11 +25,6 @@ log = logging.getLogger("etmemd.cslide")
 STOP_TIMEOUT = 1.0
 
 
-def make_host() -> Host:
-    """The machine the engine works on (tests replace this with a fake tree)."""
-    return Host()
-
-
 # --- engine -----------------------------------------------------------------------------------
 
 
@@ -37,7 +32,7 @@ def make_host() -> Host:
 def fill_eng_params(engine, config):
     """Validate node_pair / hot_threshold / node_mig_quota / node_hot_reserve (and ``memory``)
     against the machine; refuse an odd node count or nodes without hugepages here."""
-    host = make_host()
+    host = Host()
     cfg = cfgmod.parse_engine(config, engine.project, sys_root=host.sys_root)
     eng = CslideEngineParams(config=cfg, host=host, model=engine)
     try:
