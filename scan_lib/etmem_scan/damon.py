@@ -891,7 +891,7 @@ class DamonTracker(Tracker):
         mon = self._monitor
         if mon is None:
             raise ScanError("damon: tracker is closed")
-        got = []
+        got: list[np.ndarray] = []
         # A target added to a running kdamond gets regions only at the kernel's next
         # operations update (update_us, counted in samples, which run late under TCG), and so
         # does every target of a kdamond restarted meanwhile: wait for them rather than call

@@ -101,7 +101,7 @@ class Capabilities:
             "actuators": {k: asdict(v) for k, v in self.actuators.items()},
             "facts": dict(self.facts),
         }
-        defaults = {}
+        defaults: dict[str, str | None] = {}
         for key, fn in (
             ("tracker", lambda: best_tracker(self)),
             ("migrate_tracker", lambda: best_tracker(self, "migrate")),

@@ -44,7 +44,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from etmem_scan import actuators as _actuators
@@ -209,9 +209,13 @@ def set_defaults(**changes: str | None) -> ScanDefaults:
     """Change some fields of the defaults (``tracker=``, ``actuator=``, ``proc_root=``,
     ``sys_root=``); returns the previous defaults so a caller can put them back."""
     global _defaults
+    for root in ("proc_root", "sys_root"):
+        if root in changes and changes[root] is None:
+            raise TypeError(f"set_defaults: {root} is a path; None has no meaning there")
     with _lock:
         previous = _defaults
-        _defaults = dataclasses.replace(previous, **changes)
+        # no root is None (checked above); replace() checks the names
+        _defaults = dataclasses.replace(previous, **cast(dict[str, Any], changes))
         return previous
 
 

@@ -97,9 +97,9 @@ class EngineHarness:
             loop=params.get_int(psec, "loop", 1),
             interval=params.get_int(psec, "interval", 1),
             sleep=params.get_int(psec, "sleep", 0),
-            sysmem_threshold=params.get_int(psec, "sysmem_threshold", -1, 100, required=False)
-            if "sysmem_threshold" in psec
-            else -1,
+            sysmem_threshold=params.get_int(
+                psec, "sysmem_threshold", -1, 100, required=False, default=-1
+            ),
             config=psec,
         )
         esec = _section(
