@@ -28,6 +28,7 @@ from etmem_sdk import (
     TaskPid,
     hookspecs,
 )
+from etmem_sdk.keyfile import keyfile_text
 from etmem_thirdparty_so import abi, engine, glib, inproc, isolate, loader
 from etmem_thirdparty_so.cstate import EngineState, TaskState
 from thirdparty_build import build_scan_lib, compile_policy
@@ -391,7 +392,7 @@ def test_keyfile_is_a_real_gkeyfile():
 
 
 def test_toml_sections_become_an_equivalent_keyfile(host, libs, tmp_path):
-    text = glib.keyfile_text({"engine": {"tag": " lead\\and\nnl", "n": "1"}})
+    text = keyfile_text([("engine", {"tag": " lead\\and\nnl", "n": "1"})])
     with glib.keyfile(text) as kf:
         assert glib.get_string(kf, "engine", "tag") == " lead\\and\nnl"
     # the sections etmemd makes of a TOML object file, as etmemd makes them
