@@ -65,6 +65,7 @@ from etmem_scan.actuators import (
 )
 from etmem_scan.damon import DAMOS_ACTIONS, DamosScheme, DamosTarget, DamosUnsupported
 from etmem_scan.idle_text import cold_text_chunks, refs_text_chunks
+from etmem_scan.names import ACTUATORS_FOR
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
 from etmem_scan.pageout_probe import TokenBucket
@@ -100,6 +101,7 @@ from .errors import EngineError
 
 __all__ = [
     "ACTUATORS",
+    "ACTUATORS_FOR",
     "DAMOS_ACTIONS",
     "DamosScheme",
     "DamosTarget",
