@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec
 
-from etmem_sdk import ConfigSection, Engine, EtmemError, Project, Reply, Task, scan
+from etmem_sdk import ConfigSection, Engine, EtmemError, Project, Reply, Task, scan, targets
 from etmem_sdk.hooks import EngineHooks
 
 from . import object_keys, objfile
@@ -838,11 +838,11 @@ def _check_pid_value(section: ConfigSection, task: Task) -> None:
     """Deliberate difference: a ``type=pid`` value must be a process id. The original accepts
     any value of the name rule (``abc``, ``-1``, ``0x10``) and then never finds a target,
     saying so only in its debug log; here ``obj add`` refuses it, naming the key."""
-    value = task.value
-    if task.type == "pid" and not (value.isdigit() and len(value) <= 9 and int(value) > 0):
+    if task.type == "pid" and targets.pid_value(task.value) is None:
         raise OptError(
             OptCode.OPT_INTER_ERR,
-            f"{section.where('value')}: type=pid needs a process id, a number from 1 to 999999999",
+            f"{section.where('value')}: type=pid needs a process id, a number from 1 to "
+            f"{targets.MAX_PID_VALUE}",
         )
 
 
