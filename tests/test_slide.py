@@ -301,7 +301,7 @@ def test_cycle_nothing_cold_opens_no_actuator(tmp_path):
 
 
 def test_cycle_failed_pass_discards_everything(tmp_path):
-    from etmem_scan.tracker import ScanError
+    from etmem_scan.tracker_interface import ScanError
 
     _write_proc(tmp_path, 4242)
     passes = [_passrefs([B], [0]), ScanError("bad stream")]
@@ -664,7 +664,7 @@ def _golden_passes(case: Path) -> list[list[tuple[int, bytes]]]:
 def test_golden_swap_pages(name, golden, tmp_path):
     from etmem_scan.idle_pages import IdlePagesTracker
     from etmem_scan.swap_pages import SwapPages
-    from etmem_scan.tracker import ScanError
+    from etmem_scan.tracker_interface import ScanError
 
     case = golden / "idle_pages" / name
     meta = {

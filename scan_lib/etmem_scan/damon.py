@@ -60,7 +60,7 @@ from .errors import TargetGone
 from .kconfig import kernel_config, option_off
 from .pagemap import open_pagemap, present_pages
 from .pagerefs import PTE, PassRefs
-from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
+from .tracker_interface import ScanError, Tracker, TrackerUnavailable, VmaRange
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from .pagerefs import (
     _fold,
     page_sizes,
 )
-from .tracker import ScanError
+from .tracker_interface import ScanError
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from .errors import TargetGone
 from .pagerefs import PTE, PassRefs
 from .pagesets import lookup, member, sorted_set
 from .procfs import read_meminfo
-from .tracker import Tracker, VmaRange
+from .tracker_interface import Tracker, VmaRange
 
 __all__ = [
     "DEFAULT_COOLDOWN",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .actuator import Actuator, ActuatorError
+from .actuator_interface import Actuator, ActuatorError
 from .errors import TargetGone
 from .machine import PAGE_SIZE
 from .pagerefs import descending, format_hex_lines, hex_digits

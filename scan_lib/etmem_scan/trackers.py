@@ -38,7 +38,7 @@ from .pagemap import (
 )
 from .pagerefs import PTE, PassRefs
 from .procfs import proc_path, read_smaps_fields
-from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
+from .tracker_interface import ScanError, Tracker, TrackerUnavailable, VmaRange
 
 __all__ = [
     "TRACKERS",

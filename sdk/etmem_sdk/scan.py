@@ -94,7 +94,7 @@ from etmem_scan.probe import (
     parse_node_list,
 )
 from etmem_scan.procfs import Vma
-from etmem_scan.tracker import ScanError, Tracker
+from etmem_scan.tracker_interface import ScanError, Tracker
 from etmem_scan.trackers import TRACKERS, TrackerUnavailable
 
 from .errors import EngineError

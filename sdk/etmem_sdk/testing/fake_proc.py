@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etmem_scan.actuator import Actuator
+from etmem_scan.actuator_interface import Actuator
 from etmem_scan.machine import PAGE_SIZE
 
 # numpy and the scan facade are imported where they are used: the pytest plugin
