@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gnu_getopt import Getopt, GetoptError, LongOpt
 from .logsafe import SafeFormatter
 from .protocol import ProtocolError, check_socket_name
 from .server import AddressInUse, Server
+
+if TYPE_CHECKING:  # metrics (and prometheus_client) load only with --metrics
+    from .metrics import Counts, MetricsServer
 
 log = logging.getLogger("etmemd")
 
@@ -269,8 +272,8 @@ class Daemon:
     def __init__(self, opts: Options, store: Any = None) -> None:
         self.opts = opts
         self.store = store if store is not None else _make_store(opts)
-        self.metrics_counts = None
-        self.metrics = None
+        self.metrics_counts: Counts | None = None
+        self.metrics: MetricsServer | None = None
         served = self.store
         if opts.metrics:
             from .metrics import CountingStore, Counts
@@ -322,7 +325,7 @@ class Daemon:
             print(f"etmemd: cannot listen on @{self.opts.socket}: {exc}", file=sys.stderr)
             self.server.close()
             return EXIT_FAIL
-        if self.opts.metrics:
+        if self.opts.metrics and self.metrics_counts is not None:  # counts: made with --metrics
             from .metrics import MetricsServer, MetricsUnavailable
             from .version import version
 

@@ -34,7 +34,7 @@ from .object_keys import engine_name_key
 try:  # the same parser as the standard library's, compiled: ~3x faster on a big file
     import tomli as tomllib
 except ImportError:  # pragma: no cover - an environment installed before tomli was required
-    import tomllib
+    import tomllib  # type: ignore[no-redef]
 
 GROUPS = ("project", "engine", "task")
 
@@ -266,7 +266,7 @@ class _TomlTask(ConfigSection):
         self._text: str | None = None
         super().__init__("task", items, path=path, label=label)
 
-    @property  # type: ignore[override]
+    @property
     def text(self) -> str:
         """The GKeyFile text of this task's project, engine and the task itself."""
         if self._text is None:

@@ -139,7 +139,9 @@ def scan(
             hint("scan --decode: give at least one stream file (one per pass)")
             raise typer.Exit(EXIT_USAGE)
         if page_size is None:  # the SDK's, read here: the facade loads numpy, --help need not
-            from etmem_sdk.scan import PAGE_SIZE as page_size
+            from etmem_sdk import scan as sdk_scan
+
+            page_size = sdk_scan.PAGE_SIZE
         if page_size < 4096 or page_size & (page_size - 1):
             hint(f"scan: --page-size {page_size} is not a power of two of at least 4096")
             raise typer.Exit(EXIT_USAGE)
