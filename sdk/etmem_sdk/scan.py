@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,9 @@ __all__ = [
     "using_defaults",
 ]
 
+#: A /proc or /sys root, as every reader here takes it.
+Root = str | os.PathLike[str]
+
 #: The base page size of this machine, in bytes.
 PAGE_SIZE = _machine.PAGE_SIZE
 
@@ -260,7 +264,7 @@ def unregister(name: str) -> None:
 # --- process views ------------------------------------------------------------------------------
 
 
-def _proc(proc_root: str | None) -> str:
+def _proc(proc_root: Root | None) -> Root:
     return _defaults.proc_root if proc_root is None else proc_root
 
 
@@ -268,7 +272,7 @@ def read_vmas(
     pid: int,
     vmflags: Sequence[str] | None = None,
     anon_only: bool = True,
-    proc_root: str | None = None,
+    proc_root: Root | None = None,
 ) -> list[Vma]:
     """The VMAs of ``pid`` as etmemd scans them: from ``maps`` (or ``smaps`` keeping only VMAs
     carrying every flag in ``vmflags``), anonymous ones only unless ``anon_only=False``.
@@ -278,30 +282,30 @@ def read_vmas(
     return _procfs.read_vmas(pid, vmflags, anon_only, _proc(proc_root))
 
 
-def read_status(pid: int, proc_root: str | None = None) -> dict[str, int]:
+def read_status(pid: int, proc_root: Root | None = None) -> dict[str, int]:
     """Numeric fields of ``/proc/PID/status`` (``VmRSS``, ``VmSwap`` ... in kB)."""
     return _procfs.read_status(pid, _proc(proc_root))
 
 
-def read_meminfo(proc_root: str | None = None) -> dict[str, int]:
+def read_meminfo(proc_root: Root | None = None) -> dict[str, int]:
     """``/proc/meminfo`` as ``{"MemTotal": kB, "SwapTotal": kB, ...}``."""
     return _procfs.read_meminfo(_proc(proc_root))
 
 
-def present_pages(pid: int, ranges: Iterable[object], proc_root: str | None = None) -> np.ndarray:
+def present_pages(pid: int, ranges: Iterable[object], proc_root: Root | None = None) -> np.ndarray:
     """Addresses (uint64) of the resident base pages of ``pid`` within ``ranges`` (VMAs or
     ``(start, end)`` pairs)."""
     return _pagemap.present_pages(pid, ranges, _proc(proc_root))
 
 
-def set_swapcache_wmark(pid: int, low: int, high: int, proc_root: str | None = None) -> None:
+def set_swapcache_wmark(pid: int, low: int, high: int, proc_root: Root | None = None) -> None:
     """Hand the swap-cache watermarks (percent) to openEuler's etmem_swap module."""
     from etmem_scan import swap_pages
 
     swap_pages.set_swapcache_wmark(pid, low, high, proc_root=_proc(proc_root))
 
 
-def reclaim_swapcache_on(pid: int, proc_root: str | None = None) -> None:
+def reclaim_swapcache_on(pid: int, proc_root: Root | None = None) -> None:
     """Switch openEuler's swap-cache reclaim on for ``pid``'s memory."""
     from etmem_scan import swap_pages
 
@@ -340,7 +344,7 @@ def carry(
 
 
 def open_tracker(
-    name: str, pid: int, *, proc_root: str | None = None, sys_root: str | None = None, **kw: Any
+    name: str, pid: int, *, proc_root: Root | None = None, sys_root: Root | None = None, **kw: Any
 ) -> Tracker:
     """A tracker called ``name`` (one of :data:`TRACKERS`, or one added with
     :func:`register_tracker`) watching ``pid``; use it as a context manager or ``close()`` it.
@@ -357,7 +361,7 @@ def open_tracker(
 
 
 def open_actuator(
-    name: str, *, proc_root: str | None = None, sys_root: str | None = None, **kw: Any
+    name: str, *, proc_root: Root | None = None, sys_root: Root | None = None, **kw: Any
 ) -> Actuator:
     """An actuator called ``name`` (one of :data:`ACTUATORS`, or one added with
     :func:`register_actuator`): ``apply(pid, addrs, sizes)`` moves those pages.
@@ -406,8 +410,8 @@ def open_damos(
     *,
     attrs: dict[str, int],
     owner: str,
-    proc_root: str | None = None,
-    sys_root: str | None = None,
+    proc_root: Root | None = None,
+    sys_root: Root | None = None,
 ) -> DamosTarget:
     """Monitor ``pid`` with DAMON and apply ``scheme`` to it, as one target of the kdamond
     etmemd creates and shares with the ``damon`` tracker; ``close()`` it.
@@ -435,7 +439,7 @@ def shutdown() -> None:
     _damon.shutdown_all()
 
 
-def damon_refusal(proc_root: str | None = None, sys_root: str | None = None) -> str | None:
+def damon_refusal(proc_root: Root | None = None, sys_root: Root | None = None) -> str | None:
     """Why this machine can never run the ``damon`` engine (no DAMON sysfs, no ``vaddr``), or
     ``None``; reads only.  A DAMON busy with someone else's kdamond shows at ``open_damos``."""
     return _damon.damon_refusal(
@@ -443,7 +447,7 @@ def damon_refusal(proc_root: str | None = None, sys_root: str | None = None) -> 
     )
 
 
-def damos_unsupported(scheme: DamosScheme, proc_root: str | None = None) -> list[tuple[str, str]]:
+def damos_unsupported(scheme: DamosScheme, proc_root: Root | None = None) -> list[tuple[str, str]]:
     """``(field, reason)`` for each :class:`DamosScheme` field the running kernel's DAMON
     lacks, judged from its release (an unknown release passes; writing checks again)."""
     return _damon.damos_unsupported(scheme, _damon.kernel_release(_proc(proc_root)))
@@ -452,7 +456,7 @@ def damos_unsupported(scheme: DamosScheme, proc_root: str | None = None) -> list
 # --- the capability probe -----------------------------------------------------------------------
 
 
-def capabilities(proc_root: str | None = None, sys_root: str | None = None) -> Capabilities:
+def capabilities(proc_root: Root | None = None, sys_root: Root | None = None) -> Capabilities:
     """Probe which trackers and actuators work here (reads only; see ``etmem sysinfo``)."""
     return _probe.probe(_proc(proc_root), _defaults.sys_root if sys_root is None else sys_root)
 

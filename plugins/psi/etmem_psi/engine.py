@@ -110,9 +110,9 @@ def start_task(engine: Engine, task: Task) -> None:
     if params.thread is not None and params.thread.is_alive():
         return
     project = task.project
-    interval = project.interval if project is not None else None
-    if interval is None:
+    if project is None or project.interval is None:
         raise EngineError(f"task {task.name}: psi needs a scan_type=psi project with interval")
+    interval = project.interval
     params.stop = threading.Event()
     thread = threading.Thread(
         target=_loop,

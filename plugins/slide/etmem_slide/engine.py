@@ -324,10 +324,11 @@ def _cycle(
     assert mech is not None and params.stats is not None
     project = task.project
     swapcache = None
-    if mech.swapcache is not None and project is not None:
+    step = mech.swapcache  # the mechanism is frozen: the step it has now is the one it keeps
+    if step is not None and project is not None:
 
         def swapcache(p: int) -> None:
-            mech.swapcache(project, p)
+            step(project, p)
 
     pid_params = tp.params if isinstance(tp.params, SlidePidParams) else None
     try:
