@@ -22,6 +22,7 @@ from etmem_sdk import (
     Project,
     TargetGone,
     Task,
+    scan,
 )
 from etmem_sdk import worker as worker_mod
 from etmem_sdk.hooks import EngineHooks
@@ -446,7 +447,9 @@ def fakes(monkeypatch):
     return f
 
 
-def _engine(tmp_path, project) -> Engine:
+def _engine(tmp_path, project, sys_root=None) -> Engine:
+    """A slide engine whose /proc is ``tmp_path`` (and /sys ``sys_root``), set as etmemd and
+    the SDK's fixtures set them: through the scan defaults in force when it is made."""
     eng = Engine(
         name="slide",
         kind="slide",
@@ -455,8 +458,11 @@ def _engine(tmp_path, project) -> Engine:
         implements=frozenset(ENGINE_OPS),
     )
     project.engines.insert(0, eng)
-    engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
-    eng.params.proc_root = str(tmp_path)
+    roots = {"proc_root": str(tmp_path)}
+    if sys_root is not None:
+        roots["sys_root"] = str(sys_root)
+    with scan.using_defaults(**roots):
+        engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
     return eng
 
 
@@ -894,9 +900,7 @@ def _fake_tree(tmp_path, *, swap_kb: int):
 
 
 def _engine_on(tree, project=None) -> Engine:
-    eng = _engine(Path(tree.proc_root), project or _project(loop=1))
-    eng.params.sys_root = str(tree.sys_root)
-    return eng
+    return _engine(Path(tree.proc_root), project or _project(loop=1), sys_root=tree.sys_root)
 
 
 def test_probe_without_swap_is_refused_naming_the_missing_swap(tmp_path):
