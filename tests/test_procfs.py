@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from etmem_scan.pagemap import PAGE_SIZE, present_pages
+from etmem_scan.pagemap import PAGE_SIZE, present_pages, present_runs
 from etmem_scan.procfs import Vma, parse_maps, read_meminfo, read_status, read_vmas
 from etmem_sdk import ConfigError, TargetGone
 from etmem_sdk.testing import spawn_workload
@@ -151,6 +151,13 @@ def test_live_child_vmas_and_anonymous_rule(tmp_path):
         res = present_pages(w.pid, [w.hot, w.cold])
         assert len(res) == (3 << 20) // PAGE_SIZE
         assert np.all(np.diff(res.astype(np.int64)) > 0)
+        # ... and as runs (PAGEMAP_SCAN here): the same pages
+        runs = np.concatenate(present_runs(w.pid, [w.hot, w.cold]))
+        n = ((runs[:, 1] - runs[:, 0]) // PAGE_SIZE).astype(np.int64)
+        pages = np.repeat(runs[:, 0], n) + (
+            np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        ).astype(np.uint64) * np.uint64(PAGE_SIZE)
+        assert pages.tolist() == res.tolist()
 
 
 def test_vma_properties():

@@ -1041,3 +1041,24 @@ def test_probe_cap_is_zero_with_T_0_and_the_dram_percent_target(tmp_path):
     # keep = 1000 // 100 * 50 = 500 kB in RAM: at most 500 kB may leave
     assert cycle.probe_limit(s, 321, str(tmp_path)) == 500 * 1024 // PAGE * PAGE
     assert cycle.probe_limit(cycle.CycleSettings(loop=1, sleep=0, T=1), 321, str(tmp_path)) is None
+
+
+def test_resident_part_reads_only_the_batchs_ranges(monkeypatch):
+    from etmem_sdk import scan
+
+    B = 0x40000000
+    cold = np.array([B + i * PAGE for i in (0, 1, 2, 10, 40, 41)], np.uint64)[::-1]
+    resident = {B + i * PAGE for i in (1, 10, 11, 41)}
+    asked = []
+
+    def present_pages(pid, ranges, proc_root=None):
+        asked.extend(ranges)
+        return np.array(
+            sorted(a for a in resident if any(lo <= a < hi for lo, hi in ranges)), np.uint64
+        )
+
+    monkeypatch.setattr(scan, "present_pages", present_pages)
+    part = cycle.resident_part(7, cycle.ColdPages(cold, np.zeros(len(cold), np.uint8)), "/proc")
+    assert part.addr.tolist() == [B + 41 * PAGE, B + 10 * PAGE, B + PAGE]  # still descending
+    # pages up to RESIDENT_GAP apart share a range; farther ones get their own
+    assert asked == [(B, B + 11 * PAGE), (B + 40 * PAGE, B + 42 * PAGE)]

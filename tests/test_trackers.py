@@ -156,3 +156,36 @@ def test_make_tracker_builds_the_idle_pages_tracker(tmp_path):
 
     t = make_tracker("idle_pages", PID, proc_root=tmp_path, sys_root=tmp_path, flags=0x1000)
     assert isinstance(t, IdlePagesTracker) and t.flags == 0x1000
+
+
+# ---------------------------------------------------------------- refs: a pass as runs
+
+
+def test_pages_and_weights_builds_runs_equal_to_page_rows(tmp_path):
+    from etmem_scan import trackers
+    from etmem_scan.pagemap import present_pages, present_runs
+    from etmem_scan.pagerefs import PassRefs
+
+    pages = [0, 1, 2, 5, 6, 40, 41, 42, 100, 70000]  # 70000: past one 64 Ki read
+    proc = fake_pagemap(tmp_path, {BASE + i * PAGE_SIZE: 1000 + i for i in pages})
+    # given out of order, one empty, two touching
+    P = PAGE_SIZE
+    vmas = [V(BASE + 40 * P, BASE + 80000 * P), V(BASE, BASE + 6 * P),
+            V(BASE + 6 * P, BASE + 40 * P), V(BASE - P, BASE - P)]  # fmt: skip
+    runs = present_runs(PID, vmas, proc)
+    assert [r.tolist() for r in runs[1:3]] == [
+        [[BASE, BASE + 3 * PAGE_SIZE], [BASE + 5 * PAGE_SIZE, BASE + 6 * PAGE_SIZE]],
+        [[BASE + 6 * PAGE_SIZE, BASE + 7 * PAGE_SIZE]],
+    ]
+    assert runs[3].shape == (0, 2)
+    weight = np.array([1, 0, 1, 1], np.uint8)
+    got = trackers._pages_and_weights(PID, vmas, weight, proc)
+    rows = [present_pages(PID, [v], proc) for v in vmas]
+    want = PassRefs(
+        np.concatenate(rows),
+        np.zeros(sum(map(len, rows)), np.uint8),
+        np.repeat(weight, [len(r) for r in rows]),
+    )
+    assert got.addr.tolist() == want.addr.tolist() == [BASE + i * PAGE_SIZE for i in pages]
+    assert got.weight.tolist() == want.weight.tolist()
+    assert len(got.runs.start) == 5  # 0-2, 5-6 (across two VMAs: one run), 40-42, 100, 70000

@@ -58,7 +58,7 @@ import numpy as np
 from . import damon_record
 from .errors import TargetGone
 from .kconfig import kernel_config, option_off
-from .pagemap import open_pagemap, present_pages
+from .pagemap import open_pagemap, present_pages, resident_runs
 from .pagerefs import PTE, PassRefs
 from .tracker_interface import ScanError, Tracker, TrackerUnavailable, VmaRange
 
@@ -841,6 +841,17 @@ def ours(sys_root: str | os.PathLike[str]) -> bool:
     return mon is not None and mon.kd is not None
 
 
+def _region_weights(addr: np.ndarray, windows: list[np.ndarray], out: np.ndarray) -> None:
+    """``out[i] = 1`` where page ``addr[i]`` lies in a region some window saw accessed."""
+    for reg in windows:
+        # Only nr_accesses says "accessed": a region's age also restarts when DAMON splits
+        # or merges it, which happens to idle regions all the time (seen in the test bed).
+        hot = reg[:, 2] > 0
+        i = np.searchsorted(reg[:, 0], addr, side="right") - 1
+        inside = (i >= 0) & (addr < reg[np.maximum(i, 0), 1])
+        out[inside] |= hot[i[inside]].astype(np.uint8)
+
+
 class DamonTracker(Tracker):
     """A handle on one target of the shared kdamond (see module docs).
 
@@ -928,18 +939,23 @@ class DamonTracker(Tracker):
         except (FileNotFoundError, ProcessLookupError) as e:
             raise TargetGone(f"process {self.pid} is gone (damon)") from e
         try:
-            addr = present_pages(self.pid, vmas, fd=fd)
+            got = resident_runs(self.pid, vmas, fd=fd)
+            addr = present_pages(self.pid, vmas, fd=fd) if got is None else None
         finally:
             os.close(fd)
-        weight = np.zeros(addr.size, dtype=np.uint8)
-        for reg in windows:
-            # Only nr_accesses says "accessed": a region's age also restarts when DAMON splits
-            # or merges it, which happens to idle regions all the time (seen in the test bed).
-            hot = reg[:, 2] > 0
-            i = np.searchsorted(reg[:, 0], addr, side="right") - 1
-            inside = (i >= 0) & (addr < reg[np.maximum(i, 0), 1])
-            weight[inside] |= hot[i[inside]].astype(np.uint8)
-        return PassRefs(addr, np.full(addr.size, PTE, np.uint8), weight)
+        if addr is not None:  # overlapping VMAs: page rows, which fold repeats
+            weight = np.zeros(addr.size, dtype=np.uint8)
+            _region_weights(addr, windows, weight)
+            return PassRefs(addr, np.full(addr.size, PTE, np.uint8), weight)
+        assert got is not None
+        pages = got[0]
+        # addresses a chunk at a time: none per page beyond the weight byte
+        weight = np.zeros(len(pages), dtype=np.uint8)
+        at = 0
+        for chunk, _types in pages.chunks():
+            _region_weights(chunk, windows, weight[at : at + chunk.size])
+            at += chunk.size
+        return PassRefs.from_runs(pages, weight)
 
     def close(self) -> None:
         mon, self._monitor = self._monitor, None

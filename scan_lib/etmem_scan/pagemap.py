@@ -12,12 +12,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .errors import TargetGone
 from .machine import PAGE_SHIFT, PAGE_SIZE
+from .pagerefs import PTE, PageRuns
 from .procfs import proc_path
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "open_pagemap",
     "page_states",
     "present_pages",
+    "present_runs",
     "read_entries",
+    "resident_runs",
 ]
 
 
@@ -168,6 +171,66 @@ def present_pages(
     finally:
         if own:
             os.close(fd)
+
+
+def present_runs(
+    pid: int | str,
+    ranges: Iterable[tuple[int, int]] | Iterable[object],
+    proc_root: str | os.PathLike[str] = "/proc",
+    *,
+    fd: int | None = None,
+) -> list[np.ndarray]:
+    """:func:`present_pages` without a row per page: for each of ``ranges``, its resident base
+    pages as an (n, 2) uint64 array of ascending ``[start, end)`` runs (neighbouring runs may
+    touch)."""
+    own = fd is None
+    if own:
+        fd = open_pagemap(pid, proc_root)
+    try:
+        out = []
+        use_scan = True
+        for r in ranges:
+            start, end = (r.start, r.end) if hasattr(r, "start") else r  # type: ignore[union-attr]
+            runs = _scan_present(fd, start, end) if use_scan and end > start else None
+            if runs is None and end > start:
+                use_scan = False
+                parts = []
+                for lo in range(start, end, _ENTRIES_CHUNK << PAGE_SHIFT):
+                    hi = min(end, lo + (_ENTRIES_CHUNK << PAGE_SHIFT))
+                    m = np.concatenate(([0], (read_entries(fd, lo, hi) & PM_PRESENT) != 0, [0]))
+                    edges = np.flatnonzero(m[1:] != m[:-1]).astype(np.uint64)
+                    parts.append(np.uint64(lo) + (edges.reshape(-1, 2) << np.uint64(PAGE_SHIFT)))
+                runs = np.concatenate(parts) if parts else None
+            out.append(np.zeros((0, 2), np.uint64) if runs is None else runs)
+        return out
+    finally:
+        if own:
+            os.close(fd)
+
+
+def resident_runs(
+    pid: int | str,
+    vmas: Sequence[object],
+    proc_root: str | os.PathLike[str] = "/proc",
+    *,
+    fd: int | None = None,
+) -> tuple[PageRuns, np.ndarray, list[int]] | None:
+    """The resident base pages of ``vmas`` as :class:`PageRuns` (ascending), how many of them
+    each VMA holds, and the VMAs' order (indices, by start) the pages follow; ``None`` when the
+    VMAs overlap (then only page rows, which fold repeats, are right)."""
+    order = sorted(range(len(vmas)), key=lambda i: vmas[i].start)  # type: ignore[attr-defined]
+    for a, b in zip(order, order[1:], strict=False):
+        if vmas[b].start < vmas[a].end:  # type: ignore[attr-defined]
+            return None
+    runs = present_runs(pid, [vmas[i] for i in order], proc_root, fd=fd)
+    start = np.concatenate([r[:, 0] for r in runs]) if runs else np.zeros(0, np.uint64)
+    npages = [((r[:, 1] - r[:, 0]) >> np.uint64(PAGE_SHIFT)).astype(np.int64) for r in runs]
+    counts = np.array([int(n.sum()) for n in npages], dtype=np.int64)
+    n = np.concatenate(npages) if npages else np.zeros(0, np.int64)
+    pages = PageRuns.coalesce(
+        start, n, np.full(n.size, PTE, np.uint8), np.full(n.size, PAGE_SIZE, np.uint64)
+    )
+    return pages, counts, order
 
 
 def page_states(

@@ -35,6 +35,7 @@ from .pagemap import (
     open_pagemap,
     present_pages,
     read_entries,
+    resident_runs,
 )
 from .pagerefs import PTE, PassRefs
 from .procfs import proc_path, read_smaps_fields
@@ -55,9 +56,15 @@ __all__ = [
 def _pages_and_weights(
     pid: int | str, vmas: Sequence[VmaRange], vma_weight: np.ndarray, proc_root
 ) -> PassRefs:
-    """Resident pages of ``vmas`` with the weight of the VMA each belongs to."""
+    """Resident pages of ``vmas`` with the weight of the VMA each belongs to: runs from
+    pagemap and a weight byte per page, no address per page."""
     fd = open_pagemap(pid, proc_root)
     try:
+        got = resident_runs(pid, vmas, fd=fd)
+        if got is not None:
+            pages, counts, order = got
+            return PassRefs.from_runs(pages, np.repeat(vma_weight.astype(np.uint8)[order], counts))
+        # overlapping ranges: page rows, which fold repeats as merge() would
         parts = [present_pages(pid, [v], fd=fd) for v in vmas]
     finally:
         os.close(fd)

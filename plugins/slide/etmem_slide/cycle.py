@@ -172,6 +172,25 @@ def probe_limit(settings: CycleSettings, pid: int, proc_root: str) -> int | None
     return None
 
 
+#: cold pages further apart than this are checked in separate ranges (see resident_part)
+RESIDENT_GAP = 16
+
+
+def resident_part(pid: int, part: ColdPages, proc_root: str) -> ColdPages:
+    """The pages of ``part`` resident now (read from pagemap for this batch only: a whole
+    process's present pages would cost 8 bytes each). Ranges break where cold pages are more
+    than :data:`RESIDENT_GAP` pages apart, so what is read stays within a few times the batch."""
+    if not len(part):
+        return part
+    asc = part.addr[::-1]
+    gap = np.flatnonzero(np.diff(asc) > np.uint64(RESIDENT_GAP * PAGE_SIZE)) + 1
+    lo = asc[np.r_[0, gap]].tolist()
+    hi = (asc[np.r_[gap - 1, len(asc) - 1]] + np.uint64(PAGE_SIZE)).tolist()
+    present = scan.present_pages(pid, list(zip(lo, hi, strict=True)), proc_root=proc_root)
+    keep = np.isin(part.addr, present)
+    return ColdPages(part.addr[keep], part.type[keep])
+
+
 def _counters(tracker: Tracker) -> dict[str, int]:
     counters = getattr(tracker, "counters", None)
     return dict(counters()) if counters is not None else {}
@@ -248,11 +267,9 @@ def run_cycle(
     cold = cold_pages(refs, settings.T, target)
     del refs
     result.cold_pages = len(cold)
-    present = None
-    if len(cold) and getattr(tracker, "moves_memory", False):
-        # The probe already put the pages it judged idle in swap: hand the actuator only the
-        # cold pages still in RAM, so nothing is paged out (or counted) twice.
-        present = scan.present_pages(pid, vmas, proc_root=proc_root)
+    # The probe already put the pages it judged idle in swap: hand the actuator only the cold
+    # pages still in RAM, so nothing is paged out (or counted) twice.
+    only_resident = bool(len(cold)) and getattr(tracker, "moves_memory", False)
     try:
         if len(cold):
             actuator = make_actuator(pid)
@@ -261,9 +278,8 @@ def run_cycle(
                 for n, part in enumerate(cold_batches(cold)):
                     if n:
                         sleep(0)  # raises WorkerStopped if the task is being stopped
-                    if present is not None:
-                        keep = np.isin(part.addr, present)
-                        part = ColdPages(part.addr[keep], part.type[keep])
+                    if only_resident:
+                        part = resident_part(pid, part, proc_root)
                         if not len(part):
                             continue
                     result.bytes_out += actuator.reclaim(part)
