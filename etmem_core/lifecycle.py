@@ -754,11 +754,11 @@ class Etmemd:
         stuck = self._wedged.get(key)
         if stuck is not None:
             self._call(engine, hook, **calls[0])  # raises the "not called" failure
-        hooks = _hooks(engine)
+        call = _hooks(engine).caller(hook)
 
         def one(kwargs: dict[str, Any]) -> Callable[[], None]:
             def run() -> None:
-                hook(hooks, **kwargs)
+                call(**kwargs)
                 done.append(kwargs["task"])
 
             return run
