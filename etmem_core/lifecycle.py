@@ -74,6 +74,10 @@ def _gc_paused() -> Iterator[None]:
     them again at every generation it promotes them to: a third or more of the time of a
     40,000-task ``obj add``. Reference counting still frees everything else; concurrent
     requests share one pause, and collection resumes when the last of them ends.
+
+    What the pause allocated then goes straight to the oldest generation: the first young
+    collection after it would otherwise traverse all of it (~0.13 s for 40,000 tasks, in
+    the request's own time) and a middle one again later, for objects that mostly live on.
     """
     global _gc_pausers, _gc_was_enabled
     with _gc_lock:
@@ -87,6 +91,9 @@ def _gc_paused() -> Iterator[None]:
         with _gc_lock:
             _gc_pausers -= 1
             if _gc_pausers == 0 and _gc_was_enabled:
+                if gc.get_freeze_count() == 0:  # else someone froze objects on purpose
+                    gc.freeze()  # every tracked object out of the generations, at no cost
+                    gc.unfreeze()  # and back, into the oldest
                 gc.enable()
 
 

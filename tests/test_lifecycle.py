@@ -1145,6 +1145,31 @@ def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files)
         gc.enable()
 
 
+def test_what_an_object_file_added_goes_to_the_oldest_gc_generation(files: Files) -> None:
+    """so that the first young collection after obj add does not traverse all of it (and
+    objects someone froze on purpose stay frozen)."""
+    import gc
+
+    registry = EngineRegistry()
+    registry.register_plugin("rec", Rec([]))
+    etmemd = Etmemd(registry, hook_deadline=0)
+    text = MANY_HEAD + _like_tasks(*(f"t{i}" for i in range(50)))
+    gc.collect()
+    etmemd.obj_add(files("p.toml", text))
+    tasks = etmemd.find_project("p").engines[0].tasks  # type: ignore[union-attr]
+    young = {id(o) for o in gc.get_objects(0) + gc.get_objects(1)}
+    assert len(tasks) == 50 and not any(id(t) in young for t in tasks)
+    etmemd.obj_del(files("p.toml", text))
+    gc.freeze()
+    try:
+        count = gc.get_freeze_count()
+        etmemd.obj_add(files("p.toml", text))
+        assert gc.get_freeze_count() == count and gc.isenabled()
+    finally:
+        gc.unfreeze()
+        etmemd.shutdown()
+
+
 def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> None:
     from etmem_core import lifecycle
 
