@@ -808,27 +808,22 @@ class Etmemd:
         stuck = self._wedged.get(key)
         if stuck is not None:
             self._call(engine, hook, **calls[0])  # raises the "not called" failure
-        call = _hooks(engine).caller(hook)
-
-        def one(kwargs: dict[str, Any]) -> Callable[[], None]:
-            def run() -> None:
-                call(**kwargs)
-                done.append(kwargs["task"])
-
-            return run
-
+        batch = _hooks(engine).batch(hook, calls)
+        returned = 0  # calls[:returned] returned; one abandoned is its late callback's
         outer, self._busy = self._busy, (f"engine {engine.name}: {op}", time.monotonic())
         try:
             self._runner.call_many(
-                [one(c) for c in calls],
-                self.hook_deadline,
-                lambda i: self._late(engine, op, calls[i]),
+                batch, self.hook_deadline, lambda i: self._late(engine, op, calls[i])
             )
+            returned = len(calls)
         except DeadlineExceeded as exc:
+            returned = exc.index  # type: ignore[attr-defined]
             raise self._abandoned(engine, key, op, exc) from None
         except BatchStopped as exc:
+            returned = exc.index
             raise self._engine_failed(engine, op, exc.error) from exc.error
         finally:
+            done.extend(c["task"] for c in calls[:returned])
             self._busy = outer
 
     def _teardown_many(

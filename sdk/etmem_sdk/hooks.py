@@ -12,8 +12,8 @@ registry and the SDK's test harness both build it here, so they validate plugins
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -22,8 +22,6 @@ from .hookspecs import HookName
 
 if TYPE_CHECKING:
     from .model import ConfigSection, Engine, Reply, Task, TaskPid
-
-_P = ParamSpec("_P")
 
 
 class EngineHooks:
@@ -59,36 +57,31 @@ class EngineHooks:
     def __repr__(self) -> str:
         return f"EngineHooks({self.plugin!r})"
 
-    def caller(self, hook: Callable[Concatenate[EngineHooks, _P], None]) -> Callable[_P, None]:
-        """``hook`` (a method of this class, ``EngineHooks.start_task``) bound to this plugin,
-        for calling it many times in a row: the core calls ``fill_task_params`` once for each
-        task of a file, and a file may hold 10^5.
+    def batch(
+        self, hook: Callable[..., None], calls: Iterable[Mapping[str, Any]]
+    ) -> list[Callable[[], None]]:
+        """One call of ``hook`` (a method of this class, ``EngineHooks.fill_task_params``) for
+        each keyword-argument mapping of ``calls``, made ready to run: the core calls
+        ``fill_task_params`` once for each task of a file, and a file may hold 10^5.
 
-        The same call as the method (keyword arguments, one call of the op per task, as the
-        hookspecs say), but when the plugin's only hookimpl of it is a plain function, that
-        function is called directly: pluggy's dispatch, built for many hookimpls and
-        wrappers, costs more per call than a simple hook does. Ask again after registering
-        another plugin in :attr:`pm`.
+        Each is the same call as the method (one call of the op per task, as the hookspecs
+        say), but when the plugin's only hookimpl of it is a plain function, running it calls
+        that function directly: pluggy's dispatch, built for many hookimpls and wrappers,
+        costs more per call than a simple hook does. A missing argument is a
+        ``pluggy.HookCallError`` here, before any call is made.
         """
         name = hook.__name__
         if name not in hookspecs.ENGINE_OPS:
             raise ValueError(f"no engine hook is called {name!r}")
         impls = getattr(self._relay, name).get_hookimpls()
         if len(impls) != 1 or impls[0].hookwrapper or impls[0].wrapper or impls[0].kwargnames:
-            return functools.partial(hook, self)
+            return [functools.partial(hook, self, **kwargs) for kwargs in calls]
         function = impls[0].function
-        argnames = tuple(impls[0].argnames)
-
-        def direct(**kwargs: Any) -> None:
-            try:
-                args = [kwargs[arg] for arg in argnames]
-            except KeyError as exc:  # as pluggy reports it
-                raise pluggy.HookCallError(
-                    f"hook call must provide argument {exc.args[0]!r}"
-                ) from exc
-            function(*args)
-
-        return cast(Callable[_P, None], direct)
+        argnames = impls[0].argnames
+        try:
+            return [functools.partial(function, *[c[a] for a in argnames]) for c in calls]
+        except KeyError as exc:  # as pluggy says it
+            raise pluggy.HookCallError(f"hook call must provide argument {exc.args[0]!r}") from None
 
     # One method per hookspec, in C ``struct engine_ops`` order. Keyword-only, like every call
     # the core makes, so the names are checked as well as the count.
