@@ -50,10 +50,10 @@ class LoadReport:
 
 
 class ConfDir:
-    """The object files of one directory, kept in step with an ``Etmemd`` object store."""
+    """The object files of one directory, kept in step with the object store."""
 
-    def __init__(self, etmemd: Any, path: str, start: bool = False) -> None:
-        self.etmemd = etmemd
+    def __init__(self, store: Any, path: str, start: bool = False) -> None:
+        self.store = store
         self.path = os.path.abspath(path)
         self.start = start
         self._lock = threading.Lock()
@@ -82,7 +82,7 @@ class ConfDir:
     def _delete(self, name: str, report: LoadReport) -> None:
         _, copy = self._loaded.pop(name)
         try:
-            self.etmemd.obj_del(copy)
+            self.store.obj_del(copy)
             report.deleted.append(name)
             log.info("conf dir: %s deleted", name)
         except OptError as exc:
@@ -94,7 +94,7 @@ class ConfDir:
     def _add(self, name: str, digest: str, report: LoadReport) -> None:
         full = os.path.join(self.path, name)
         try:
-            self.etmemd.obj_add(full)
+            self.store.obj_add(full)
         except OptError as exc:
             report.failed[name] = exc.reason
             log.error("conf dir: %s skipped: %s", full, exc.reason)
@@ -116,11 +116,11 @@ class ConfDir:
             return
         for section in projects:
             project = section.get("name")
-            found = self.etmemd.find_project(project) if project else None
+            found = self.store.find_project(project) if project else None
             if found is None or getattr(found, "start", False):
                 continue
             try:
-                self.etmemd.project_start(project)
+                self.store.project_start(project)
                 log.info("conf dir: project %s started", project)
             except OptError as exc:
                 report.failed[name] = f"project {project} did not start: {exc.reason}"

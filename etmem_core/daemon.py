@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gnu_getopt import Getopt, GetoptError, LongOpt
 from .logsafe import SafeFormatter
 from .protocol import ProtocolError, check_socket_name
 from .server import AddressInUse, Server
+
+if TYPE_CHECKING:  # metrics (and prometheus_client) load only with --metrics
+    from .metrics import Counts, MetricsServer
 
 log = logging.getLogger("etmemd")
 
@@ -247,9 +250,9 @@ def sd_notify(message: str) -> bool:
     return True
 
 
-def _make_etmemd(opts: Options | None = None) -> Any:
+def _make_store(opts: Options | None = None) -> Any:
     from . import daemon_settings  # imported late: argument errors need no engine machinery
-    from .lifecycle import Etmemd
+    from .lifecycle import ObjectStore
 
     settings = opts.settings if opts is not None else None
     if settings is None:
@@ -260,23 +263,23 @@ def _make_etmemd(opts: Options | None = None) -> Any:
         log.info("engine hooks are abandoned after %g s (%s)", deadline, origin)
     else:
         log.warning("engine hooks have no deadline (%s): a hung one wedges etmemd", origin)
-    return Etmemd(settings.registry(), hook_deadline=deadline)
+    return ObjectStore(settings.registry(), hook_deadline=deadline)
 
 
 class Daemon:
     """One running etmemd: the object store, the server, and the ordered shutdown."""
 
-    def __init__(self, opts: Options, etmemd: Any = None) -> None:
+    def __init__(self, opts: Options, store: Any = None) -> None:
         self.opts = opts
-        self.etmemd = etmemd if etmemd is not None else _make_etmemd(opts)
-        self.metrics_counts = None
-        self.metrics = None
-        served = self.etmemd
+        self.store = store if store is not None else _make_store(opts)
+        self.metrics_counts: Counts | None = None
+        self.metrics: MetricsServer | None = None
+        served = self.store
         if opts.metrics:
-            from .metrics import CountingEtmemd, Counts
+            from .metrics import CountingStore, Counts
 
             self.metrics_counts = Counts()
-            served = CountingEtmemd(self.etmemd, self.metrics_counts)
+            served = CountingStore(self.store, self.metrics_counts)
         self.server = Server(served, opts.socket)
         if self.metrics_counts is not None:
             self.metrics_counts.server_counters = self.server.counters
@@ -285,7 +288,7 @@ class Daemon:
         if opts.conf_dir:
             from .confdir import ConfDir
 
-            self.conf_dir = ConfDir(self.etmemd, opts.conf_dir, start=opts.start_projects)
+            self.conf_dir = ConfDir(self.store, opts.conf_dir, start=opts.start_projects)
 
     def _on_hangup(self, _signum: int, _frame: Any) -> None:
         if self.conf_dir is None:
@@ -322,13 +325,13 @@ class Daemon:
             print(f"etmemd: cannot listen on @{self.opts.socket}: {exc}", file=sys.stderr)
             self.server.close()
             return EXIT_FAIL
-        if self.opts.metrics:
+        if self.opts.metrics and self.metrics_counts is not None:  # counts: made with --metrics
             from .metrics import MetricsServer, MetricsUnavailable
             from .version import version
 
             try:
                 self.metrics = MetricsServer(
-                    self.opts.metrics, self.etmemd, self.metrics_counts, version()
+                    self.opts.metrics, self.store, self.metrics_counts, version()
                 )
             except MetricsUnavailable as exc:
                 log.error("%s", exc)
@@ -371,7 +374,7 @@ class Daemon:
 
         def stop_all() -> None:
             try:
-                self.etmemd.shutdown()
+                self.store.shutdown()
             except BaseException as exc:  # reported below; the process is ending anyway
                 failure.append(exc)
             finally:

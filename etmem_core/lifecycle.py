@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec
 
-from etmem_sdk import ConfigSection, Engine, EtmemError, Project, Reply, Task, scan
+from etmem_sdk import ConfigSection, Engine, EtmemError, Project, Reply, Task, scan, targets
 from etmem_sdk.hooks import EngineHooks
 
-from . import objfile, settings
+from . import object_keys, objfile
 from .daemon_settings import HOOK_DEADLINE
 from .deadline import BatchStopped, DeadlineExceeded, Runner
 from .errors import OptCode, OptError
@@ -130,13 +130,13 @@ def _parsed(
         return fn(section)
     except OptError:
         raise
-    except settings.ObjectNameError as exc:
+    except object_keys.ObjectNameError as exc:
         raise _inval(str(exc)) from None
     except EtmemError as exc:
         raise OptError(code, str(exc)) from None
 
 
-class Etmemd:
+class ObjectStore:
     """All projects of one daemon (newest first, as C), and the requests that change them.
 
     Every public method takes the store's lock, so requests from several client threads are
@@ -344,7 +344,7 @@ class Etmemd:
     # projects
 
     def _add_project(self, section: ConfigSection) -> Undo:
-        project: Project = _parsed(settings.parse_project, section)
+        project: Project = _parsed(object_keys.parse_project, section)
         if self.find_project(project.name) is not None:
             raise OptError(
                 OptCode.OPT_PRO_EXISTED,
@@ -357,7 +357,7 @@ class Etmemd:
 
     def _del_project(self, section: ConfigSection) -> None:
         # C needs only [project] name to delete a project
-        name = _parsed(settings.project_identity, section)
+        name = _parsed(object_keys.project_identity, section)
         project = self._need_project(name, section)
         errors: list[OptError] = []
         self._remove_project(project, errors)
@@ -375,7 +375,7 @@ class Etmemd:
     # engines
 
     def _add_engine(self, section: ConfigSection) -> Undo:
-        proj_name, eng_name = _parsed(settings.engine_identity, section)
+        proj_name, eng_name = _parsed(object_keys.engine_identity, section)
         kind = section.get("name", "")
         project = self._need_project(proj_name, section)
         if project.find_engine(eng_name) is not None:
@@ -402,7 +402,7 @@ class Etmemd:
         return lambda: self._remove_engine(project, engine, [])
 
     def _del_engine(self, section: ConfigSection) -> None:
-        proj_name, eng_name = _parsed(settings.engine_identity, section)
+        proj_name, eng_name = _parsed(object_keys.engine_identity, section)
         project = self._need_project(proj_name, section)
         engine = self._need_engine(project, eng_name, section)
         errors: list[OptError] = []
@@ -434,7 +434,7 @@ class Etmemd:
         passed: dict[tuple[str | None, ...], tuple[Project, Engine, set[str], Task]] = {}
 
         def parse_task(section: ConfigSection) -> Task:
-            return settings.parse_task(section, nprocs=nprocs)
+            return object_keys.parse_task(section, nprocs=nprocs)
 
         for section in sections:
             get = section.get
@@ -448,7 +448,7 @@ class Etmemd:
                 get("max_threads"),
             )
             hit = passed.get(key)
-            if hit is not None and settings.is_plain_name(task_name):
+            if hit is not None and object_keys.is_plain_name(task_name):
                 project, engine, seen, like = hit
                 if task_name in seen:
                     raise OptError(
@@ -467,7 +467,7 @@ class Etmemd:
                 seen.add(task_name)
                 prepared.append((project, engine, task))
                 continue
-            proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
+            proj_name, eng_name, task_name = _parsed(object_keys.task_identity, section)
             project, engine = find(proj_name, eng_name, section)
             taken = names.get(id(engine))
             if taken is None:
@@ -539,10 +539,10 @@ class Etmemd:
                 get = section.get
                 proj_name, eng_name, task_name = get("project"), get("engine"), get("name")
                 hit = passed.get((proj_name, eng_name))
-                if hit is not None and settings.is_plain_name(task_name):
+                if hit is not None and object_keys.is_plain_name(task_name):
                     project, engine, by_name = hit
                 else:
-                    proj_name, eng_name, task_name = _parsed(settings.task_identity, section)
+                    proj_name, eng_name, task_name = _parsed(object_keys.task_identity, section)
                     project, engine = find(proj_name, eng_name, section)
                     found = index.get(id(engine))
                     if found is None:
@@ -887,11 +887,11 @@ def _check_pid_value(section: ConfigSection, task: Task) -> None:
     """Deliberate difference: a ``type=pid`` value must be a process id. The original accepts
     any value of the name rule (``abc``, ``-1``, ``0x10``) and then never finds a target,
     saying so only in its debug log; here ``obj add`` refuses it, naming the key."""
-    value = task.value
-    if task.type == "pid" and not (value.isdigit() and len(value) <= 9 and int(value) > 0):
+    if task.type == "pid" and targets.pid_value(task.value) is None:
         raise OptError(
             OptCode.OPT_INTER_ERR,
-            f"{section.where('value')}: type=pid needs a process id, a number from 1 to 999999999",
+            f"{section.where('value')}: type=pid needs a process id, a number from 1 to "
+            f"{targets.MAX_PID_VALUE}",
         )
 
 

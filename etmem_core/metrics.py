@@ -67,15 +67,15 @@ class Counts:
             self.requests[key] = self.requests.get(key, 0) + 1
 
 
-class CountingEtmemd:
+class CountingStore:
     """The object store as the server sees it, counting every request it serves."""
 
-    def __init__(self, etmemd: Any, counts: Counts) -> None:
-        self._etmemd = etmemd
+    def __init__(self, store: Any, counts: Counts) -> None:
+        self._store = store
         self._counts = counts
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._etmemd, name)
+        attr = getattr(self._store, name)
         command = COMMANDS.get(name)
         if command is None or not callable(attr):
             return attr
@@ -102,8 +102,8 @@ def _num(value: Any) -> float | None:
 class Collector:
     """A prometheus_client collector over the object store's JSON view."""
 
-    def __init__(self, etmemd: Any, counts: Counts, version: str) -> None:
-        self.etmemd = etmemd
+    def __init__(self, store: Any, counts: Counts, version: str) -> None:
+        self.store = store
         self.counts = counts
         self.version = version
 
@@ -134,7 +134,7 @@ class Collector:
 
         up = GaugeMetricFamily("etmem_scrape_ok", "1 when the object store could be read.")
         try:
-            docs = self.etmemd.project_show_json(None)
+            docs = self.store.project_show_json(None)
             up.add_metric([], 1)
         except OptError as exc:  # e.g. busy behind a stuck engine hook: say so, do not hang
             log.warning("metrics: cannot read the projects: %s", exc.reason)
@@ -255,7 +255,7 @@ def parse_address(text: str) -> tuple[str, Any]:
 class MetricsServer:
     """The HTTP endpoint, serving on its own thread until :meth:`close`."""
 
-    def __init__(self, address: str, etmemd: Any, counts: Counts, version: str) -> None:
+    def __init__(self, address: str, store: Any, counts: Counts, version: str) -> None:
         try:
             from prometheus_client import CollectorRegistry
         except ImportError:
@@ -265,7 +265,7 @@ class MetricsServer:
         self.address = address
         kind, where = parse_address(address)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(Collector(etmemd, counts, version))
+        registry.register(Collector(store, counts, version))
         handler = _handler(registry)
         self.unix_path = where if kind == "unix" else None
         try:

@@ -21,19 +21,20 @@ original); ``ObjectFile.text`` is always the file as written.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from etmem_sdk import ConfigError, ConfigSection
+from etmem_sdk.keyfile import keyfile_text
 
 from .filecheck import read_object_file
 from .keyfile import KeyFileError, parse_keyfile
+from .object_keys import engine_name_key
 
 try:  # the same parser as the standard library's, compiled: ~3x faster on a big file
     import tomli as tomllib
 except ImportError:  # pragma: no cover - an environment installed before tomli was required
-    import tomllib
+    import tomllib  # type: ignore[no-redef]
 
 GROUPS = ("project", "engine", "task")
 
@@ -189,34 +190,9 @@ def _tables(label: str, doc: dict[str, Any], group: str) -> list[dict[str, Any]]
     return value
 
 
-_PLAIN = re.compile(r"[^ \\\n\t\r](?:[^\\\n\t\r]*[^ \\\n\t\r])?")
-
-
-def _escape(value: str) -> str:
-    if _PLAIN.fullmatch(value):  # the common case, and a file may hold 10^6 values
-        return value
-    out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    if out.startswith(" "):
-        out = "\\s" + out[1:]
-    if out.endswith(" "):  # our reader strips trailing whitespace; keep a meant space
-        out = out[:-1] + "\\s"
-    return out
-
-
-def render_keyfile(sections: list[tuple[str, dict[str, str]]]) -> str:
-    """GKeyFile text for ``(group, items)`` pairs; values escaped so glib reads them back."""
-    lines = []
-    for group, items in sections:
-        lines.append(f"[{group}]")
-        lines.extend(f"{k}={_escape(v)}" for k, v in items.items())
-        lines.append("")
-    return "\n".join(lines)
-
-
 def _engine_identity(items: dict[str, str]) -> str | None:
-    """The name a task uses for this engine: ``eng_name`` for thirdparty, else ``name``."""
-    name = items.get("name")
-    return items.get("eng_name") if name == "thirdparty" else name
+    """The name a task uses for this engine (its ``name``, a thirdparty engine's ``eng_name``)."""
+    return items.get(engine_name_key(items.get("name")))
 
 
 def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
@@ -254,7 +230,7 @@ def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
     only = _engine_identity(engines[0]) if len(engines) == 1 else None
 
     head = [("project", project)] if project is not None else []
-    head_text = render_keyfile(head)
+    head_text = keyfile_text(head)
     if project is not None:
         obj.projects.append(
             ConfigSection("project", project, path=path, text=head_text, label=label)
@@ -262,7 +238,7 @@ def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
     # Rendered once per engine, not once per task: a file may hold 10^5 tasks.
     by_identity: dict[tuple[str | None, str | None], str] = {}
     for i, items in enumerate(engines, 1):
-        rendered = render_keyfile(head + [("engine", items)])
+        rendered = keyfile_text(head + [("engine", items)])
         by_identity.setdefault((_engine_identity(items), items.get("project")), rendered)
         obj.engines.append(
             ConfigSection("engine", items, path=path, text=rendered, label=f"{label}: engine #{i}")
@@ -302,7 +278,7 @@ class _TomlTask(ConfigSection):
         self._prefix = prefix
         self._text: str | None = None
 
-    @property  # type: ignore[override]
+    @property
     def text(self) -> str:
         """The GKeyFile text of this task's project, engine and the task itself."""
         if self._text is None:
@@ -310,7 +286,7 @@ class _TomlTask(ConfigSection):
             self._text = (
                 prefix
                 + ("\n" if prefix and not prefix.endswith("\n\n") else "")
-                + render_keyfile([("task", self._items)])
+                + keyfile_text([("task", self._items)])
             )
         return self._text
 

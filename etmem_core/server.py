@@ -92,8 +92,8 @@ class _RateLimitedLog:
         log.log(level, msg, *args)
 
 
-class Lifecycle(Protocol):
-    """What the server needs from the object store (``etmem_core.lifecycle.Etmemd``)."""
+class Store(Protocol):
+    """What the server needs from the object store (``etmem_core.lifecycle.ObjectStore``)."""
 
     def obj_add(self, path: str) -> Any: ...
     def obj_del(self, path: str) -> Any: ...
@@ -143,7 +143,7 @@ class Server:
 
     def __init__(
         self,
-        etmemd: Lifecycle,
+        store: Store,
         socket_name: str,
         *,
         timeout: float = TIMEOUT,
@@ -152,7 +152,7 @@ class Server:
         accept_rate: float = ACCEPT_RATE,
         split_grace: float = SPLIT_GRACE,
     ) -> None:
-        self.etmemd = etmemd
+        self.store = store
         self.socket_name = socket_name
         self.timeout = timeout
         self.on_listening = on_listening
@@ -617,25 +617,25 @@ class Server:
             if req.file_name is None:
                 raise OptError(OptCode.OPT_INVAL, "no configuration file given")
             if cmd is Cmd.OBJ_ADD:
-                self.etmemd.obj_add(req.file_name)
+                self.store.obj_add(req.file_name)
             else:
-                self.etmemd.obj_del(req.file_name)
+                self.store.obj_del(req.file_name)
         elif cmd in (Cmd.PROJ_START, Cmd.PROJ_STOP):
             if req.proj_name is None:
                 raise OptError(OptCode.OPT_INVAL, "no project name given")
             if cmd is Cmd.PROJ_START:
-                self.etmemd.project_start(req.proj_name)
+                self.store.project_start(req.proj_name)
             else:
-                self.etmemd.project_stop(req.proj_name)
+                self.store.project_stop(req.proj_name)
         elif cmd is Cmd.PROJ_SHOW:
             # Collect first, send after: a slow reader must not hold the store's lock.
             if req.eng_cmd == SHOW_JSON:
-                doc = self.etmemd.project_show_json(req.proj_name)
+                doc = self.store.project_show_json(req.proj_name)
                 text = doc if isinstance(doc, str) else _to_json(doc)
                 out = text.encode() if text.endswith("\n") else text.encode() + b"\n"
             else:
                 buffer = BufferReply()
-                self.etmemd.project_show(req.proj_name, buffer)
+                self.store.project_show(req.proj_name, buffer)
                 out = bytes(buffer.data)
             return clean_output(out)
         else:  # Cmd.ENG_CMD: engine output streams straight to the client
@@ -643,7 +643,7 @@ class Server:
                 raise OptError(
                     OptCode.OPT_INVAL, "engine command needs project, engine and command"
                 )
-            self.etmemd.engine_cmd(
+            self.store.engine_cmd(
                 req.proj_name, req.eng_name, req.task_name, req.eng_cmd, Reply(stream)
             )
         return b""

@@ -14,7 +14,7 @@ from etmemd_proc import EtmemdProc, wait_for
 
 from etmem_core.confdir import ConfDir
 from etmem_core.errors import OptError
-from etmem_core.lifecycle import Etmemd
+from etmem_core.lifecycle import ObjectStore
 from etmem_core.registry import EngineRegistry
 
 
@@ -39,10 +39,10 @@ def eng() -> Starts:
 
 
 @pytest.fixture
-def etmemd(eng: Starts) -> Any:
+def store(eng: Starts) -> Any:
     registry = EngineRegistry()
     registry.register_plugin("starts", eng)
-    d = Etmemd(registry)
+    d = ObjectStore(registry)
     yield d
     d.shutdown()
 
@@ -71,41 +71,41 @@ def confd(tmp_path: Path) -> Path:
     return d
 
 
-def test_every_good_file_is_added_and_a_bad_one_is_skipped_with_obj_adds_reason(etmemd, confd):
+def test_every_good_file_is_added_and_a_bad_one_is_skipped_with_obj_adds_reason(store, confd):
     put(confd, "10-a.conf", obj("a"))
     bad = put(confd, "20-bad.conf", obj("bad"), mode=0o644)
     put(confd, "30-c.conf", obj("c"))
     put(confd, ".hidden", "garbage")
     put(confd, "40-a.conf~", "garbage")
     with pytest.raises(OptError) as direct:
-        etmemd.obj_add(str(bad))
-    cd = ConfDir(etmemd, str(confd))
+        store.obj_add(str(bad))
+    cd = ConfDir(store, str(confd))
     try:
         report = cd.load()
     finally:
         cd.close()
     assert report.added == ["10-a.conf", "30-c.conf"]
     assert report.failed == {"20-bad.conf": direct.value.reason}
-    assert etmemd.find_project("a") and etmemd.find_project("c")
-    assert etmemd.find_project("bad") is None
-    assert not etmemd.find_project("a").start  # not asked to start
+    assert store.find_project("a") and store.find_project("c")
+    assert store.find_project("bad") is None
+    assert not store.find_project("a").start  # not asked to start
 
 
-def test_start_starts_the_projects_it_added(etmemd, eng, confd):
+def test_start_starts_the_projects_it_added(store, eng, confd):
     put(confd, "a.conf", obj("a", "ta"))
-    cd = ConfDir(etmemd, str(confd), start=True)
+    cd = ConfDir(store, str(confd), start=True)
     try:
         assert cd.load().added == ["a.conf"]
     finally:
         cd.close()
-    assert etmemd.find_project("a").start
+    assert store.find_project("a").start
     assert eng.started == ["ta"]
 
 
-def test_reload_adds_new_deletes_gone_and_replaces_changed_files(etmemd, eng, confd):
+def test_reload_adds_new_deletes_gone_and_replaces_changed_files(store, eng, confd):
     put(confd, "a.conf", obj("a", "ta"))
     put(confd, "b.conf", obj("b", "tb"))
-    cd = ConfDir(etmemd, str(confd), start=True)
+    cd = ConfDir(store, str(confd), start=True)
     try:
         cd.load()
         (confd / "a.conf").unlink()
@@ -114,7 +114,7 @@ def test_reload_adds_new_deletes_gone_and_replaces_changed_files(etmemd, eng, co
         report = cd.load()
         assert sorted(report.deleted) == ["a.conf", "b.conf"]
         assert report.added == ["b.conf", "c.conf"]
-        assert etmemd.find_project("a") is None
+        assert store.find_project("a") is None
         assert sorted(eng.started) == ["tb2", "tc"]
         again = cd.load()  # nothing changed: nothing is touched
         assert again.added == again.deleted == [] and again.failed == {}
@@ -122,19 +122,19 @@ def test_reload_adds_new_deletes_gone_and_replaces_changed_files(etmemd, eng, co
         cd.close()
 
 
-def test_runtime_objects_are_not_the_directorys(etmemd, confd, tmp_path):
+def test_runtime_objects_are_not_the_directorys(store, confd, tmp_path):
     other = put(tmp_path, "manual.conf", obj("manual"))
-    etmemd.obj_add(str(other))
+    store.obj_add(str(other))
     put(confd, "a.conf", obj("a"))
-    cd = ConfDir(etmemd, str(confd))
+    cd = ConfDir(store, str(confd))
     try:
         cd.load()
         (confd / "a.conf").unlink()
         cd.load()
     finally:
         cd.close()
-    assert etmemd.find_project("manual") is not None
-    assert etmemd.find_project("a") is None
+    assert store.find_project("manual") is not None
+    assert store.find_project("a") is None
 
 
 @pytest.mark.root

@@ -19,7 +19,7 @@ from etmem_cslide import config as cc
 from etmem_cslide.cycle import close_tracker, fold_hugepages, run_cycle
 from etmem_cslide.host import Host
 from etmem_cslide.show import host_pages_text, task_pages_text
-from etmem_cslide.state import CslidePid, PidFactory, PidState
+from etmem_cslide.state import CslidePidParams, PidFactory, PidState
 from etmem_sdk import (
     BufferReply,
     ConfigError,
@@ -29,6 +29,7 @@ from etmem_sdk import (
     Project,
     TargetGone,
     Task,
+    scan,
 )
 
 HUGE = cc.HUGE_2M
@@ -188,7 +189,7 @@ def engine_config(**over) -> ConfigSection:
     return ConfigSection("engine", items, path="/etc/etmem/eng.config")
 
 
-def task_config(name="vm1", value=str(PID)) -> ConfigSection:
+def task_config(name="vm1", value=str(PID), **extra) -> ConfigSection:
     items = {
         "project": "p",
         "engine": "cslide",
@@ -198,6 +199,7 @@ def task_config(name="vm1", value=str(PID)) -> ConfigSection:
         "vm_flags": "ht",
         "anon_only": "no",
         "ign_host": "yes",
+        **extra,
     }
     return ConfigSection("task", items, path="/etc/etmem/task.config")
 
@@ -214,8 +216,18 @@ def machine(tmp_path, monkeypatch):
         host.placement[(PID, a)] = 1 if i < 10 else 0
     host.hot[PID] = set(addrs[:10])
     host.vma_pages[PID] = 20
-    monkeypatch.setattr(ce, "make_host", lambda: host)
+    # the engine makes its Host at fill_eng_params: this one simulates the machine
+    monkeypatch.setattr(ce, "Host", lambda: host)
     return host
+
+
+@pytest.fixture
+def scan_roots():
+    """Point the SDK's scan defaults -- where cslide's Host takes its /proc and /sys from, as
+    every engine does -- at fake trees for one test."""
+    previous = scan.defaults()
+    yield lambda **roots: scan.set_defaults(**{k: str(v) for k, v in roots.items()})
+    scan.set_defaults(**dataclasses.asdict(previous))
 
 
 def new_engine(project=None, **over) -> Engine:
@@ -226,10 +238,10 @@ def new_engine(project=None, **over) -> Engine:
     return engine
 
 
-def new_task(engine, name="vm1", value=str(PID)) -> Task:
+def new_task(engine, name="vm1", value=str(PID), **extra) -> Task:
     task = Task(name=name, type="pid", value=value, engine=engine)
     engine.tasks.insert(0, task)
-    ce.fill_task_params(task=task, config=task_config(name, value))
+    ce.fill_task_params(task=task, config=task_config(name, value, **extra))
     return task
 
 
@@ -310,6 +322,31 @@ def test_quota_limits_a_cycle_and_the_next_cycle_continues(machine):
     run_cycle(engine.params)
     on_hot = [i for i in range(10) if machine.placement[(PID, BASE + i * HUGE)] == 0]
     assert on_hot == list(range(8))
+
+
+def test_confirm_cycles_holds_moves_until_the_second_cycle_asks_again(machine):
+    engine = new_engine()
+    task = new_task(engine, confirm_cycles="2")
+    no_sleep(engine)
+    started(engine, task)
+    addrs = [BASE + i * HUGE for i in range(20)]
+
+    first = run_cycle(engine.params)
+    assert first.moved == {}  # asked once: held
+    assert [machine.placement[(PID, a)] for a in addrs] == [1] * 10 + [0] * 10
+    assert task.pids[0].params.pages == {0: (0, 10 * 2048), 1: (10 * 2048, 0)}  # stats unheld
+    second = run_cycle(engine.params)
+    assert second.moved == {(PID, 1): 10 * HUGE, (PID, 0): 10 * HUGE}
+    assert [machine.placement[(PID, a)] for a in addrs] == [0] * 10 + [1] * 10
+
+
+def test_a_page_trackers_task_moves_on_the_first_cycle_as_the_original(machine):
+    engine = new_engine()
+    task = new_task(engine)
+    no_sleep(engine)
+    started(engine, task)
+    run_cycle(engine.params)
+    assert task.pids[0].params.confirmation.confirm == 1  # idle_pages sees each page
 
 
 def test_a_dead_pid_is_skipped_and_the_others_still_move(machine, tmp_path):
@@ -443,8 +480,8 @@ def test_run_on_node_uses_the_nodes_cpulist(tmp_path):
 
 def test_pid_state_machine():
     f = PidFactory()
-    a = CslidePid(pid=1, task_name="a", task=None)
-    b = CslidePid(pid=2, task_name="b", task=None)
+    a = CslidePidParams(pid=1, task_name="a", task=None)
+    b = CslidePidParams(pid=2, task_name="b", task=None)
     f.free(b)  # never started: freed at once
     assert b.state is PidState.NONE and f.working == []
     f.add(a)
@@ -474,7 +511,7 @@ def test_task_add_resolves_the_pid_once_and_start_queues_it(machine):
     task = new_task(engine)
     assert [tp.pid for tp in task.pids] == [PID]
     p = task.pids[0].params
-    assert isinstance(p, CslidePid) and p.state is PidState.NONE
+    assert isinstance(p, CslidePidParams) and p.state is PidState.NONE
     assert p.task.scan_flags == cc.SCAN_AS_HUGE | cc.SCAN_IGN_HOST
     engine.params.factory.add(p)
     assert p.state is PidState.WORKING
@@ -487,9 +524,8 @@ def test_engine_add_reads_the_pools_and_publishes_stats(machine):
     assert engine.stats["stat_time"] == 0.0
 
 
-def test_engine_add_refuses_an_odd_node_count_on_a_fake_tree(tmp_path, monkeypatch):
-    host = FakeHost(proc_root=tmp_path, sys_root=fake_sys(tmp_path / "sys", [4] * 3, [4] * 3))
-    monkeypatch.setattr(ce, "make_host", lambda: host)
+def test_engine_add_refuses_an_odd_node_count_on_a_fake_tree(tmp_path, scan_roots):
+    scan_roots(proc_root=tmp_path, sys_root=fake_sys(tmp_path / "sys", [4] * 3, [4] * 3))
     with pytest.raises(ConfigError, match=r"this machine has 3 NUMA nodes \(node0, node1, node2\)"):
         new_engine(node_pair="0,1")
 
@@ -577,8 +613,7 @@ def test_show_command_errors(machine):
 # --- this machine, for real -------------------------------------------------------------------
 
 
-def test_engine_add_on_this_machine_fails_with_what_it_has(monkeypatch):
-    monkeypatch.setattr(ce, "make_host", Host)
+def test_engine_add_on_this_machine_fails_with_what_it_has():
     nodes = cc.configured_nodes("/sys")
     assert nodes, "this machine shows no NUMA node directory"
     with pytest.raises(ConfigError) as e:
@@ -626,7 +661,7 @@ def test_move_pages_query_and_node0_moves_for_real(child):
 
 
 @pytest.mark.root
-def test_real_process_resolves_and_its_pages_are_filed_by_node(child, tmp_path, monkeypatch):
+def test_real_process_resolves_and_its_pages_are_filed_by_node(child, tmp_path, scan_roots):
     """The engine's node query on a real process, through a normal-memory engine whose node
     list comes from a fake 2-node tree (this machine has one node)."""
     pid, addr = child
@@ -635,9 +670,9 @@ def test_real_process_resolves_and_its_pages_are_filed_by_node(child, tmp_path, 
         d = sys_root / f"devices/system/node/node{n}"
         d.mkdir(parents=True)
         (d / "meminfo").write_text(f"Node {n} MemTotal: 1048576 kB\nNode {n} MemFree: 524288 kB\n")
-    host = Host(proc_root="/proc", sys_root=sys_root)
-    monkeypatch.setattr(ce, "make_host", lambda: host)
+    scan_roots(proc_root="/proc", sys_root=sys_root)
     engine = new_engine(memory="normal")
+    host = engine.params.host
     task = Task(name="real", type="pid", value=str(pid), engine=engine)
     cfg = dict(task_config("real", str(pid)))
     cfg.pop("vm_flags")
@@ -652,11 +687,10 @@ def test_real_process_resolves_and_its_pages_are_filed_by_node(child, tmp_path, 
 
 
 @pytest.mark.root
-def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_path, monkeypatch):
+def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_path, scan_roots):
     """This kernel has no idle_pages: a hugetlb task must name another tracker or not start."""
     pid, _addr = child
-    host = Host(proc_root="/proc", sys_root=fake_sys(tmp_path / "sys", [8, 8], [8, 8]))
-    monkeypatch.setattr(ce, "make_host", lambda: host)
+    scan_roots(proc_root="/proc", sys_root=fake_sys(tmp_path / "sys", [8, 8], [8, 8]))
     engine = new_engine()
     task = Task(name="vm", type="pid", value=str(pid), engine=engine)
     ce.fill_task_params(task=task, config=task_config("vm", str(pid)))
@@ -674,7 +708,7 @@ def test_hugetlb_task_without_idle_pages_fails_to_start_saying_why(child, tmp_pa
     assert task.pids[0].params.state is PidState.NONE
 
 
-# --- through the core (etmem_core.lifecycle.Etmemd, the engine found by its entry point) ------
+# --- through the core (lifecycle.ObjectStore, the engine found by its entry point) -----------
 
 
 def _objfile(tmp_path: Path, name: str, text: str) -> str:
@@ -695,14 +729,13 @@ TASK = (
 )
 
 
-def test_core_refuses_the_originals_test_engine_on_this_machine(golden, tmp_path, monkeypatch):
+def test_core_refuses_the_originals_test_engine_on_this_machine(golden, tmp_path):
     from etmem_core.errors import OptCode, OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 
-    monkeypatch.setattr(ce, "make_host", Host)
     nodes = cc.configured_nodes("/sys")
     conf = golden / "config/c-test-conf/conf_cslide"
-    d = Etmemd()
+    d = ObjectStore()
     try:
         d.obj_add(_objfile(tmp_path, "proj.config", (conf / "proj.config").read_text()))
         if len(nodes) % 2 == 0:
@@ -717,9 +750,9 @@ def test_core_refuses_the_originals_test_engine_on_this_machine(golden, tmp_path
 
 def test_core_end_to_end_on_the_fake_machine(machine, tmp_path):
     from etmem_core.errors import OptCode, OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 
-    d = Etmemd()
+    d = ObjectStore()
     try:
         d.obj_add(_objfile(tmp_path, "p.config", PROJ))
         d.obj_add(_objfile(tmp_path, "e.config", ENG.format(pairs="0,1")))
@@ -783,15 +816,15 @@ def _meminfo_tree(root: Path, nodes: int) -> Path:
 
 
 @pytest.mark.root
-def test_normal_memory_cycle_on_a_real_process(normal_workload, tmp_path, monkeypatch):
+def test_normal_memory_cycle_on_a_real_process(normal_workload, tmp_path, scan_roots):
     """memory=normal on this kernel: the probe's best tracker (refs here) tells the hot mapping
     from the cold one; with a zero quota nothing moves, with a quota the demotion to the
     second node of the (fake) pair fails because this machine has no node 1 — the pid is
     skipped with the reason and stays intact."""
     pid, hot, cold = normal_workload
-    host = Host(proc_root="/proc", sys_root=_meminfo_tree(tmp_path / "sys", 2))
-    monkeypatch.setattr(ce, "make_host", lambda: host)
+    scan_roots(proc_root="/proc", sys_root=_meminfo_tree(tmp_path / "sys", 2))
     engine = new_engine(memory="normal", node_mig_quota="0", node_hot_reserve="0")
+    host = engine.params.host
     task = Task(name="real", type="pid", value=str(pid), engine=engine)
     cfg = {k: v for k, v in task_config("real", str(pid)).items() if k != "vm_flags"}
     cfg["anon_only"] = "yes"

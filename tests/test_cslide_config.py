@@ -315,3 +315,18 @@ def test_memory_normal_refuses_ht_and_malformed_flags(normal_cfg, value):
 def test_tracker_key_is_optional(eng_cfg):
     assert cc.parse_task(task_section(), eng_cfg).tracker is None
     assert cc.parse_task(task_section(tracker="damon"), eng_cfg).tracker == "damon"
+
+
+def test_confirm_cycles_is_optional_and_1_to_16(eng_cfg):
+    assert cc.parse_task(task_section(), eng_cfg).confirm_cycles is None
+    assert cc.parse_task(task_section(confirm_cycles="1"), eng_cfg).confirm_cycles == 1
+    assert cc.parse_task(task_section(confirm_cycles="16"), eng_cfg).confirm_cycles == 16
+
+
+@pytest.mark.parametrize("value", ["0", "17", "-1", "2x", ""])
+def test_confirm_cycles_out_of_range_is_refused_naming_the_key_and_range(eng_cfg, value):
+    with pytest.raises(
+        ConfigError,
+        match=rf"task.config: \[task\] confirm_cycles={value}: must be an integer from 1 to 16",
+    ):
+        cc.parse_task(task_section(confirm_cycles=value), eng_cfg)

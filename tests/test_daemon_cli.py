@@ -154,7 +154,7 @@ def test_shutdown_closes_the_socket_then_stops_the_projects():
 
     name = f"etmemd-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     store = _Store()
-    d = daemon.Daemon(Options(name), etmemd=store)
+    d = daemon.Daemon(Options(name), store=store)
     d.server.bind()
     assert d.shutdown() == 0
     assert store.stopped
@@ -168,7 +168,7 @@ def test_a_broken_accept_loop_still_stops_the_projects(monkeypatch):
 
     name = f"etmemd-test-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     store = _Store()
-    d = daemon.Daemon(Options(name), etmemd=store)
+    d = daemon.Daemon(Options(name), store=store)
 
     def broken() -> None:
         raise OSError("the selector broke")
@@ -188,7 +188,7 @@ def test_shutdown_deadline_ends_the_process_with_status_1():
         "from etmem_core import daemon;"
         "daemon.SHUTDOWN_DEADLINE = 0.3;"
         "d = daemon.Daemon(daemon.Options('etmemd-deadline-' + str(__import__('os').getpid())),"
-        " etmemd=_Store(block=True));"
+        " store=_Store(block=True));"
         "d.shutdown(); print('not reached')"
     )
     proc = subprocess.run(

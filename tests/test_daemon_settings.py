@@ -208,9 +208,9 @@ def test_etmemd_uses_the_files_hook_deadline_and_refuses_a_bad_one(tmp_path, mon
     monkeypatch.delenv("ETMEMD_HOOK_DEADLINE", raising=False)
     opts = daemon.parse_args(["-s", "x", "--config", str(conf)])
     opts.settings = load(str(conf))
-    assert daemon._make_etmemd(opts).hook_deadline == 1.5
+    assert daemon._make_store(opts).hook_deadline == 1.5
     monkeypatch.setenv("ETMEMD_HOOK_DEADLINE", "0.5")
-    assert daemon._make_etmemd(opts).hook_deadline == 0.5
+    assert daemon._make_store(opts).hook_deadline == 0.5
     etmemd = Path(sys.executable).parent / "etmemd"
     for text, env, said in (
         ("[engines]\nhook_deadline = 30\n", {}, "etmemd.toml: [engines] hook_deadline=30: must"),

@@ -1,6 +1,6 @@
 """The damon engine on the fake DAMON sysfs of tests/test_damon.py (Linux 6.12's behaviour).
 
-The engine is driven through the core (``Etmemd`` with the installed ``etmem.engines`` entry
+The engine is driven through the core (``ObjectStore`` with the installed ``etmem.engines`` entry
 points), so the original's config format and the project lifecycle are the real ones.  The
 machine's own /sys/kernel/mm/damon is never touched: every root points at the fake tree.
 """
@@ -19,7 +19,7 @@ from etmem_sdk import BufferReply, scan
 from test_damon import FakeDamon, page, snapshot
 
 from etmem_core.errors import OptError
-from etmem_core.lifecycle import Etmemd
+from etmem_core.lifecycle import ObjectStore
 
 U32 = 2**32 - 1
 PROJECT = """[project]
@@ -73,8 +73,8 @@ def kernel(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def etmemd():
-    d = Etmemd()
+def store():
+    d = ObjectStore()
     yield d
     d.shutdown()
 
@@ -110,28 +110,28 @@ def three_tasks(files: Files, engine: str = ENGINE) -> str:
     return f, [files(f"t{p}.conf", task(f"t{p}", p)) for p in (101, 102, 103)], body
 
 
-def refused(etmemd: Etmemd, path: str) -> str:
+def refused(store: ObjectStore, path: str) -> str:
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(path)
+        store.obj_add(path)
     return str(e.value)
 
 
-def showstats(etmemd: Etmemd) -> str:
+def showstats(store: ObjectStore) -> str:
     reply = BufferReply()
-    etmemd.engine_cmd("reg", "damon", None, "showstats", reply)
+    store.engine_cmd("reg", "damon", None, "showstats", reply)
     return reply.text
 
 
 # -- one kdamond, one target per pid of every task ---------------------------------------------
 
 
-def test_three_tasks_are_three_targets_of_one_kdamond_with_the_scheme(kernel, etmemd, files):
+def test_three_tasks_are_three_targets_of_one_kdamond_with_the_scheme(kernel, store, files):
     main, tasks, _ = three_tasks(files)
-    etmemd.obj_add(main)
+    store.obj_add(main)
     for t in tasks:
-        etmemd.obj_add(t)
+        store.obj_add(t)
     assert nr_kdamonds(kernel) == "0"  # nothing before project start
-    etmemd.project_start("reg")
+    store.project_start("reg")
     ctx = kernel.ctx()
     assert nr_kdamonds(kernel) == "1" and kernel.state() == "on" and kernel.starts == 1
     assert sorted(kernel._pids()) == [101, 102, 103]
@@ -154,20 +154,20 @@ def test_three_tasks_are_three_targets_of_one_kdamond_with_the_scheme(kernel, et
             assert read(sc / "filters/0/matching") == "N"
         assert read(act / "quotas/ms") == "0" and read(act / "quotas/bytes") == "0"
         assert read(act / "watermarks/metric") == "none"
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
     assert nr_kdamonds(kernel) == "0"
 
 
-def test_showstats_gives_each_targets_regions_and_scheme_bytes(kernel, etmemd, files):
+def test_showstats_gives_each_targets_regions_and_scheme_bytes(kernel, store, files):
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
-    etmemd.project_start("reg")
+        store.obj_add(f)
+    store.project_start("reg")
     slot_of = {pid: i for i, pid in enumerate(kernel._pids())}
     kernel.regions[101] = [(page(0), page(256), 0, 50), (page(256), page(512), 7, 2)]
     kernel.kstats[2 * slot_of[101] + 1] = {"nr_tried": 4, "sz_tried": 1 << 20,
                                            "nr_applied": 3, "sz_applied": 3 << 18}  # fmt: skip
-    out = showstats(etmemd)
+    out = showstats(store)
     assert "damon scheme: action pageout" in out
     assert f"kdamond: thread {kernel.thread}, 3 target(s) in all" in out
     assert "set by project reg" in out
@@ -176,58 +176,58 @@ def test_showstats_gives_each_targets_regions_and_scheme_bytes(kernel, etmemd, f
     assert f"{page(0):#x}" in block and "1024 KiB" in block
     rows = [line.split() for line in block.splitlines() if line.strip().startswith("0x")]
     assert [(r[-2], r[-1]) for r in rows] == [("0", "50"), ("7", "2")]
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
-def test_the_refresh_keeps_each_pids_scheme_statistics_for_json(kernel, etmemd, files):
+def test_the_refresh_keeps_each_pids_scheme_statistics_for_json(kernel, store, files):
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
-    etmemd.project_start("reg")
+        store.obj_add(f)
+    store.project_start("reg")
     first = kernel._pids()[0]
     kernel.kstats[1] = {"nr_applied": 2, "sz_applied": 8192}
-    t = task_of(etmemd, f"t{first}")
+    t = task_of(store, f"t{first}")
     t.params.worker.run_once()
     assert t.pids[0].stats["sz_applied"] == 8192 and t.pids[0].stats["nr_applied"] == 2
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
-def test_an_update_that_lists_no_region_for_a_target_is_asked_again(kernel, etmemd, files):
-    etmemd.obj_add(files("reg.conf", PROJECT + ENGINE))
-    etmemd.obj_add(files("t.conf", task("t101", 101)))
-    etmemd.project_start("reg")
+def test_an_update_that_lists_no_region_for_a_target_is_asked_again(kernel, store, files):
+    store.obj_add(files("reg.conf", PROJECT + ENGINE))
+    store.obj_add(files("t.conf", task("t101", 101)))
+    store.project_start("reg")
     kernel.regions[101] = [[], [], [(page(0), page(4), 0, 30)]]
     kernel.updates = 0
-    out = showstats(etmemd)
+    out = showstats(store)
     assert f"{page(0):#x}" in out and kernel.updates == 3
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
-def test_obj_del_of_a_started_project_removes_the_kdamond(kernel, etmemd, files):
+def test_obj_del_of_a_started_project_removes_the_kdamond(kernel, store, files):
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
-    etmemd.project_start("reg")
+        store.obj_add(f)
+    store.project_start("reg")
     assert nr_kdamonds(kernel) == "1"
     for f in reversed(tasks):
-        etmemd.obj_del(f)
-    etmemd.obj_del(main)
+        store.obj_del(f)
+    store.obj_del(main)
     assert nr_kdamonds(kernel) == "0"
 
 
-def task_of(etmemd: Etmemd, name: str):
-    proj = etmemd.find_project("reg")
+def task_of(store: ObjectStore, name: str):
+    proj = store.find_project("reg")
     return next(t for e in proj.engines for t in e.tasks if t.name == name)
 
 
-def test_a_target_that_exits_is_parked_and_its_scheme_stops_acting(kernel, etmemd, files):
+def test_a_target_that_exits_is_parked_and_its_scheme_stops_acting(kernel, store, files):
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
-    etmemd.project_start("reg")
+        store.obj_add(f)
+    store.project_start("reg")
     first = kernel._pids()[0]  # slot 0 of three: parked, not dropped
     shutil.rmtree(kernel.proc / str(first))
-    task_of(etmemd, f"t{first}").params.worker.run_once()  # the refresh frees its target
+    task_of(store, f"t{first}").params.worker.run_once()  # the refresh frees its target
     assert kernel._pids()[0] == os.getpid() and len(kernel._pids()) == 3
     # the slot now watches etmemd itself: its scheme must never page anything out
     act = kernel.ctx() / "schemes/1"
@@ -235,14 +235,14 @@ def test_a_target_that_exits_is_parked_and_its_scheme_stops_acting(kernel, etmem
     assert read(act / "access_pattern/nr_accesses/min") == str(U32)
     assert read(kernel.ctx() / "schemes/3/action") == "pageout"
     assert kernel.state() == "on" and kernel.starts == 1
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
     assert nr_kdamonds(kernel) == "0"
 
 
 # -- sharing the kdamond with the damon tracker --------------------------------------------------
 
 
-def test_the_engine_joins_the_trackers_kdamond_and_leaves_it_running(kernel, etmemd, files):
+def test_the_engine_joins_the_trackers_kdamond_and_leaves_it_running(kernel, store, files):
     add_process(kernel.proc, 50)
     tr = DamonTracker(50, proc_root=kernel.proc, sys_root=kernel.kds.parents[4],
                       sample_us=5000, aggr_us=100000, update_us=1000000,
@@ -250,68 +250,68 @@ def test_the_engine_joins_the_trackers_kdamond_and_leaves_it_running(kernel, etm
     thread = read(kernel.kd() / "pid")
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
-    etmemd.project_start("reg")
+        store.obj_add(f)
+    store.project_start("reg")
     assert kernel._pids()[0] == 50 and sorted(kernel._pids()[1:]) == [101, 102, 103]
     assert kernel.starts == 1 and read(kernel.kd() / "pid") == thread  # commits, no restart
     assert read(kernel.ctx() / "schemes/1/action") == "stat"  # the tracker's slot never acts
     assert read(kernel.ctx() / "schemes/3/action") == "pageout"
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
     assert kernel._pids() == [50] and kernel.state() == "on"
     tr.close()
     assert nr_kdamonds(kernel) == "0"
 
 
-def test_other_monitoring_attributes_than_the_trackers_are_refused_naming_it(kernel, etmemd, files):
+def test_other_monitoring_attributes_than_the_trackers_are_refused_naming_it(kernel, store, files):
     add_process(kernel.proc, 50)
     tr = DamonTracker(50, proc_root=kernel.proc, sys_root=kernel.kds.parents[4])
     before = snapshot(kernel.kds)
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
+        store.obj_add(f)
     with pytest.raises(OptError, match="monitoring attributes of the damon tracker"):
-        etmemd.project_start("reg")
+        store.project_start("reg")
     assert snapshot(kernel.kds) == before
     tr.close()
-    etmemd.project_start("reg")  # alone now: the project's attributes
+    store.project_start("reg")  # alone now: the project's attributes
     with pytest.raises(scan.TrackerUnavailable, match="of project reg"):
         DamonTracker(50, proc_root=kernel.proc, sys_root=kernel.kds.parents[4])
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
-def test_a_kdamond_of_someone_else_is_never_written(kernel, etmemd, files):
+def test_a_kdamond_of_someone_else_is_never_written(kernel, store, files):
     kernel.write(kernel.kds / "nr_kdamonds", 1)
     kernel.write(kernel.kd() / "contexts/nr_contexts", 1)
     kernel._state("on")
     before = snapshot(kernel.kds)
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
+        store.obj_add(f)
     with pytest.raises(OptError, match="not ours"):
-        etmemd.project_start("reg")
+        store.project_start("reg")
     assert snapshot(kernel.kds) == before
 
 
 # -- refusals where the machine lacks DAMON -----------------------------------------------------
 
 
-def test_a_kernel_without_vaddr_is_refused_at_obj_add_without_a_write(kernel, etmemd, files,
+def test_a_kernel_without_vaddr_is_refused_at_obj_add_without_a_write(kernel, store, files,
                                                                      monkeypatch):  # fmt: skip
     with gzip.open(kernel.proc / "config.gz", "wt") as f:
         f.write("CONFIG_DAMON=y\nCONFIG_DAMON_SYSFS=y\n# CONFIG_DAMON_VADDR is not set\n")
     writes = []
     monkeypatch.setattr(damon, "_write_once", lambda path, value: writes.append(path))
-    msg = refused(etmemd, files("reg.conf", PROJECT + ENGINE))
+    msg = refused(store, files("reg.conf", PROJECT + ENGINE))
     assert "CONFIG_DAMON_VADDR is off" in msg and "name=damon" in msg
     assert writes == []
 
 
-def test_no_damon_sysfs_is_refused_at_obj_add(kernel, etmemd, files):
+def test_no_damon_sysfs_is_refused_at_obj_add(kernel, store, files):
     shutil.rmtree(kernel.kds.parents[1])
-    assert "no DAMON sysfs" in refused(etmemd, files("reg.conf", PROJECT + ENGINE))
+    assert "no DAMON sysfs" in refused(store, files("reg.conf", PROJECT + ENGINE))
 
 
-def test_this_machine_is_refused_and_its_damon_never_written(etmemd, files, monkeypatch):
+def test_this_machine_is_refused_and_its_damon_never_written(store, files, monkeypatch):
     def no_write(path, value):
         raise AssertionError(f"tried to write {value!r} to {path}")
 
@@ -319,7 +319,7 @@ def test_this_machine_is_refused_and_its_damon_never_written(etmemd, files, monk
     reason = scan.damon_refusal("/proc", "/sys")
     if reason is None:
         pytest.skip("this kernel has DAMON vaddr (not the development VM)")
-    assert reason in refused(etmemd, files("reg.conf", PROJECT + ENGINE))
+    assert reason in refused(store, files("reg.conf", PROJECT + ENGINE))
 
 
 # -- config refusals -------------------------------------------------------------------------
@@ -354,16 +354,16 @@ def engine_with(**changes: str | None) -> str:
     ],
 )  # fmt: skip
 def test_bad_engine_keys_are_refused_naming_file_group_key_and_range(
-    kernel, etmemd, files, changes, message
+    kernel, store, files, changes, message
 ):
-    msg = refused(etmemd, files("reg.conf", PROJECT + engine_with(**changes)))
+    msg = refused(store, files("reg.conf", PROJECT + engine_with(**changes)))
     assert "reg.conf: [engine] " + message in msg, msg
     assert nr_kdamonds(kernel) == "0"
 
 
-def test_a_quota_goal_on_a_kernel_before_6_9_is_refused_naming_the_key(kernel, etmemd, files):
+def test_a_quota_goal_on_a_kernel_before_6_9_is_refused_naming_the_key(kernel, store, files):
     (kernel.proc / "sys/kernel/osrelease").write_text("6.8.0\n")
-    msg = refused(etmemd, files("reg.conf", PROJECT + engine_with(quota_goal_psi_us="1000")))
+    msg = refused(store, files("reg.conf", PROJECT + engine_with(quota_goal_psi_us="1000")))
     assert "[engine] quota_goal_psi_us=1000: not supported here" in msg and "6.9" in msg
 
 
@@ -375,29 +375,29 @@ def test_a_quota_goal_on_a_kernel_before_6_9_is_refused_naming_the_key(kernel, e
     ],
 )
 def test_monitoring_attributes_damon_rejects_are_refused_at_obj_add(
-    kernel, etmemd, files, key, value, message
+    kernel, store, files, key, value, message
 ):
     proj = "\n".join(f"{key}={value}" if ln.startswith(key + "=") else ln
                      for ln in PROJECT.splitlines()) + "\n"  # fmt: skip
-    assert message in refused(etmemd, files("reg.conf", proj + ENGINE))
+    assert message in refused(store, files("reg.conf", proj + ENGINE))
 
 
-def test_a_page_project_is_refused(kernel, etmemd, files):
+def test_a_page_project_is_refused(kernel, store, files):
     proj = "[project]\nname=reg\nloop=1\ninterval=1\nsleep=1\n"
-    msg = refused(etmemd, files("r.conf", proj + ENGINE))
+    msg = refused(store, files("r.conf", proj + ENGINE))
     assert "needs a project with scan_type=region" in msg
 
 
 # -- DAMOS knobs beyond the original --------------------------------------------------------------
 
 
-def test_quotas_goal_and_watermarks_are_written(kernel, etmemd, files):
+def test_quotas_goal_and_watermarks_are_written(kernel, store, files):
     eng = engine_with(quota_sz="67108864", quota_ms="20", quota_reset_interval="500",
                       quota_goal_psi_us="2000", wmarks_interval="100000", wmarks_high="900",
                       wmarks_mid="500", wmarks_low="50")  # fmt: skip
-    etmemd.obj_add(files("reg.conf", PROJECT + eng))
-    etmemd.obj_add(files("t.conf", task("t101", 101)))
-    etmemd.project_start("reg")
+    store.obj_add(files("reg.conf", PROJECT + eng))
+    store.obj_add(files("t.conf", task("t101", 101)))
+    store.project_start("reg")
     act = kernel.ctx() / "schemes/1"
     assert read(act / "quotas/bytes") == "67108864" and read(act / "quotas/ms") == "20"
     assert read(act / "quotas/reset_interval_ms") == "500"
@@ -407,82 +407,82 @@ def test_quotas_goal_and_watermarks_are_written(kernel, etmemd, files):
     wm = act / "watermarks"
     assert [read(wm / f) for f in ("metric", "interval_us", "high", "mid", "low")] == [
         "free_mem_rate", "100000", "900", "500", "50"]  # fmt: skip
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
-def test_a_quota_alone_gets_a_reset_interval(kernel, etmemd, files):
-    etmemd.obj_add(files("reg.conf", PROJECT + engine_with(quota_sz="1048576")))
-    etmemd.obj_add(files("t.conf", task("t101", 101)))
-    etmemd.project_start("reg")
+def test_a_quota_alone_gets_a_reset_interval(kernel, store, files):
+    store.obj_add(files("reg.conf", PROJECT + engine_with(quota_sz="1048576")))
+    store.obj_add(files("t.conf", task("t101", 101)))
+    store.project_start("reg")
     assert read(kernel.ctx() / "schemes/1/quotas/reset_interval_ms") == "1000"
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
 def test_a_knob_missing_from_sysfs_fails_the_start_naming_the_key_and_leaves_nothing(
-    kernel, etmemd, files
+    kernel, store, files
 ):
     (kernel.proc / "sys/kernel/osrelease").unlink()  # release unknown: sysfs decides
     kernel.goals = False
-    etmemd.obj_add(files("reg.conf", PROJECT + engine_with(quota_goal_psi_us="1000")))
-    etmemd.obj_add(files("t.conf", task("t101", 101)))
+    store.obj_add(files("reg.conf", PROJECT + engine_with(quota_goal_psi_us="1000")))
+    store.obj_add(files("t.conf", task("t101", 101)))
     with pytest.raises(OptError, match=r"quota_goal_psi_us.*quotas/goals/nr_goals"):
-        etmemd.project_start("reg")
+        store.project_start("reg")
     assert nr_kdamonds(kernel) == "0"
 
 
-def test_a_reused_slot_counts_its_scheme_statistics_from_zero(kernel, etmemd, files):
-    etmemd.obj_add(files("reg.conf", PROJECT + ENGINE))
+def test_a_reused_slot_counts_its_scheme_statistics_from_zero(kernel, store, files):
+    store.obj_add(files("reg.conf", PROJECT + ENGINE))
     conf = {p: files(f"t{p}.conf", task(f"t{p}", p)) for p in (101, 102, 104)}
     add_process(kernel.proc, 104)
-    etmemd.obj_add(conf[101])
-    etmemd.obj_add(conf[102])
-    etmemd.project_start("reg")
+    store.obj_add(conf[101])
+    store.obj_add(conf[102])
+    store.project_start("reg")
     first = kernel._pids()[0]
     kernel.kstats[1] = {"nr_applied": 9, "sz_applied": 9 << 20}
-    assert task_of(etmemd, f"t{first}").pids[0].params.target.stats()["sz_applied"] == 9 << 20
-    etmemd.obj_del(conf[first])  # slot 0 parked: its kernel scheme keeps counting
+    assert task_of(store, f"t{first}").pids[0].params.target.stats()["sz_applied"] == 9 << 20
+    store.obj_del(conf[first])  # slot 0 parked: its kernel scheme keeps counting
     assert kernel._pids()[0] == os.getpid()
-    etmemd.obj_add(conf[104])  # a task added to a started project starts at once
-    target = task_of(etmemd, "t104").pids[0].params.target
+    store.obj_add(conf[104])  # a task added to a started project starts at once
+    target = task_of(store, "t104").pids[0].params.target
     assert target.slot == 0
     assert target.stats()["sz_applied"] == 0
     kernel.kstats[1]["sz_applied"] += 4096
     assert target.stats()["sz_applied"] == 4096
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
     assert nr_kdamonds(kernel) == "0"
 
 
-def test_a_restarted_kdamond_counts_every_scheme_from_zero_again(kernel, etmemd, files):
-    etmemd.obj_add(files("reg.conf", PROJECT + ENGINE))
+def test_a_restarted_kdamond_counts_every_scheme_from_zero_again(kernel, store, files):
+    store.obj_add(files("reg.conf", PROJECT + ENGINE))
     conf = {p: files(f"t{p}.conf", task(f"t{p}", p)) for p in (101, 102, 104)}
     add_process(kernel.proc, 104)
     for p in (101, 102):
-        etmemd.obj_add(conf[p])
-    etmemd.project_start("reg")
+        store.obj_add(conf[p])
+    store.project_start("reg")
     first = kernel._pids()[0]
     kernel.kstats[1] = {"sz_applied": 8192}
-    etmemd.obj_del(conf[first])
-    etmemd.obj_add(conf[104])  # reuses slot 0: baseline 8192
-    target = task_of(etmemd, "t104").pids[0].params.target
+    store.obj_del(conf[first])
+    store.obj_add(conf[104])  # reuses slot 0: baseline 8192
+    target = task_of(store, "t104").pids[0].params.target
     kernel._stop()  # the kdamond ended (e.g. a failed commit); the next read starts it again
     target.regions()
     assert kernel.starts == 2
     assert target.stats()["sz_applied"] == 0  # not 0 - 8192
-    etmemd.project_stop("reg")
+    store.project_stop("reg")
 
 
-def test_showstats_answers_from_the_refresh_without_waiting_for_damon(kernel, etmemd, files):
+def test_showstats_answers_from_the_refresh_without_waiting_for_damon(kernel, store, files):
     # Reading regions waits for an aggregation window; under TCG three targets took longer
     # than the 5 s a hook may take, so showstats must not read DAMON once the refresh has.
     main, tasks, _ = three_tasks(files)
     for f in (main, *tasks):
-        etmemd.obj_add(f)
-    etmemd.project_start("reg")
+        store.obj_add(f)
+    store.project_start("reg")
     kernel.regions[101] = [(page(0), page(4), 3, 0)]
     for p in (101, 102, 103):
-        task_of(etmemd, f"t{p}").params.worker.run_once()
+        task_of(store, f"t{p}").params.worker.run_once()
     updates = kernel.updates
-    out = showstats(etmemd)
+    out = showstats(store)
     assert kernel.updates == updates
     assert f"{page(0):#x}" in out.split("task t101 pid 101")[1].split("task ")[0]
-    etmemd.project_stop("reg")
+    store.project_stop("reg")

@@ -25,7 +25,7 @@ from etmem_sdk.hooks import EngineHooks, HookName
 from pluggy import HookCallError, PluginValidationError
 
 from etmem_core.errors import OptError
-from etmem_core.lifecycle import Etmemd
+from etmem_core.lifecycle import ObjectStore
 from etmem_core.registry import EngineRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,7 +267,7 @@ def test_tasks_added_to_a_started_project_are_stopped_when_a_later_one_fails(
     rec = Rec()
     registry = EngineRegistry()
     registry.register_plugin("rec", rec)
-    store = Etmemd(registry)
+    store = ObjectStore(registry)
     try:
         store.obj_add(
             _conf(

@@ -20,7 +20,7 @@ import pytest
 from etmem_scan import idle_pages as ip
 from etmem_scan import idle_stream, idle_sweep, idle_text, pagerefs, procfs
 from etmem_scan.pagerefs import PageRefs, cold_mask, format_cold, format_refs, merge
-from etmem_scan.tracker import ScanError
+from etmem_scan.tracker_interface import ScanError
 
 
 @dataclass(frozen=True)

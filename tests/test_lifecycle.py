@@ -1,4 +1,4 @@
-"""Etmemd: add/del/start/stop/show/engine commands with C's orderings and result codes,
+"""ObjectStore: add/del/start/stop/show/engine commands with C's orderings and result codes,
 plus the two deliberate fixes (atomic obj add, rollback of a failed project start)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from etmem_sdk import BufferReply, ConfigError, EngineError, hookimpl
 
 from etmem_core.errors import OptCode, OptError
-from etmem_core.lifecycle import Etmemd
+from etmem_core.lifecycle import ObjectStore
 from etmem_core.registry import EngineRegistry
 
 # -- throw-away engines --------------------------------------------------------------------------
@@ -103,13 +103,13 @@ def rec2(calls: list[tuple[str, ...]]) -> Rec:
 
 
 @pytest.fixture
-def etmemd(rec: Rec, rec2: Rec) -> Any:
+def store(rec: Rec, rec2: Rec) -> Any:
     registry = EngineRegistry()
     registry.register_plugin("rec", rec)
     registry.register_plugin("rec2", rec2)
     registry.register_plugin("fillonly", FillOnly())
     registry.register_plugin("startonly", StartOnly())
-    d = Etmemd(registry)
+    d = ObjectStore(registry)
     yield d
     d.shutdown()
 
@@ -146,7 +146,7 @@ def task(
     return f"[task]\nproject={proj}\nengine={eng}\nname={name}\ntype=name\nvalue={value}\n{extra}"
 
 
-def show(d: Etmemd, name: str | None = None) -> str:
+def show(d: ObjectStore, name: str | None = None) -> str:
     reply = BufferReply()
     d.project_show(name, reply)
     return reply.text
@@ -167,10 +167,12 @@ def row(n: int, value: str, name: str, eng: str, started: bool = False) -> str:
 # -- add, show, del: the happy paths --------------------------------------------------------------
 
 
-def test_add_one_file_fills_in_order_and_shows(etmemd: Etmemd, files: Files, calls: list) -> None:
-    etmemd.obj_add(files("all.conf", project() + engine() + task(extra="T=2\n")))
+def test_add_one_file_fills_in_order_and_shows(
+    store: ObjectStore, files: Files, calls: list
+) -> None:
+    store.obj_add(files("all.conf", project() + engine() + task(extra="T=2\n")))
     assert calls == [("fill_eng_params", "rec"), ("fill_task_params", "rec", "t1")]
-    p = etmemd.find_project("p")
+    p = store.find_project("p")
     assert p is not None and p.loop == 1 and not p.start
     eng = p.engines[0]
     assert eng.kind == "rec" and eng.params == {"filled": True}
@@ -179,17 +181,17 @@ def test_add_one_file_fills_in_order_and_shows(etmemd: Etmemd, files: Files, cal
     t = eng.tasks[0]
     assert t.params == {"T": "2"} and t.engine is eng and t.project is p
     assert t.config is not None and t.config.path.endswith("all.conf")
-    assert show(etmemd) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
+    assert show(store) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
 
 
-def test_show_exact_table_newest_first(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project("alpha") + engine("alpha") + task("a1", "alpha")))
-    etmemd.obj_add(files("b", task("a2", "alpha", value="redis")))
-    etmemd.obj_add(files("c", engine("alpha", "rec2") + task("b1", "alpha", "rec2")))
-    etmemd.obj_add(files("d", project("beta")))
-    etmemd.obj_add(files("e", engine("beta") + task("x" * 20, "beta", value="v" * 15)))
-    etmemd.project_start("alpha")
-    assert show(etmemd) == (
+def test_show_exact_table_newest_first(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project("alpha") + engine("alpha") + task("a1", "alpha")))
+    store.obj_add(files("b", task("a2", "alpha", value="redis")))
+    store.obj_add(files("c", engine("alpha", "rec2") + task("b1", "alpha", "rec2")))
+    store.obj_add(files("d", project("beta")))
+    store.obj_add(files("e", engine("beta") + task("x" * 20, "beta", value="v" * 15)))
+    store.project_start("alpha")
+    assert show(store) == (
         "project: beta\n"
         + HEADER
         + row(1, "v" * 15, "x" * 20, "rec")  # long fields are not cut
@@ -199,45 +201,45 @@ def test_show_exact_table_newest_first(etmemd: Etmemd, files: Files) -> None:
         + row(1, "redis", "a2", "rec", True)
         + row(2, "mysqld", "a1", "rec", True)
     )
-    assert show(etmemd, "beta") == "project: beta\n" + HEADER + row(1, "v" * 15, "x" * 20, "rec")
+    assert show(store, "beta") == "project: beta\n" + HEADER + row(1, "v" * 15, "x" * 20, "rec")
 
 
-def test_show_engines_without_tasks_print_nothing(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine()))
-    assert show(etmemd) == "project: p\n" + HEADER
+def test_show_engines_without_tasks_print_nothing(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine()))
+    assert show(store) == "project: p\n" + HEADER
 
 
-def test_show_nothing(etmemd: Etmemd, files: Files) -> None:
-    assert show(etmemd) == "no project exists\n\n"
-    assert show(etmemd, "X") == "project: project X is not existed\n\n"
-    etmemd.obj_add(files("a", project()))
-    assert show(etmemd, "X") == "project: project X is not existed\n\n"
-    assert show(etmemd, "") == "project: p\n" + HEADER
+def test_show_nothing(store: ObjectStore, files: Files) -> None:
+    assert show(store) == "no project exists\n\n"
+    assert show(store, "X") == "project: project X is not existed\n\n"
+    store.obj_add(files("a", project()))
+    assert show(store, "X") == "project: project X is not existed\n\n"
+    assert show(store, "") == "project: p\n" + HEADER
 
 
 def test_objects_split_over_files_and_relative_path(
-    etmemd: Etmemd, files: Files, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    store: ObjectStore, files: Files, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     files("proj.conf", project())
     files("eng.conf", engine())
     files("task.conf", task())
     monkeypatch.chdir(tmp_path)  # C resolves the path in the daemon's cwd
     for name in ("proj.conf", "eng.conf", "task.conf"):
-        etmemd.obj_add(name)
-    assert [t.name for t in etmemd.find_project("p").engines[0].tasks] == ["t1"]  # type: ignore[union-attr]
-    etmemd.obj_del("task.conf")
-    etmemd.obj_del("./eng.conf")
-    etmemd.obj_del(str(tmp_path / "proj.conf"))
-    assert etmemd.projects == []
+        store.obj_add(name)
+    assert [t.name for t in store.find_project("p").engines[0].tasks] == ["t1"]  # type: ignore[union-attr]
+    store.obj_del("task.conf")
+    store.obj_del("./eng.conf")
+    store.obj_del(str(tmp_path / "proj.conf"))
+    assert store.projects == []
 
 
-def test_del_order_task_engine_project(etmemd: Etmemd, files: Files, calls: list) -> None:
+def test_del_order_task_engine_project(store: ObjectStore, files: Files, calls: list) -> None:
     path = files("all", project() + engine() + task("t1") + "\n")
-    etmemd.obj_add(path)
-    etmemd.obj_add(files("t2", task("t2")))
-    etmemd.project_start("p")
+    store.obj_add(path)
+    store.obj_add(files("t2", task("t2")))
+    store.project_start("p")
     calls.clear()
-    etmemd.obj_del(path)
+    store.obj_del(path)
     # the file's task first, then its engine (which takes t2 with it), then the project
     assert calls == [
         ("stop_task", "rec", "t1"),
@@ -246,18 +248,18 @@ def test_del_order_task_engine_project(etmemd: Etmemd, files: Files, calls: list
         ("clear_task_params", "rec", "t2"),
         ("clear_eng_params", "rec"),
     ]
-    assert etmemd.projects == []
+    assert store.projects == []
 
 
 def test_delete_project_deletes_and_stops_everything(
-    etmemd: Etmemd, files: Files, calls: list
+    store: ObjectStore, files: Files, calls: list
 ) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task("t1")))
-    etmemd.obj_add(files("b", engine(name="rec2") + task("t9", eng="rec2")))
-    etmemd.project_start("p")
+    store.obj_add(files("a", project() + engine() + task("t1")))
+    store.obj_add(files("b", engine(name="rec2") + task("t9", eng="rec2")))
+    store.project_start("p")
     calls.clear()
-    p = etmemd.find_project("p")
-    etmemd.obj_del(files("only-project", project()))
+    p = store.find_project("p")
+    store.obj_del(files("only-project", project()))
     assert calls == [
         ("stop_task", "rec2", "t9"),
         ("clear_task_params", "rec2", "t9"),
@@ -266,48 +268,48 @@ def test_delete_project_deletes_and_stops_everything(
         ("clear_task_params", "rec", "t1"),
         ("clear_eng_params", "rec"),
     ]
-    assert etmemd.projects == [] and p is not None and not p.start
+    assert store.projects == [] and p is not None and not p.start
 
 
 def test_delete_stopped_project_does_not_stop_tasks(
-    etmemd: Etmemd, files: Files, calls: list
+    store: ObjectStore, files: Files, calls: list
 ) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task()))
+    store.obj_add(files("a", project() + engine() + task()))
     calls.clear()
-    etmemd.obj_del(files("d", "[project]\nname=p\n"))  # del needs only the name
+    store.obj_del(files("d", "[project]\nname=p\n"))  # del needs only the name
     assert calls == [("clear_task_params", "rec", "t1"), ("clear_eng_params", "rec")]
 
 
 # -- error codes of obj add ---------------------------------------------------------------------
 
 
-def test_duplicate_project(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project()))
+def test_duplicate_project(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project()))
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("b", project()))
+        store.obj_add(files("b", project()))
     assert code_of(e) is OptCode.OPT_PRO_EXISTED
     assert "project p" in e.value.reason
 
 
-def test_engine_into_missing_project(etmemd: Etmemd, files: Files) -> None:
+def test_engine_into_missing_project(store: ObjectStore, files: Files) -> None:
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("a", engine("nope")))
+        store.obj_add(files("a", engine("nope")))
     assert code_of(e) is OptCode.OPT_PRO_NOEXIST
 
 
-def test_duplicate_engine(etmemd: Etmemd, files: Files, calls: list) -> None:
-    etmemd.obj_add(files("a", project() + engine()))
+def test_duplicate_engine(store: ObjectStore, files: Files, calls: list) -> None:
+    store.obj_add(files("a", project() + engine()))
     calls.clear()
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("b", engine()))
+        store.obj_add(files("b", engine()))
     assert code_of(e) is OptCode.OPT_ENG_EXISTED
     assert calls == []
 
 
-def test_unknown_engine_name(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project()))
+def test_unknown_engine_name(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project()))
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("b", engine(name="no_such_engine_xyz")))
+        store.obj_add(files("b", engine(name="no_such_engine_xyz")))
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert e.value.reason == "engine no_such_engine_xyz not support"
 
@@ -320,25 +322,25 @@ def test_unknown_engine_name(etmemd: Etmemd, files: Files) -> None:
         "[engine]\nproject=" + "p" * 65 + "\nname=rec\n",
     ],
 )
-def test_engine_identity_errors_are_inval(etmemd: Etmemd, files: Files, text: str) -> None:
+def test_engine_identity_errors_are_inval(store: ObjectStore, files: Files, text: str) -> None:
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("a", text))
+        store.obj_add(files("a", text))
     assert code_of(e) is OptCode.OPT_INVAL
 
 
-def test_engine_fill_failure(etmemd: Etmemd, files: Files, rec: Rec, calls: list) -> None:
-    etmemd.obj_add(files("a", project()))
+def test_engine_fill_failure(store: ObjectStore, files: Files, rec: Rec, calls: list) -> None:
+    store.obj_add(files("a", project()))
     rec.fail["fill_eng_params"] = ConfigError("e.conf: [engine] node_pair=x: bad")
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("b", engine()))
+        store.obj_add(files("b", engine()))
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert e.value.reason == "engine rec: fill_eng_params: e.conf: [engine] node_pair=x: bad"
     assert calls == [("fill_eng_params", "rec")]  # no clear_eng_params for a refused engine
-    assert etmemd.find_project("p").engines == []  # type: ignore[union-attr]
+    assert store.find_project("p").engines == []  # type: ignore[union-attr]
 
 
-def test_task_errors(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task()))
+def test_task_errors(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine() + task()))
     cases = [
         (task("t2", proj="nope"), OptCode.OPT_PRO_NOEXIST),
         (task("t2", eng="rec2"), OptCode.OPT_ENG_NOEXIST),
@@ -352,36 +354,36 @@ def test_task_errors(etmemd: Etmemd, files: Files) -> None:
     ]
     for n, (text, code) in enumerate(cases):
         with pytest.raises(OptError) as e:
-            etmemd.obj_add(files(f"t{n}", text))
+            store.obj_add(files(f"t{n}", text))
         assert code_of(e) is code, text
-    assert [t.name for t in etmemd.find_project("p").engines[0].tasks] == ["t1"]  # type: ignore[union-attr]
+    assert [t.name for t in store.find_project("p").engines[0].tasks] == ["t1"]  # type: ignore[union-attr]
 
 
-def test_task_fill_failure(etmemd: Etmemd, files: Files, rec: Rec, calls: list) -> None:
-    etmemd.obj_add(files("a", project() + engine()))
+def test_task_fill_failure(store: ObjectStore, files: Files, rec: Rec, calls: list) -> None:
+    store.obj_add(files("a", project() + engine()))
     rec.fail["fill_task_params"] = ConfigError("t.conf: [task] T=9: must be at most 3")
     calls.clear()
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("b", task()))
+        store.obj_add(files("b", task()))
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert "engine rec: fill_task_params: t.conf: [task] T=9" in e.value.reason
     assert calls == [("fill_task_params", "rec", "t1")]  # no clear_task_params
-    assert etmemd.find_project("p").engines[0].tasks == []  # type: ignore[union-attr]
+    assert store.find_project("p").engines[0].tasks == []  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
     "extra", ["loop=0\n", "loop=121\n", "loop=abc\n", "sysmem_threshold=101\n"]
 )
-def test_bad_core_key_is_inval_and_named(etmemd: Etmemd, files: Files, extra: str) -> None:
+def test_bad_core_key_is_inval_and_named(store: ObjectStore, files: Files, extra: str) -> None:
     key = extra.split("=")[0]
     text = project().replace(f"{key}=1\n", "") + extra if key == "loop" else project(extra=extra)
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("bad.conf", text))
+        store.obj_add(files("bad.conf", text))
     assert code_of(e) is OptCode.OPT_INVAL
     assert f"bad.conf: [project] {extra.strip()}" in e.value.reason
 
 
-def test_file_level_errors(etmemd: Etmemd, files: Files, tmp_path: Path) -> None:
+def test_file_level_errors(store: ObjectStore, files: Files, tmp_path: Path) -> None:
     cases = [
         (files("syntax", "loop=1\n[project]\nname=p\n"), OptCode.OPT_INTER_ERR),
         (files("nogroup", "[other]\nname=p\n"), OptCode.OPT_INVAL),
@@ -391,56 +393,58 @@ def test_file_level_errors(etmemd: Etmemd, files: Files, tmp_path: Path) -> None
         ("", OptCode.OPT_INVAL),
     ]
     for path, code in cases:
-        for op in (etmemd.obj_add, etmemd.obj_del):
+        for op in (store.obj_add, store.obj_del):
             with pytest.raises(OptError) as e:
                 op(path)
             assert code_of(e) is code, path
-    assert etmemd.projects == []
+    assert store.projects == []
 
 
 # -- atomic obj add ------------------------------------------------------------------------------
 
 
 def test_atomic_add_engine_failure_leaves_no_project(
-    etmemd: Etmemd, files: Files, rec: Rec
+    store: ObjectStore, files: Files, rec: Rec
 ) -> None:
     rec.fail["fill_eng_params"] = ConfigError("nope")
     path = files("a", project() + engine() + task())
     with pytest.raises(OptError):
-        etmemd.obj_add(path)
-    assert etmemd.projects == []
+        store.obj_add(path)
+    assert store.projects == []
     rec.fail.clear()
-    etmemd.obj_add(path)  # C would now say "project has been existed"
-    assert show(etmemd) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
+    store.obj_add(path)  # C would now say "project has been existed"
+    assert show(store) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
 
 
 def test_atomic_add_task_failure_rolls_back_in_reverse(
-    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+    store: ObjectStore, files: Files, rec: Rec, calls: list
 ) -> None:
     rec.fail["fill_task_params"] = ConfigError("nope")
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("a", project() + engine() + task()))
+        store.obj_add(files("a", project() + engine() + task()))
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert calls == [
         ("fill_eng_params", "rec"),
         ("fill_task_params", "rec", "t1"),
         ("clear_eng_params", "rec"),  # the engine was filled, so it is cleared
     ]
-    assert etmemd.projects == []
+    assert store.projects == []
 
 
-def test_atomic_add_keeps_objects_of_other_files(etmemd: Etmemd, files: Files, calls: list) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task("t1")))
+def test_atomic_add_keeps_objects_of_other_files(
+    store: ObjectStore, files: Files, calls: list
+) -> None:
+    store.obj_add(files("a", project() + engine() + task("t1")))
     calls.clear()
     with pytest.raises(OptError) as e:  # engine exists -> the new project goes again
-        etmemd.obj_add(files("b", project("q") + engine()))
+        store.obj_add(files("b", project("q") + engine()))
     assert code_of(e) is OptCode.OPT_ENG_EXISTED
-    assert [p.name for p in etmemd.projects] == ["p"]
+    assert [p.name for p in store.projects] == ["p"]
     assert calls == []
 
 
 def test_atomic_add_toml_several_engines(
-    etmemd: Etmemd, files: Files, rec2: Rec, calls: list
+    store: ObjectStore, files: Files, rec2: Rec, calls: list
 ) -> None:
     text = """
 [project]
@@ -470,8 +474,8 @@ value = 42
     path = files("p.toml", text)
     rec2.fail[("fill_task_params", "t2")] = ConfigError("bad t2")
     with pytest.raises(OptError):
-        etmemd.obj_add(path)
-    assert etmemd.projects == []
+        store.obj_add(path)
+    assert store.projects == []
     assert calls == [
         ("fill_eng_params", "rec"),
         ("fill_eng_params", "rec2"),
@@ -482,48 +486,50 @@ value = 42
         ("clear_eng_params", "rec"),
     ]
     rec2.fail.clear()
-    etmemd.obj_add(path)
-    p = etmemd.find_project("p")
+    store.obj_add(path)
+    p = store.find_project("p")
     assert p is not None and [e.name for e in p.engines] == ["rec2", "rec"]
-    etmemd.obj_del(path)
-    assert etmemd.projects == []
+    store.obj_del(path)
+    assert store.projects == []
 
 
 def test_rollback_teardown_error_does_not_mask_first_error(
-    etmemd: Etmemd, files: Files, rec: Rec
+    store: ObjectStore, files: Files, rec: Rec
 ) -> None:
     rec.fail["fill_task_params"] = ConfigError("the real problem")
     rec.fail["clear_eng_params"] = RuntimeError("cleanup bug")
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("a", project() + engine() + task()))
+        store.obj_add(files("a", project() + engine() + task()))
     assert "the real problem" in e.value.reason
-    assert etmemd.projects == []
+    assert store.projects == []
 
 
-def test_task_add_into_started_project(etmemd: Etmemd, files: Files, rec: Rec, calls: list) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task("t1")))
-    etmemd.project_start("p")
+def test_task_add_into_started_project(
+    store: ObjectStore, files: Files, rec: Rec, calls: list
+) -> None:
+    store.obj_add(files("a", project() + engine() + task("t1")))
+    store.project_start("p")
     calls.clear()
-    etmemd.obj_add(files("b", task("t2")))
+    store.obj_add(files("b", task("t2")))
     assert calls == [("fill_task_params", "rec", "t2"), ("start_task", "rec", "t2")]
     rec.fail["start_task"] = EngineError("cannot start")
     calls.clear()
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("c", task("t3")))
+        store.obj_add(files("c", task("t3")))
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert calls == [
         ("fill_task_params", "rec", "t3"),
         ("start_task", "rec", "t3"),
         ("clear_task_params", "rec", "t3"),
     ]
-    assert [t.name for t in etmemd.find_project("p").engines[0].tasks] == ["t2", "t1"]  # type: ignore[union-attr]
+    assert [t.name for t in store.find_project("p").engines[0].tasks] == ["t2", "t1"]  # type: ignore[union-attr]
 
 
 # -- obj del errors ------------------------------------------------------------------------------
 
 
-def test_del_errors(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task()))
+def test_del_errors(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine() + task()))
     cases = [
         (project("nope"), OptCode.OPT_PRO_NOEXIST),
         (engine("nope"), OptCode.OPT_PRO_NOEXIST),
@@ -535,44 +541,44 @@ def test_del_errors(etmemd: Etmemd, files: Files) -> None:
     ]
     for n, (text, code) in enumerate(cases):
         with pytest.raises(OptError) as e:
-            etmemd.obj_del(files(f"d{n}", text))
+            store.obj_del(files(f"d{n}", text))
         assert code_of(e) is code, text
-    assert show(etmemd) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
+    assert show(store) == "project: p\n" + HEADER + row(1, "mysqld", "t1", "rec")
 
 
-def test_del_attempts_every_group_and_returns_last_error(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine()))
+def test_del_attempts_every_group_and_returns_last_error(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine()))
     # the task is missing (error), the engine and project still go
     with pytest.raises(OptError) as e:
-        etmemd.obj_del(files("d", project() + engine() + task("ghost")))
+        store.obj_del(files("d", project() + engine() + task("ghost")))
     assert code_of(e) is OptCode.OPT_TASK_NOEXIST
-    assert etmemd.projects == []
-    etmemd.obj_add(files("b", project()))
+    assert store.projects == []
+    store.obj_add(files("b", project()))
     # engine missing (error), then the project is deleted: the engine error is the last one
     with pytest.raises(OptError) as e:
-        etmemd.obj_del(files("d2", project() + engine()))
+        store.obj_del(files("d2", project() + engine()))
     assert code_of(e) is OptCode.OPT_ENG_NOEXIST
-    assert etmemd.projects == []
+    assert store.projects == []
 
 
 # -- start / stop ----------------------------------------------------------------------------------
 
 
-def test_start_stop(etmemd: Etmemd, files: Files, calls: list) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task("t1")))
-    etmemd.obj_add(files("b", task("t2") + "\n"))
-    etmemd.obj_add(files("c", engine(name="rec2") + task("t3", eng="rec2")))
+def test_start_stop(store: ObjectStore, files: Files, calls: list) -> None:
+    store.obj_add(files("a", project() + engine() + task("t1")))
+    store.obj_add(files("b", task("t2") + "\n"))
+    store.obj_add(files("c", engine(name="rec2") + task("t3", eng="rec2")))
     calls.clear()
-    etmemd.project_start("p")
-    assert etmemd.find_project("p").start  # type: ignore[union-attr]
+    store.project_start("p")
+    assert store.find_project("p").start  # type: ignore[union-attr]
     assert calls == [
         ("start_task", "rec2", "t3"),
         ("start_task", "rec", "t2"),
         ("start_task", "rec", "t1"),
     ]
     calls.clear()
-    etmemd.project_stop("p")
-    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+    store.project_stop("p")
+    assert not store.find_project("p").start  # type: ignore[union-attr]
     assert calls == [
         ("stop_task", "rec2", "t3"),
         ("stop_task", "rec", "t2"),
@@ -580,57 +586,57 @@ def test_start_stop(etmemd: Etmemd, files: Files, calls: list) -> None:
     ]
 
 
-def test_start_stop_state_errors(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task()))
+def test_start_stop_state_errors(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine() + task()))
     for op, name, code in [
-        (etmemd.project_start, "nope", OptCode.OPT_PRO_NOEXIST),
-        (etmemd.project_stop, "nope", OptCode.OPT_PRO_NOEXIST),
-        (etmemd.project_start, "", OptCode.OPT_INVAL),
-        (etmemd.project_start, None, OptCode.OPT_INVAL),
-        (etmemd.project_stop, None, OptCode.OPT_INVAL),
-        (etmemd.project_stop, "p", OptCode.OPT_PRO_STOPPED),
+        (store.project_start, "nope", OptCode.OPT_PRO_NOEXIST),
+        (store.project_stop, "nope", OptCode.OPT_PRO_NOEXIST),
+        (store.project_start, "", OptCode.OPT_INVAL),
+        (store.project_start, None, OptCode.OPT_INVAL),
+        (store.project_stop, None, OptCode.OPT_INVAL),
+        (store.project_stop, "p", OptCode.OPT_PRO_STOPPED),
     ]:
         with pytest.raises(OptError) as e:
             op(name)
         assert code_of(e) is code
-    etmemd.project_start("p")
+    store.project_start("p")
     with pytest.raises(OptError) as e:
-        etmemd.project_start("p")
+        store.project_start("p")
     assert code_of(e) is OptCode.OPT_PRO_STARTED
 
 
-def test_start_empty_project_and_engine_without_tasks(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project()))
-    proj = etmemd.find_project("p")
+def test_start_empty_project_and_engine_without_tasks(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project()))
+    proj = store.find_project("p")
     assert proj is not None
-    etmemd.project_start("p")
+    store.project_start("p")
     assert proj.start
-    etmemd.project_stop("p")
+    store.project_stop("p")
     assert not proj.start
-    etmemd.obj_add(files("b", engine()))  # an engine without tasks starts fine
-    etmemd.project_start("p")
+    store.obj_add(files("b", engine()))  # an engine without tasks starts fine
+    store.project_start("p")
     assert proj.start and proj.engines[0].tasks == []
 
 
-def test_engine_without_start_task_fails_start(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine(name="fillonly")))
+def test_engine_without_start_task_fails_start(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine(name="fillonly")))
     with pytest.raises(OptError) as e:  # even with no tasks, as in C
-        etmemd.project_start("p")
+        store.project_start("p")
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert "engine fillonly" in e.value.reason and "start_task" in e.value.reason
-    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+    assert not store.find_project("p").start  # type: ignore[union-attr]
 
 
 def test_failed_start_stops_what_it_started(
-    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+    store: ObjectStore, files: Files, rec: Rec, calls: list
 ) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task("t1")))
-    etmemd.obj_add(files("b", task("t2")))
-    etmemd.obj_add(files("c", task("t3")))
+    store.obj_add(files("a", project() + engine() + task("t1")))
+    store.obj_add(files("b", task("t2")))
+    store.obj_add(files("c", task("t3")))
     rec.fail[("start_task", "t1")] = EngineError("t1 cannot start")
     calls.clear()
     with pytest.raises(OptError) as e:
-        etmemd.project_start("p")
+        store.project_start("p")
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert "engine rec: start_task: t1 cannot start" == e.value.reason
     assert calls == [
@@ -640,53 +646,55 @@ def test_failed_start_stops_what_it_started(
         ("stop_task", "rec", "t2"),
         ("stop_task", "rec", "t3"),
     ]
-    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+    assert not store.find_project("p").start  # type: ignore[union-attr]
     # remove the bad task: now the project starts
-    etmemd.obj_del(files("d", task("t1")))
-    etmemd.project_start("p")
+    store.obj_del(files("d", task("t1")))
+    store.project_start("p")
 
 
-def test_stop_skips_engines_without_stop_task(etmemd: Etmemd, files: Files, calls: list) -> None:
-    etmemd.obj_add(files("a", project() + engine(name="startonly") + task(eng="startonly")))
-    etmemd.obj_add(files("b", engine() + task("t2")))
-    etmemd.project_start("p")
+def test_stop_skips_engines_without_stop_task(
+    store: ObjectStore, files: Files, calls: list
+) -> None:
+    store.obj_add(files("a", project() + engine(name="startonly") + task(eng="startonly")))
+    store.obj_add(files("b", engine() + task("t2")))
+    store.project_start("p")
     calls.clear()
-    etmemd.project_stop("p")
+    store.project_stop("p")
     assert calls == [("stop_task", "rec", "t2")]
 
 
 def test_stop_failure_still_stops_everything(
-    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+    store: ObjectStore, files: Files, rec: Rec, calls: list
 ) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task("t1")))
-    etmemd.obj_add(files("b", task("t2")))
-    etmemd.project_start("p")
+    store.obj_add(files("a", project() + engine() + task("t1")))
+    store.obj_add(files("b", task("t2")))
+    store.project_start("p")
     rec.fail[("stop_task", "t2")] = RuntimeError("bug while stopping")
     calls.clear()
     with pytest.raises(OptError) as e:
-        etmemd.project_stop("p")
+        store.project_stop("p")
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert e.value.reason == "engine rec: stop_task: RuntimeError: bug while stopping"
     assert calls == [("stop_task", "rec", "t2"), ("stop_task", "rec", "t1")]
-    assert not etmemd.find_project("p").start  # type: ignore[union-attr]
+    assert not store.find_project("p").start  # type: ignore[union-attr]
 
 
-def test_fifty_projects_start_stop(etmemd: Etmemd, files: Files) -> None:
+def test_fifty_projects_start_stop(store: ObjectStore, files: Files) -> None:
     for i in range(50):
-        etmemd.obj_add(files(f"p{i}", project(f"p{i}") + engine(f"p{i}") + task(proj=f"p{i}")))
+        store.obj_add(files(f"p{i}", project(f"p{i}") + engine(f"p{i}") + task(proj=f"p{i}")))
     for i in range(50):
-        etmemd.project_start(f"p{i}")
+        store.project_start(f"p{i}")
     for i in range(50):
-        etmemd.project_stop(f"p{i}")
-    assert [p.name for p in etmemd.projects] == [f"p{i}" for i in reversed(range(50))]
+        store.project_stop(f"p{i}")
+    assert [p.name for p in store.projects] == [f"p{i}" for i in reversed(range(50))]
 
 
 # -- engine private commands -----------------------------------------------------------------------
 
 
-def test_engine_cmd_rules(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task()))
-    etmemd.obj_add(files("b", engine(name="fillonly")))
+def test_engine_cmd_rules(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine() + task()))
+    store.obj_add(files("b", engine(name="fillonly")))
     reply = BufferReply()
     cases = [
         (("p", "rec", None, "show"), OptCode.OPT_INVAL),  # project not started
@@ -697,66 +705,66 @@ def test_engine_cmd_rules(etmemd: Etmemd, files: Files) -> None:
     ]
     for args, code in cases:
         with pytest.raises(OptError) as e:
-            etmemd.engine_cmd(*args, reply)
+            store.engine_cmd(*args, reply)
         assert code_of(e) is code, args
-    etmemd.obj_del(files("c", engine(name="fillonly")))
-    etmemd.project_start("p")
-    etmemd.obj_add(files("d", engine(name="fillonly")))
+    store.obj_del(files("c", engine(name="fillonly")))
+    store.project_start("p")
+    store.obj_add(files("d", engine(name="fillonly")))
     for args, code in [
         (("p", "rec2", None, "show"), OptCode.OPT_ENG_NOEXIST),
         (("p", "rec", "t9", "show"), OptCode.OPT_TASK_NOEXIST),
         (("p", "fillonly", None, "show"), OptCode.OPT_INVAL),  # no eng_mgt_func
     ]:
         with pytest.raises(OptError) as e:
-            etmemd.engine_cmd(*args, reply)
+            store.engine_cmd(*args, reply)
         assert code_of(e) is code, args
     assert reply.text == ""
-    etmemd.engine_cmd("p", "rec", None, "showall", reply)
-    etmemd.engine_cmd("p", "rec", "t1", "showtask", reply)
+    store.engine_cmd("p", "rec", None, "showall", reply)
+    store.engine_cmd("p", "rec", "t1", "showtask", reply)
     assert reply.text == "showall on rec task=None\nshowtask on rec task=t1\n"
 
 
-def test_engine_cmd_failures(etmemd: Etmemd, files: Files, rec: Rec) -> None:
-    etmemd.obj_add(files("a", project() + engine()))
-    etmemd.project_start("p")
+def test_engine_cmd_failures(store: ObjectStore, files: Files, rec: Rec) -> None:
+    store.obj_add(files("a", project() + engine()))
+    store.project_start("p")
     rec.fail["eng_mgt_func"] = EngineError("unknown command foo")
     with pytest.raises(OptError) as e:
-        etmemd.engine_cmd("p", "rec", None, "foo", BufferReply())
+        store.engine_cmd("p", "rec", None, "foo", BufferReply())
     assert code_of(e) is OptCode.OPT_INVAL
     assert e.value.reason == "engine rec: eng_mgt_func: unknown command foo"
     rec.fail["eng_mgt_func"] = ZeroDivisionError("division by zero")
     with pytest.raises(OptError) as e:
-        etmemd.engine_cmd("p", "rec", None, "foo", BufferReply())
+        store.engine_cmd("p", "rec", None, "foo", BufferReply())
     assert code_of(e) is OptCode.OPT_INTER_ERR
     assert "ZeroDivisionError" in e.value.reason and "engine rec" in e.value.reason
 
 
 def test_engine_bugs_in_any_hook_become_named_errors(
-    etmemd: Etmemd, files: Files, rec: Rec
+    store: ObjectStore, files: Files, rec: Rec
 ) -> None:
     for op in ("fill_eng_params", "fill_task_params", "start_task"):
         rec.fail = {op: KeyError("oops")} if op != "start_task" else {}
         path = files(f"{op}.conf", project() + engine() + task())
         if op == "start_task":
-            etmemd.obj_add(path)
+            store.obj_add(path)
             rec.fail = {op: SystemExit(3)}
             with pytest.raises(OptError) as e:
-                etmemd.project_start("p")
-            etmemd.obj_del(path)
+                store.project_start("p")
+            store.obj_del(path)
         else:
             with pytest.raises(OptError) as e:
-                etmemd.obj_add(path)
+                store.obj_add(path)
         assert code_of(e) is OptCode.OPT_INTER_ERR
         assert e.value.reason.startswith(f"engine rec: {op}: ")
-        assert etmemd.projects == []
+        assert store.projects == []
 
 
 # -- json, shutdown ------------------------------------------------------------------------------
 
 
-def test_show_json(etmemd: Etmemd, files: Files) -> None:
-    etmemd.obj_add(files("a", project() + engine() + task(extra="max_threads=2\n")))
-    t = etmemd.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
+def test_show_json(store: ObjectStore, files: Files) -> None:
+    store.obj_add(files("a", project() + engine() + task(extra="max_threads=2\n")))
+    t = store.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
     t.stats["scans"] = 3
     t.engine.stats.update(  # type: ignore[union-attr]
         {"pages": np.int64(7), "hist": np.arange(3, dtype=np.uint32), "when": Path("/x")}
@@ -764,7 +772,7 @@ def test_show_json(etmemd: Etmemd, files: Files) -> None:
     from etmem_sdk import TaskPid
 
     t.pids.append(TaskPid(pid=123, task=t, stats={"swapped": 10}))
-    doc = etmemd.project_show_json(None)
+    doc = store.project_show_json(None)
     json.dumps(doc)  # serialisable
     assert doc == [
         {
@@ -807,15 +815,17 @@ def test_show_json(etmemd: Etmemd, files: Files) -> None:
             ],
         }
     ]
-    assert etmemd.project_show_json("nope") == []
-    assert [p["name"] for p in etmemd.project_show_json("p")] == ["p"]
+    assert store.project_show_json("nope") == []
+    assert [p["name"] for p in store.project_show_json("p")] == ["p"]
 
 
-def test_show_json_survives_stats_changing_while_it_is_walked(etmemd: Etmemd, files: Files) -> None:
+def test_show_json_survives_stats_changing_while_it_is_walked(
+    store: ObjectStore, files: Files
+) -> None:
     # An engine's worker thread may add a key to a nested stats dict at any moment of the walk;
     # here the walk itself triggers the insert, at the worst moment (mid-iteration).
-    etmemd.obj_add(files("a", project() + engine() + task()))
-    t = etmemd.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
+    store.obj_add(files("a", project() + engine() + task()))
+    t = store.find_project("p").engines[0].tasks[0]  # type: ignore[union-attr]
     per_node: dict[str, object] = {}
 
     class Grows:
@@ -825,20 +835,20 @@ def test_show_json_survives_stats_changing_while_it_is_walked(etmemd: Etmemd, fi
 
     per_node.update({"n0": Grows(), "n1": 2})
     t.stats["per_node"] = per_node
-    doc = etmemd.project_show_json("p")
+    doc = store.project_show_json("p")
     assert doc[0]["engines"][0]["tasks"][0]["stats"] == {"per_node": {"n0": 5, "n1": 2}}
 
 
 def test_shutdown_stops_and_deletes_all(
-    etmemd: Etmemd, files: Files, rec: Rec, calls: list
+    store: ObjectStore, files: Files, rec: Rec, calls: list
 ) -> None:
-    etmemd.obj_add(files("a", project("a") + engine("a") + task(proj="a")))
-    etmemd.obj_add(files("b", project("b") + engine("b") + task(proj="b")))
-    etmemd.project_start("a")
+    store.obj_add(files("a", project("a") + engine("a") + task(proj="a")))
+    store.obj_add(files("b", project("b") + engine("b") + task(proj="b")))
+    store.project_start("a")
     rec.fail["clear_eng_params"] = RuntimeError("bug")  # logged, shutdown goes on
     calls.clear()
-    etmemd.shutdown()
-    assert etmemd.projects == []
+    store.shutdown()
+    assert store.projects == []
     assert calls == [
         ("clear_task_params", "rec", "t1"),
         ("clear_eng_params", "rec"),
@@ -858,7 +868,7 @@ def test_original_slide_test_config(golden: Path, tmp_path: Path) -> None:
         (golden / "config" / "c-test-conf" / "conf_slide" / "config_file").read_bytes()
     )
     os.chmod(path, 0o600)  # committed 0644 upstream, which etmemd refuses
-    d = Etmemd()
+    d = ObjectStore()
     try:
         d.obj_add(str(path))
         assert show(d) == "project: test\n" + HEADER + row(1, "sshd", "background1", "slide")
@@ -871,24 +881,24 @@ def test_original_slide_test_config(golden: Path, tmp_path: Path) -> None:
 
 
 def test_core_bug_while_adding_or_deleting_is_an_internal_error(
-    etmemd: Etmemd, files: Files, monkeypatch: pytest.MonkeyPatch
+    store: ObjectStore, files: Files, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from etmem_core import settings
+    from etmem_core import object_keys
 
     path = files("a", project() + engine() + task())
-    etmemd.obj_add(files("p", project()))
+    store.obj_add(files("p", project()))
 
     def broken(section: object) -> None:
-        raise RuntimeError("settings bug")
+        raise RuntimeError("object_keys bug")
 
-    monkeypatch.setattr(settings, "task_identity", broken)
+    monkeypatch.setattr(object_keys, "task_identity", broken)
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("b", engine() + task()))
-    assert code_of(e) is OptCode.OPT_INTER_ERR and "settings bug" in e.value.reason
-    assert etmemd.find_project("p").engines == []  # type: ignore[union-attr]
+        store.obj_add(files("b", engine() + task()))
+    assert code_of(e) is OptCode.OPT_INTER_ERR and "object_keys bug" in e.value.reason
+    assert store.find_project("p").engines == []  # type: ignore[union-attr]
     with pytest.raises(OptError) as e:
-        etmemd.obj_del(path)  # the task fails, the engine (absent) fails, the project goes
-    assert etmemd.projects == []
+        store.obj_del(path)  # the task fails, the engine (absent) fails, the project goes
+    assert store.projects == []
 
 
 # -- hook deadlines --------------------------------------------------------------------------------
@@ -920,7 +930,7 @@ def _hanging_store(tmp_path, deadline: float):
 
     registry = EngineRegistry()
     registry.register_plugin("hangs", Hangs())
-    store = Etmemd(registry, hook_deadline=deadline)
+    store = ObjectStore(registry, hook_deadline=deadline)
     conf = tmp_path / "h.conf"
     conf.write_text(
         "[project]\nname=h\nloop=1\ninterval=1\nsleep=1\n[engine]\nname=hangs\nproject=h\n"
@@ -995,7 +1005,7 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
 
     registry = EngineRegistry()
     registry.register_plugin("rec", Counts())
-    etmemd = Etmemd(registry)
+    store = ObjectStore(registry)
 
     scans = {"find_task": 0, "eq": 0}
     real_find = Engine.find_task
@@ -1016,12 +1026,12 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
         f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "{os.getpid()}"\n' for i in range(n)
     )
     path = files("many.toml", text)
-    etmemd.obj_add(path)
-    (eng,) = etmemd.find_project("p").engines  # type: ignore[union-attr]
+    store.obj_add(path)
+    (eng,) = store.find_project("p").engines  # type: ignore[union-attr]
     assert [t.name for t in eng.tasks] == [f"t{i}" for i in reversed(range(n))]  # newest first
     assert len(filled) == n
-    etmemd.obj_del(path)
-    assert etmemd.projects == []
+    store.obj_del(path)
+    assert store.projects == []
     assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
 
 
@@ -1047,23 +1057,23 @@ def _like_tasks(*names: str, extra: str = "") -> str:
     ],
 )  # fmt: skip
 def test_a_task_like_an_earlier_one_still_gets_its_own_checks(
-    etmemd: Etmemd, files: Files, names: tuple[str, ...], code: OptCode, reason: str
+    store: ObjectStore, files: Files, names: tuple[str, ...], code: OptCode, reason: str
 ) -> None:
     """obj add checks only the name of a task whose other keys an earlier task of the file
     passed with: its errors are still those of the full checks, and nothing is added."""
     with pytest.raises(OptError) as e:
-        etmemd.obj_add(files("many.toml", MANY_HEAD + _like_tasks(*names)))
+        store.obj_add(files("many.toml", MANY_HEAD + _like_tasks(*names)))
     assert code_of(e) is code and e.value.reason.startswith(f"many.toml: {reason}"), e.value.reason
-    assert etmemd.projects == []
+    assert store.projects == []
 
 
 def test_tasks_like_an_earlier_one_are_built_alike_and_warned_about_each(
-    etmemd: Etmemd, files: Files, caplog: pytest.LogCaptureFixture
+    store: ObjectStore, files: Files, caplog: pytest.LogCaptureFixture
 ) -> None:
     text = MANY_HEAD + _like_tasks("t1", "t2", extra='max_threads = 2\nswap_flag = "yes"\n')
     text += _like_tasks("w1", "w2", extra="max_threads = 0\n")
-    etmemd.obj_add(files("many.toml", text))
-    tasks = {t.name: t for t in etmemd.find_project("p").engines[0].tasks}  # type: ignore[union-attr]
+    store.obj_add(files("many.toml", text))
+    tasks = {t.name: t for t in store.find_project("p").engines[0].tasks}  # type: ignore[union-attr]
     t1, t2 = tasks["t1"], tasks["t2"]
     for t in (t1, t2):
         assert (t.type, t.value, t.max_threads, t.swap_flag) == ("name", "mysqld", 2, True)
@@ -1075,11 +1085,11 @@ def test_tasks_like_an_earlier_one_are_built_alike_and_warned_about_each(
     assert len(warned) == 2 and "task #3" in warned[0] and "task #4" in warned[1], warned
     # obj del: a name that is not plain gets the full checks too
     with pytest.raises(OptError) as e:
-        etmemd.obj_del(files("del.toml", MANY_HEAD + _like_tasks("t1", "a b", "t9", "t2")))
+        store.obj_del(files("del.toml", MANY_HEAD + _like_tasks("t1", "a b", "t9", "t2")))
     assert code_of(e) is OptCode.OPT_TASK_NOEXIST
     assert e.value.reason == "del.toml: task #3: task t9 does not exist in engine rec"
     assert "del.toml: task #2: [task] name=a b: must not contain spaces" in caplog.text
-    assert etmemd.projects == []  # t1, t2 and the rest went, then the engine and the project
+    assert store.projects == []  # t1, t2 and the rest went, then the engine and the project
 
 
 def test_the_keys_a_task_is_checked_for_by_name_only_are_all_it_is_checked_on() -> None:
@@ -1087,7 +1097,7 @@ def test_the_keys_a_task_is_checked_for_by_name_only_are_all_it_is_checked_on() 
     value, swap_flag and max_threads: the checks must read no other key but name."""
     from etmem_sdk import ConfigSection
 
-    from etmem_core import lifecycle, settings
+    from etmem_core import lifecycle, object_keys
 
     class Spy(ConfigSection):
         def __init__(self, items: dict[str, str]) -> None:
@@ -1110,8 +1120,8 @@ def test_the_keys_a_task_is_checked_for_by_name_only_are_all_it_is_checked_on() 
     base = {"project": "p", "engine": "e", "name": "t", "type": "pid", "value": "1"}
     for extra in ({}, {"swap_flag": "yes", "max_threads": "2", "T": "1", "other": "x"}):
         spy = Spy({**base, **extra})
-        settings.task_identity(spy)
-        lifecycle._check_pid_value(spy, settings.parse_task(spy, nprocs=2))
+        object_keys.task_identity(spy)
+        lifecycle._check_pid_value(spy, object_keys.parse_task(spy, nprocs=2))
         assert spy.read <= keyed, spy.read - keyed
 
 
@@ -1127,19 +1137,19 @@ def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files)
 
     registry = EngineRegistry()
     registry.register_plugin("rec", Watch())
-    etmemd = Etmemd(registry, hook_deadline=0)
+    store = ObjectStore(registry, hook_deadline=0)
     text = '[project]\nname = "p"\nloop = 1\ninterval = 1\nsleep = 1\n[[engine]]\nname = "rec"\n'
     good = files("p.toml", text + f'[[task]]\nname = "t"\ntype = "pid"\nvalue = "{os.getpid()}"\n')
     bad = files("bad.toml", text + '[[task]]\nname = "t"\ntype = "pid"\nvalue = "x"\n')
     assert gc.isenabled()
-    etmemd.obj_add(good)
+    store.obj_add(good)
     assert seen == [False] and gc.isenabled()
     with pytest.raises(OptError):
-        etmemd.obj_add(bad)  # a failure resumes it too
+        store.obj_add(bad)  # a failure resumes it too
     assert gc.isenabled()
     gc.disable()
     try:  # and a collector the process had switched off stays off
-        etmemd.obj_del(good)
+        store.obj_del(good)
         assert not gc.isenabled()
     finally:
         gc.enable()
@@ -1152,28 +1162,28 @@ def test_what_an_object_file_added_goes_to_the_oldest_gc_generation(files: Files
 
     registry = EngineRegistry()
     registry.register_plugin("rec", Rec([]))
-    etmemd = Etmemd(registry, hook_deadline=0)
+    store = ObjectStore(registry, hook_deadline=0)
     text = MANY_HEAD + _like_tasks(*(f"t{i}" for i in range(50)))
     gc.collect()
-    etmemd.obj_add(files("p.toml", text))
-    tasks = etmemd.find_project("p").engines[0].tasks  # type: ignore[union-attr]
+    store.obj_add(files("p.toml", text))
+    tasks = store.find_project("p").engines[0].tasks  # type: ignore[union-attr]
     young = {id(o) for o in gc.get_objects(0) + gc.get_objects(1)}
     assert len(tasks) == 50 and not any(id(t) in young for t in tasks)
-    etmemd.obj_del(files("p.toml", text))
+    store.obj_del(files("p.toml", text))
     gc.freeze()
     try:
         count = gc.get_freeze_count()
-        etmemd.obj_add(files("p.toml", text))
+        store.obj_add(files("p.toml", text))
         assert gc.get_freeze_count() == count and gc.isenabled()
     finally:
         gc.unfreeze()
-        etmemd.shutdown()
+        store.shutdown()
 
 
 def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> None:
     from etmem_core import lifecycle
 
-    store = Etmemd(EngineRegistry(), lock_wait=0.2)
+    store = ObjectStore(EngineRegistry(), lock_wait=0.2)
     head = "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n"
     refused = [
         files("syntax.conf", head + "#" * (2 << 20) + "\nnot a key line\n"),
@@ -1193,7 +1203,7 @@ def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> 
 def test_large_object_files_are_parsed_a_bounded_number_at_a_time(files: Files) -> None:
     from etmem_core import lifecycle
 
-    store = Etmemd(EngineRegistry(), lock_wait=0.2)
+    store = ObjectStore(EngineRegistry(), lock_wait=0.2)
     big = files("big.conf", "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n" + "#" * (2 << 20))
     for _ in range(lifecycle.BIG_LOADS):  # as many big adds in flight as allowed
         assert store._big_loads.acquire(timeout=1)

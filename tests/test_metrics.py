@@ -120,7 +120,7 @@ def test_requests_are_counted_by_command_and_result():
         def project_start(self, name):
             raise OptError(OptCode.OPT_PRO_NOEXIST, f"project {name} does not exist")
 
-    wrapped = metrics.CountingEtmemd(Store([]), counts)
+    wrapped = metrics.CountingStore(Store([]), counts)
     wrapped.project_show_json(None)
     with pytest.raises(OptError):
         wrapped.project_start("x")

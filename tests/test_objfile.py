@@ -15,7 +15,6 @@ from etmem_core.objfile import (
     ObjectFileSyntaxError,
     load_object_file,
     parse_object_data,
-    render_keyfile,
 )
 
 # Files handed to the checked loader must be root:root; chown needs root.
@@ -260,12 +259,6 @@ def test_toml_sections_render_as_keyfiles_with_one_of_each_group() -> None:
     kf = parse_keyfile(obj.engines[0].text)
     assert kf.groups() == ["project", "engine"]
     assert kf.items("engine") == {"name": "slide", "project": "web"}
-
-
-def test_render_keyfile_round_trips_awkward_values() -> None:
-    values = {"a": " lead", "b": "trail ", "c": "tab\there", "d": "line\nbreak", "e": "back\\"}
-    kf = parse_keyfile(render_keyfile([("g", values)]))
-    assert {k: kf.get_string("g", k) for k in values} == values
 
 
 def test_toml_single_engine_is_filled_into_tasks() -> None:

@@ -16,7 +16,7 @@ from stevedore import ExtensionManager
 from stevedore import _cache as stevedore_cache
 
 from etmem_core.errors import OptCode, OptError
-from etmem_core.lifecycle import Etmemd
+from etmem_core.lifecycle import ObjectStore
 from etmem_core.registry import GROUP, EngineRegistry
 
 GOOD_ENGINE = '''
@@ -136,7 +136,7 @@ def test_entry_point_engine_full_cycle(site: Site, tmp_path: Path) -> None:
     lazy = site.module("lazy", "raise RuntimeError('imported although no config names it')\n")
     site.dist("etmem_plugin_good", {"goodeng": good, "lazyeng": lazy})
     registry = EngineRegistry()
-    d = Etmemd(registry)
+    d = ObjectStore(registry)
     path = conf(
         tmp_path,
         "good.conf",
@@ -200,7 +200,7 @@ def test_entry_point_engine_full_cycle(site: Site, tmp_path: Path) -> None:
 def test_engine_refusing_its_config(site: Site, tmp_path: Path) -> None:
     good = site.module("good", GOOD_ENGINE)
     site.dist("etmem_plugin_good", {"goodeng": good})
-    d = Etmemd(EngineRegistry())
+    d = ObjectStore(EngineRegistry())
     text = "[project]\nname=p\nloop=1\ninterval=1\nsleep=1\n[engine]\nproject=p\nname=goodeng\n"
     with pytest.raises(OptError) as e:
         d.obj_add(conf(tmp_path, "e.conf", text + "engine_private_key=1\n"))

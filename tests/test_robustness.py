@@ -557,7 +557,7 @@ def test_a_hung_hook_is_named_to_the_requests_waiting_behind_it(tmp_path):
     from etmem_sdk import BufferReply, hookimpl
 
     from etmem_core.errors import OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
     from etmem_core.registry import EngineRegistry
 
     release = threading.Event()
@@ -573,7 +573,7 @@ def test_a_hung_hook_is_named_to_the_requests_waiting_behind_it(tmp_path):
 
     registry = EngineRegistry()
     registry.register_plugin("hangs", Hangs())
-    store = Etmemd(registry, lock_wait=0.3)
+    store = ObjectStore(registry, lock_wait=0.3)
     conf = tmp_path / "h.conf"
     conf.write_text(project_conf("h", engine="hangs"))
     conf.chmod(0o600)

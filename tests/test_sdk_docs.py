@@ -15,6 +15,7 @@ MODULES = [
     "etmem_sdk",
     "etmem_sdk.errors",
     "etmem_sdk.hookspecs",
+    "etmem_sdk.keyfile",
     "etmem_sdk.model",
     "etmem_sdk.params",
     "etmem_sdk.scan",

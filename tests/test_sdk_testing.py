@@ -161,8 +161,8 @@ def test_harness_calls_hooks_in_the_daemons_order():
         ("fill_eng_params", {"name": "rec", "project": "test", "knob": "3"}),
         ("fill_task_params", "task1", "42", 2),
         ("fill_task_params", "task2", "7", 1),
-        ("start_task", "task1", 3600),
         ("start_task", "task2", 3600),
+        ("start_task", "task1", 3600),
         ("fill_task_params", "late", "9", 1),
         ("start_task", "late", 3600),
         ("stop_task", "late"),
@@ -188,6 +188,7 @@ def test_harness_refuses_what_the_daemon_refuses():
     h = EngineHarness(Recorder(), name="rec")
     with pytest.raises(ConfigError, match=r"test.conf: \[task\] bad=1: no"):
         h.add(tasks=[{"value": 1, "bad": 1}])
+    assert h.engine is not None and h.engine.tasks == []  # unlinked again, as etmemd does
     with pytest.raises(ConfigError, match=r"\[task\] type=uid: must be pid or name"):
         h.add_task({"value": 1, "type": "uid"})
 

@@ -293,7 +293,7 @@ def engine_dir(tmp_path_factory) -> Path:
     return root
 
 
-class Etmemd:
+class EtmemdProcess:
     """A running etmemd process; always killed in teardown."""
 
     def __init__(self, name: str, cwd: Path, env: dict[str, str], *extra: str) -> None:
@@ -332,7 +332,7 @@ def env(engine_dir, tmp_path) -> dict[str, str]:
 
 @pytest.fixture
 def etmemd(tmp_path, env):
-    daemon = Etmemd(unique_name(), tmp_path, env)
+    daemon = EtmemdProcess(unique_name(), tmp_path, env)
     try:
         daemon.wait_listening()
         yield daemon
@@ -594,7 +594,7 @@ def test_foreground_daemon_notifies_systemd_ready_and_stopping(tmp_path, env):
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(notify_path)
         notify.settimeout(15)
-        daemon = Etmemd(unique_name(), tmp_path, dict(env, NOTIFY_SOCKET=notify_path))
+        daemon = EtmemdProcess(unique_name(), tmp_path, dict(env, NOTIFY_SOCKET=notify_path))
         try:
             assert notify.recv(4096) == b"READY=1"
             assert listening(daemon.name)
@@ -787,7 +787,7 @@ def test_a_request_is_answered_while_every_worker_so_far_is_blocked():
     )
     try:
         slow.start()
-        assert wait_for(lambda: server.etmemd.calls, 5, 0.01)
+        assert wait_for(lambda: server.store.calls, 5, 0.01)
         t0 = time.monotonic()
         out = bytearray()
         assert client.call(server.socket_name, Request(Cmd.PROJ_SHOW), out.extend, timeout=5)

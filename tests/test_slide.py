@@ -22,6 +22,7 @@ from etmem_sdk import (
     Project,
     TargetGone,
     Task,
+    scan,
 )
 from etmem_sdk import worker as worker_mod
 from etmem_sdk.hooks import EngineHooks
@@ -360,7 +361,7 @@ def test_cycle_nothing_cold_opens_no_actuator(tmp_path):
 
 
 def test_cycle_failed_pass_discards_everything(tmp_path):
-    from etmem_scan.tracker import ScanError
+    from etmem_scan.tracker_interface import ScanError
 
     _write_proc(tmp_path, 4242)
     passes = [_passrefs([B], [0]), ScanError("bad stream")]
@@ -505,7 +506,9 @@ def fakes(monkeypatch):
     return f
 
 
-def _engine(tmp_path, project) -> Engine:
+def _engine(tmp_path, project, sys_root=None) -> Engine:
+    """A slide engine whose /proc is ``tmp_path`` (and /sys ``sys_root``), set as etmemd and
+    the SDK's fixtures set them: through the scan defaults in force when it is made."""
     eng = Engine(
         name="slide",
         kind="slide",
@@ -514,8 +517,11 @@ def _engine(tmp_path, project) -> Engine:
         implements=frozenset(ENGINE_OPS),
     )
     project.engines.insert(0, eng)
-    engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
-    eng.params.proc_root = str(tmp_path)
+    roots = {"proc_root": str(tmp_path)}
+    if sys_root is not None:
+        roots["sys_root"] = str(sys_root)
+    with scan.using_defaults(**roots):
+        engine.fill_eng_params(eng, ConfigSection("engine", {"name": "slide"}, path="x.conf"))
     return eng
 
 
@@ -723,7 +729,7 @@ def _golden_passes(case: Path) -> list[list[tuple[int, bytes]]]:
 def test_golden_swap_pages(name, golden, tmp_path):
     from etmem_scan.idle_pages import IdlePagesTracker
     from etmem_scan.swap_pages import SwapPages
-    from etmem_scan.tracker import ScanError
+    from etmem_scan.tracker_interface import ScanError
 
     case = golden / "idle_pages" / name
     meta = {
@@ -891,17 +897,17 @@ def test_task_keys_through_obj_add(tmp_path, extra, ok):
     if os.geteuid() != 0:
         pytest.skip("object files must be owned by root")
     from etmem_core.errors import OptError
-    from etmem_core.lifecycle import Etmemd
+    from etmem_core.lifecycle import ObjectStore
 
     path = tmp_path / "slide.conf"
     path.write_text(_OBJ + extra)
     path.chmod(0o600)
-    d = Etmemd()
+    d = ObjectStore()
     try:
         if ok:
             d.obj_add(str(path))
             (task,) = d.find_project("p10").engines[0].tasks
-            assert isinstance(task.params, engine.SlideTask)
+            assert isinstance(task.params, engine.SlideTaskParams)
         else:
             with pytest.raises(OptError):
                 d.obj_add(str(path))
@@ -953,9 +959,7 @@ def _fake_tree(tmp_path, *, swap_kb: int):
 
 
 def _engine_on(tree, project=None) -> Engine:
-    eng = _engine(Path(tree.proc_root), project or _project(loop=1))
-    eng.params.sys_root = str(tree.sys_root)
-    return eng
+    return _engine(Path(tree.proc_root), project or _project(loop=1), sys_root=tree.sys_root)
 
 
 def test_probe_without_swap_is_refused_naming_the_missing_swap(tmp_path):

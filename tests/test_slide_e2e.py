@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from etmem_scan import pagemap, procfs
 from etmem_sdk.testing import Workload, spawn_workload, swap_on
-from etmemd_proc import EtmemdProc as Etmemd
+from etmemd_proc import EtmemdProc as ObjectStore
 from etmemd_proc import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.swap]
@@ -42,12 +42,12 @@ def slide_config(project: str, pid: int, *, project_keys: str = "", task_keys: s
 
 
 @pytest.fixture
-def rig(tmp_path) -> Iterator[tuple[Etmemd, Workload]]:
+def rig(tmp_path) -> Iterator[tuple[ObjectStore, Workload]]:
     """Swap on, a 64 MiB hot / 128 MiB cold workload, and an etmemd; torn down in that reverse
     order (etmemd, workload, swap)."""
     _need_root()
     with swap_on(512), spawn_workload(HOT_MIB, COLD_MIB) as w:
-        d = Etmemd(tmp_path)
+        d = ObjectStore(tmp_path)
         try:
             yield d, w
         finally:
@@ -59,7 +59,7 @@ def vm_swap_kb(pid: int) -> int:
     return procfs.read_status(pid).get("VmSwap", 0)
 
 
-def showstats(d: Etmemd, project: str) -> dict[str, int]:
+def showstats(d: ObjectStore, project: str) -> dict[str, int]:
     """The ``total`` row of ``etmem engine showstats`` as numbers."""
     out = d.etmem("engine", "showstats", "-n", project, "-e", "slide").stdout
     header = next(line for line in out.splitlines() if line.startswith("pid"))
@@ -129,7 +129,7 @@ def test_project_stop_stops_swapping(rig):
     assert w.proc.poll() is None
 
 
-def _cycles_skipped(d: Etmemd, project: str, n: int = 3) -> dict[str, int]:
+def _cycles_skipped(d: ObjectStore, project: str, n: int = 3) -> dict[str, int]:
     ok = wait_for(lambda: showstats(d, project)["cycles"] >= n, DEADLINE)
     assert ok, d.logtext()
     return showstats(d, project)
@@ -240,7 +240,7 @@ def test_default_tracker_splits_an_interleaved_mapping_in_three_cycles(interleav
 
 def test_interleaved_mapping_through_etmemd(interleaved, tmp_path):
     w = interleaved
-    d = Etmemd(tmp_path)
+    d = ObjectStore(tmp_path)
     try:
         d.add("mix", slide_config("mix", w.pid))
         d.etmem("project", "start", "-n", "mix")

@@ -79,8 +79,7 @@ def test_engine_pauses_on_cgroup_pressure_and_resumes(tmp_path, fakes, caplog, v
     _write_proc(tmp_path, 800)
     tree.put_pid(800, "svc")
     tree.set_system_pressure(avg10=50.0)  # the system's is ignored while the cgroup has its own
-    eng = _engine(tmp_path, _project(loop=1, interval=1, sleep=1))
-    eng.params.sys_root = str(tmp_path / "sys")
+    eng = _engine(tmp_path, _project(loop=1, interval=1, sleep=1), sys_root=tmp_path / "sys")
     task = _task(eng, "t", 800, pressure_limit="5")
     engine.start_task(eng, task)
     try:
@@ -114,8 +113,7 @@ def test_system_scope_and_fallback(tmp_path, fakes):  # noqa: F811
     _write_proc(tmp_path, 900)
     tree.put_pid(900, "")  # root cgroup: no memory.pressure of its own -> the system's
     tree.set_system_pressure(avg10=0.0, avg60=9.0)
-    eng = _engine(tmp_path, _project(loop=1, interval=1, sleep=1))
-    eng.params.sys_root = str(tmp_path / "sys")
+    eng = _engine(tmp_path, _project(loop=1, interval=1, sleep=1), sys_root=tmp_path / "sys")
     task = _task(eng, "t", 900, pressure_limit="2", pressure_window="avg60")
     engine.start_task(eng, task)
     try:

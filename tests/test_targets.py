@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from etmem_sdk import Engine, EngineError, TargetGone, Task, hookimpl
 from etmem_sdk.hooks import EngineHooks
-from etmem_sdk.targets import refresh_task_pids, release_task_pids, resolve_main_pid
+from etmem_sdk.targets import pid_value, refresh_task_pids, release_task_pids, resolve_main_pid
 
 
 def fake_proc(root: Path, pid: int, comm: str, ppid: int = 1, flags: int = 0x400100) -> None:
@@ -266,3 +266,13 @@ def test_live_process_with_children(process_tree) -> None:
     task = make_task(Recorder(), "pid", str(parent))
     refresh_task_pids(task)
     assert pids_of(task) == [parent, *kids]
+
+
+@pytest.mark.parametrize(
+    ("value", "pid"),
+    [("1", 1), ("4242", 4242), ("999999999", 999999999), ("0", None), ("1000000000", None),
+     ("-1", None), ("0x10", None), ("abc", None), ("", None)],
+)  # fmt: skip
+def test_the_pid_value_rule(value: str, pid: int | None) -> None:
+    """One rule for obj add (which refuses the file) and every refresh (target gone)."""
+    assert pid_value(value) == pid

@@ -1,7 +1,7 @@
 """The thirdparty engine: vendors' C policies (.so) loaded and called as the original etmemd did.
 
 The hooks are driven through pluggy exactly as the core calls them; tests/test_thirdparty_core.py
-drives the same policies through etmem_core's Etmemd.
+drives the same policies through etmem_core's ObjectStore.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from etmem_sdk import (
     TaskPid,
     hookspecs,
 )
+from etmem_sdk.keyfile import keyfile_text
 from etmem_thirdparty_so import abi, engine, glib, inproc, isolate, loader
 from etmem_thirdparty_so.cstate import EngineState, TaskState
 from thirdparty_build import build_scan_lib, compile_policy
@@ -391,7 +392,7 @@ def test_keyfile_is_a_real_gkeyfile():
 
 
 def test_toml_sections_become_an_equivalent_keyfile(host, libs, tmp_path):
-    text = glib.keyfile_text({"engine": {"tag": " lead\\and\nnl", "n": "1"}})
+    text = keyfile_text([("engine", {"tag": " lead\\and\nnl", "n": "1"})])
     with glib.keyfile(text) as kf:
         assert glib.get_string(kf, "engine", "tag") == " lead\\and\nnl"
     # the sections etmemd makes of a TOML object file, as etmemd makes them
@@ -495,7 +496,7 @@ def test_isolated_policy_full_cycle(host, libs):
         libs["my"], "my_engine_ops", extra="engine_private_key=1024\nisolate=yes\n"
     )
     state = eng.params
-    assert isinstance(state, isolate.IsolatedEngine) and state.proc.pid != os.getpid()
+    assert isinstance(state, isolate.IsolatedEngineParams) and state.proc.pid != os.getpid()
     task = host.add_task(eng)
     host.hooks.start_task(engine=eng, task=task)
     host.project.start = True

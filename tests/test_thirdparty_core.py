@@ -1,4 +1,4 @@
-"""The original thirdparty test's expectations (my_engine.c), through etmem_core's Etmemd
+"""The original thirdparty test's expectations (my_engine.c), through etmem_core's ObjectStore
 and, once, through the etmemd and etmem executables."""
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def files(tmp_path, lib):
 
 
 @pytest.fixture
-def etmemd(files):
-    daemon = lifecycle.Etmemd()
+def store(files):
+    daemon = lifecycle.ObjectStore()
     daemon.obj_add(files.write(PROJECT))
     yield daemon
     daemon.shutdown()
@@ -84,41 +84,41 @@ def code_of(fn, *args) -> OptCode:
     return exc.value.code
 
 
-def cmd(etmemd, engine="my_engine", task=None, command="my_cmd") -> str:
+def cmd(store, engine="my_engine", task=None, command="my_cmd") -> str:
     reply = BufferReply()
-    etmemd.engine_cmd("test", engine, task, command, reply)
+    store.engine_cmd("test", engine, task, command, reply)
     return reply.text
 
 
-def test_original_thirdparty_expectations(etmemd, files):
+def test_original_thirdparty_expectations(store, files):
     eng, task = files.engine(), files.task()
-    etmemd.obj_add(eng)
-    etmemd.obj_add(task)
-    etmemd.project_start("test")
-    assert cmd(etmemd) == "msg to client\n"
-    assert cmd(etmemd, task="background1") == "msg to client\n"
-    assert code_of(cmd, etmemd, "no_such_engine") == OptCode.OPT_ENG_NOEXIST
-    assert code_of(cmd, etmemd, "my_engine", "no_such_task") == OptCode.OPT_TASK_NOEXIST
-    etmemd.project_stop("test")
-    assert code_of(cmd, etmemd) == OptCode.OPT_INVAL
-    etmemd.obj_del(task)
-    etmemd.obj_del(eng)
+    store.obj_add(eng)
+    store.obj_add(task)
+    store.project_start("test")
+    assert cmd(store) == "msg to client\n"
+    assert cmd(store, task="background1") == "msg to client\n"
+    assert code_of(cmd, store, "no_such_engine") == OptCode.OPT_ENG_NOEXIST
+    assert code_of(cmd, store, "my_engine", "no_such_task") == OptCode.OPT_TASK_NOEXIST
+    store.project_stop("test")
+    assert code_of(cmd, store) == OptCode.OPT_INVAL
+    store.obj_del(task)
+    store.obj_del(eng)
 
     # start_error_ops: the start fails and the project stays stopped
     eng, task = files.engine("start_error_ops"), files.task()
-    etmemd.obj_add(eng)
-    etmemd.obj_add(task)
-    assert code_of(etmemd.project_start, "test") == OptCode.OPT_INTER_ERR
-    assert not etmemd.find_project("test").start
-    etmemd.obj_del(task)
-    etmemd.project_start("test")  # no task left: nothing to start, nothing fails
-    assert code_of(etmemd.obj_add, task) == OptCode.OPT_INTER_ERR  # start at add fails
-    assert etmemd.find_project("test").find_engine("my_engine").tasks == []
-    etmemd.project_stop("test")
-    etmemd.obj_del(eng)
+    store.obj_add(eng)
+    store.obj_add(task)
+    assert code_of(store.project_start, "test") == OptCode.OPT_INTER_ERR
+    assert not store.find_project("test").start
+    store.obj_del(task)
+    store.project_start("test")  # no task left: nothing to start, nothing fails
+    assert code_of(store.obj_add, task) == OptCode.OPT_INTER_ERR  # start at add fails
+    assert store.find_project("test").find_engine("my_engine").tasks == []
+    store.project_stop("test")
+    store.obj_del(eng)
 
 
-def test_refused_engines(etmemd, files, tmp_path):
+def test_refused_engines(store, files, tmp_path):
     bad = {
         files.engine(libname=str(tmp_path / "missing.so")): OptCode.OPT_INTER_ERR,
         files.engine(eng_name="e" * 97): OptCode.OPT_INVAL,
@@ -127,36 +127,36 @@ def test_refused_engines(etmemd, files, tmp_path):
         files.engine(engine_private_key="4096"): OptCode.OPT_INTER_ERR,
     }
     for path, code in bad.items():
-        assert code_of(etmemd.obj_add, path) == code, path
-    assert etmemd.find_project("test").engines == []
+        assert code_of(store.obj_add, path) == code, path
+    assert store.find_project("test").engines == []
     mode644 = tmp_path / "lib644.so"
     shutil.copy(files.lib, mode644)
     mode644.chmod(0o644)
-    assert code_of(etmemd.obj_add, files.engine(libname=str(mode644))) == OptCode.OPT_INTER_ERR
+    assert code_of(store.obj_add, files.engine(libname=str(mode644))) == OptCode.OPT_INTER_ERR
 
 
-def test_null_ops(etmemd, files):
-    etmemd.obj_add(files.engine("start_null_ops"))
-    assert code_of(etmemd.project_start, "test") == OptCode.OPT_INTER_ERR
-    etmemd.obj_del(files.engine("start_null_ops"))
-    etmemd.obj_add(files.engine("start_not_null_ops"))
-    etmemd.obj_add(files.task())
-    etmemd.project_start("test")
-    assert code_of(cmd, etmemd) == OptCode.OPT_INVAL  # NULL eng_mgt_func
-    etmemd.project_stop("test")  # NULL stop_task: skipped
+def test_null_ops(store, files):
+    store.obj_add(files.engine("start_null_ops"))
+    assert code_of(store.project_start, "test") == OptCode.OPT_INTER_ERR
+    store.obj_del(files.engine("start_null_ops"))
+    store.obj_add(files.engine("start_not_null_ops"))
+    store.obj_add(files.task())
+    store.project_start("test")
+    assert code_of(cmd, store) == OptCode.OPT_INVAL  # NULL eng_mgt_func
+    store.project_stop("test")  # NULL stop_task: skipped
 
 
-def test_two_engines_from_one_library(etmemd, files):
-    etmemd.obj_add(files.engine(eng_name="first"))
-    etmemd.obj_add(files.engine(eng_name="second"))
-    etmemd.obj_add(files.task("t1", engine="first"))
-    etmemd.obj_add(files.task("t2", engine="second"))
-    assert code_of(etmemd.obj_add, files.engine(eng_name="second")) == OptCode.OPT_ENG_EXISTED
-    etmemd.project_start("test")
-    assert cmd(etmemd, "first", "t1") == cmd(etmemd, "second", "t2") == "msg to client\n"
-    assert code_of(cmd, etmemd, "first", "t2") == OptCode.OPT_TASK_NOEXIST
-    etmemd.obj_del(files.engine(eng_name="first"))  # deletes (and stops) t1 too
-    assert cmd(etmemd, "second") == "msg to client\n"
+def test_two_engines_from_one_library(store, files):
+    store.obj_add(files.engine(eng_name="first"))
+    store.obj_add(files.engine(eng_name="second"))
+    store.obj_add(files.task("t1", engine="first"))
+    store.obj_add(files.task("t2", engine="second"))
+    assert code_of(store.obj_add, files.engine(eng_name="second")) == OptCode.OPT_ENG_EXISTED
+    store.project_start("test")
+    assert cmd(store, "first", "t1") == cmd(store, "second", "t2") == "msg to client\n"
+    assert code_of(cmd, store, "first", "t2") == OptCode.OPT_TASK_NOEXIST
+    store.obj_del(files.engine(eng_name="first"))  # deletes (and stops) t1 too
+    assert cmd(store, "second") == "msg to client\n"
 
 
 # --- through the executables ---------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from etmem_scan.pagemap import PAGE_SIZE
 from etmem_scan.procfs import read_vmas
-from etmem_scan.tracker import Tracker
+from etmem_scan.tracker_interface import Tracker
 from etmem_scan.trackers import (
     TRACKERS,
     PageIdleTracker,

@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from ..gnu_getopt import Getopt, GetoptError, LongOpt
 from .common import UsageError
 
-_FIELDS = ("letter", "long", "metavar", "summary", "help", "short")
 
-
-class Option(namedtuple("Option", _FIELDS, defaults=(True,))):
+class Option(
+    namedtuple(
+        "Option", ("letter", "long", "metavar", "summary", "help", "short"), defaults=(True,)
+    )
+):
     """One option of a command.
 
     ``letter`` is what getopt reports for it; ``short`` (default True) says whether ``-letter``

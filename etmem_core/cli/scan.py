@@ -26,7 +26,6 @@ HELP = (
 
 EXIT_DATA = 1  # the input was read but rejected (a stream the original refuses, a bad file)
 EXIT_USAGE = 2  # click's status for usage errors
-PAGE_SIZE = os.sysconf("SC_PAGESIZE")
 
 
 def _write_out(chunks) -> None:
@@ -38,8 +37,7 @@ def _write_out(chunks) -> None:
 
 def decode_command(files: list[Path], threshold: int | None, page_size: int) -> int:
     """Decode ``files`` (one pass each) and print the page list or the cold list."""
-    from etmem_scan import idle_text
-    from etmem_scan.tracker import ScanError
+    from etmem_sdk.scan import ScanError, cold_text_chunks, refs_text_chunks
 
     try:
         streams = [f.read_bytes() for f in files]
@@ -48,9 +46,9 @@ def decode_command(files: list[Path], threshold: int | None, page_size: int) -> 
         return EXIT_DATA
     try:
         if threshold is not None:
-            _write_out(idle_text.cold_text_chunks(streams, threshold, page_size))
+            _write_out(cold_text_chunks(streams, threshold, page_size))
         else:
-            _write_out(idle_text.refs_text_chunks(streams, page_size))
+            _write_out(refs_text_chunks(streams, page_size))
     except ScanError as e:
         which = getattr(e, "pass_index", None)
         where = f"{files[which]}: " if which is not None else ""
@@ -113,13 +111,14 @@ def scan(
         bool, typer.Option("--json", help="Live scan: print the summary as JSON.")
     ] = False,
     page_size: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--page-size",
             help="Decode: base page size of the machine the streams came from (4096, 16384, "
-            "65536); it fixes the PMD and PUD sizes.",
+            "65536; default: this machine's); it fixes the PMD and PUD sizes.",
+            show_default=False,
         ),
-    ] = PAGE_SIZE,
+    ] = None,
     heatmap: Annotated[
         Path | None,
         typer.Option(
@@ -139,6 +138,10 @@ def scan(
         if not targets:
             hint("scan --decode: give at least one stream file (one per pass)")
             raise typer.Exit(EXIT_USAGE)
+        if page_size is None:  # the SDK's, read here: the facade loads numpy, --help need not
+            from etmem_sdk import scan as sdk_scan
+
+            page_size = sdk_scan.PAGE_SIZE
         if page_size < 4096 or page_size & (page_size - 1):
             hint(f"scan: --page-size {page_size} is not a power of two of at least 4096")
             raise typer.Exit(EXIT_USAGE)

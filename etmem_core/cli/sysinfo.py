@@ -4,7 +4,7 @@ the others do not — the capability probe of :mod:`etmem_scan.probe`, for peopl
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from etmem_sdk import EngineError, scan
@@ -35,7 +35,7 @@ def format_text(caps: Capabilities) -> str:
                 text = f"{GRANULARITY.get(name, '?'):<7}  {text}"
             lines.append(f"  {name:<{width}}  {'yes' if v.usable else 'no ':<3}  {text}".rstrip())
     lines.append("facts:")
-    facts = dict(caps.facts)
+    facts: dict[str, Any] = dict(caps.facts)
     if "swap_total_kb" in facts:
         facts["swap_total_kb"] = f"{facts['swap_total_kb']} kB"
         facts["swap_free_kb"] = f"{facts.get('swap_free_kb', 0)} kB"
@@ -49,8 +49,8 @@ def format_text(caps: Capabilities) -> str:
         running = facts["damon_running"]
         facts["damon_running"] = ", ".join(f"kdamond {k} running" for k in running) or "none"
     width = max(len(k) for k in facts)
-    for k, v in facts.items():
-        lines.append(f"  {k:<{width}}  {_fact(v)}")
+    for k, fact in facts.items():
+        lines.append(f"  {k:<{width}}  {_fact(fact)}")
     lines.append("defaults:")
     chosen = {}
     for label, pick in (

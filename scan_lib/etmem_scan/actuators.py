@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from . import swap_pages
-from .actuator import Actuator, ActuatorError
+from .actuator_interface import Actuator, ActuatorError
 from .errors import TargetGone
 from .machine import PAGE_SIZE, syscall_number
 from .names import ACTUATORS

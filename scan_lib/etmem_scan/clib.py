@@ -58,15 +58,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    lib_dir = str(lib.parent) if lib is not None else ""  # refused above when it is needed
     words = []
     if args.cflags:
         words.append(f"-I{include_dir()}")
     if args.libs:
-        words += [f"-L{lib.parent}", "-letmemd_scan"]
+        words += [f"-L{lib_dir}", "-letmemd_scan"]
     if args.includedir:
         words.append(str(include_dir()))
     if args.libdir:
-        words.append(str(lib.parent))
+        words.append(lib_dir)
     if not words:
         ap.print_usage(sys.stderr)
         return 2

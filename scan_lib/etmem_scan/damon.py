@@ -60,7 +60,7 @@ from .errors import TargetGone
 from .kconfig import kernel_config, option_off
 from .pagemap import open_pagemap, present_pages
 from .pagerefs import PTE, PassRefs
-from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
+from .tracker_interface import ScanError, Tracker, TrackerUnavailable, VmaRange
 
 log = logging.getLogger(__name__)
 
@@ -891,7 +891,7 @@ class DamonTracker(Tracker):
         mon = self._monitor
         if mon is None:
             raise ScanError("damon: tracker is closed")
-        got = []
+        got: list[np.ndarray] = []
         # A target added to a running kdamond gets regions only at the kernel's next
         # operations update (update_us, counted in samples, which run late under TCG), and so
         # does every target of a kdamond restarted meanwhile: wait for them rather than call

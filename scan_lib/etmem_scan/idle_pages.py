@@ -17,7 +17,7 @@ from typing import Protocol
 from .idle_stream import Runs, decode_runs, expand
 from .machine import PAGE_SIZE
 from .pagerefs import PassRefs
-from .tracker import ScanError, Tracker, VmaRange
+from .tracker_interface import ScanError, Tracker, VmaRange
 
 # ioctl numbers: _IOW(0x66, nr, unsigned int) on x86_64 / arm64
 IDLE_SCAN_ADD_FLAGS = 0x40046600

@@ -33,7 +33,7 @@ from .pagerefs import (
     _fold,
     page_sizes,
 )
-from .tracker import ScanError
+from .tracker_interface import ScanError
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +211,11 @@ def _records(b: np.ndarray, page_size: int) -> _Records:
     keep = tab.npages[v] > 0
     unaligned = keep & ((start & tab.align[v]) != 0)
     if unaligned.any():
-        i = np.flatnonzero(unaligned)
+        bad = np.flatnonzero(unaligned)
         log.warning(
             "idle_pages: ignored %d record(s) not aligned to their page size, first at 0x%x",
-            len(i),
-            int(start[i[0]]),
+            len(bad),
+            int(start[bad[0]]),
         )
         keep &= ~unaligned
     return _Records(v, start, keep, end)

@@ -47,7 +47,7 @@ from .errors import TargetGone
 from .pagerefs import PTE, PassRefs
 from .pagesets import lookup, member, sorted_set
 from .procfs import read_meminfo
-from .tracker import Tracker, VmaRange
+from .tracker_interface import Tracker, VmaRange
 
 __all__ = [
     "DEFAULT_COOLDOWN",
@@ -168,8 +168,8 @@ class ProbeTracker(Tracker):
         bucket: TokenBucket | None = None,
         clock: Callable[[], float] = time.monotonic,
         pageout: Callable[[int, np.ndarray], int] | None = None,
-        page_states: Callable[[int, Sequence[VmaRange]], tuple[np.ndarray, np.ndarray]]
-        | None = None,
+        # VMAs or (start, end) pairs, as pagemap.page_states takes them
+        page_states: Callable[[int, Sequence[object]], tuple[np.ndarray, np.ndarray]] | None = None,
         meminfo: Callable[[], dict[str, int]] | None = None,
         pidfd: int | None = None,
     ) -> None:

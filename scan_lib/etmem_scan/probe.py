@@ -20,6 +20,7 @@ from . import damon
 from .errors import EngineError
 from .kconfig import kernel_config, option_off
 from .machine import PAGE_SIZE, UnknownArchitecture
+from .names import ACTUATORS_FOR, TRACKERS
 from .procfs import read_meminfo
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
     "tracker_unfit",
 ]
 
-#: Trackers in order of preference: the most precise one that works here is the default.
-TRACKER_ORDER = ("idle_pages", "page_idle", "damon", "probe", "refs")
 #: The order for ``purpose="swap"``: there the page-exact ``probe`` (usable only with swap)
 #: beats ``damon``, whose regions cannot split data whose hot and cold pages alternate (the
 #: test bed measured a 1-in-4 page interleave as 59 % out of the cold pages and 59 % of the
@@ -58,7 +57,6 @@ MAPPING_ONLY = (
     "refs sees one accessed bit per mapping: it cannot see inside a mapping, so hot and cold "
     "pages in one heap cannot be told apart"
 )
-ACTUATOR_ORDER = ("swap_pages", "pageout", "cold", "migrate")
 
 
 class NothingUsable(EngineError):
@@ -101,7 +99,7 @@ class Capabilities:
             "actuators": {k: asdict(v) for k, v in self.actuators.items()},
             "facts": dict(self.facts),
         }
-        defaults = {}
+        defaults: dict[str, str | None] = {}
         for key, fn in (
             ("tracker", lambda: best_tracker(self)),
             ("migrate_tracker", lambda: best_tracker(self, "migrate")),
@@ -146,7 +144,7 @@ def _soft_dirty_works() -> bool:
     """
     import mmap
 
-    page = mmap.mmap(-1, mmap.PAGESIZE)
+    page = mmap.mmap(-1, PAGE_SIZE)
     try:
         page[0] = 1
         view = ctypes.c_char.from_buffer(page)
@@ -157,7 +155,7 @@ def _soft_dirty_works() -> bool:
 
         def soft_dirty() -> bool:
             with open("/proc/self/pagemap", "rb") as f:
-                f.seek(addr // mmap.PAGESIZE * 8)
+                f.seek(addr // PAGE_SIZE * 8)
                 return bool(int.from_bytes(f.read(8), "little") >> 55 & 1)
 
         clean = not soft_dirty()
@@ -314,7 +312,7 @@ def probe(
             True, note="pages a sample out (process_madvise) and watches which come back"
         )
     # the order of the table is the order of preference
-    caps.trackers = {k: t[k] for k in TRACKER_ORDER if k in t}
+    caps.trackers = {k: t[k] for k in TRACKERS if k in t}
 
     # actuators
     a = caps.actuators
@@ -368,7 +366,7 @@ def tracker_unfit(name: str, purpose: str = "swap", *, hugetlb: bool = False) ->
 
 
 def best_tracker(caps: Capabilities, purpose: str = "swap", *, hugetlb: bool = False) -> str:
-    """The default tracker: the first of :data:`TRACKER_ORDER` (``idle_pages``,
+    """The default tracker: the first of :data:`TRACKERS` (``idle_pages``,
     ``page_idle``, ``damon``, ``probe``, ``refs``) that works here and fits ``purpose``
     (``"swap"``, ``"migrate"`` or ``"cold"``; only ``swap`` may use ``probe``) and, with
     ``hugetlb``, sees hugetlb accesses. For ``swap`` the order is
@@ -377,7 +375,7 @@ def best_tracker(caps: Capabilities, purpose: str = "swap", *, hugetlb: bool = F
     Raises :class:`NothingUsable` naming why each one was passed over.
     """
     why = []
-    order = SWAP_TRACKER_ORDER if purpose == "swap" else TRACKER_ORDER
+    order = SWAP_TRACKER_ORDER if purpose == "swap" else TRACKERS
     for name in order:
         unfit = tracker_unfit(name, purpose, hugetlb=hugetlb)
         verdict = caps.trackers.get(name)
@@ -393,7 +391,7 @@ def best_tracker(caps: Capabilities, purpose: str = "swap", *, hugetlb: bool = F
 def best_actuator(caps: Capabilities, purpose: str = "swap") -> str:
     """The default actuator for ``purpose``: ``"swap"`` → ``swap_pages`` else ``pageout``;
     ``"migrate"`` → ``migrate``; ``"cold"`` → ``cold``."""
-    choices = {"swap": ("swap_pages", "pageout"), "migrate": ("migrate",), "cold": ("cold",)}
+    choices = ACTUATORS_FOR
     if purpose not in choices:
         raise ValueError(f"unknown purpose {purpose!r}; choose one of {', '.join(choices)}")
     for name in choices[purpose]:

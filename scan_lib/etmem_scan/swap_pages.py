@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .actuator import Actuator, ActuatorError
+from .actuator_interface import Actuator, ActuatorError
 from .errors import TargetGone
 from .machine import PAGE_SIZE
 from .pagerefs import descending, format_hex_lines, hex_digits
@@ -33,11 +33,11 @@ IoctlFn = Callable[[int, int, bytes], object]
 WriteFn = Callable[[int, bytes | memoryview], int]
 
 
-def swap_pages_path(pid: int, proc_root: Path | str = "/proc") -> Path:
+def swap_pages_path(pid: int, proc_root: str | os.PathLike[str] = "/proc") -> Path:
     return Path(proc_root) / str(pid) / "swap_pages"
 
 
-def _open(pid: int, proc_root: Path | str) -> int:
+def _open(pid: int, proc_root: str | os.PathLike[str]) -> int:
     path = swap_pages_path(pid, proc_root)
     try:
         return os.open(path, os.O_RDWR | os.O_CLOEXEC)  # C opens it "r+"
@@ -51,7 +51,7 @@ def _open(pid: int, proc_root: Path | str) -> int:
 
 def batches(text: bytes | np.ndarray, line_ends: np.ndarray, batch: int) -> Iterator[memoryview]:
     """Slices of ``text`` holding ``batch`` whole lines each (``line_ends``: offset after each)."""
-    view = memoryview(text).cast("B") if not isinstance(text, np.ndarray) else memoryview(text)
+    view = memoryview(text).cast("B") if not isinstance(text, np.ndarray) else text.data
     cuts = np.r_[0, line_ends[batch - 1 :: batch], line_ends[-1:]] if len(line_ends) else [0]
     cuts = np.unique(cuts)
     for s, e in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
@@ -103,11 +103,11 @@ class SwapPages(Actuator):
 
     def __init__(
         self,
-        proc_root: Path | str = "/proc",
+        proc_root: str | os.PathLike[str] = "/proc",
         *,
         batch: int = SWAP_LIMIT,
         write: WriteFn = os.write,
-        sys_root: Path | str = "/sys",
+        sys_root: str | os.PathLike[str] = "/sys",
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1 line")
@@ -128,13 +128,15 @@ class SwapPages(Actuator):
         return None
 
 
-def make(proc_root: Path | str = "/proc", sys_root: Path | str = "/sys", **kw) -> SwapPages:
+def make(
+    proc_root: str | os.PathLike[str] = "/proc", sys_root: str | os.PathLike[str] = "/sys", **kw
+) -> SwapPages:
     """The ``swap_pages`` actuator (for :func:`etmem_scan.actuators.make_actuator`)."""
     return SwapPages(proc_root, sys_root=sys_root, **kw)
 
 
 def _swap_ioctl(
-    pid: int, request: int, arg: int, proc_root: Path | str, ioctl: IoctlFn | None
+    pid: int, request: int, arg: int, proc_root: str | os.PathLike[str], ioctl: IoctlFn | None
 ) -> None:
     fd = _open(pid, proc_root)
     try:
@@ -154,7 +156,7 @@ def wmark_arg(low: int, high: int) -> int:
 
 
 def set_swapcache_wmark(
-    pid: int, low: int, high: int, *, proc_root: Path | str = "/proc",
+    pid: int, low: int, high: int, *, proc_root: str | os.PathLike[str] = "/proc",
     ioctl: IoctlFn | None = fcntl.ioctl,
 ) -> None:  # fmt: skip
     """Hand the swapcache watermarks (percent of RAM) to the kernel."""
@@ -162,14 +164,14 @@ def set_swapcache_wmark(
 
 
 def reclaim_swapcache_on(
-    pid: int, *, proc_root: Path | str = "/proc", ioctl: IoctlFn | None = fcntl.ioctl
+    pid: int, *, proc_root: str | os.PathLike[str] = "/proc", ioctl: IoctlFn | None = fcntl.ioctl
 ) -> None:
     """Wake the kernel's swapcache reclaim (down to the low watermark when above the high)."""
     _swap_ioctl(pid, RECLAIM_SWAPCACHE_ON, 0, proc_root, ioctl)
 
 
 def reclaim_swapcache_off(
-    pid: int, *, proc_root: Path | str = "/proc", ioctl: IoctlFn | None = fcntl.ioctl
+    pid: int, *, proc_root: str | os.PathLike[str] = "/proc", ioctl: IoctlFn | None = fcntl.ioctl
 ) -> None:
     """Stop the kernel's swapcache reclaim (the original never sends this)."""
     _swap_ioctl(pid, RECLAIM_SWAPCACHE_OFF, 0, proc_root, ioctl)

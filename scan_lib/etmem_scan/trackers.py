@@ -21,7 +21,7 @@ the resident base pages of the given VMAs (from pagemap) with weight 1 (accessed
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .pagemap import (
 )
 from .pagerefs import PTE, PassRefs
 from .procfs import proc_path, read_smaps_fields
-from .tracker import ScanError, Tracker, TrackerUnavailable, VmaRange
+from .tracker_interface import ScanError, Tracker, TrackerUnavailable, VmaRange
 
 __all__ = [
     "TRACKERS",
@@ -217,7 +217,7 @@ def make_tracker(
     Raises :class:`TrackerUnavailable` when the machine cannot run it, ``ValueError`` for an
     unknown name.
     """
-    classes: dict[str, type[Tracker]] = {
+    classes: dict[str, Callable[..., Tracker]] = {
         "page_idle": PageIdleTracker,
         "refs": RefsTracker,
         "damon": DamonTracker,
@@ -225,13 +225,11 @@ def make_tracker(
     if name == "idle_pages":
         from . import idle_pages
 
-        cls = idle_pages.IdlePagesTracker
+        classes[name] = idle_pages.IdlePagesTracker
     elif name == "probe":
         from . import pageout_probe
 
-        cls = pageout_probe.ProbeTracker
-    elif name in classes:
-        cls = classes[name]
-    else:
+        classes[name] = pageout_probe.ProbeTracker
+    elif name not in classes:
         raise ValueError(f"unknown tracker {name!r}; choose one of {', '.join(TRACKERS)}")
-    return cls(pid, proc_root=proc_root, sys_root=sys_root, flags=flags, **kw)
+    return classes[name](pid, proc_root=proc_root, sys_root=sys_root, flags=flags, **kw)

@@ -26,7 +26,6 @@ import argparse
 import ctypes
 import json
 import mmap
-import sys
 import time
 
 PAGE = mmap.PAGESIZE
@@ -125,4 +124,4 @@ def _interleaved(every: int, length: int, period: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()  # runs until killed

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Mapping
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 from .errors import ConfigError
 
@@ -104,6 +104,41 @@ def _raw(section: Mapping[str, str], key: str, required: bool) -> str | None:
 # --- getters ------------------------------------------------------------------------------------
 
 
+@overload
+def get_int(
+    section: Mapping[str, str],
+    key: str,
+    lo: int | None = ...,
+    hi: int | None = ...,
+    *,
+    required: Literal[True] = ...,
+    default: int | None = ...,
+    bits: int = ...,
+) -> int: ...
+@overload
+def get_int(
+    section: Mapping[str, str],
+    key: str,
+    lo: int | None = ...,
+    hi: int | None = ...,
+    *,
+    required: bool = ...,
+    default: int,
+    bits: int = ...,
+) -> int: ...
+@overload
+def get_int(
+    section: Mapping[str, str],
+    key: str,
+    lo: int | None = ...,
+    hi: int | None = ...,
+    *,
+    required: bool = ...,
+    default: None = ...,
+    bits: int = ...,
+) -> int | None: ...
+
+
 def get_int(
     section: Mapping[str, str],
     key: str,
@@ -132,6 +167,41 @@ def get_int(
     if not (tmin <= number <= tmax and low <= number <= high):
         raise error(section, key, rule)
     return number
+
+
+@overload
+def get_double(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    above: float | None = ...,
+    lo: float | None = ...,
+    hi: float | None = ...,
+    required: Literal[True] = ...,
+    default: float | None = ...,
+) -> float: ...
+@overload
+def get_double(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    above: float | None = ...,
+    lo: float | None = ...,
+    hi: float | None = ...,
+    required: bool = ...,
+    default: float,
+) -> float: ...
+@overload
+def get_double(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    above: float | None = ...,
+    lo: float | None = ...,
+    hi: float | None = ...,
+    required: bool = ...,
+    default: None = ...,
+) -> float | None: ...
 
 
 def get_double(
@@ -172,6 +242,35 @@ def get_double(
     return number
 
 
+@overload
+def get_str(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    required: Literal[True] = ...,
+    default: str | None = ...,
+    max_len: int | None = ...,
+) -> str: ...
+@overload
+def get_str(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    required: bool = ...,
+    default: str,
+    max_len: int | None = ...,
+) -> str: ...
+@overload
+def get_str(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    required: bool = ...,
+    default: None = ...,
+    max_len: int | None = ...,
+) -> str | None: ...
+
+
 def get_str(
     section: Mapping[str, str],
     key: str,
@@ -191,6 +290,35 @@ def get_str(
     if max_len is not None and len(raw) > max_len:
         raise error(section, key, f"must be at most {max_len} characters (got {len(raw)})")
     return raw
+
+
+@overload
+def get_choice(
+    section: Mapping[str, str],
+    key: str,
+    choices: Collection[str],
+    *,
+    required: Literal[True] = ...,
+    default: str | None = ...,
+) -> str: ...
+@overload
+def get_choice(
+    section: Mapping[str, str],
+    key: str,
+    choices: Collection[str],
+    *,
+    required: bool = ...,
+    default: str,
+) -> str: ...
+@overload
+def get_choice(
+    section: Mapping[str, str],
+    key: str,
+    choices: Collection[str],
+    *,
+    required: bool = ...,
+    default: None = ...,
+) -> str | None: ...
 
 
 def get_choice(
@@ -213,6 +341,32 @@ def get_choice(
             rule = "must be one of " + ", ".join(listed)
         raise error(section, key, rule)
     return raw
+
+
+@overload
+def get_yes_no(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    required: Literal[True] = ...,
+    default: bool | None = ...,
+) -> bool: ...
+@overload
+def get_yes_no(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    required: bool = ...,
+    default: bool,
+) -> bool: ...
+@overload
+def get_yes_no(
+    section: Mapping[str, str],
+    key: str,
+    *,
+    required: bool = ...,
+    default: None = ...,
+) -> bool | None: ...
 
 
 def get_yes_no(

@@ -28,7 +28,9 @@ Four groups of names:
   :func:`damos_unsupported`, :data:`DAMOS_ACTIONS`;
 * **the capability probe** -- :func:`capabilities`, :func:`choose_tracker`,
   :func:`choose_actuator`, and the process-wide :class:`ScanDefaults` (the daemon's
-  ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc).
+  ``etmemd.toml`` ``[scan]`` table sets them; the test fixtures point them at a fake /proc);
+* **captured idle_pages streams** (``etmem scan --decode``) -- :func:`cold_text_chunks`,
+  :func:`refs_text_chunks`.
 
 Every reader here uses the current defaults' ``proc_root`` / ``sys_root`` unless given one, so a
 policy written against this module runs unchanged on a fake tree under
@@ -39,10 +41,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from etmem_scan import actuators as _actuators
@@ -62,6 +65,8 @@ from etmem_scan.actuators import (
     query_nodes,
 )
 from etmem_scan.damon import DAMOS_ACTIONS, DamosScheme, DamosTarget, DamosUnsupported
+from etmem_scan.idle_text import cold_text_chunks, refs_text_chunks
+from etmem_scan.names import ACTUATORS_FOR
 from etmem_scan.pageout_probe import DEFAULT_COOLDOWN as PROBE_COOLDOWN
 from etmem_scan.pageout_probe import DEFAULT_RATE_MIB as PROBE_RATE_MIB
 from etmem_scan.pageout_probe import TokenBucket
@@ -90,13 +95,14 @@ from etmem_scan.probe import (
     parse_node_list,
 )
 from etmem_scan.procfs import Vma
-from etmem_scan.tracker import ScanError, Tracker
+from etmem_scan.tracker_interface import ScanError, Tracker
 from etmem_scan.trackers import TRACKERS, TrackerUnavailable
 
 from .errors import EngineError
 
 __all__ = [
     "ACTUATORS",
+    "ACTUATORS_FOR",
     "DAMOS_ACTIONS",
     "DamosScheme",
     "DamosTarget",
@@ -138,6 +144,7 @@ __all__ = [
     "choose_tracker",
     "cold_mask",
     "cold_runs",
+    "cold_text_chunks",
     "defaults",
     "dram_percent_mask",
     "dram_percent_target",
@@ -154,6 +161,7 @@ __all__ = [
     "read_meminfo",
     "read_status",
     "read_vmas",
+    "refs_text_chunks",
     "register_actuator",
     "register_tracker",
     "sample",
@@ -161,6 +169,9 @@ __all__ = [
     "unregister",
     "using_defaults",
 ]
+
+#: A /proc or /sys root, as every reader here takes it.
+Root = str | os.PathLike[str]
 
 #: The base page size of this machine, in bytes.
 PAGE_SIZE = _machine.PAGE_SIZE
@@ -204,9 +215,13 @@ def set_defaults(**changes: str | None) -> ScanDefaults:
     """Change some fields of the defaults (``tracker=``, ``actuator=``, ``proc_root=``,
     ``sys_root=``); returns the previous defaults so a caller can put them back."""
     global _defaults
+    for root in ("proc_root", "sys_root"):
+        if root in changes and changes[root] is None:
+            raise TypeError(f"set_defaults: {root} is a path; None has no meaning there")
     with _lock:
         previous = _defaults
-        _defaults = dataclasses.replace(previous, **changes)
+        # no root is None (checked above); replace() checks the names
+        _defaults = dataclasses.replace(previous, **cast(dict[str, Any], changes))
         return previous
 
 
@@ -249,7 +264,7 @@ def unregister(name: str) -> None:
 # --- process views ------------------------------------------------------------------------------
 
 
-def _proc(proc_root: str | None) -> str:
+def _proc(proc_root: Root | None) -> Root:
     return _defaults.proc_root if proc_root is None else proc_root
 
 
@@ -257,7 +272,7 @@ def read_vmas(
     pid: int,
     vmflags: Sequence[str] | None = None,
     anon_only: bool = True,
-    proc_root: str | None = None,
+    proc_root: Root | None = None,
 ) -> list[Vma]:
     """The VMAs of ``pid`` as etmemd scans them: from ``maps`` (or ``smaps`` keeping only VMAs
     carrying every flag in ``vmflags``), anonymous ones only unless ``anon_only=False``.
@@ -267,30 +282,30 @@ def read_vmas(
     return _procfs.read_vmas(pid, vmflags, anon_only, _proc(proc_root))
 
 
-def read_status(pid: int, proc_root: str | None = None) -> dict[str, int]:
+def read_status(pid: int, proc_root: Root | None = None) -> dict[str, int]:
     """Numeric fields of ``/proc/PID/status`` (``VmRSS``, ``VmSwap`` ... in kB)."""
     return _procfs.read_status(pid, _proc(proc_root))
 
 
-def read_meminfo(proc_root: str | None = None) -> dict[str, int]:
+def read_meminfo(proc_root: Root | None = None) -> dict[str, int]:
     """``/proc/meminfo`` as ``{"MemTotal": kB, "SwapTotal": kB, ...}``."""
     return _procfs.read_meminfo(_proc(proc_root))
 
 
-def present_pages(pid: int, ranges: Iterable[object], proc_root: str | None = None) -> np.ndarray:
+def present_pages(pid: int, ranges: Iterable[object], proc_root: Root | None = None) -> np.ndarray:
     """Addresses (uint64) of the resident base pages of ``pid`` within ``ranges`` (VMAs or
     ``(start, end)`` pairs)."""
     return _pagemap.present_pages(pid, ranges, _proc(proc_root))
 
 
-def set_swapcache_wmark(pid: int, low: int, high: int, proc_root: str | None = None) -> None:
+def set_swapcache_wmark(pid: int, low: int, high: int, proc_root: Root | None = None) -> None:
     """Hand the swap-cache watermarks (percent) to openEuler's etmem_swap module."""
     from etmem_scan import swap_pages
 
     swap_pages.set_swapcache_wmark(pid, low, high, proc_root=_proc(proc_root))
 
 
-def reclaim_swapcache_on(pid: int, proc_root: str | None = None) -> None:
+def reclaim_swapcache_on(pid: int, proc_root: Root | None = None) -> None:
     """Switch openEuler's swap-cache reclaim on for ``pid``'s memory."""
     from etmem_scan import swap_pages
 
@@ -329,7 +344,7 @@ def carry(
 
 
 def open_tracker(
-    name: str, pid: int, *, proc_root: str | None = None, sys_root: str | None = None, **kw: Any
+    name: str, pid: int, *, proc_root: Root | None = None, sys_root: Root | None = None, **kw: Any
 ) -> Tracker:
     """A tracker called ``name`` (one of :data:`TRACKERS`, or one added with
     :func:`register_tracker`) watching ``pid``; use it as a context manager or ``close()`` it.
@@ -346,7 +361,7 @@ def open_tracker(
 
 
 def open_actuator(
-    name: str, *, proc_root: str | None = None, sys_root: str | None = None, **kw: Any
+    name: str, *, proc_root: Root | None = None, sys_root: Root | None = None, **kw: Any
 ) -> Actuator:
     """An actuator called ``name`` (one of :data:`ACTUATORS`, or one added with
     :func:`register_actuator`): ``apply(pid, addrs, sizes)`` moves those pages.
@@ -395,8 +410,8 @@ def open_damos(
     *,
     attrs: dict[str, int],
     owner: str,
-    proc_root: str | None = None,
-    sys_root: str | None = None,
+    proc_root: Root | None = None,
+    sys_root: Root | None = None,
 ) -> DamosTarget:
     """Monitor ``pid`` with DAMON and apply ``scheme`` to it, as one target of the kdamond
     etmemd creates and shares with the ``damon`` tracker; ``close()`` it.
@@ -424,7 +439,7 @@ def shutdown() -> None:
     _damon.shutdown_all()
 
 
-def damon_refusal(proc_root: str | None = None, sys_root: str | None = None) -> str | None:
+def damon_refusal(proc_root: Root | None = None, sys_root: Root | None = None) -> str | None:
     """Why this machine can never run the ``damon`` engine (no DAMON sysfs, no ``vaddr``), or
     ``None``; reads only.  A DAMON busy with someone else's kdamond shows at ``open_damos``."""
     return _damon.damon_refusal(
@@ -432,7 +447,7 @@ def damon_refusal(proc_root: str | None = None, sys_root: str | None = None) -> 
     )
 
 
-def damos_unsupported(scheme: DamosScheme, proc_root: str | None = None) -> list[tuple[str, str]]:
+def damos_unsupported(scheme: DamosScheme, proc_root: Root | None = None) -> list[tuple[str, str]]:
     """``(field, reason)`` for each :class:`DamosScheme` field the running kernel's DAMON
     lacks, judged from its release (an unknown release passes; writing checks again)."""
     return _damon.damos_unsupported(scheme, _damon.kernel_release(_proc(proc_root)))
@@ -441,7 +456,7 @@ def damos_unsupported(scheme: DamosScheme, proc_root: str | None = None) -> list
 # --- the capability probe -----------------------------------------------------------------------
 
 
-def capabilities(proc_root: str | None = None, sys_root: str | None = None) -> Capabilities:
+def capabilities(proc_root: Root | None = None, sys_root: Root | None = None) -> Capabilities:
     """Probe which trackers and actuators work here (reads only; see ``etmem sysinfo``)."""
     return _probe.probe(_proc(proc_root), _defaults.sys_root if sys_root is None else sys_root)
 

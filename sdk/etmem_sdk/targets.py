@@ -25,6 +25,18 @@ log = logging.getLogger("etmem.targets")
 
 #: C copies a pid value into a 10-byte buffer, so 9 digits is the longest it accepts.
 _MAX_PID_DIGITS = 9
+#: The largest ``type=pid`` value.
+MAX_PID_VALUE = 10**_MAX_PID_DIGITS - 1
+
+
+def pid_value(value: str) -> int | None:
+    """The process id a ``type=pid`` task's ``value`` names (1 to :data:`MAX_PID_VALUE`, in
+    decimal digits), or ``None`` when it names none: the one rule, for ``obj add`` and for
+    every refresh of the targets."""
+    if not value.isdigit() or len(value) > _MAX_PID_DIGITS or int(value) == 0:
+        return None
+    return int(value)
+
 
 #: Task -> the pid last skipped as not a valid target, so the warning is not repeated each cycle.
 _skipped: weakref.WeakKeyDictionary[Task, int] = weakref.WeakKeyDictionary()
@@ -41,9 +53,9 @@ def resolve_main_pid(task: Task, proc_root: str = "/proc") -> int:
     """
     value = task.value
     if task.type == "pid":
-        if not value.isdigit() or len(value) > _MAX_PID_DIGITS:
+        pid = pid_value(value)
+        if pid is None:
             raise TargetGone(f"task {task.name}: value {value!r} is not a process id")
-        pid = int(value)
         if not procs.alive(pid, proc_root):
             raise TargetGone(f"task {task.name}: process {pid} does not exist")
         st = procs.read_stat(pid, proc_root)

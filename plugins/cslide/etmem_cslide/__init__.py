@@ -2,6 +2,6 @@
 the slow node (entry point ``cslide`` = :mod:`etmem_cslide.engine`).
 
 Modules: ``config`` (keys and machine facts), ``policy`` (the pure placement decision),
-``cycle`` (the engine thread), ``host`` (the machine through etmem_scan), ``state`` (per-pid
-states and the engine's state), ``show`` (the private commands' text).
+``cycle`` (the engine thread), ``host`` (the machine through the SDK's scan facade),
+``state`` (per-pid states and the engine's params), ``show`` (the private commands' text).
 """

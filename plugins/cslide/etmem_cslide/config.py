@@ -24,6 +24,8 @@ MIB = 1 << 20
 HUGE_2M = 2 * MIB
 HUGETLB, NORMAL = "hugetlb", "normal"
 MAX_VMFLAGS = 30
+#: Highest ``confirm_cycles`` a task may set (see confirm.py).
+MAX_CONFIRM = 16
 
 _NODE_DIR = re.compile(r"node([0-9]+)")
 _STRICT_INT = re.compile(r"[+-]?[0-9]+")
@@ -68,6 +70,8 @@ class TaskConfig:
     ign_host: bool
     scan_flags: int
     tracker: str | None = None
+    #: cycles a move must be asked for in a row; ``None``: the tracker's default
+    confirm_cycles: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,7 @@ def parse_task(config: ConfigSection, engine: EngineConfig) -> TaskConfig:
     anon_only = params.get_yes_no(config, "anon_only")
     ign_host = params.get_yes_no(config, "ign_host")
     tracker = params.get_str(config, "tracker", required=False, default=None)
+    confirm = params.get_int(config, "confirm_cycles", 1, MAX_CONFIRM, required=False)
     # SCAN_AS_HUGE reports guest (EPT) accesses per hugepage: only meaningful for hugetlb VMAs.
     scan_flags = (SCAN_AS_HUGE if engine.memory == HUGETLB else 0) | (
         SCAN_IGN_HOST if ign_host else 0
@@ -285,4 +290,5 @@ def parse_task(config: ConfigSection, engine: EngineConfig) -> TaskConfig:
         ign_host=ign_host,
         scan_flags=scan_flags,
         tracker=tracker,
+        confirm_cycles=confirm,
     )

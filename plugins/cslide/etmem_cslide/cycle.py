@@ -19,10 +19,11 @@ from etmem_sdk import EtmemError
 from etmem_sdk.scan import PMD, PTE, ScanError
 
 from .config import HUGE_2M, HUGETLB
+from .confirm import MoveConfirmation, default_confirm
 from .host import TYPE_SIZE, accumulate
 from .policy import PidPages, Plan, plan_moves
 from .show import stamp
-from .state import CslideEngine, CslidePid, PidState
+from .state import CslideEngineParams, CslidePidParams, PidState
 
 log = logging.getLogger("etmemd.cslide")
 
@@ -31,7 +32,7 @@ log = logging.getLogger("etmemd.cslide")
 class CycleResult:
     """What one cycle did (for logs and tests)."""
 
-    scanned: list[CslidePid] = field(default_factory=list)
+    scanned: list[CslidePidParams] = field(default_factory=list)
     #: the pages of each scanned pid, as the policy saw them
     pages: list[PidPages] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
@@ -41,7 +42,7 @@ class CycleResult:
     error: str = ""
 
 
-def engine_main(eng: CslideEngine) -> None:
+def engine_main(eng: CslideEngineParams) -> None:
     """Body of the engine thread; returns soon after ``eng.stop`` is set."""
     try:
         while True:
@@ -64,9 +65,10 @@ def engine_main(eng: CslideEngine) -> None:
             close_tracker(p)
 
 
-def close_tracker(p: CslidePid) -> None:
+def close_tracker(p: CslidePidParams) -> None:
     """Close the pid's tracker if it has one (engine thread only)."""
     tracker, p.tracker = p.tracker, None
+    p.confirmation = None  # streaks belong to the tracker that saw them
     if tracker is not None:
         try:
             tracker.close()
@@ -97,13 +99,13 @@ def fold_hugepages(
     return uniq, ptype[first], np.floor(mean + 0.5).astype(np.int32)
 
 
-def _skip(result: CycleResult, p: CslidePid, why: str) -> None:
+def _skip(result: CycleResult, p: CslidePidParams, why: str) -> None:
     p.skipped = why
     result.skipped[p.pid] = why
     log.warning("cslide: skipping pid %d this cycle: %s", p.pid, why)
 
 
-def run_cycle(eng: CslideEngine) -> CycleResult:
+def run_cycle(eng: CslideEngineParams) -> CycleResult:
     """One full cycle over the engine's working pids."""
     cfg, host = eng.config, eng.host
     result = CycleResult()
@@ -124,12 +126,15 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
 
     # Scan: loop passes over every pid, sleep after each pass. Trackers stay open across
     # cycles (a DAMON tracker needs time to learn regions); the thread closes them.
-    scans: dict[int, tuple[CslidePid, list, list]] = {}
+    scans: dict[int, tuple[CslidePidParams, list, list]] = {}
     for p in working:
         try:
             vmas = host.read_vmas(p.pid, p.task)
             if vmas and p.tracker is None:
                 p.tracker = host.open_tracker(p.pid, p.task, cfg.memory)
+                tracker = getattr(p.tracker, "name", "")
+                confirm = p.task.confirm_cycles or default_confirm(tracker, cfg.memory)
+                p.confirmation = MoveConfirmation(confirm)
         except (EtmemError, OSError) as exc:
             close_tracker(p)
             _skip(result, p, str(exc))
@@ -151,8 +156,9 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
             return result
 
     # File every page by (count, current node).
-    pids: list[CslidePid] = []
+    pids: list[CslidePidParams] = []
     pages: list[PidPages] = []
+    planned: list[PidPages] = []  # as the policy sees them: unconfirmed moves held back
     nodes = np.array(cfg.nodes, dtype=np.int64)
     for p, _vmas, passes in scans.values():
         addr, ptype, count = accumulate(passes)
@@ -175,10 +181,18 @@ def run_cycle(eng: CslideEngine) -> CycleResult:
             pid_pages = PidPages.empty()
         pids.append(p)
         pages.append(pid_pages)
+        if p.confirmation is not None:
+            pid_pages = p.confirmation.hold(
+                pid_pages,
+                cfg.hot_threshold,
+                (pr.hot for pr in cfg.pairs),
+                (pr.cold for pr in cfg.pairs),
+            )
+        planned.append(pid_pages)
     result.scanned, result.pages = pids, pages
     update_stats(eng, working, pids, pages)
 
-    plan = plan_moves(pages, mem, cfg)
+    plan = plan_moves(planned, mem, cfg)
     result.plan = plan
     migrate(eng, pids, plan, result)
     eng.cycles += 1
@@ -207,7 +221,10 @@ def _nodes_json(nodes, pages, totals=None) -> dict[str, dict[str, int]]:
 
 
 def update_stats(
-    eng: CslideEngine, working: list[CslidePid], scanned: list[CslidePid], pages: list[PidPages]
+    eng: CslideEngineParams,
+    working: list[CslidePidParams],
+    scanned: list[CslidePidParams],
+    pages: list[PidPages],
 ) -> None:
     """Per-pid and host hot/cold KiB per node, the time, and the JSON copies in the stats."""
     nodes = eng.config.nodes
@@ -229,7 +246,7 @@ def update_stats(
         publish_stats(eng, working)
 
 
-def publish_stats(eng: CslideEngine, pids: list[CslidePid] | None = None) -> None:
+def publish_stats(eng: CslideEngineParams, pids: list[CslidePidParams] | None = None) -> None:
     """Replace ``engine.stats`` / ``task.stats`` with fresh JSON-ready dicts (atomic swaps)."""
     when = stamp(eng.stat_time).strip(" []")
     if eng.model is not None and eng.mem:
@@ -252,7 +269,9 @@ def publish_stats(eng: CslideEngine, pids: list[CslidePid] | None = None) -> Non
             }
 
 
-def migrate(eng: CslideEngine, pids: list[CslidePid], plan: Plan, result: CycleResult) -> None:
+def migrate(
+    eng: CslideEngineParams, pids: list[CslidePidParams], plan: Plan, result: CycleResult
+) -> None:
     """Move each pid's planned pages, cold ones first; a failing pid does not stop the others.
 
     Like the original, the thread runs on the pair's lower-numbered node while it moves (the
@@ -272,7 +291,7 @@ def migrate(eng: CslideEngine, pids: list[CslidePid], plan: Plan, result: CycleR
         eng.host.set_affinity(saved)
 
 
-def _move(eng: CslideEngine, p: CslidePid, pair, moves, result: CycleResult) -> None:
+def _move(eng: CslideEngineParams, p: CslidePidParams, pair, moves, result: CycleResult) -> None:
     for addrs, node, nbytes, src in (
         (moves.cold_addrs(), pair.cold, moves.cold_bytes, pair.hot),
         (moves.hot_addrs(), pair.hot, moves.hot_bytes, pair.cold),

@@ -1,11 +1,11 @@
 """cslide engine hooks: keep each process's hot pages on the hot node of a NUMA pair, cold ones on
 the cold node (entry point ``cslide``).
 
-The plugin holds no state: the engine's lives in ``engine.params`` (:class:`state.CslideEngine`),
-a task's validated keys in ``task.params``, each target pid's in ``task_pid.params``
-(:class:`state.CslidePid`). One thread per engine runs :func:`cycle.engine_main`; it starts with
-the first started task (the original started it at engine add) and is stopped, within a second,
-when the engine is deleted.
+The plugin holds no state: the engine's lives in ``engine.params``
+(:class:`state.CslideEngineParams`), a task's validated keys in ``task.params``, each target
+pid's in ``task_pid.params`` (:class:`state.CslidePidParams`). One thread per engine runs
+:func:`cycle.engine_main`; it starts with the first started task (the original started it at
+engine add) and is stopped, within a second, when the engine is deleted.
 """
 
 from __future__ import annotations
@@ -19,15 +19,10 @@ from . import config as cfgmod
 from .cycle import engine_main, publish_stats
 from .host import Host
 from .show import host_pages_text, task_pages_text
-from .state import CslideEngine, CslidePid, PidFactory
+from .state import CslideEngineParams, CslidePidParams, PidFactory
 
 log = logging.getLogger("etmemd.cslide")
 STOP_TIMEOUT = 1.0
-
-
-def make_host() -> Host:
-    """The machine the engine works on (tests replace this with a fake tree)."""
-    return Host()
 
 
 # --- engine -----------------------------------------------------------------------------------
@@ -37,9 +32,9 @@ def make_host() -> Host:
 def fill_eng_params(engine, config):
     """Validate node_pair / hot_threshold / node_mig_quota / node_hot_reserve (and ``memory``)
     against the machine; refuse an odd node count or nodes without hugepages here."""
-    host = make_host()
+    host = Host()
     cfg = cfgmod.parse_engine(config, engine.project, sys_root=host.sys_root)
-    eng = CslideEngine(config=cfg, host=host, model=engine)
+    eng = CslideEngineParams(config=cfg, host=host, model=engine)
     try:
         eng.mem = host.node_mem(cfg.nodes, cfg.memory)
     except (OSError, ValueError, KeyError, IndexError) as exc:
@@ -55,12 +50,12 @@ def fill_eng_params(engine, config):
 def clear_eng_params(engine):
     """Stop the engine thread (it wakes from any wait at once) and drop the state."""
     eng = engine.params
-    if isinstance(eng, CslideEngine):
+    if isinstance(eng, CslideEngineParams):
         stop_thread(eng)
     engine.params = None
 
 
-def ensure_thread(eng: CslideEngine, name: str) -> None:
+def ensure_thread(eng: CslideEngineParams, name: str) -> None:
     if eng.thread is not None and eng.thread.is_alive():
         return
     eng.stop.clear()
@@ -68,7 +63,7 @@ def ensure_thread(eng: CslideEngine, name: str) -> None:
     eng.thread.start()
 
 
-def stop_thread(eng: CslideEngine) -> None:
+def stop_thread(eng: CslideEngineParams) -> None:
     eng.stop.set()
     if eng.thread is not None and eng.thread is not threading.current_thread():
         eng.thread.join(STOP_TIMEOUT)
@@ -83,7 +78,7 @@ def stop_thread(eng: CslideEngine) -> None:
 def refresh_pids(engine, task, proc_root) -> list[TaskPid]:
     """Resolve the task's main pid (non-recursive, as the original) and give every listed pid its
     cslide params."""
-    before = [tp.params for tp in task.pids if isinstance(tp.params, CslidePid)]
+    before = [tp.params for tp in task.pids if isinstance(tp.params, CslidePidParams)]
     targets.refresh_task_pids(task, recursive=False, proc_root=str(proc_root))
     for tp in task.pids:
         alloc_pid_params(engine, tp)
@@ -94,15 +89,15 @@ def refresh_pids(engine, task, proc_root) -> list[TaskPid]:
     return task.pids
 
 
-def _engine_state(engine) -> CslideEngine:
+def _engine_state(engine) -> CslideEngineParams:
     eng = getattr(engine, "params", None)
-    if not isinstance(eng, CslideEngine):
+    if not isinstance(eng, CslideEngineParams):
         raise EngineError("cslide engine is not set up")
     return eng
 
 
-def _new_pid_params(task, pid: int) -> CslidePid:
-    return CslidePid(pid=pid, task_name=task.name, task=task.params, task_model=task)
+def _new_pid_params(task, pid: int) -> CslidePidParams:
+    return CslidePidParams(pid=pid, task_name=task.name, task=task.params, task_model=task)
 
 
 @hookimpl
@@ -119,7 +114,7 @@ def fill_task_params(task, config):
 def clear_task_params(task):
     """Release the task's pids (the engine thread frees any it is still listing)."""
     for tp in task.pids:
-        if isinstance(tp.params, CslidePid):
+        if isinstance(tp.params, CslidePidParams):
             PidFactory.free(tp.params)
         tp.params = None
     task.pids[:] = []
@@ -129,14 +124,14 @@ def clear_task_params(task):
 @hookimpl
 def alloc_pid_params(engine, task_pid):
     """Give a newly listed pid its cslide state (NONE until its task starts)."""
-    if isinstance(task_pid.params, CslidePid):
+    if isinstance(task_pid.params, CslidePidParams):
         return
     task_pid.params = _new_pid_params(task_pid.task, task_pid.pid)
 
 
 @hookimpl
 def free_pid_params(engine, task_pid):
-    if isinstance(task_pid.params, CslidePid):
+    if isinstance(task_pid.params, CslidePidParams):
         PidFactory.free(task_pid.params)
     task_pid.params = None
 
@@ -162,7 +157,7 @@ def start_task(engine, task):
 def stop_task(engine, task):
     """The engine thread skips the task's pids from its next look on (returns at once)."""
     for tp in task.pids:
-        if isinstance(tp.params, CslidePid):
+        if isinstance(tp.params, CslidePidParams):
             PidFactory.remove(tp.params)
 
 
@@ -187,7 +182,7 @@ def eng_mgt_func(engine, task, cmd, reply):
     if task is None:
         raise EngineError(f"task for cslide cmd {cmd} not found")
     first = task.pids[0].params if task.pids else None
-    if not isinstance(first, CslidePid):
+    if not isinstance(first, CslidePidParams):
         raise EngineError(f"task {task.name} for cslide cmd {cmd} not started")
     with eng.stat_lock:
         text = task_pages_text(eng.stat_time, first.pid, nodes, first.pages)

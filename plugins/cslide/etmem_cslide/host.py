@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,22 @@ def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return refs.addr, refs.type, refs.count
 
 
+def _default_proc_root() -> str:
+    return scan.defaults().proc_root
+
+
+def _default_sys_root() -> str:
+    return scan.defaults().sys_root
+
+
 @dataclass
 class Host:
-    """Real-kernel access rooted at ``proc_root``/``sys_root``."""
+    """Real-kernel access rooted at ``proc_root``/``sys_root``: the SDK's scan defaults when the
+    host is made (at ``fill_eng_params``), so etmemd.toml and the SDK's fake-tree fixtures
+    choose cslide's /proc and /sys as they choose every engine's."""
 
-    proc_root: str | Path = "/proc"
-    sys_root: str | Path = "/sys"
+    proc_root: str | Path = field(default_factory=_default_proc_root)
+    sys_root: str | Path = field(default_factory=_default_sys_root)
 
     def node_mem(self, nodes: tuple[int, ...], memory: str) -> dict[int, NodeMem]:
         return read_node_mem(self.sys_root, nodes, memory)

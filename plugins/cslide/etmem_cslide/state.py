@@ -28,7 +28,7 @@ class PidState(enum.Enum):
 
 
 @dataclass(eq=False)
-class CslidePid:
+class CslidePidParams:
     """``task_pid.params`` of a cslide task (C ``struct cslide_pid_params``)."""
 
     pid: int
@@ -43,6 +43,8 @@ class CslidePid:
     task_model: Any = None
     #: the open tracker (engine thread only; kept across cycles, closed when the pid stops)
     tracker: Any = None
+    #: streaks of wanted moves, made with the tracker (engine thread only)
+    confirmation: Any = None
 
 
 class PidFactory:
@@ -50,10 +52,10 @@ class PidFactory:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._to_add: list[CslidePid] = []
-        self.working: list[CslidePid] = []  # only the engine thread changes it
+        self._to_add: list[CslidePidParams] = []
+        self.working: list[CslidePidParams] = []  # only the engine thread changes it
 
-    def add(self, p: CslidePid) -> None:
+    def add(self, p: CslidePidParams) -> None:
         """``start_task``: the pid becomes WORKING; a new one is queued for the engine thread."""
         was = p.state
         p.state = PidState.WORKING
@@ -62,18 +64,18 @@ class PidFactory:
                 self._to_add.append(p)
 
     @staticmethod
-    def remove(p: CslidePid) -> None:
+    def remove(p: CslidePidParams) -> None:
         """``stop_task``: the engine thread skips the pid from its next look on."""
         if p.state is PidState.WORKING:
             p.state = PidState.REMOVE
 
     @staticmethod
-    def free(p: CslidePid) -> None:
+    def free(p: CslidePidParams) -> None:
         """``free_pid_params``: an unstarted pid just goes; a listed one is freed by the thread."""
         if p.state is not PidState.NONE:
             p.state = PidState.FREE
 
-    def update(self) -> list[CslidePid]:
+    def update(self) -> list[CslidePidParams]:
         """Engine thread, loop top: merge new pids (newest first, as C) and drop FREE ones;
         returns the dropped ones."""
         with self._lock:
@@ -82,7 +84,7 @@ class PidFactory:
         self.working = [p for p in listed if p.state is not PidState.FREE]
         return [p for p in listed if p.state is PidState.FREE]
 
-    def working_pids(self) -> list[CslidePid]:
+    def working_pids(self) -> list[CslidePidParams]:
         return [p for p in self.working if p.state is PidState.WORKING]
 
     def has_working(self) -> bool:
@@ -93,7 +95,7 @@ class PidFactory:
 
 
 @dataclass(eq=False)
-class CslideEngine:
+class CslideEngineParams:
     """``engine.params`` of a cslide engine (C ``struct cslide_eng_params``)."""
 
     config: EngineConfig

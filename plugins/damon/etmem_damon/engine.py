@@ -44,7 +44,7 @@ REFRESH_S = 5.0
 
 
 @dataclass
-class DamonEngine:
+class DamonEngineParams:
     """``engine.params``: the validated settings and where DAMON and /proc are."""
 
     config: DamonConfig
@@ -54,7 +54,7 @@ class DamonEngine:
 
 
 @dataclass
-class DamonTask:
+class DamonTaskParams:
     """``task.params``: the refresh worker while started, and the last refusal seen."""
 
     worker: PeriodicWorker | None = None
@@ -64,7 +64,7 @@ class DamonTask:
 
 
 @dataclass
-class DamonPid:
+class DamonPidParams:
     """``task_pid.params``: the pid's target on the shared kdamond, and its figures as the
     refresh worker last read them (``showstats`` answers from these: reading DAMON's regions
     waits for an aggregation window, longer than a hook may take on a slow machine)."""
@@ -73,9 +73,9 @@ class DamonPid:
     doc: dict[str, Any] | None = None
 
 
-def _engine(engine: Engine | None) -> DamonEngine:
+def _engine(engine: Engine | None) -> DamonEngineParams:
     params = engine.params if engine is not None else None
-    if not isinstance(params, DamonEngine):
+    if not isinstance(params, DamonEngineParams):
         raise EngineError("damon: engine is not configured")
     return params
 
@@ -94,7 +94,7 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
         raise EngineError(f"{config.label}: [engine] name=damon: cannot run here: {why}")
     project = engine.project
     owner = f"project {project.name}" if project is not None else "the damon engine"
-    engine.params = DamonEngine(cfg, defaults.proc_root, defaults.sys_root, owner)
+    engine.params = DamonEngineParams(cfg, defaults.proc_root, defaults.sys_root, owner)
 
 
 @hookimpl
@@ -106,7 +106,7 @@ def clear_eng_params(engine: Engine) -> None:
 @hookimpl
 def fill_task_params(task: Task, config: ConfigSection) -> None:
     """damon tasks have only the common keys."""
-    task.params = DamonTask()
+    task.params = DamonTaskParams()
     task.stats.clear()
     task.stats["running"] = False
 
@@ -133,7 +133,7 @@ def start_task(engine: Engine, task: Task) -> None:
     kdamond, other monitoring attributes in use, a knob the kernel lacks).  A target that does
     not exist yet is not an error: it is looked for every :data:`REFRESH_S` seconds.
     """
-    params: DamonTask = task.params
+    params: DamonTaskParams = task.params
     if params.worker is not None and params.worker.running:
         return
     eng = _engine(engine)
@@ -181,7 +181,7 @@ def _read_figures(tp: TaskPid) -> None:
     """Read the pid's regions and DAMOS statistics into its params (for ``showstats``) and
     ``tp.stats`` (``project show --json``, ``showstats --json``)."""
     params = tp.params
-    if isinstance(params, DamonPid):
+    if isinstance(params, DamonPidParams):
         params.doc = doc = target_doc(params.target)
         tp.stats.clear()
         tp.stats.update({k: v for k, v in doc.items() if k not in ("regions", "kdamond")})
@@ -195,7 +195,7 @@ def stop_task(engine: Engine, task: Task) -> None:
 
 def _stop(task: Task) -> None:
     params = task.params
-    if not isinstance(params, DamonTask):
+    if not isinstance(params, DamonTaskParams):
         return
     with params.lock:
         params.stopping = True
@@ -214,7 +214,7 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     """Make the pid a target of the shared kdamond with the engine's scheme."""
     task = task_pid.task
     params = task.params if task is not None else None
-    if not isinstance(params, DamonTask) or params.stopping:
+    if not isinstance(params, DamonTaskParams) or params.stopping:
         raise EngineError(f"pid {task_pid.pid}: its task is not running")
     eng = _engine(engine)
     try:
@@ -232,7 +232,7 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     except scan.TrackerUnavailable as exc:
         params.last_error = str(exc)
         raise EngineError(params.last_error) from exc
-    task_pid.params = DamonPid(target)
+    task_pid.params = DamonPidParams(target)
     log.info("damon: pid %d is target slot %d", task_pid.pid, target.slot)
 
 
@@ -240,7 +240,7 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
 def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     """Free the pid's target (a pid that left the task, or the task stopped)."""
     params, task_pid.params = task_pid.params, None
-    if isinstance(params, DamonPid):
+    if isinstance(params, DamonPidParams):
         params.target.close()
 
 
@@ -259,7 +259,7 @@ def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> N
     for t in tasks:
         for tp in list(t.pids):
             params = tp.params
-            if isinstance(params, DamonPid):
+            if isinstance(params, DamonPidParams):
                 if params.doc is None:  # not refreshed yet: read it now
                     _read_figures(tp)
                 rows.append((t, tp, params.doc))

@@ -9,6 +9,7 @@ and range (docs/config.md, "psi engine").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from etmem_sdk import PSI_SCAN, ConfigSection, Project
 from etmem_sdk import params as P
@@ -23,7 +24,8 @@ SHARE_RANGE = (0.0, 1.0)
 RECLAIM_MAX_BYTES_MIN = 4096
 BYTES_MAX = P.INT64_MAX
 
-DEFAULTS = {
+#: each key's default: shares and rates are floats, byte counts integers
+DEFAULTS: dict[str, Any] = {
     "pressure": 0.1,
     "reclaim_rate": 0.05,
     "reclaim_rate_max": 0.5,

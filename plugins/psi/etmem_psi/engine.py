@@ -38,14 +38,14 @@ RECLAIM_CHUNK = 64 << 20
 
 
 @dataclass
-class PsiEngine:
+class PsiEngineParams:
     """``engine.params``: the cgroup layout of this machine."""
 
     layout: cg.CgroupLayout
 
 
 @dataclass
-class PsiTask:
+class PsiTaskParams:
     """``task.params``: the keys, the per-cgroup controllers and the round thread."""
 
     config: PsiTaskConfig
@@ -71,7 +71,7 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
         layout = cg.detect_layout()
     except cg.CgroupUnavailable as exc:
         raise ConfigError(f"{config.label}: [engine] name=psi: cannot work here: {exc}") from None
-    engine.params = PsiEngine(layout)
+    engine.params = PsiEngineParams(layout)
     log.info("psi: engine of project %s uses %s", _project_name(engine), layout.describe())
 
 
@@ -86,9 +86,9 @@ def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Validate ``cg_dir``, ``pressure``, the rates and the limits (see config.py)."""
     cfg = parse_task_config(config)
     eng = task.engine.params if task.engine is not None else None
-    if not isinstance(eng, PsiEngine):
+    if not isinstance(eng, PsiEngineParams):
         raise ConfigError(f"{config.label}: [task] the psi engine of this task is not set up")
-    task.params = PsiTask(cfg, eng.layout)
+    task.params = PsiTaskParams(cfg, eng.layout)
     task.stats.clear()
     task.stats.update(running=False, rounds=0, warning="", cgroups={})
 
@@ -106,13 +106,13 @@ def clear_task_params(task: Task) -> None:
 @hookimpl
 def start_task(engine: Engine, task: Task) -> None:
     """Start the task's round thread (first round ``interval`` seconds from now, as slide)."""
-    params: PsiTask = task.params
+    params: PsiTaskParams = task.params
     if params.thread is not None and params.thread.is_alive():
         return
     project = task.project
-    interval = project.interval if project is not None else None
-    if interval is None:
+    if project is None or project.interval is None:
         raise EngineError(f"task {task.name}: psi needs a scan_type=psi project with interval")
+    interval = project.interval
     params.stop = threading.Event()
     thread = threading.Thread(
         target=_loop,
@@ -142,7 +142,7 @@ def stop_task(engine: Engine, task: Task) -> None:
 
 def _stop(task: Task) -> None:
     params = task.params
-    if not isinstance(params, PsiTask):
+    if not isinstance(params, PsiTaskParams):
         return
     params.stop.set()
     thread, params.thread = params.thread, None
@@ -171,7 +171,7 @@ def refresh_cgroups(task: Task) -> list[str]:
     """Match ``cg_dir`` now: cgroups that appeared get a controller starting at
     ``reclaim_rate``; vanished ones (or one recreated under the same name) lose theirs. No
     match is a warning (log and showstats), not a failure. Returns the matched cgroups."""
-    params: PsiTask = task.params
+    params: PsiTaskParams = task.params
     cfg, layout = params.config, params.layout
     try:
         matched = layout.find(cfg.cg_dir)
@@ -205,7 +205,7 @@ def refresh_cgroups(task: Task) -> list[str]:
 
 def run_round(task: Task, stop: threading.Event | None = None) -> None:
     """One round: refresh the cgroups, then for each read the pressure and reclaim or not."""
-    params: PsiTask = task.params
+    params: PsiTaskParams = task.params
     with params.lock:
         params.rounds += 1
     for rel in refresh_cgroups(task):
@@ -229,7 +229,7 @@ def run_round(task: Task, stop: threading.Event | None = None) -> None:
 
 def _control(
     task: Task,
-    params: PsiTask,
+    params: PsiTaskParams,
     rel: str,
     ctl: CgroupControl,
     stop: threading.Event | None,
@@ -293,7 +293,7 @@ def _control(
     )
 
 
-def _publish(task: Task, params: PsiTask) -> None:
+def _publish(task: Task, params: PsiTaskParams) -> None:
     with params.lock:
         task.stats["rounds"] = params.rounds
         task.stats["warning"] = params.warning
@@ -326,8 +326,8 @@ def format_showstats(tasks: list[Task]) -> str:
         params = task.params
         s = task.stats
         state = "running" if s.get("running") else "stopped"
-        cfg = params.config if isinstance(params, PsiTask) else None
-        where = params.layout.describe() if isinstance(params, PsiTask) else "-"
+        cfg = params.config if isinstance(params, PsiTaskParams) else None
+        where = params.layout.describe() if isinstance(params, PsiTaskParams) else "-"
         out.append(
             f"task: {task.name}  cg_dir: {cfg.cg_dir if cfg else '-'}  state: {state}  "
             f"pressure below: {f'{cfg.pressure:g}' if cfg else '-'}  "

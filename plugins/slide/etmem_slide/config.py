@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 #: Tracker / actuator names a task may force; the probe decides whether they work here.
 TRACKERS = scan.TRACKERS
-ACTUATORS = ("swap_pages", "pageout")
+ACTUATORS = scan.ACTUATORS_FOR["swap"]
 
 #: ``probe_rate``: MiB per second the probe tracker may page out for the task (all its pids).
 PROBE_RATE_RANGE = (1, 1024)

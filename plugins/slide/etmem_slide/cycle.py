@@ -29,7 +29,7 @@ RECLAIM_CHUNK = 16000
 
 
 class Tracker(Protocol):
-    """What the cycle needs from a tracker (``etmem_scan.tracker.Tracker`` fits)."""
+    """What the cycle needs from a tracker (``etmem_scan.tracker_interface.Tracker`` fits)."""
 
     def scan_pass(self, vmas: list[Vma]) -> PassRefs: ...
 

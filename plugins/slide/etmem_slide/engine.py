@@ -66,7 +66,7 @@ def _default_sys_root() -> str:
 
 
 @dataclass
-class SlideEngine:
+class SlideEngineParams:
     """``engine.params``: where the engine reads /proc and /sys -- the SDK's scan defaults
     when the engine is made (the ``etmem_fake_proc`` fixture points them at a fake tree)."""
 
@@ -80,7 +80,7 @@ class SlideEngine:
 
 
 @dataclass
-class SlideTask:
+class SlideTaskParams:
     """``task.params``: the validated keys, and while started the mechanism and the worker."""
 
     config: SlideTaskConfig
@@ -96,7 +96,7 @@ class SlideTask:
 
 
 @dataclass
-class SlidePid:
+class SlidePidParams:
     """``task_pid.params``: the pid's tracker, open for as long as the pid is a target of the
     task (trackers with state need that: ``probe``'s per-page verdicts, a DAMON target)."""
 
@@ -118,9 +118,9 @@ class SlidePid:
                 log.exception("slide: closing the tracker of pid %d failed", pid)
 
 
-def _engine_params(engine: Engine | None) -> SlideEngine:
+def _engine_params(engine: Engine | None) -> SlideEngineParams:
     params = engine.params if engine is not None else None
-    return params if isinstance(params, SlideEngine) else SlideEngine()
+    return params if isinstance(params, SlideEngineParams) else SlideEngineParams()
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
             f"{config.label}: [engine] name=slide: needs a project with scan_type=page, "
             f"project {project.name} has scan_type={project.scan_type}"
         )
-    engine.params = SlideEngine()
+    engine.params = SlideEngineParams()
 
 
 @hookimpl
@@ -168,7 +168,7 @@ def fill_task_params(task: Task, config: ConfigSection) -> None:
         psi = cg.system_pressure_path(eng.proc_root)
         if not os.path.isfile(psi):
             raise P.error(config, "pressure_limit", f"needs PSI, and {psi} does not exist")
-    task.params = SlideTask(config=cfg)
+    task.params = SlideTaskParams(config=cfg)
     task.stats.clear()
     task.stats.update(_FRESH_STATS)
 
@@ -190,7 +190,7 @@ def start_task(engine: Engine, task: Task) -> None:
     Fails when no tracker/actuator works here, or when another task already scans a target pid.
     A target that does not exist yet is not an error (it is looked for every cycle, as in C).
     """
-    params: SlideTask = task.params
+    params: SlideTaskParams = task.params
     if params.worker is not None and params.worker.running:
         return
     project = task.project
@@ -298,7 +298,7 @@ def stop_task(engine: Engine, task: Task) -> None:
 
 def _stop(task: Task) -> None:
     params = task.params
-    if not isinstance(params, SlideTask):
+    if not isinstance(params, SlideTaskParams):
         return
     params.stopping = True
     worker, params.worker = params.worker, None
@@ -307,7 +307,7 @@ def _stop(task: Task) -> None:
         # Its tracker may be the one in use: closing it now could hand its descriptors to
         # someone else mid-call. Leave those trackers open (once) rather than risk that.
         for tp in list(task.pids):
-            if isinstance(tp.params, SlidePid):
+            if isinstance(tp.params, SlidePidParams):
                 with tp.params.lock:
                     tp.params.tracker, tp.params.closed = None, True
     claims.release_all(task)
@@ -335,22 +335,23 @@ def _refresh(task: Task, proc_root: str) -> list[TaskPid]:
 
 
 def _cycle(
-    task: Task, eng: SlideEngine, settings: CycleSettings, tp: TaskPid, sleep: Sleep
+    task: Task, eng: SlideEngineParams, settings: CycleSettings, tp: TaskPid, sleep: Sleep
 ) -> None:
     pid = tp.pid
     if pid <= 1 or pid == os.getpid():  # belt and braces: targets.py already filters these
         return
-    params: SlideTask = task.params
+    params: SlideTaskParams = task.params
     mech = params.mechanism
     assert mech is not None and params.stats is not None
     project = task.project
     swapcache = None
-    if mech.swapcache is not None and project is not None:
+    step = mech.swapcache  # the mechanism is frozen: the step it has now is the one it keeps
+    if step is not None and project is not None:
 
         def swapcache(p: int) -> None:
-            mech.swapcache(project, p)
+            step(project, p)
 
-    pid_params = tp.params if isinstance(tp.params, SlidePid) else None
+    pid_params = tp.params if isinstance(tp.params, SlidePidParams) else None
     try:
         if pid_params is None:  # not claimed through alloc_pid_params: a tracker per cycle
             tracker_kw: dict[str, Any] = {"make_tracker": mech.make_tracker}
@@ -408,11 +409,11 @@ def _cycle(
             )
     else:
         log.debug("slide: task %s pid %d: gate closed, nothing scanned", task.name, pid)
-    if isinstance(tp.params, SlidePid):
+    if isinstance(tp.params, SlidePidParams):
         tp.params.cycles += 1
 
 
-def _guard_of(params: SlideTask, pid: int):
+def _guard_of(params: SlideTaskParams, pid: int):
     guard = params.guard
     if guard is None:
         return None
@@ -436,14 +437,14 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
         raise EngineError(f"slide never targets pid {pid}")
     if task is None:
         raise EngineError(f"pid {pid} has no task")
-    if isinstance(task.params, SlideTask) and task.params.stopping:
+    if isinstance(task.params, SlideTaskParams) and task.params.stopping:
         raise EngineError(f"task {task.name} is stopping; pid {pid} is not claimed")
     owner = claims.claim(pid, task)
     if owner is not None:
-        if isinstance(task.params, SlideTask):
+        if isinstance(task.params, SlideTaskParams):
             task.params.conflicts.append((pid, owner))
         raise EngineError(f"pid {pid} is already scanned by {claims.describe(owner)}")
-    task_pid.params = SlidePid()
+    task_pid.params = SlidePidParams()
     if not task_pid.stats:
         task_pid.stats.update(new_stats())
 
@@ -452,10 +453,10 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
 def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     """Give a pid that left the task's list up, closing its tracker."""
     try:
-        if isinstance(task_pid.params, SlidePid):
+        if isinstance(task_pid.params, SlidePidParams):
             task_pid.params.close_tracker(task_pid.pid, final=True)
         task = task_pid.task
-        if task is not None and isinstance(task.params, SlideTask) and task.params.guard:
+        if task is not None and isinstance(task.params, SlideTaskParams) and task.params.guard:
             task.params.guard.forget(task_pid.pid)
     finally:
         if task_pid.task is not None:

@@ -27,7 +27,7 @@ def _isolated(config: ConfigSection) -> bool:
 
 
 def _backend(engine: Engine | None) -> ModuleType:
-    if engine is not None and isinstance(engine.params, isolate.IsolatedEngine):
+    if engine is not None and isinstance(engine.params, isolate.IsolatedEngineParams):
         return isolate
     return inproc
 

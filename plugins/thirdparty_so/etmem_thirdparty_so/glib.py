@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from etmem_sdk import ConfigError
@@ -31,23 +31,6 @@ def libglib() -> ctypes.CDLL:
         ) from None
     abi.bind(lib, abi.GLIB_API)
     return lib
-
-
-def _escape(value: str) -> str:
-    """Write ``value`` so that ``g_key_file_get_string`` gives it back unchanged."""
-    out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
-    if out.startswith(" "):
-        out = "\\s" + out[1:]  # GKeyFile strips leading spaces of a value otherwise
-    return out
-
-
-def keyfile_text(groups: Mapping[str, Mapping[str, str]]) -> str:
-    """Key-file text with one ``[group]`` per entry (used for TOML object files)."""
-    lines: list[str] = []
-    for group, items in groups.items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{key}={_escape(str(value))}" for key, value in items.items())
-    return "\n".join(lines) + "\n"
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from etmem_sdk import ConfigError, ConfigSection, Engine, EngineError, Reply, Task, TaskPid
+from etmem_sdk.keyfile import keyfile_text
 
 from . import cstate, glib, loader
 from .cstate import EngineState, PidState, TaskState
@@ -42,7 +43,7 @@ def _keyfile_text(config: ConfigSection) -> str:
     section without text (built by hand) becomes a key file holding its own group."""
     if config.text:
         return config.text
-    return glib.keyfile_text({config.group: dict(config)})
+    return keyfile_text([(config.group, dict(config))])
 
 
 def _state(engine: Engine) -> EngineState:

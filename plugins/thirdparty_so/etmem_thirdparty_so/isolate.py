@@ -68,21 +68,21 @@ _helpers: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
 
 
 @dataclass(eq=False)
-class IsolatedTask:
+class IsolatedTaskParams:
     """``task.params`` of a task of an isolated engine: its name in the helper."""
 
     token: int = field(default_factory=lambda: next(_tokens))
 
 
 @dataclass(eq=False)
-class IsolatedPid:
+class IsolatedPidParams:
     """``task_pid.params`` under an isolated engine."""
 
     token: int = field(default_factory=lambda: next(_tokens))
 
 
 @dataclass(eq=False)
-class IsolatedEngine:
+class IsolatedEngineParams:
     """``engine.params`` of an ``isolate=yes`` engine: the helper process and its socket."""
 
     proc: subprocess.Popen
@@ -221,12 +221,12 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
     project = engine.project
     tasks = []
     for task in engine.tasks:
-        if not isinstance(task.params, IsolatedTask):
+        if not isinstance(task.params, IsolatedTaskParams):
             continue
         pids = [
             (p.params.token, p.pid, p.rt_swapin_rate)
             for p in task.pids
-            if isinstance(p.params, IsolatedPid)
+            if isinstance(p.params, IsolatedPidParams)
         ]
         tasks.append(
             (
@@ -253,7 +253,7 @@ def _config(config: ConfigSection) -> dict[str, Any]:
     }
 
 
-def _state(engine: Engine) -> IsolatedEngine:
+def _state(engine: Engine) -> IsolatedEngineParams:
     return engine.params
 
 
@@ -270,7 +270,7 @@ def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
         raise
     finally:
         child.close()
-    state = IsolatedEngine(proc=proc, sock=parent, timeout=timeout)
+    state = IsolatedEngineParams(proc=proc, sock=parent, timeout=timeout)
     engine.params = state
     try:
         state.call(engine, {"op": "fill_eng_params", "config": _config(config)})
@@ -297,7 +297,7 @@ def clear_eng_params(engine: Engine) -> None:
 
 
 def fill_task_params(task: Task, config: ConfigSection) -> None:
-    task.params = IsolatedTask()
+    task.params = IsolatedTaskParams()
     try:
         _state(task.engine).call(
             task.engine,
@@ -309,7 +309,7 @@ def fill_task_params(task: Task, config: ConfigSection) -> None:
 
 
 def clear_task_params(task: Task) -> None:
-    if not isinstance(task.params, IsolatedTask):
+    if not isinstance(task.params, IsolatedTaskParams):
         return
     state = _state(task.engine)
     try:
@@ -333,11 +333,15 @@ def stop_task(engine: Engine, task: Task) -> None:
 
 def _task_token(task_pid: TaskPid) -> int | None:
     task = task_pid.task
-    return task.params.token if task is not None and isinstance(task.params, IsolatedTask) else None
+    return (
+        task.params.token
+        if task is not None and isinstance(task.params, IsolatedTaskParams)
+        else None
+    )
 
 
 def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
-    task_pid.params = IsolatedPid()
+    task_pid.params = IsolatedPidParams()
     request = {
         "op": "alloc_pid_params",
         "pid": (task_pid.params.token, task_pid.pid, task_pid.rt_swapin_rate),
@@ -351,7 +355,7 @@ def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
 
 
 def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
-    if not isinstance(task_pid.params, IsolatedPid):
+    if not isinstance(task_pid.params, IsolatedPidParams):
         return
     state = _state(engine)
     try:

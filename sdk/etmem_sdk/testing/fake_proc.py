@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from etmem_scan.actuator import Actuator
+from etmem_scan.actuator_interface import Actuator
 from etmem_scan.machine import PAGE_SIZE
 
 # numpy and the scan facade are imported where they are used: the pytest plugin
@@ -41,8 +41,9 @@ class FakeVma:
     inode: int = 0
     referenced: bool = False
     vmflags: str = "rd wr mr mw me ac"
-    present: np.ndarray = field(default=None)  # type: ignore[assignment]
-    swapped: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # None until __post_init__ sizes them from the VMA (all present, none swapped)
+    present: np.ndarray = field(default=None)  # type: ignore[arg-type]
+    swapped: np.ndarray = field(default=None)  # type: ignore[arg-type]
 
     def __post_init__(self) -> None:
         import numpy as np

@@ -97,9 +97,9 @@ class EngineHarness:
             loop=params.get_int(psec, "loop", 1),
             interval=params.get_int(psec, "interval", 1),
             sleep=params.get_int(psec, "sleep", 0),
-            sysmem_threshold=params.get_int(psec, "sysmem_threshold", -1, 100, required=False)
-            if "sysmem_threshold" in psec
-            else -1,
+            sysmem_threshold=params.get_int(
+                psec, "sysmem_threshold", -1, 100, required=False, default=-1
+            ),
             config=psec,
         )
         esec = _section(
@@ -137,10 +137,22 @@ class EngineHarness:
             engine=eng,
             config=tsec,
         )
-        self._call(EngineHooks.fill_task_params, task=task, config=tsec)
+        # etmemd's order: linked first (newest first), then filled, then started if the project
+        # runs; a failure undoes what was done and unlinks the task
         eng.tasks.insert(0, task)
-        if proj.start:
-            self._call(EngineHooks.start_task, engine=eng, task=task)
+        filled = False
+        try:
+            self._call(EngineHooks.fill_task_params, task=task, config=tsec)
+            filled = True
+            if proj.start:
+                self._call(EngineHooks.start_task, engine=eng, task=task)
+        except BaseException:
+            try:
+                if filled:
+                    self._call(EngineHooks.clear_task_params, task=task)
+            finally:
+                eng.tasks.remove(task)
+            raise
         return task
 
     def _need(self) -> tuple[Engine, Project]:
@@ -165,7 +177,7 @@ class EngineHarness:
         eng, proj = self._need()
         if "start_task" not in self.implements:
             raise RuntimeError(f"engine {self.name} has no start_task: etmemd could not start it")
-        for task in reversed(eng.tasks):  # oldest first
+        for task in eng.tasks:  # newest first, as etmemd
             self._call(EngineHooks.start_task, engine=eng, task=task)
         proj.start = True
 

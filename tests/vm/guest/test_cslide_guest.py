@@ -1,6 +1,6 @@
 """Inside the QEMU guest (real NUMA nodes and hugepages): cslide moves a workload's hot hugepages
 to the hot node and its cold ones to the cold node, at most the quota per cycle, and the show
-commands report it. Run through tests/vm/test_cslide_vm.py."""
+commands report it. Run in the test bed by tests/vm/test_guest_suites.py."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def parse_task_config(section: Any) -> AgeConfig:
 
 
 @dataclass
-class AgePid:
+class AgePidParams:
     """``task_pid.params``: the pages seen last cycle (sorted) with their ages, and the tracker."""
 
     addr: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
@@ -77,7 +77,7 @@ class AgePid:
 
 
 @dataclass
-class AgeTask:
+class AgeTaskParams:
     """``task.params``: the keys, and while started the chosen mechanism and the worker."""
 
     config: AgeConfig
@@ -121,7 +121,7 @@ def fill_eng_params(engine, config):
 def fill_task_params(task, config):
     """Validate the task's age keys."""
     cfg = parse_task_config(config)
-    task.params = AgeTask(cfg)
+    task.params = AgeTaskParams(cfg)
     task.stats.clear()
     task.stats.update(_new_task_stats(cfg))
 
@@ -135,7 +135,7 @@ def clear_task_params(task):
 def start_task(engine, task):
     """Choose tracker and actuator (failing the start with the probe's reason if none works),
     then start the periodic worker."""
-    state: AgeTask = task.params
+    state: AgeTaskParams = task.params
     project = engine.project
     cfg = state.config
     state.actuator_name = scan.choose_actuator(cfg.actuator, purpose="swap")
@@ -174,7 +174,7 @@ def start_task(engine, task):
 @hookimpl
 def stop_task(engine, task):
     """Stop the worker (within a second), forget every pid, close the actuator."""
-    state: AgeTask | None = task.params
+    state: AgeTaskParams | None = task.params
     if state is None:
         return
     if state.worker is not None:
@@ -194,13 +194,13 @@ def stop_task(engine, task):
 
 @hookimpl
 def alloc_pid_params(engine, task_pid):
-    task_pid.params = AgePid()
+    task_pid.params = AgePidParams()
     task_pid.stats.update(cycles=0, resident=0, idle=0, aged=0, paged_out_pages=0)
 
 
 @hookimpl
 def free_pid_params(engine, task_pid):
-    if isinstance(task_pid.params, AgePid):
+    if isinstance(task_pid.params, AgePidParams):
         task_pid.params.close()
     task_pid.params = None
 
@@ -245,8 +245,8 @@ def choose_pages(
 
 def run_cycle(task: Task, tp: TaskPid, sleep: Sleep) -> None:
     """One cycle for one pid (called by the worker thread)."""
-    state: AgeTask = task.params
-    pid_state: AgePid = tp.params
+    state: AgeTaskParams = task.params
+    pid_state: AgePidParams = tp.params
     project = task.project
     cfg = state.config
     if pid_state.tracker is None:
@@ -280,7 +280,7 @@ def run_cycle(task: Task, tp: TaskPid, sleep: Sleep) -> None:
 
 
 def _count_error(task: Task, tp: TaskPid, exc: BaseException) -> None:
-    state: AgeTask | None = task.params
+    state: AgeTaskParams | None = task.params
     if state is None:
         return
     with state.lock:

@@ -1,4 +1,4 @@
-"""etmem_core.settings: every project and task common-key value the original's tests accept or
+"""etmem_core.object_keys: every project and task common-key value the original's tests accept or
 reject (the original's etmem_project_ops_llt and etmem_task_ops_llt tests,
 etmemd_project.c, etmemd_task.c), and that each rejection names the key."""
 
@@ -10,8 +10,7 @@ import re
 import pytest
 from etmem_sdk import ConfigError, ConfigSection, Project, Task
 
-from etmem_core.objfile import parse_object_data
-from etmem_core.settings import (
+from etmem_core.object_keys import (
     ObjectNameError,
     engine_identity,
     is_plain_name,
@@ -21,6 +20,7 @@ from etmem_core.settings import (
     project_identity,
     task_identity,
 )
+from etmem_core.objfile import parse_object_data
 
 BASE_PROJECT = {"name": "test", "scan_type": "page", "loop": "1", "interval": "1", "sleep": "1"}
 BASE_TASK = {"project": "test", "engine": "slide", "name": "t", "type": "pid", "value": "1"}
@@ -326,7 +326,7 @@ def test_swap_flag_rejected(value: str) -> None:
 def test_max_threads_clamped_with_warning(
     caplog: pytest.LogCaptureFixture, value: str | None, nprocs: int, expected: int, warned: bool
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="etmem_core.settings"):
+    with caplog.at_level(logging.WARNING, logger="etmem_core.object_keys"):
         assert parse_task(task(max_threads=value), nprocs=nprocs).max_threads == expected
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(warnings) is warned

@@ -7,7 +7,7 @@ without an import circle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from .errors import EngineError
 from .machine import PAGE_SIZE
@@ -25,7 +25,8 @@ class ActuatorError(EngineError):
 class Actuator:
     """The shape every actuator has: bound to roots at creation, given a pid per call."""
 
-    name: ClassVar[str] = ""
+    #: a class attribute, or set per instance where one class serves two names (pageout/cold)
+    name: str = ""
 
     def apply(self, pid: int, addrs: np.ndarray, sizes: int | np.ndarray = PAGE_SIZE):
         """Act on the pages ``addrs`` (page starts) of ``pid``, ``sizes`` bytes each."""

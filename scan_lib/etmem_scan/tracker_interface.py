@@ -27,10 +27,12 @@ class TrackerUnavailable(EngineError):
 
 
 class VmaRange(Protocol):
-    """What a tracker needs from a VMA: ``procfs.Vma`` satisfies it."""
+    """What a tracker needs from a VMA: ``procfs.Vma`` satisfies it (read-only: it is frozen)."""
 
-    start: int
-    end: int
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
 
 
 class Tracker:

@@ -94,17 +94,19 @@ def project_identity(section: Mapping[str, str]) -> str:
     return object_name(section, "name")
 
 
-def engine_identity(section: Mapping[str, str]) -> tuple[str, str]:
-    """``(project, engine)`` of an ``[engine]`` section.
+def engine_name_key(name: str | None) -> str:
+    """The key that names an ``[engine]`` in its project, given its ``name`` (the entry-point
+    name): ``name`` itself, but ``eng_name`` for ``name=thirdparty``, so that a project can hold
+    several thirdparty engines."""
+    return "eng_name" if name == THIRDPARTY else "name"
 
-    The engine's name is its ``name`` (the entry-point name), except for ``name=thirdparty``,
-    whose identity is ``eng_name`` so a project can hold several thirdparty engines.
-    """
+
+def engine_identity(section: Mapping[str, str]) -> tuple[str, str]:
+    """``(project, engine)`` of an ``[engine]`` section (see :func:`engine_name_key`)."""
     project = object_name(section, "project")
     name = object_name(section, "name")
-    if name == THIRDPARTY:
-        name = object_name(section, "eng_name")
-    return project, name
+    key = engine_name_key(name)
+    return project, name if key == "name" else object_name(section, key)
 
 
 def task_identity(section: Mapping[str, str]) -> tuple[str, str, str]:
