@@ -149,11 +149,11 @@ def scale(args: argparse.Namespace, work: Path) -> None:
             size = path.stat().st_size
             results = []
             for verb in ("add", "del"):
-                t0 = time.monotonic()
+                c0, t0 = _cpu_seconds(d.proc.pid), time.monotonic()
                 res = d.etmem("obj", verb, "-f", str(path), check=False)
-                took = time.monotonic() - t0
+                took, cpu = time.monotonic() - t0, _cpu_seconds(d.proc.pid) - c0
                 said = "ok" if res.returncode == 0 else (res.stdout.strip() or res.stderr.strip())
-                results.append(f"obj {verb} {took:.2f} s ({said[:160]})")
+                results.append(f"obj {verb} {took:.2f} s, etmemd CPU {cpu:.2f} s ({said[:160]})")
             print(f"{label}, {size / 1048576:.1f} MiB: " + "; ".join(results))
         # Concurrent adds of the biggest file: at most BIG_LOADS are parsed at once.
         big = work / "s64k.toml"
@@ -174,6 +174,14 @@ def scale(args: argparse.Namespace, work: Path) -> None:
         )
     finally:
         d.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far: what a request cost etmemd itself, apart
+    from the client's start-up and from the CPU that other processes took meanwhile."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _hwm_kib(pid: int) -> int:

@@ -60,6 +60,22 @@ def object_name(section: Mapping[str, str], key: str) -> str:
     return value
 
 
+def is_plain_name(value: str | None) -> bool:
+    """Whether ``value`` passes every check a name gets (:func:`object_name`, and a task's or
+    project's own ``name`` rules): set, 1 to 64 printable characters, no space, not ``-``.
+
+    Cheap, for the 10^5 task names one file may hold; a name it refuses is put through the
+    checks themselves, which say why (or accept it).
+    """
+    return (
+        value is not None
+        and 0 < len(value) <= MAX_OBJ_NAME_LEN
+        and " " not in value
+        and value.isprintable()  # false for control characters and undecodable bytes
+        and value != "-"
+    )
+
+
 def _check_reachable(section: Mapping[str, str], key: str, value: str) -> None:
     """Deliberate difference: refuse a name the wire protocol cannot carry (requests are split
     at spaces, ``-`` means "not given"): no request could reach that object, and a newline

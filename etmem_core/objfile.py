@@ -219,22 +219,15 @@ def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
         _section_items(label, f"engine #{i}", t, good_keys)
         for i, t in enumerate(_tables(label, doc, "engine"), 1)
     ]
-    tasks = [
-        _section_items(label, f"task #{i}", t, good_keys)
-        for i, t in enumerate(_tables(label, doc, "task"), 1)
-    ]
-    if project is None and not engines and not tasks:
+    task_tables = _tables(label, doc, "task")
+    if project is None and not engines and not task_tables:
         raise _no_group(label)
 
     proj_name = project.get("name") if project else None
-    for items in engines + tasks:
+    for items in engines:
         if "project" not in items and proj_name is not None:
             items["project"] = proj_name
-    if len(engines) == 1:
-        only = _engine_identity(engines[0])
-        for items in tasks:
-            if "engine" not in items and only is not None:
-                items["engine"] = only
+    only = _engine_identity(engines[0]) if len(engines) == 1 else None
 
     head = [("project", project)] if project is not None else []
     head_text = keyfile_text(head)
@@ -250,9 +243,23 @@ def _parse_toml(data: bytes | str, path: str) -> ObjectFile:
         obj.engines.append(
             ConfigSection("engine", items, path=path, text=rendered, label=f"{label}: engine #{i}")
         )
-    for i, items in enumerate(tasks, 1):
+    # One pass over the tasks, each table converted in place (the document is ours): for
+    # 10^5 tasks a copy, a call per value and a second pass cost as much as the parse.
+    tasks = obj.tasks
+    for i, table in enumerate(task_tables, 1):
+        if good_keys.issuperset(table):
+            for key, value in table.items():
+                if type(value) is not str:
+                    table[key] = _scalar(label, f"task #{i}", key, value)
+            items = table
+        else:
+            items = _section_items(label, f"task #{i}", table, good_keys)
+        if proj_name is not None and "project" not in items:
+            items["project"] = proj_name
+        if only is not None and "engine" not in items:
+            items["engine"] = only
         prefix = by_identity.get((items.get("engine"), items.get("project")), head_text)
-        obj.tasks.append(_TomlTask(items, path=path, label=f"{label}: task #{i}", prefix=prefix))
+        tasks.append(_TomlTask(items, path=path, label=f"{label}: task #{i}", prefix=prefix))
     return obj
 
 
@@ -262,9 +269,14 @@ class _TomlTask(ConfigSection):
     hold 10^5 tasks."""
 
     def __init__(self, items: dict[str, str], *, path: str, label: str, prefix: str) -> None:
+        # ConfigSection.__init__ by hand, for 10^5 tasks: ``items`` is this task's own (no
+        # copy), and ``text`` is not set (test_objfile checks no attribute is missed)
+        self._items = items
+        self.group = "task"
+        self.path = path
+        self.label = label
         self._prefix = prefix
         self._text: str | None = None
-        super().__init__("task", items, path=path, label=label)
 
     @property
     def text(self) -> str:

@@ -3,6 +3,7 @@ names and types, and no caller naming a hook in a string."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -21,7 +22,7 @@ from etmem_sdk import (
     model,
 )
 from etmem_sdk.hooks import EngineHooks, HookName
-from pluggy import PluginValidationError
+from pluggy import HookCallError, PluginValidationError
 
 from etmem_core.errors import OptError
 from etmem_core.lifecycle import ObjectStore
@@ -29,7 +30,7 @@ from etmem_core.registry import EngineRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 #: EngineHooks' own members that are not hooks
-NOT_HOOKS = {"implements"}
+NOT_HOOKS = {"implements", "batch"}
 
 
 def _facade_methods() -> dict[str, Any]:
@@ -141,6 +142,59 @@ def test_implements_says_which_hooks_have_a_hookimpl_and_refuses_unknown_names()
         h.implements("start_tsk")  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         EngineHooks.start_tsk  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_batch_makes_the_methods_calls_the_cheap_way_and_pluggys_where_it_must() -> None:
+    plugin = Every()
+    h = EngineHooks(plugin)
+    eng, task, section = Engine("e", "e"), Task("t", "pid", "1"), ConfigSection("task", {})
+    other = Task("u", "pid", "2")
+    fills = h.batch(EngineHooks.fill_task_params, [{"task": task, "config": section}] * 2)
+    # the hookimpl itself, not the method
+    assert all(
+        isinstance(f, functools.partial) and f.func == plugin.fill_task_params for f in fills
+    )
+    stops = h.batch(EngineHooks.stop_task, [{"engine": eng, "task": t} for t in (task, other)])
+    assert plugin.got == []  # nothing is called before it is run
+    for call in fills + stops:
+        call()
+    assert plugin.got == [
+        ("fill_task_params", {"task": task, "config": section}),
+        ("fill_task_params", {"task": task, "config": section}),
+        ("stop_task", {"engine": eng, "task": task}),
+        ("stop_task", {"engine": eng, "task": other}),
+    ]
+    with pytest.raises(HookCallError, match="'config'"):
+        h.batch(EngineHooks.fill_task_params, [{"task": task}])
+    with pytest.raises(ValueError, match="no engine hook is called"):
+        h.batch(lambda self: None, [{}])
+
+    class Narrow:  # a hookimpl may take fewer arguments than the hookspec
+        @hookimpl
+        def stop_task(self, task):
+            raise EngineError(f"stop {task.name}")
+
+    narrow = EngineHooks(Narrow())
+    (stop,) = narrow.batch(EngineHooks.stop_task, [{"engine": eng, "task": task}])
+    with pytest.raises(EngineError, match="stop t"):
+        stop()
+    (start,) = narrow.batch(EngineHooks.start_task, [{"engine": eng, "task": task}])
+    start()  # absent: nothing happens
+
+    class Wrapped:
+        @hookimpl(wrapper=True)
+        def stop_task(self, engine, task):
+            plugin.got.append(("wrapper", {}))
+            return (yield)
+
+    both = EngineHooks(plugin)
+    both.pm.register(Wrapped())
+    (stop,) = both.batch(EngineHooks.stop_task, [{"engine": eng, "task": task}])
+    # a wrapper: only pluggy knows how to run it
+    assert isinstance(stop, functools.partial) and stop.func is EngineHooks.stop_task
+    del plugin.got[:]
+    stop()
+    assert [op for op, _ in plugin.got] == ["wrapper", "stop_task"]
 
 
 def test_a_plugin_not_matching_the_hookspecs_is_refused() -> None:

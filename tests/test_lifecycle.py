@@ -1035,6 +1035,96 @@ def test_many_tasks_are_added_and_deleted_without_scanning_the_list_per_task(
     assert scans["find_task"] < n // 10 and scans["eq"] < n // 10, scans
 
 
+MANY_HEAD = '[project]\nname = "p"\nloop = 1\ninterval = 1\nsleep = 1\n[[engine]]\nname = "rec"\n'
+
+
+def _like_tasks(*names: str, extra: str = "") -> str:
+    """TOML tasks that differ only in their names."""
+    return "".join(
+        f'[[task]]\nname = "{n}"\ntype = "name"\nvalue = "mysqld"\n{extra}' for n in names
+    )
+
+
+@pytest.mark.parametrize(
+    ("names", "code", "reason"),
+    [
+        (("t1", "t2", "t1"), OptCode.OPT_TASK_EXISTED, "task #3: task t1 already exists in"),
+        (("t1", "a b"), OptCode.OPT_INVAL, "task #2: [task] name=a b: must not contain spaces"),
+        (("t1", "a\\u0007"), OptCode.OPT_INVAL, "task #2: [task] name=a\x07: must not contain"),
+        (("t1", ""), OptCode.OPT_INTER_ERR, "task #2: [task] name=: must not be empty"),
+        (("t1", "t" * 65), OptCode.OPT_INVAL, "task #2: [task] name=" + "t" * 65 + ": must be at"),
+        (("t1", "-"), OptCode.OPT_INVAL, "task #2: [task] name=-: cannot be '-'"),
+    ],
+)  # fmt: skip
+def test_a_task_like_an_earlier_one_still_gets_its_own_checks(
+    store: ObjectStore, files: Files, names: tuple[str, ...], code: OptCode, reason: str
+) -> None:
+    """obj add checks only the name of a task whose other keys an earlier task of the file
+    passed with: its errors are still those of the full checks, and nothing is added."""
+    with pytest.raises(OptError) as e:
+        store.obj_add(files("many.toml", MANY_HEAD + _like_tasks(*names)))
+    assert code_of(e) is code and e.value.reason.startswith(f"many.toml: {reason}"), e.value.reason
+    assert store.projects == []
+
+
+def test_tasks_like_an_earlier_one_are_built_alike_and_warned_about_each(
+    store: ObjectStore, files: Files, caplog: pytest.LogCaptureFixture
+) -> None:
+    text = MANY_HEAD + _like_tasks("t1", "t2", extra='max_threads = 2\nswap_flag = "yes"\n')
+    text += _like_tasks("w1", "w2", extra="max_threads = 0\n")
+    store.obj_add(files("many.toml", text))
+    tasks = {t.name: t for t in store.find_project("p").engines[0].tasks}  # type: ignore[union-attr]
+    t1, t2 = tasks["t1"], tasks["t2"]
+    for t in (t1, t2):
+        assert (t.type, t.value, t.max_threads, t.swap_flag) == ("name", "mysqld", 2, True)
+        assert t.engine is t1.engine and t.config is not None and t.config["name"] == t.name
+        assert t.params == {"T": None}
+    assert t1.pids is not t2.pids and t1.stats is not t2.stats
+    assert tasks["w1"].max_threads == tasks["w2"].max_threads == 1
+    warned = [r.getMessage() for r in caplog.records if "fewer than 1 thread" in r.getMessage()]
+    assert len(warned) == 2 and "task #3" in warned[0] and "task #4" in warned[1], warned
+    # obj del: a name that is not plain gets the full checks too
+    with pytest.raises(OptError) as e:
+        store.obj_del(files("del.toml", MANY_HEAD + _like_tasks("t1", "a b", "t9", "t2")))
+    assert code_of(e) is OptCode.OPT_TASK_NOEXIST
+    assert e.value.reason == "del.toml: task #3: task t9 does not exist in engine rec"
+    assert "del.toml: task #2: [task] name=a b: must not contain spaces" in caplog.text
+    assert store.projects == []  # t1, t2 and the rest went, then the engine and the project
+
+
+def test_the_keys_a_task_is_checked_for_by_name_only_are_all_it_is_checked_on() -> None:
+    """obj add reuses the checks of an earlier task with the same project, engine, type,
+    value, swap_flag and max_threads: the checks must read no other key but name."""
+    from etmem_sdk import ConfigSection
+
+    from etmem_core import lifecycle, object_keys
+
+    class Spy(ConfigSection):
+        def __init__(self, items: dict[str, str]) -> None:
+            super().__init__("task", items, label="x")
+            self.read: set[str] = set()
+
+        def __getitem__(self, key: str) -> str:
+            self.read.add(key)
+            return super().__getitem__(key)
+
+        def get(self, key: str, default: Any = None) -> Any:
+            self.read.add(key)
+            return super().get(key, default)
+
+        def __contains__(self, key: object) -> bool:
+            self.read.add(str(key))
+            return super().__contains__(key)
+
+    keyed = {"project", "engine", "name", "type", "value", "swap_flag", "max_threads"}
+    base = {"project": "p", "engine": "e", "name": "t", "type": "pid", "value": "1"}
+    for extra in ({}, {"swap_flag": "yes", "max_threads": "2", "T": "1", "other": "x"}):
+        spy = Spy({**base, **extra})
+        object_keys.task_identity(spy)
+        lifecycle._check_pid_value(spy, object_keys.parse_task(spy, nprocs=2))
+        assert spy.read <= keyed, spy.read - keyed
+
+
 def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files) -> None:
     import gc
 
@@ -1063,6 +1153,31 @@ def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files)
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_what_an_object_file_added_goes_to_the_oldest_gc_generation(files: Files) -> None:
+    """so that the first young collection after obj add does not traverse all of it (and
+    objects someone froze on purpose stay frozen)."""
+    import gc
+
+    registry = EngineRegistry()
+    registry.register_plugin("rec", Rec([]))
+    store = ObjectStore(registry, hook_deadline=0)
+    text = MANY_HEAD + _like_tasks(*(f"t{i}" for i in range(50)))
+    gc.collect()
+    store.obj_add(files("p.toml", text))
+    tasks = store.find_project("p").engines[0].tasks  # type: ignore[union-attr]
+    young = {id(o) for o in gc.get_objects(0) + gc.get_objects(1)}
+    assert len(tasks) == 50 and not any(id(t) in young for t in tasks)
+    store.obj_del(files("p.toml", text))
+    gc.freeze()
+    try:
+        count = gc.get_freeze_count()
+        store.obj_add(files("p.toml", text))
+        assert gc.get_freeze_count() == count and gc.isenabled()
+    finally:
+        gc.unfreeze()
+        store.shutdown()
 
 
 def test_a_refused_large_object_file_gives_its_parse_slot_back(files: Files) -> None:

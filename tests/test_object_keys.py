@@ -13,6 +13,7 @@ from etmem_sdk import ConfigError, ConfigSection, Project, Task
 from etmem_core.object_keys import (
     ObjectNameError,
     engine_identity,
+    is_plain_name,
     object_name,
     parse_project,
     parse_task,
@@ -410,6 +411,25 @@ def test_task_identity() -> None:
             task_identity(task(**{key: None}))
     with pytest.raises(ObjectNameError, match=r"\[task\] engine=e+: must be at most 64"):
         task_identity(task(engine="e" * 65))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [None, "", "t", "t1", "-", "--", "a b", " a", "a\tb", "a\nb", "a\x00", "\x7f", "é", "名前",
+     "a\udc80", "\u00a0", "\u2028", "n" * 64, "n" * 65, "é" * 64, "é" * 65, "a=b", "[t]"],
+)  # fmt: skip
+def test_is_plain_name_accepts_only_names_every_check_accepts(name: str | None) -> None:
+    # obj add skips the full checks of a task name that is_plain_name accepts
+    items = {**BASE_TASK, "name": name} if name is not None else dict(BASE_TASK, name=None)
+    section = ConfigSection("task", {k: v for k, v in items.items() if v is not None})
+    try:
+        task_identity(section)
+        parse_task(section, nprocs=1)
+        parse_project(ConfigSection("project", {**BASE_PROJECT, "name": name or ""}))
+        accepted = name is not None
+    except ConfigError:
+        accepted = False
+    assert is_plain_name(name) == accepted
 
 
 def test_object_name_is_a_config_error() -> None:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from etmem_sdk import ConfigError
+from etmem_sdk import ConfigError, ConfigSection
 
 from etmem_core.keyfile import parse_keyfile
 from etmem_core.objfile import (
@@ -339,6 +339,33 @@ def test_toml_tasks_show_their_keyfile_text_when_read() -> None:
         "[task]\nname=a b\nT=2\nproject=p\nengine=slide\n"
     )
     assert parse_keyfile(task.text).get_string("task", "name") == "a b"
+
+
+def test_toml_tasks_are_config_sections_like_any_other() -> None:
+    # a TOML task is built without ConfigSection.__init__ (10^5 of them): it must still have
+    # everything that sets, and answer like a section made from the same items
+    obj = parse_object_data(TOML, "/etc/etmem/web.toml")
+    task = obj.tasks[1]
+    plain = ConfigSection("task", dict(task), path=task.path, text="x", label=task.label)
+    assert set(vars(plain)) - {"text"} <= set(vars(task))
+    assert (task.group, task.path, task.label) == (plain.group, plain.path, plain.label)
+    assert (
+        dict(task) == dict(plain)
+        and len(task) == len(plain)
+        and task.where("T") == plain.where("T")
+    )
+    assert all(task.get(k) == plain.get(k) and (k in task) for k in plain)
+    # a table's values are converted in place, each once, whatever its position
+    obj = parse_object_data(
+        '[[engine]]\nname = "e"\n'
+        + "".join(f'[[task]]\nname = "t{i}"\nT = {i}\nok = true\nf = 0.5\n' for i in range(3)),
+        "/x/p.toml",
+    )
+    assert [dict(t) for t in obj.tasks] == [
+        {"name": f"t{i}", "T": str(i), "ok": "yes", "f": "0.5", "engine": "e"} for i in range(3)
+    ]
+    with pytest.raises(ConfigError, match=r"^p.toml: \[task #3\] T: must be a string, integer"):
+        parse_object_data("[[task]]\nT = 1\n[[task]]\nT = 2\n[[task]]\nT = [3]\n", "/x/p.toml")
 
 
 @_root

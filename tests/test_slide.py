@@ -139,6 +139,65 @@ def test_dram_percent_out_of_range_is_disabled(value, want, caplog):
         assert "dram_percent disabled" in caplog.text
 
 
+class _Spy(ConfigSection):
+    """A section that records every key read from it."""
+
+    def __init__(self, items: dict[str, str]) -> None:
+        super().__init__("task", items, path="x.conf")
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return super().__contains__(key)
+
+
+def test_parse_task_config_reads_only_task_keys():
+    # fill_task_params shares one result among tasks that agree on TASK_KEYS: a key read
+    # but not listed there would make two different tasks share a config
+    keys = dict.fromkeys(config.TASK_KEYS, "x")
+    for key in config.TASK_KEYS:
+        spy = _Spy({"name": "t", "T": "1", "swap_threshold": "1g", **{key: keys[key]}})
+        try:
+            config.parse_task_config(spy, _project())
+        except ConfigError:
+            pass
+        assert spy.read <= set(config.TASK_KEYS), spy.read - set(config.TASK_KEYS)
+    spy = _Spy({"name": "t", "type": "pid", "value": "1", "T": "2", "dram_percent": "5"})
+    config.parse_task_config(spy, _project())
+    assert spy.read <= set(config.TASK_KEYS)
+
+
+def test_fill_task_params_shares_a_config_only_where_the_keys_agree(tmp_path, caplog):
+    eng = _engine(tmp_path, _project(loop=1))
+
+    def filled(name: str, **keys: str) -> Task:
+        t = Task(name=name, type="pid", value="1", engine=eng)
+        engine.fill_task_params(t, _section(name=name, **{"T": "1", **keys}))
+        return t
+
+    a, b, c, d = filled("a"), filled("b"), filled("c", T="2"), filled("d")
+    assert a.params.config is b.params.config is d.params.config
+    assert (a.params.config.T, c.params.config.T) == (1, 2)
+    with pytest.raises(ConfigError, match=r"T=4: must be an integer from 0 to 3"):
+        filled("e", T="4")  # T's limit follows the project's loop: never a stale hit
+    eng.project.loop = 2
+    assert filled("f", T="4").params.config.T == 4
+    # a warning is the task's own: a config that caused one is not shared
+    caplog.clear()
+    for name in ("g", "h"):
+        assert filled(name, dram_percent="101").params.config.dram_percent == 0
+    assert caplog.text.count("dram_percent disabled") == 2
+    assert a.stats["running"] is False and a.stats == b.stats and a.stats is not b.stats
+
+
 def test_dram_percent_not_a_number():
     with pytest.raises(ConfigError, match="dram_percent=x"):
         config.parse_task_config(_section(T="1", dram_percent="x"), _project())

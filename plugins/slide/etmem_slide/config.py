@@ -30,6 +30,21 @@ PRESSURE_SCOPES = ("cgroup", "system")
 
 _SWAP_THRESHOLD_MAX_LEN = 10  # C: total length 1..10, e.g. "999999999g"
 
+#: Every key :func:`parse_task_config` reads: with the project's ``loop``, they decide its
+#: result, so tasks that agree on them can share one (a file may hold 10^5 tasks).
+TASK_KEYS = (
+    "T",
+    "swap_threshold",
+    "dram_percent",
+    "tracker",
+    "actuator",
+    "probe_rate",
+    "probe_cooldown",
+    "pressure_limit",
+    "pressure_window",
+    "pressure_scope",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SlideTaskConfig:

@@ -39,7 +39,7 @@ from etmem_sdk.targets import refresh_task_pids
 from etmem_sdk.worker import PeriodicWorker, Sleep
 
 from . import claims, mechanism
-from .config import SlideTaskConfig, check_tracker_here, parse_task_config
+from .config import TASK_KEYS, SlideTaskConfig, check_tracker_here, parse_task_config
 from .cycle import CycleSettings, run_cycle
 from .guard import PressureGuard
 from .stats import StatsKeeper, format_showstats, new_stats
@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 
 #: Private commands (``etmem engine CMD -n PROJ -e slide [-t TASK]``).
 COMMANDS = ("showstats",)
+
+#: A task's stats from fill_task_params to its start, built once: its values are immutable,
+#: and new_stats() for each of 40,000 tasks cost more than copying this.
+_FRESH_STATS: dict[str, object] = {**new_stats(), "running": False}
+#: Distinct task configs one engine remembers; past that it starts afresh.
+_MAX_CONFIGS = 1024
+_TASK_KEY_SET = frozenset(TASK_KEYS)
 
 
 def _default_proc_root() -> str:
@@ -67,6 +74,9 @@ class SlideEngineParams:
     sys_root: str = field(default_factory=_default_sys_root)
     #: Test hook: a fixed capability table instead of probing the machine.
     caps: Capabilities | None = None
+    #: validated task configs by (loop, the TASK_KEYS the task sets): a 40,000-task file
+    #: repeats a few, and validating each anew was most of its fill_task_params
+    configs: dict[tuple[Any, ...], SlideTaskConfig] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -137,19 +147,30 @@ def clear_eng_params(engine: Engine) -> None:
 @hookimpl
 def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Validate ``T``, ``swap_threshold``, ``dram_percent``, ``tracker``, ``actuator``."""
-    cfg = parse_task_config(config, task.project)
+    eng = _engine_params(task.engine)
+    project = task.project
+    # the slide keys the task sets (mostly T alone), as a set: cheaper than a get() for each
+    mine = frozenset([(k, config[k]) for k in _TASK_KEY_SET.intersection(config)])
+    key = (project.loop if project is not None else None, mine)
+    cfg = eng.configs.get(key)
+    if cfg is None:
+        cfg = parse_task_config(config, project)
+        # not one whose dram_percent was warned about: each such task logs its own warning
+        if "dram_percent" not in config or cfg.dram_percent:
+            if len(eng.configs) >= _MAX_CONFIGS:
+                eng.configs.clear()
+            eng.configs[key] = cfg
+    # these two depend on the machine, not only on the keys: checked for every task
     if cfg.tracker is not None:
-        eng = _engine_params(task.engine)
         caps = eng.caps or scan.capabilities(eng.proc_root, eng.sys_root)
         check_tracker_here(config, cfg, caps)
     if cfg.pressure_limit is not None:
-        psi = cg.system_pressure_path(_engine_params(task.engine).proc_root)
+        psi = cg.system_pressure_path(eng.proc_root)
         if not os.path.isfile(psi):
             raise P.error(config, "pressure_limit", f"needs PSI, and {psi} does not exist")
     task.params = SlideTaskParams(config=cfg)
     task.stats.clear()
-    task.stats.update(new_stats())
-    task.stats["running"] = False
+    task.stats.update(_FRESH_STATS)
 
 
 @hookimpl
