@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from etmem_sdk import ConfigError
+from etmem_sdk.trusted_files import Flaw, writable_only_by
 
 from .registry import EngineRegistry
 
@@ -127,14 +127,15 @@ def _check_file(path: str) -> None:
         st = os.stat(path)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the daemon settings: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
+    verdict = writable_only_by(st, (0, os.geteuid()))
+    if verdict is not None and verdict.flaw is Flaw.TYPE:
         raise ConfigError(f"{path}: the daemon settings must be a regular file")
     if st.st_size > MAX_SIZE:
         raise ConfigError(f"{path}: the daemon settings are larger than {MAX_SIZE} bytes")
-    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if verdict is not None:
         raise ConfigError(
             f"{path}: the daemon settings must belong to root and not be writable by group or "
-            f"others (mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid})"
+            f"others (mode {verdict.mode:04o}, owner uid {st.st_uid})"
         )
 
 

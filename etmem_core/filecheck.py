@@ -10,6 +10,8 @@ that is not an object file), and every directory from the file's up to ``/`` mus
 root and writable by nobody else (otherwise its owner could swap the file between the check
 and the read). A root-owned sticky directory such as ``/tmp`` is accepted: there only root
 can rename or remove root's files.
+
+The rules live in :mod:`etmem_sdk.trusted_files`; this module words each refusal.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import stat
 
 from etmem_sdk import ConfigError
+from etmem_sdk.trusted_files import Flaw, owned_by_root_with_mode, untrusted_directory
 
 #: Largest object file accepted (C ``MAX_CONFIG_FILE_SIZE``).
 MAX_OBJECT_FILE_SIZE = 10 * 1024 * 1024
@@ -32,17 +35,20 @@ def check_stat(path: str | os.PathLike[str], st: os.stat_result) -> None:
     The message names the file, the check that failed and the actual type, owner, mode or size.
     """
     name = os.fspath(path)
-    if not stat.S_ISREG(st.st_mode):
+    # setuid, setgid and sticky bits are not compared: 04600 passes as 0600
+    verdict = owned_by_root_with_mode(st, ALLOWED_MODES, mask=0o777)
+    if verdict is not None and verdict.flaw is Flaw.TYPE:
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise ConfigError(f"{name}: is {kind}; an object file must be a regular file")
-    if st.st_uid != 0 or st.st_gid != 0:
+    if verdict is not None and verdict.flaw is Flaw.OWNER:
         raise ConfigError(
             f"{name}: owned by {st.st_uid}:{st.st_gid}; an object file must be owned by root:root"
             " (uid 0, gid 0)"
         )
-    mode = stat.S_IMODE(st.st_mode) & 0o777
-    if mode not in ALLOWED_MODES:
-        raise ConfigError(f"{name}: mode {mode:04o}; an object file must have mode 0600 or 0400")
+    if verdict is not None:
+        raise ConfigError(
+            f"{name}: mode {verdict.mode:04o}; an object file must have mode 0600 or 0400"
+        )
     if st.st_size > MAX_OBJECT_FILE_SIZE:
         raise ConfigError(
             f"{name}: size {st.st_size} bytes; an object file must be at most "
@@ -54,29 +60,21 @@ def check_parents(path: str | os.PathLike[str]) -> None:
     """Raise :class:`ConfigError` unless every directory above ``path`` (its real location,
     up to ``/``) is owned by root and not writable by group or others (sticky excepted)."""
     name = os.fspath(path)
-    directory = os.path.dirname(os.path.realpath(name))
-    while True:
-        try:
-            st = os.stat(directory)
-        except OSError as e:
-            raise ConfigError(
-                f"{name}: directory {directory} cannot be read: {e.strerror}"
-            ) from None
-        if st.st_uid != 0:
-            raise ConfigError(
-                f"{name}: in directory {directory}, owned by uid {st.st_uid}; every directory "
-                "above an object file must be owned by root"
-            )
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o022 and not mode & stat.S_ISVTX:
-            raise ConfigError(
-                f"{name}: in directory {directory}, mode {mode:04o}; every directory above an "
-                "object file must be writable by root only"
-            )
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return
-        directory = parent
+    found = untrusted_directory(name)
+    if found is None:
+        return
+    directory, verdict = found
+    if isinstance(verdict, OSError):
+        raise ConfigError(f"{name}: directory {directory} cannot be read: {verdict.strerror}")
+    if verdict.flaw is Flaw.OWNER:
+        raise ConfigError(
+            f"{name}: in directory {directory}, owned by uid {verdict.st.st_uid}; every "
+            "directory above an object file must be owned by root"
+        )
+    raise ConfigError(
+        f"{name}: in directory {directory}, mode {verdict.mode:04o}; every directory above an "
+        "object file must be writable by root only"
+    )
 
 
 def _symlink(name: str) -> ConfigError:

@@ -11,7 +11,7 @@ maker is dead and the kdamond is still exactly as recorded; anything else is lef
 The record lives in ``$ETMEM_RUN_DIR/damon/`` (default ``/run/etmem``, a tmpfs: a reboot
 forgets it together with the kdamond), one file per DAMON sysfs tree.  It is trusted only as a
 regular file owned by the effective user in a directory of that user that nobody else may
-write to.
+write to (the looser rule of :mod:`etmem_scan.trusted_files`, with the effective user as owner).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .trusted_files import writable_only_by
 
 DEFAULT_RUN_DIR = "/run/etmem"
 
@@ -86,7 +88,7 @@ def _safe_dir(d: Path) -> bool:
         st = os.lstat(d)
     except OSError:
         return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+    return writable_only_by(st, (os.geteuid(),), kind=stat.S_ISDIR) is None
 
 
 def write(path: Path, rec: KdamondRecord) -> None:
@@ -112,7 +114,7 @@ def read(path: Path) -> KdamondRecord | None:
         return None
     with os.fdopen(fd) as f:
         st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        if writable_only_by(st, (os.geteuid(),)) is not None:
             return None
         try:
             doc = json.load(f)

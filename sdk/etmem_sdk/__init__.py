@@ -14,6 +14,7 @@ Submodules, imported on their own (``from etmem_sdk import scan``):
 * :mod:`etmem_sdk.worker` -- ``PeriodicWorker``: a policy's cycle on the project's timing;
 * :mod:`etmem_sdk.targets` -- a task's target pids (main pid + direct children) each cycle;
 * :mod:`etmem_sdk.testing` -- pytest fixtures: run a policy on a fake /proc or a live child.
+* :mod:`etmem_sdk.trusted_files` -- the rules for trusting a file etmemd reads or loads.
 
 ``docs/writing-a-policy.md`` walks through all of it.
 """

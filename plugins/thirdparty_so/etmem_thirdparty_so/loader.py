@@ -11,10 +11,10 @@ import _ctypes
 import ctypes
 import functools
 import os
-import stat
 import threading
 
 from etmem_sdk import ConfigError, clib
+from etmem_sdk.trusted_files import Flaw, owned_by_root_with_mode, writable_only_by
 
 from . import abi
 
@@ -68,15 +68,14 @@ def _open_trusted(path: str) -> int:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot open: {exc.strerror}") from None
     st = os.fstat(fd)
-    problem = None
-    if not stat.S_ISREG(st.st_mode):
-        problem = "is not a regular file"
-    elif st.st_uid != 0:
-        problem = f"is owned by uid {st.st_uid}, it must be owned by root"
-    elif st.st_mode & 0o022:
-        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}: writable by group or others"
-    if problem is not None:
+    verdict = writable_only_by(st, (0,))
+    if verdict is not None:
         os.close(fd)
+        problem = {
+            Flaw.TYPE: "is not a regular file",
+            Flaw.OWNER: f"is owned by uid {st.st_uid}, it must be owned by root",
+            Flaw.MODE: f"has mode {verdict.mode:04o}: writable by group or others",
+        }[verdict.flaw]
         raise ConfigError(f"{path} {problem}; not loaded")
     return fd
 
@@ -177,18 +176,20 @@ def _unpin(path: str) -> None:
 
 
 def _check_stat(libname: str, resolved: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
+    # all of S_IMODE is compared: a setuid, setgid or sticky bit refuses the library
+    verdict = owned_by_root_with_mode(st, ALLOWED_MODES)
+    if verdict is None:
+        return
+    if verdict.flaw is Flaw.TYPE:
         raise ConfigError(f"libname={libname}: {resolved} is not a regular file")
-    if st.st_uid != 0 or st.st_gid != 0:
+    if verdict.flaw is Flaw.OWNER:
         raise ConfigError(
             f"libname={libname}: {resolved} is owned by {st.st_uid}:{st.st_gid}, "
             "it must be owned by root:root"
         )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode not in ALLOWED_MODES:
-        raise ConfigError(
-            f"libname={libname}: {resolved} has mode {mode:04o}, only 0500 or 0700 are allowed"
-        )
+    raise ConfigError(
+        f"libname={libname}: {resolved} has mode {verdict.mode:04o}, only 0500 or 0700 are allowed"
+    )
 
 
 def open_library(path: str) -> ctypes.CDLL:
