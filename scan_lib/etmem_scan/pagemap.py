@@ -145,32 +145,8 @@ def present_pages(
 
     A huge page counts as its base pages.  Swapped-out pages are not resident.
     """
-    own = fd is None
-    if own:
-        fd = open_pagemap(pid, proc_root)
-    try:
-        parts = []
-        use_scan = True
-        for r in ranges:
-            start, end = (r.start, r.end) if hasattr(r, "start") else r  # type: ignore[union-attr]
-            if end <= start:
-                continue
-            runs = _scan_present(fd, start, end) if use_scan else None
-            if runs is None:
-                use_scan = False
-                for lo in range(start, end, _ENTRIES_CHUNK << PAGE_SHIFT):
-                    hi = min(end, lo + (_ENTRIES_CHUNK << PAGE_SHIFT))
-                    ent = read_entries(fd, lo, hi)
-                    idx = np.flatnonzero(ent & PM_PRESENT).astype(np.uint64)
-                    parts.append(np.uint64(lo) + (idx << np.uint64(PAGE_SHIFT)))
-            else:
-                parts.append(_runs_to_pages(runs))
-        if not parts:
-            return np.zeros(0, dtype=np.uint64)
-        return np.concatenate(parts)
-    finally:
-        if own:
-            os.close(fd)
+    runs = present_runs(pid, ranges, proc_root, fd=fd)
+    return _runs_to_pages(np.concatenate(runs)) if runs else np.zeros(0, dtype=np.uint64)
 
 
 def present_runs(
