@@ -20,6 +20,7 @@ from .errors import TargetGone
 from .machine import PAGE_SHIFT, PAGE_SIZE
 from .pagerefs import PTE, PageRuns
 from .procfs import proc_path
+from .tracker_interface import VmaRange
 
 __all__ = [
     "PAGE_SIZE",
@@ -49,6 +50,17 @@ PAGE_IS_SWAPPED = 1 << 4
 _SCAN_VEC_LEN = 4096  # regions per ioctl; runs of present pages, so usually one call per VMA
 _ENTRIES_CHUNK = 1 << 16  # pagemap entries per read (512 KiB)
 
+#: What the readers take as a range: a VMA (anything with ``.start``/``.end``) or a pair.
+Span = VmaRange | tuple[int, int]
+
+
+def _bounds(r: Span) -> tuple[int, int]:
+    """``(start, end)`` of a VMA-like object or of a ``(start, end)`` pair."""
+    if isinstance(r, VmaRange):
+        return r.start, r.end
+    start, end = r
+    return start, end
+
 
 def open_pagemap(pid: int | str, proc_root: str | os.PathLike[str] = "/proc") -> int:
     """Open ``/proc/PID/pagemap`` read-only; :class:`TargetGone` if the process is gone."""
@@ -66,7 +78,7 @@ def read_entries(fd: int, start: int, end: int) -> np.ndarray:
     """
     n = (end - start) >> PAGE_SHIFT
     out = np.zeros(n, dtype=np.uint64)
-    view = memoryview(out).cast("B")
+    view = out.data.cast("B")
     pos, off = (start >> PAGE_SHIFT) * 8, 0
     while off < n * 8:
         try:
@@ -85,7 +97,7 @@ def _scan_runs(fd: int, start: int, end: int, categories: int) -> np.ndarray | N
     PAGEMAP_SCAN."""
     vec = np.zeros((_SCAN_VEC_LEN, 3), dtype=np.uint64)
     arg = np.zeros(12, dtype=np.uint64)
-    runs = []
+    runs: list[np.ndarray] = []
     pos = start
     while pos < end:
         # size, flags, start, end, walk_end, vec, vec_len, max_pages,
@@ -93,7 +105,8 @@ def _scan_runs(fd: int, start: int, end: int, categories: int) -> np.ndarray | N
         arg[:] = (96, 0, pos, end, 0, vec.ctypes.data, _SCAN_VEC_LEN, 0, 0,
                   0, categories, categories)  # fmt: skip
         try:
-            n = fcntl.ioctl(fd, PAGEMAP_SCAN, arg, True)
+            # the kernel writes walk_end back into arg: a mutable buffer, filled in place
+            n: int = fcntl.ioctl(fd, PAGEMAP_SCAN, arg.data, True)
         except OSError as e:
             if e.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP) and not runs:
                 return None
@@ -135,7 +148,7 @@ def _runs_to_pages(runs: np.ndarray) -> np.ndarray:
 
 def present_pages(
     pid: int | str,
-    ranges: Iterable[tuple[int, int]] | Iterable[object],
+    ranges: Iterable[Span],
     proc_root: str | os.PathLike[str] = "/proc",
     *,
     fd: int | None = None,
@@ -151,7 +164,7 @@ def present_pages(
 
 def present_runs(
     pid: int | str,
-    ranges: Iterable[tuple[int, int]] | Iterable[object],
+    ranges: Iterable[Span],
     proc_root: str | os.PathLike[str] = "/proc",
     *,
     fd: int | None = None,
@@ -159,34 +172,33 @@ def present_runs(
     """:func:`present_pages` without a row per page: for each of ``ranges``, its resident base
     pages as an (n, 2) uint64 array of ascending ``[start, end)`` runs (neighbouring runs may
     touch)."""
-    own = fd is None
-    if own:
-        fd = open_pagemap(pid, proc_root)
+    pm = open_pagemap(pid, proc_root) if fd is None else fd
     try:
-        out = []
+        out: list[np.ndarray] = []
         use_scan = True
         for r in ranges:
-            start, end = (r.start, r.end) if hasattr(r, "start") else r  # type: ignore[union-attr]
-            runs = _scan_present(fd, start, end) if use_scan and end > start else None
+            start, end = _bounds(r)
+            runs = _scan_present(pm, start, end) if use_scan and end > start else None
             if runs is None and end > start:
                 use_scan = False
-                parts = []
+                parts: list[np.ndarray] = []
                 for lo in range(start, end, _ENTRIES_CHUNK << PAGE_SHIFT):
                     hi = min(end, lo + (_ENTRIES_CHUNK << PAGE_SHIFT))
-                    m = np.concatenate(([0], (read_entries(fd, lo, hi) & PM_PRESENT) != 0, [0]))
+                    present = (read_entries(pm, lo, hi) & PM_PRESENT) != 0
+                    m = np.concatenate((np.zeros(1, bool), present, np.zeros(1, bool)))
                     edges = np.flatnonzero(m[1:] != m[:-1]).astype(np.uint64)
                     parts.append(np.uint64(lo) + (edges.reshape(-1, 2) << np.uint64(PAGE_SHIFT)))
                 runs = np.concatenate(parts) if parts else None
             out.append(np.zeros((0, 2), np.uint64) if runs is None else runs)
         return out
     finally:
-        if own:
-            os.close(fd)
+        if fd is None:
+            os.close(pm)
 
 
 def resident_runs(
     pid: int | str,
-    vmas: Sequence[object],
+    vmas: Sequence[VmaRange],
     proc_root: str | os.PathLike[str] = "/proc",
     *,
     fd: int | None = None,
@@ -194,9 +206,9 @@ def resident_runs(
     """The resident base pages of ``vmas`` as :class:`PageRuns` (ascending), how many of them
     each VMA holds, and the VMAs' order (indices, by start) the pages follow; ``None`` when the
     VMAs overlap (then only page rows, which fold repeats, are right)."""
-    order = sorted(range(len(vmas)), key=lambda i: vmas[i].start)  # type: ignore[attr-defined]
+    order = sorted(range(len(vmas)), key=lambda i: vmas[i].start)
     for a, b in zip(order, order[1:], strict=False):
-        if vmas[b].start < vmas[a].end:  # type: ignore[attr-defined]
+        if vmas[b].start < vmas[a].end:
             return None
     runs = present_runs(pid, [vmas[i] for i in order], proc_root, fd=fd)
     start = np.concatenate([r[:, 0] for r in runs]) if runs else np.zeros(0, np.uint64)
@@ -211,7 +223,7 @@ def resident_runs(
 
 def page_states(
     pid: int | str,
-    ranges: Iterable[tuple[int, int]] | Iterable[object],
+    ranges: Iterable[Span],
     proc_root: str | os.PathLike[str] = "/proc",
     *,
     fd: int | None = None,
@@ -222,24 +234,23 @@ def page_states(
     A page in neither array is not mapped, or was never touched. One PAGEMAP_SCAN walk gives
     both where the kernel has it; otherwise the pagemap entries (present bit 63, swap bit 62).
     """
-    own = fd is None
-    if own:
-        fd = open_pagemap(pid, proc_root)
+    pm = open_pagemap(pid, proc_root) if fd is None else fd
     try:
-        present, swapped = [], []
+        present: list[np.ndarray] = []
+        swapped: list[np.ndarray] = []
         use_scan = True
         for r in ranges:
-            start, end = (r.start, r.end) if hasattr(r, "start") else r  # type: ignore[union-attr]
+            start, end = _bounds(r)
             if end <= start:
                 continue
             runs = (
-                _scan_runs(fd, start, end, PAGE_IS_PRESENT | PAGE_IS_SWAPPED) if use_scan else None
+                _scan_runs(pm, start, end, PAGE_IS_PRESENT | PAGE_IS_SWAPPED) if use_scan else None
             )
             if runs is None:
                 use_scan = False
                 for lo in range(start, end, _ENTRIES_CHUNK << PAGE_SHIFT):
                     hi = min(end, lo + (_ENTRIES_CHUNK << PAGE_SHIFT))
-                    ent = read_entries(fd, lo, hi)
+                    ent = read_entries(pm, lo, hi)
                     base = np.uint64(lo)
                     for out, bit in ((present, PM_PRESENT), (swapped, PM_SWAP)):
                         idx = np.flatnonzero(ent & bit).astype(np.uint64)
@@ -256,5 +267,5 @@ def page_states(
             np.concatenate(swapped) if swapped else empty,
         )
     finally:
-        if own:
-            os.close(fd)
+        if fd is None:
+            os.close(pm)

@@ -9,7 +9,7 @@ A tracker is bound to one pid (and a /proc, /sys root) when it is made; each cal
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from .errors import EngineError
 from .pagerefs import PassRefs
@@ -26,8 +26,12 @@ class TrackerUnavailable(EngineError):
     says why."""
 
 
+@runtime_checkable
 class VmaRange(Protocol):
-    """What a tracker needs from a VMA: ``procfs.Vma`` satisfies it (read-only: it is frozen)."""
+    """What a tracker needs from a VMA: ``procfs.Vma`` satisfies it (read-only: it is frozen).
+
+    Runtime-checkable so that the pagemap readers tell a VMA from a ``(start, end)`` pair.
+    """
 
     @property
     def start(self) -> int: ...

@@ -292,7 +292,9 @@ def read_meminfo(proc_root: Root | None = None) -> dict[str, int]:
     return _procfs.read_meminfo(_proc(proc_root))
 
 
-def present_pages(pid: int, ranges: Iterable[object], proc_root: Root | None = None) -> np.ndarray:
+def present_pages(
+    pid: int, ranges: Iterable[_pagemap.Span], proc_root: Root | None = None
+) -> np.ndarray:
     """Addresses (uint64) of the resident base pages of ``pid`` within ``ranges`` (VMAs or
     ``(start, end)`` pairs)."""
     return _pagemap.present_pages(pid, ranges, _proc(proc_root))
