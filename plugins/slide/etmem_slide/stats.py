@@ -7,6 +7,7 @@ them in ``project show --json``); updates from the parallel workers go through o
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from etmem_sdk import Task, TaskPid
 
@@ -21,9 +22,9 @@ GUARD_COUNTERS = ("paused_cycles",)
 PROBE_COUNTERS = ("probe_pages", "probe_returned", "probe_stuck", "probe_bytes_out")
 
 
-def new_stats() -> dict[str, object]:
-    """A fresh statistics dict."""
-    stats: dict[str, object] = dict.fromkeys(COUNTERS + PROBE_COUNTERS + GUARD_COUNTERS, 0)
+def new_stats() -> dict[str, Any]:
+    """A fresh statistics dict (typed like ``Task.stats``: JSON values of several types)."""
+    stats: dict[str, Any] = dict.fromkeys(COUNTERS + PROBE_COUNTERS + GUARD_COUNTERS, 0)
     stats["last_cycle_seconds"] = 0.0
     stats["reclaim_seconds"] = 0.0
     stats["last_error"] = ""
@@ -69,7 +70,7 @@ class StatsKeeper:
                 stats["errors"] += 1
                 stats["last_error"] = text
 
-    def _pid_stats(self, tp: TaskPid) -> dict[str, object]:
+    def _pid_stats(self, tp: TaskPid) -> dict[str, Any]:
         if not tp.stats:
             tp.stats.update(new_stats())
         return tp.stats
@@ -107,14 +108,14 @@ def format_showstats(tasks: list[Task]) -> str:
         if s.get("probe_pages") or s.get("tracker") == "probe":
             out.append(
                 f"probe: {s.get('probe_pages', 0)} pages paged out to watch refaults "
-                f"({int(s.get('probe_bytes_out', 0)) // 1024} KiB), "  # type: ignore[call-overload]
+                f"({int(s.get('probe_bytes_out', 0)) // 1024} KiB), "
                 f"{s.get('probe_returned', 0)} came back, {s.get('probe_stuck', 0)} would not "
                 "leave\n"
             )
         if s.get("pressure_guard"):
             paused = [str(tp.pid) for tp in list(task.pids) if tp.stats.get("paused")]
             seen = ", ".join(
-                f"{tp.pid}: {float(tp.stats['pressure']):.2f}"  # type: ignore[arg-type]
+                f"{tp.pid}: {float(tp.stats['pressure']):.2f}"
                 for tp in list(task.pids)
                 if tp.stats.get("pressure") is not None
             )
@@ -128,15 +129,15 @@ def format_showstats(tasks: list[Task]) -> str:
     return "".join(out)
 
 
-def _row(label: str, s: dict[str, object]) -> str:
+def _row(label: str, s: dict[str, Any]) -> str:
     return _ROW.format(
         label,
         s.get("cycles", 0),
         s.get("skipped", 0),
         s.get("pages_scanned", 0),
         s.get("cold_pages", 0),
-        int(s.get("bytes_swapped", 0)) // 1024,  # type: ignore[call-overload]
-        f"{float(s.get('last_cycle_seconds', 0.0)):.3f}",  # type: ignore[arg-type]
-        f"{float(s.get('reclaim_seconds', 0.0)):.3f}",  # type: ignore[arg-type]
+        int(s.get("bytes_swapped", 0)) // 1024,
+        f"{float(s.get('last_cycle_seconds', 0.0)):.3f}",
+        f"{float(s.get('reclaim_seconds', 0.0)):.3f}",
         s.get("errors", 0),
     )
