@@ -174,17 +174,18 @@ def start_task(engine: Engine, task: Task) -> None:
 
 def _record_stats(tp: TaskPid, sleep: Sleep) -> None:
     """The refresh worker's step: every :data:`REFRESH_S` seconds, with the pid list."""
-    _read_figures(tp)
-
-
-def _read_figures(tp: TaskPid) -> None:
-    """Read the pid's regions and DAMOS statistics into its params (for ``showstats``) and
-    ``tp.stats`` (``project show --json``, ``showstats --json``)."""
     params = tp.params
     if isinstance(params, DamonPidParams):
-        params.doc = doc = target_doc(params.target)
-        tp.stats.clear()
-        tp.stats.update({k: v for k, v in doc.items() if k not in ("regions", "kdamond")})
+        _read_figures(tp, params)
+
+
+def _read_figures(tp: TaskPid, params: DamonPidParams) -> dict[str, Any]:
+    """Read the pid's regions and DAMOS statistics into its params (for ``showstats``) and
+    ``tp.stats`` (``project show --json``, ``showstats --json``); return the new document."""
+    params.doc = doc = target_doc(params.target)
+    tp.stats.clear()
+    tp.stats.update({k: v for k, v in doc.items() if k not in ("regions", "kdamond")})
+    return doc
 
 
 @hookimpl
@@ -255,12 +256,12 @@ def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> N
         raise EngineError(f"damon: unknown command {cmd!r} (known: {', '.join(COMMANDS)})")
     eng = _engine(engine)
     tasks = [task] if task is not None else list(engine.tasks)
-    rows = []
+    rows: list[tuple[Task, TaskPid, dict[str, Any]]] = []
     for t in tasks:
         for tp in list(t.pids):
             params = tp.params
             if isinstance(params, DamonPidParams):
-                if params.doc is None:  # not refreshed yet: read it now
-                    _read_figures(tp)
-                rows.append((t, tp, params.doc))
+                # not refreshed yet: read it now
+                doc = params.doc if params.doc is not None else _read_figures(tp, params)
+                rows.append((t, tp, doc))
     reply.write(format_showstats(eng.config, tasks, rows))
