@@ -28,7 +28,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from etmem_sdk import PAGE_SCAN, ConfigError, EngineError, Task, TaskPid, hookimpl, params, scan
+from etmem_sdk import (
+    PAGE_SCAN,
+    ConfigError,
+    ConfigSection,
+    Engine,
+    EngineError,
+    Reply,
+    Task,
+    TaskPid,
+    hookimpl,
+    params,
+    scan,
+)
 from etmem_sdk.targets import refresh_task_pids, release_task_pids
 from etmem_sdk.worker import PeriodicWorker, Sleep
 
@@ -106,7 +118,7 @@ def _new_task_stats(cfg: AgeConfig) -> dict[str, Any]:
 
 
 @hookimpl
-def fill_eng_params(engine, config):
+def fill_eng_params(engine: Engine, config: ConfigSection) -> None:
     """The engine has no keys of its own; it needs a page-scan project (loop/interval/sleep)."""
     project = engine.project
     if project is not None and project.scan_type != PAGE_SCAN:
@@ -118,7 +130,7 @@ def fill_eng_params(engine, config):
 
 
 @hookimpl
-def fill_task_params(task, config):
+def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Validate the task's age keys."""
     cfg = parse_task_config(config)
     task.params = AgeTaskParams(cfg)
@@ -127,16 +139,18 @@ def fill_task_params(task, config):
 
 
 @hookimpl
-def clear_task_params(task):
+def clear_task_params(task: Task) -> None:
     task.params = None
 
 
 @hookimpl
-def start_task(engine, task):
+def start_task(engine: Engine, task: Task) -> None:
     """Choose tracker and actuator (failing the start with the probe's reason if none works),
     then start the periodic worker."""
     state: AgeTaskParams = task.params
     project = engine.project
+    if project is None:  # the core starts only tasks of a linked engine; say so if not
+        raise EngineError(f"task {task.name}: age: the engine belongs to no project")
     cfg = state.config
     state.actuator_name = scan.choose_actuator(cfg.actuator, purpose="swap")
     # This policy's own rule (idle_cycles) decides what leaves RAM, so it asks for a tracker
@@ -172,7 +186,7 @@ def start_task(engine, task):
 
 
 @hookimpl
-def stop_task(engine, task):
+def stop_task(engine: Engine, task: Task) -> None:
     """Stop the worker (within a second), forget every pid, close the actuator."""
     state: AgeTaskParams | None = task.params
     if state is None:
@@ -193,20 +207,20 @@ def stop_task(engine, task):
 
 
 @hookimpl
-def alloc_pid_params(engine, task_pid):
+def alloc_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     task_pid.params = AgePidParams()
     task_pid.stats.update(cycles=0, resident=0, idle=0, aged=0, paged_out_pages=0)
 
 
 @hookimpl
-def free_pid_params(engine, task_pid):
+def free_pid_params(engine: Engine, task_pid: TaskPid) -> None:
     if isinstance(task_pid.params, AgePidParams):
         task_pid.params.close()
     task_pid.params = None
 
 
 @hookimpl
-def eng_mgt_func(engine, task, cmd, reply):
+def eng_mgt_func(engine: Engine, task: Task | None, cmd: str, reply: Reply) -> None:
     """``showstats``: the counters of one task (``-t``) or of every task of the engine."""
     if cmd != "showstats":
         raise EngineError(f"age: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
@@ -248,9 +262,12 @@ def run_cycle(task: Task, tp: TaskPid, sleep: Sleep) -> None:
     state: AgeTaskParams = task.params
     pid_state: AgePidParams = tp.params
     project = task.project
+    tracker, actuator = state.tracker, state.actuator
+    if project is None or tracker is None or actuator is None:  # only a started task has cycles
+        raise EngineError(f"task {task.name}: age: a cycle ran while the task was not started")
     cfg = state.config
     if pid_state.tracker is None:
-        pid_state.tracker = scan.open_tracker(state.tracker, tp.pid)
+        pid_state.tracker = scan.open_tracker(tracker, tp.pid)
     vmas = scan.read_vmas(tp.pid)
     refs = scan.sample(
         pid_state.tracker, vmas, passes=project.loop or 1, sleep=sleep, interval=project.sleep or 0
@@ -261,7 +278,7 @@ def run_cycle(task: Task, tp: TaskPid, sleep: Sleep) -> None:
     if chosen.size:
         sleep.check()  # a stop that came during the scan: do not act any more
         sizes = scan.page_bytes(refs.type[chosen])
-        state.actuator.apply(tp.pid, addr[chosen], sizes)
+        actuator.apply(tp.pid, addr[chosen], sizes)
         moved_bytes = int(sizes.sum())
         age[chosen] = 0  # acted on: if the page stays or comes back it has to age again
     pid_state.addr, pid_state.age = addr, age
