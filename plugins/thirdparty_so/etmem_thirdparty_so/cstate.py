@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from etmem_sdk import PAGE_SCAN, PSI_SCAN, REGION_SCAN, Engine, Task, TaskPid
+from etmem_sdk import PAGE_SCAN, PSI_SCAN, REGION_SCAN, Engine, EngineError, Task, TaskPid
 
 from . import abi
 
@@ -95,7 +95,7 @@ def _sync_project(state: EngineState, project) -> None:
         state.psi_scan.interval = project.interval or 0
         param: ctypes.Structure = state.psi_scan
     elif project.scan_type == REGION_SCAN:
-        for key, _ in abi.RegionScan._fields_:
+        for key, *_ in abi.RegionScan._fields_:  # (name, type) or, for a bit field, 3 items
             setattr(state.region_scan, key, int(project.region.get(key, 0)))
         param = state.region_scan
     else:
@@ -132,10 +132,18 @@ def _sync_task(task: Task, state: EngineState, following: Task | None) -> None:
     c.pids = ctypes.pointer(pids[0].params.c) if pids else None
 
 
+def engine_of(task: Task) -> Engine:
+    """The engine of ``task``: the core links a task to its engine before any task op."""
+    if task.engine is None:
+        raise EngineError(f"task {task.name}: it belongs to no engine")
+    return task.engine
+
+
 def sync_task(task: Task) -> TaskState:
     """Refresh the C ``struct task`` of ``task`` (through its engine, which may not list it yet)."""
-    state = sync_engine(task.engine)
-    if not any(t is task for t in task.engine.tasks):
+    engine = engine_of(task)
+    state = sync_engine(engine)
+    if not any(t is task for t in engine.tasks):
         _sync_task(task, state, None)
     return task.params
 

@@ -56,7 +56,7 @@ def _state(engine: Engine) -> EngineState:
 def null_ops(engine: Engine) -> frozenset[str]:
     """The ops the loaded policy left NULL."""
     state = _state(engine)
-    return frozenset(name for name, _ in type(state.ops)._fields_ if not getattr(state.ops, name))
+    return frozenset(name for name, *_ in type(state.ops)._fields_ if not getattr(state.ops, name))
 
 
 def engine_keys(config: ConfigSection) -> tuple[str, str, str]:
@@ -114,7 +114,7 @@ def clear_eng_params(engine: Engine) -> None:
 
 def fill_task_params(task: Task, config: ConfigSection) -> None:
     """Give the task its C ``struct task`` and call the policy's ``fill_task_params``."""
-    state = _state(task.engine)
+    state = _state(cstate.engine_of(task))
     task.params = TaskState()
     try:
         with state.lock:
@@ -137,7 +137,7 @@ def clear_task_params(task: Task) -> None:
     """Call the policy's ``clear_task_params``; the C struct goes with ``task.params``."""
     if not isinstance(task.params, TaskState):
         return
-    state = _state(task.engine)
+    state = _state(cstate.engine_of(task))
     try:
         with state.lock:
             op = state.op("clear_task_params")

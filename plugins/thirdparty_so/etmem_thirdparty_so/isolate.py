@@ -37,6 +37,7 @@ from etmem_sdk import (
 )
 
 from . import inproc
+from .cstate import engine_of
 from .isolate_wire import ERRORS, recv, send
 
 log = logging.getLogger(__name__)
@@ -299,8 +300,9 @@ def clear_eng_params(engine: Engine) -> None:
 def fill_task_params(task: Task, config: ConfigSection) -> None:
     task.params = IsolatedTaskParams()
     try:
-        _state(task.engine).call(
-            task.engine,
+        engine = engine_of(task)
+        _state(engine).call(
+            engine,
             {"op": "fill_task_params", "task": task.params.token, "config": _config(config)},
         )
     except BaseException:
@@ -311,10 +313,11 @@ def fill_task_params(task: Task, config: ConfigSection) -> None:
 def clear_task_params(task: Task) -> None:
     if not isinstance(task.params, IsolatedTaskParams):
         return
-    state = _state(task.engine)
+    engine = engine_of(task)
+    state = _state(engine)
     try:
         if state.dead is None:
-            state.call(task.engine, {"op": "clear_task_params", "task": task.params.token})
+            state.call(engine, {"op": "clear_task_params", "task": task.params.token})
     finally:
         task.params = None
 

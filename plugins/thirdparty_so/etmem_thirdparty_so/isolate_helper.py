@@ -73,17 +73,17 @@ class _Mirror:
             inproc.clear_eng_params(engine)
         elif op == "fill_task_params":
             try:
-                inproc.fill_task_params(task, config)
+                inproc.fill_task_params(_listed(task, op), config)
             except BaseException:
                 self.tasks.pop(request["task"], None)
                 raise
         elif op == "clear_task_params":
-            inproc.clear_task_params(task)
+            inproc.clear_task_params(_listed(task, op))
             self.tasks.pop(request["task"], None)
         elif op == "start_task":
-            inproc.start_task(engine, task)
+            inproc.start_task(engine, _listed(task, op))
         elif op == "stop_task":
-            inproc.stop_task(engine, task)
+            inproc.stop_task(engine, _listed(task, op))
         elif op == "alloc_pid_params":
             token, pid, rate = request["pid"]
             task_pid = TaskPid(pid, task=task, rt_swapin_rate=rate)
@@ -94,10 +94,12 @@ class _Mirror:
                 self.pids.pop(token, None)
                 raise
         elif op == "free_pid_params":
-            task_pid = self.pids.pop(request["pid"], None)
-            if task_pid is not None:
-                inproc.free_pid_params(engine, task_pid)
+            freed = self.pids.pop(request["pid"], None)
+            if freed is not None:
+                inproc.free_pid_params(engine, freed)
         elif op == "eng_mgt_func":
+            if fd is None:
+                raise EngineError("eng_mgt_func: the request came without the reply's fd")
             try:
                 inproc.mgt_to_fd(engine, task, request["cmd"], fd)
             finally:
@@ -105,6 +107,13 @@ class _Mirror:
         else:
             raise EngineError(f"unknown request {op!r}")
         return None
+
+
+def _listed(task: Task | None, op: str) -> Task:
+    """The task a task op is about: one the request's snapshot listed."""
+    if task is None:
+        raise EngineError(f"{op}: the request names no task of the snapshot")
+    return task
 
 
 def _serve(sock: socket.socket) -> None:
