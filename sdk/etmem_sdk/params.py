@@ -19,9 +19,20 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Mapping
-from typing import Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Literal, TypeVar, overload
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    # A getter's result is the key's type when the key is required, else that type or whatever
+    # ``default`` is: ``Default*`` is the default's type, ``None`` when none is given (a PEP 696
+    # default, hence typing_extensions on Python 3.11), so each getter needs two overloads.
+    from typing_extensions import TypeVar as DefaultVar
+
+    DefaultInt = DefaultVar("DefaultInt", bound=int | None, default=None)
+    DefaultFloat = DefaultVar("DefaultFloat", bound=float | None, default=None)
+    DefaultStr = DefaultVar("DefaultStr", bound=str | None, default=None)
+    DefaultBool = DefaultVar("DefaultBool", bound=bool | None, default=None)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -123,20 +134,9 @@ def get_int(
     hi: int | None = ...,
     *,
     required: bool = ...,
-    default: int,
+    default: DefaultInt = ...,
     bits: int = ...,
-) -> int: ...
-@overload
-def get_int(
-    section: Mapping[str, str],
-    key: str,
-    lo: int | None = ...,
-    hi: int | None = ...,
-    *,
-    required: bool = ...,
-    default: None = ...,
-    bits: int = ...,
-) -> int | None: ...
+) -> int | DefaultInt: ...
 
 
 def get_int(
@@ -189,19 +189,8 @@ def get_double(
     lo: float | None = ...,
     hi: float | None = ...,
     required: bool = ...,
-    default: float,
-) -> float: ...
-@overload
-def get_double(
-    section: Mapping[str, str],
-    key: str,
-    *,
-    above: float | None = ...,
-    lo: float | None = ...,
-    hi: float | None = ...,
-    required: bool = ...,
-    default: None = ...,
-) -> float | None: ...
+    default: DefaultFloat = ...,
+) -> float | DefaultFloat: ...
 
 
 def get_double(
@@ -257,18 +246,9 @@ def get_str(
     key: str,
     *,
     required: bool = ...,
-    default: str,
+    default: DefaultStr = ...,
     max_len: int | None = ...,
-) -> str: ...
-@overload
-def get_str(
-    section: Mapping[str, str],
-    key: str,
-    *,
-    required: bool = ...,
-    default: None = ...,
-    max_len: int | None = ...,
-) -> str | None: ...
+) -> str | DefaultStr: ...
 
 
 def get_str(
@@ -308,17 +288,8 @@ def get_choice(
     choices: Collection[str],
     *,
     required: bool = ...,
-    default: str,
-) -> str: ...
-@overload
-def get_choice(
-    section: Mapping[str, str],
-    key: str,
-    choices: Collection[str],
-    *,
-    required: bool = ...,
-    default: None = ...,
-) -> str | None: ...
+    default: DefaultStr = ...,
+) -> str | DefaultStr: ...
 
 
 def get_choice(
@@ -357,16 +328,8 @@ def get_yes_no(
     key: str,
     *,
     required: bool = ...,
-    default: bool,
-) -> bool: ...
-@overload
-def get_yes_no(
-    section: Mapping[str, str],
-    key: str,
-    *,
-    required: bool = ...,
-    default: None = ...,
-) -> bool | None: ...
+    default: DefaultBool = ...,
+) -> bool | DefaultBool: ...
 
 
 def get_yes_no(
