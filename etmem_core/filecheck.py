@@ -27,6 +27,7 @@ from etmem_sdk.trusted_files import Flaw, owned_by_root_with_mode, untrusted_dir
 MAX_OBJECT_FILE_SIZE = 10 * 1024 * 1024
 #: Permission bits accepted (C ``file_permission_check``).
 ALLOWED_MODES = (0o600, 0o400)
+_MODES_TEXT = " or ".join(f"{mode:04o}" for mode in ALLOWED_MODES)  # 0600 or 0400
 
 
 def check_stat(path: str | os.PathLike[str], st: os.stat_result) -> None:
@@ -47,7 +48,7 @@ def check_stat(path: str | os.PathLike[str], st: os.stat_result) -> None:
         )
     if verdict is not None:
         raise ConfigError(
-            f"{name}: mode {verdict.mode:04o}; an object file must have mode 0600 or 0400"
+            f"{name}: mode {verdict.mode:04o}; an object file must have mode {_MODES_TEXT}"
         )
     if st.st_size > MAX_OBJECT_FILE_SIZE:
         raise ConfigError(

@@ -22,6 +22,7 @@ SCAN_LIB_NAME = "libetmemd_scan.so"
 #: Overrides where libetmemd_scan.so is looked for first.
 SCAN_LIB_ENV = "ETMEMD_SCAN_LIB"
 ALLOWED_MODES = (0o500, 0o700)
+_MODES_TEXT = " or ".join(f"{mode:04o}" for mode in ALLOWED_MODES)  # 0500 or 0700
 
 
 def scan_lib_candidates() -> list[str]:
@@ -188,7 +189,7 @@ def _check_stat(libname: str, resolved: str, st: os.stat_result) -> None:
             "it must be owned by root:root"
         )
     raise ConfigError(
-        f"libname={libname}: {resolved} has mode {verdict.mode:04o}, only 0500 or 0700 are allowed"
+        f"libname={libname}: {resolved} has mode {verdict.mode:04o}, only {_MODES_TEXT} are allowed"
     )
 
 
