@@ -257,14 +257,22 @@ def started(engine, task) -> None:
     engine.params.factory.update()
 
 
-# --- the engine loop on the fake machine ------------------------------------------------------
-
-
-def test_cycle_promotes_hot_and_demotes_cold_pages(machine):
+@pytest.fixture
+def cycling(machine):
+    """``(engine, task)`` on the fake machine: filled, started without the engine thread and
+    without sleeping between passes, so the test runs the cycles itself."""
     engine = new_engine()
     task = new_task(engine)
     no_sleep(engine)
     started(engine, task)
+    return engine, task
+
+
+# --- the engine loop on the fake machine ------------------------------------------------------
+
+
+def test_cycle_promotes_hot_and_demotes_cold_pages(machine, cycling):
+    engine, task = cycling
 
     result = run_cycle(engine.params)
 
@@ -284,11 +292,8 @@ def test_cycle_promotes_hot_and_demotes_cold_pages(machine):
     assert query == [addrs]
 
 
-def test_cycle_statistics_are_taken_before_the_moves(machine):
-    engine = new_engine()
-    task = new_task(engine)
-    no_sleep(engine)
-    started(engine, task)
+def test_cycle_statistics_are_taken_before_the_moves(cycling):
+    engine, task = cycling
     run_cycle(engine.params)
 
     eng = engine.params
@@ -340,11 +345,8 @@ def test_confirm_cycles_holds_moves_until_the_second_cycle_asks_again(machine):
     assert [machine.placement[(PID, a)] for a in addrs] == [0] * 10 + [1] * 10
 
 
-def test_a_page_trackers_task_moves_on_the_first_cycle_as_the_original(machine):
-    engine = new_engine()
-    task = new_task(engine)
-    no_sleep(engine)
-    started(engine, task)
+def test_a_page_trackers_task_moves_on_the_first_cycle_as_the_original(cycling):
+    engine, task = cycling
     run_cycle(engine.params)
     assert task.pids[0].params.confirmation.confirm == 1  # idle_pages sees each page
 
@@ -371,22 +373,16 @@ def test_a_dead_pid_is_skipped_and_the_others_still_move(machine, tmp_path):
     assert t2.stats["skipped"] and t2.pids[0].params.pages == {0: (0, 0), 1: (0, 0)}
 
 
-def test_a_pid_whose_vmas_cannot_be_read_is_skipped(machine):
-    engine = new_engine()
-    task = new_task(engine)
-    no_sleep(engine)
-    started(engine, task)
+def test_a_pid_whose_vmas_cannot_be_read_is_skipped(machine, cycling):
+    engine, task = cycling
     (machine.proc_root / str(PID) / "smaps").unlink()
     result = run_cycle(engine.params)
     assert PID in result.skipped
     assert [c for c in machine.calls if c[1] is not None] == []
 
 
-def test_a_node_losing_its_hugepages_fails_the_cycle(machine):
-    engine = new_engine()
-    task = new_task(engine)
-    no_sleep(engine)
-    started(engine, task)
+def test_a_node_losing_its_hugepages_fails_the_cycle(machine, cycling):
+    engine, task = cycling
     hp = machine.sys_root / "devices/system/node/node1/hugepages/hugepages-2048kB"
     (hp / "nr_hugepages").write_text("0\n")
     result = run_cycle(engine.params)
@@ -418,11 +414,8 @@ def test_the_engine_thread_runs_cycles_and_stops_at_engine_delete(machine):
     assert machine.trackers_closed == [PID] and p.tracker is None
 
 
-def test_a_failed_scan_closes_the_tracker_and_the_next_cycle_reopens_it(machine):
-    engine = new_engine()
-    task = new_task(engine)
-    no_sleep(engine)
-    started(engine, task)
+def test_a_failed_scan_closes_the_tracker_and_the_next_cycle_reopens_it(machine, cycling):
+    engine, task = cycling
     run_cycle(engine.params)
     machine.dead.add(PID)
     assert PID in run_cycle(engine.params).skipped
@@ -557,11 +550,8 @@ def _show(engine, cmd, task=None) -> str:
     return reply.text
 
 
-def test_show_commands_after_a_cycle(machine):
-    engine = new_engine()
-    task = new_task(engine)
-    no_sleep(engine)
-    started(engine, task)
+def test_show_commands_after_a_cycle(cycling):
+    engine, task = cycling
     run_cycle(engine.params)
     stamp = re.escape(time.asctime(time.localtime(engine.params.stat_time)))
 
