@@ -162,17 +162,24 @@ def test_round_robin_cursor_covers_the_whole_mapping():
     assert sizes[:3] == [256, 256, 256]
 
 
-def test_cool_down_doubles_each_time_a_page_is_found_hot():
-    k, clock = Kernel(1), Clock()
-    t = make(k, clock, rate_mib=100, cooldown=10, jitter=0)
+def _probe_times_of_a_hot_page(t, k, clock, passes, step):
+    """Run ``passes`` passes ``step`` seconds apart, page 0 touched after each (always hot):
+    the clock times of the passes that paged something out."""
     times = []
-    for _ in range(200):
+    for _ in range(passes):
         n = len(k.pageouts)
         t.scan_pass(VMAS)
         if len(k.pageouts) > n:
             times.append(clock.t)
-        k.touch([page(0)])  # always hot
-        clock.t += 1
+        k.touch([page(0)])
+        clock.t += step
+    return times
+
+
+def test_cool_down_doubles_each_time_a_page_is_found_hot():
+    k, clock = Kernel(1), Clock()
+    t = make(k, clock, rate_mib=100, cooldown=10, jitter=0)
+    times = _probe_times_of_a_hot_page(t, k, clock, passes=200, step=1)
     gaps = np.diff(times).tolist()
     # probed, judged hot one pass later, then left alone 10, 20, 40, 80 s (plus that pass)
     assert gaps[:4] == [11, 21, 41, 81]
@@ -181,14 +188,7 @@ def test_cool_down_doubles_each_time_a_page_is_found_hot():
 def test_cool_down_is_capped():
     k, clock = Kernel(1), Clock()
     t = make(k, clock, rate_mib=100, cooldown=1, jitter=0)
-    times = []
-    for _ in range(400):
-        n = len(k.pageouts)
-        t.scan_pass(VMAS)
-        if len(k.pageouts) > n:
-            times.append(clock.t)
-        k.touch([page(0)])
-        clock.t += 1
+    times = _probe_times_of_a_hot_page(t, k, clock, passes=400, step=1)
     assert max(np.diff(times)) == 64 + 1
 
 
@@ -502,14 +502,7 @@ def test_rests_survive_the_16_bit_tick_wrap():
     k, clock = Kernel(1), Clock()
     t = make(k, clock, rate_mib=100, cooldown=300, jitter=0)
     assert t.tick == 1
-    outs = []
-    for _ in range(200):
-        n = len(k.pageouts)
-        t.scan_pass(VMAS)
-        if len(k.pageouts) > n:
-            outs.append(clock.t)
-        k.touch([page(0)])
-        clock.t += 1000
+    outs = _probe_times_of_a_hot_page(t, k, clock, passes=200, step=1000)
     assert clock.t - 1000 > (1 << 16) * t.tick
     gaps = np.diff(outs).tolist()
     # probed, judged hot next pass, rests 3000 * 2**level s (capped at 64x), then due
