@@ -3,8 +3,15 @@ whole process, against a real etmemd, beside a bare interpreter; docs/performanc
 
     .venv/bin/python benchmarks/client_startup.py             # 20 runs each
     .venv/bin/python benchmarks/client_startup.py --runs 50 --importtime
+    .venv/bin/python benchmarks/client_startup.py --no-bytecode-cache
 
 The etmemd is started here on a unique abstract socket and stopped at the end.
+
+An installed etmem has the bytecode of its modules (pip compiles them at install), but an
+environment with PYTHONDONTWRITEBYTECODE=1 and a source checkout has none: each run would then
+compile every module of ours from source, which costs more than running them. So the runs get
+a bytecode cache of their own (PYTHONPYCACHEPREFIX in the temporary directory, filled by the
+warm-up run) unless --no-bytecode-cache asks for compiling each time.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from etmemd_proc import EtmemdProc  # noqa: E402
 
+#: The environment of every measured run (see the module docstring); set in main().
+ENV: dict[str, str] = dict(os.environ)
+
 
 def timed(argv: list[str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds: user + system) of one run of ``argv``, which must succeed.
@@ -30,7 +40,7 @@ def timed(argv: list[str]) -> tuple[float, float]:
     time only.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -48,6 +58,7 @@ def peak_rss_kib(argv: list[str]) -> int:
         stderr=subprocess.PIPE,
         text=True,
         check=True,
+        env=ENV,
     )
     return int(res.stderr.split()[-1])
 
@@ -75,9 +86,8 @@ _IN_PROCESS = (
 )
 
 
-def in_process(sock: str, runs: int) -> None:
-    """Where the client's own time goes: importing it, and the command (the noun's module, the
-    request and the reply), timed inside the process."""
+def in_process_samples(sock: str, runs: int) -> list[list[float]]:
+    """``[import ms, command ms]`` of ``runs`` runs, timed inside the process."""
     samples = []
     for _ in range(runs):
         res = subprocess.run(
@@ -86,8 +96,16 @@ def in_process(sock: str, runs: int) -> None:
             stderr=subprocess.PIPE,
             text=True,
             check=True,
+            env=ENV,
         )
         samples.append([float(x) for x in res.stderr.split()[-2:]])
+    return samples
+
+
+def in_process(sock: str, runs: int) -> None:
+    """Where the client's own time goes: importing it, and the command (the noun's module, the
+    request and the reply), timed inside the process."""
+    samples = in_process_samples(sock, runs)
     imp = statistics.median(a for a, _ in samples)
     cmd = statistics.median(b for _, b in samples)
     print(f"in the process: import etmem_core.cli {imp:5.1f} ms, the command {cmd:5.1f} ms")
@@ -97,13 +115,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--importtime", action="store_true", help="print the slowest imports")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="run with PYTHONDONTWRITEBYTECODE=1: every run compiles our modules from source",
+    )
     args = parser.parse_args()
     bindir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
+        if args.no_bytecode_cache:
+            ENV["PYTHONDONTWRITEBYTECODE"] = "1"
+            print("bytecode: none cached, every run compiles our modules")
+        else:
+            ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+            ENV["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+            print("bytecode: cached in the temporary directory, as an installed etmem has it")
         daemon = EtmemdProc(Path(tmp))
         try:
             show = [str(bindir / "etmem"), "project", "show", "-s", daemon.sock]
-            timed(show)  # warm the page cache
+            timed(show)  # warm the page cache (and fill the bytecode cache)
+            in_process_samples(daemon.sock, 1)  # its -c goes through the cache too: fill it
             report("python -c pass", [sys.executable, "-c", "pass"], args.runs)
             report("etmem project show", show, args.runs)
             in_process(daemon.sock, args.runs)
@@ -113,6 +144,7 @@ def main() -> int:
                     capture_output=True,
                     text=True,
                     check=True,
+                    env=ENV,
                 )
                 rows = [
                     line
