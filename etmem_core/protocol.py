@@ -12,7 +12,6 @@ C original.
 
 from __future__ import annotations
 
-import re
 from collections import namedtuple
 from enum import IntEnum
 
@@ -132,7 +131,10 @@ def request_complete(data: bytes) -> bool:
     return data.count(b" ") >= 2 * len(FIELDS) - 1 or len(data) > REQUEST_MAX
 
 
-_DECIMAL = re.compile(r"[0-9]{1,9}")
+def _is_decimal(text: str) -> bool:
+    """1 to 9 ASCII digits (str methods, not a regular expression: the client imports this
+    module and ``re`` would be a good part of its start-up)."""
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
 
 
 def decode_request(untrusted: bytes) -> Request:
@@ -169,7 +171,7 @@ def decode_request(untrusted: bytes) -> Request:
             raise ProtocolError(f"{field} has an empty value (use '-' for none)")
         values[field] = None if value == ABSENT else value
     raw_cmd = values.pop("cmd")
-    if raw_cmd is None or not _DECIMAL.fullmatch(raw_cmd):
+    if raw_cmd is None or not _is_decimal(raw_cmd):
         raise ProtocolError(f"cmd must be a decimal number, got {raw_cmd or ABSENT!r}")
     cmd = int(raw_cmd)
     if cmd not in Cmd._value2member_map_:
@@ -187,7 +189,8 @@ def reply_end(error: str | None) -> bytes:
 #: Longest reason text a failure reply or a log message carries; longer ones are cut, marked.
 TEXT_MAX = 1024
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: C0, DEL and C1 control characters, each to its ``\xNN`` (for ``str.translate``).
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 
 
 def safe_text(text: str, limit: int = TEXT_MAX) -> str:
@@ -197,7 +200,7 @@ def safe_text(text: str, limit: int = TEXT_MAX) -> str:
     cut = len(text) - limit
     if cut > 0:
         text = text[:limit]
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    text = text.translate(_CONTROL_ESCAPES)
     if cut > 0:
         text += f"... [{cut} more characters]"
     return text
