@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 import time
+from array import array  # socket has imported it; struct would be two modules more
 from collections.abc import Callable
 
 from .protocol import RECV_CHUNK, TIMEOUT, ReplyDecoder, Request, encode_request, socket_address
@@ -97,7 +97,8 @@ def _connect(sock: socket.socket, address: str, timeout: float) -> None:
             )
         sec = int(left)
         usec = max(1, int((left - sec) * 1e6)) if sec == 0 else int((left - sec) * 1e6)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+        timeval = array("l", (sec, usec)).tobytes()  # struct timeval: two C longs
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         try:
             sock.connect(address)
             return

@@ -230,3 +230,23 @@ def test_the_sdk_pytest_plugin_loads_no_numpy_and_no_scan_facade() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_clients_command_path_stays_light() -> None:
+    """``etmem project show`` (the getopt path) imports neither typer (it serves ``--help``)
+    nor the modules that the issue's start-up work took off it (docs/performance.md). Run
+    without ``site``, whose editable-install finder would load ``re`` before our code."""
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from etmem_core.cli import main\n"
+        "main(['project', 'show', '-s', 'etmem-test-no-such-socket'])\n"
+        "heavy = ('typer', 'click', 'json', 're', 'struct', 'dataclasses', 'typing', 'inspect',\n"
+        "         'numpy', 'pluggy', 'etmem_sdk', 'etmem_scan')\n"
+        "loaded = sorted(m for m in heavy if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
