@@ -4,6 +4,7 @@ whole process, against a real etmemd, beside a bare interpreter; docs/performanc
     .venv/bin/python benchmarks/client_startup.py             # 20 runs each
     .venv/bin/python benchmarks/client_startup.py --runs 50 --importtime
     .venv/bin/python benchmarks/client_startup.py --no-bytecode-cache
+    .venv/bin/python benchmarks/client_startup.py --no-site
 
 The etmemd is started here on a unique abstract socket and stopped at the end.
 
@@ -12,6 +13,11 @@ environment with PYTHONDONTWRITEBYTECODE=1 and a source checkout has none: each 
 compile every module of ours from source, which costs more than running them. So the runs get
 a bytecode cache of their own (PYTHONPYCACHEPREFIX in the temporary directory, filled by the
 warm-up run) unless --no-bytecode-cache asks for compiling each time.
+
+--no-site runs the interpreter (and the client, imported from this checkout) with ``-S``: the
+virtual environment's .pth files, the editable install's import finder above all, cost more
+than the client; without them the figures come closer to a wheel installed in a plain
+environment (whose ``site`` itself adds a few ms).
 """
 
 from __future__ import annotations
@@ -75,8 +81,17 @@ def report(label: str, argv: list[str], runs: int) -> None:
     )
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+#: ``etmem project show -s SOCK`` from this checkout, for ``python -S -c`` (argv: root, socket).
+_SHOW_NO_SITE = (
+    "import sys; sys.path.insert(0, sys.argv[1]); from etmem_core.cli import main; "
+    "sys.exit(main(['project', 'show', '-s', sys.argv[2]]))"
+)
+
 _IN_PROCESS = (
     "import sys, time\n"
+    "sys.path[:0] = sys.argv[2:]  # the checkout, without site (--no-site)\n"
     "t0 = time.perf_counter()\n"
     "from etmem_core.cli import main\n"
     "t1 = time.perf_counter()\n"
@@ -86,12 +101,13 @@ _IN_PROCESS = (
 )
 
 
-def in_process_samples(sock: str, runs: int) -> list[list[float]]:
+def in_process_samples(sock: str, runs: int, no_site: bool = False) -> list[list[float]]:
     """``[import ms, command ms]`` of ``runs`` runs, timed inside the process."""
     samples = []
+    argv = [sys.executable, "-S", "-c", _IN_PROCESS, sock, str(ROOT)] if no_site else []
     for _ in range(runs):
         res = subprocess.run(
-            [sys.executable, "-c", _IN_PROCESS, sock],
+            argv or [sys.executable, "-c", _IN_PROCESS, sock],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -102,10 +118,10 @@ def in_process_samples(sock: str, runs: int) -> list[list[float]]:
     return samples
 
 
-def in_process(sock: str, runs: int) -> None:
+def in_process(sock: str, runs: int, no_site: bool = False) -> None:
     """Where the client's own time goes: importing it, and the command (the noun's module, the
     request and the reply), timed inside the process."""
-    samples = in_process_samples(sock, runs)
+    samples = in_process_samples(sock, runs, no_site)
     imp = statistics.median(a for a, _ in samples)
     cmd = statistics.median(b for _, b in samples)
     print(f"in the process: import etmem_core.cli {imp:5.1f} ms, the command {cmd:5.1f} ms")
@@ -120,7 +136,14 @@ def main() -> int:
         action="store_true",
         help="run with PYTHONDONTWRITEBYTECODE=1: every run compiles our modules from source",
     )
+    parser.add_argument(
+        "--no-site",
+        action="store_true",
+        help="run the interpreter with -S (no .pth files, no editable finder) and the client "
+        "from this checkout",
+    )
     args = parser.parse_args()
+    python = [sys.executable, "-S"] if args.no_site else [sys.executable]
     bindir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
         if args.no_bytecode_cache:
@@ -132,15 +155,21 @@ def main() -> int:
             print("bytecode: cached in the temporary directory, as an installed etmem has it")
         daemon = EtmemdProc(Path(tmp))
         try:
-            show = [str(bindir / "etmem"), "project", "show", "-s", daemon.sock]
+            if args.no_site:
+                script = ["-c", _SHOW_NO_SITE, str(ROOT), daemon.sock]
+                show = [*python, *script]
+            else:
+                script = show = [str(bindir / "etmem"), "project", "show", "-s", daemon.sock]
             timed(show)  # warm the page cache (and fill the bytecode cache)
-            in_process_samples(daemon.sock, 1)  # its -c goes through the cache too: fill it
-            report("python -c pass", [sys.executable, "-c", "pass"], args.runs)
-            report("etmem project show", show, args.runs)
-            in_process(daemon.sock, args.runs)
+            # its -c goes through the cache too: fill it
+            in_process_samples(daemon.sock, 1, args.no_site)
+            flags = " -S" if args.no_site else ""
+            report(f"python{flags} -c pass", [*python, "-c", "pass"], args.runs)
+            report(f"etmem project show{flags}", show, args.runs)
+            in_process(daemon.sock, args.runs, args.no_site)
             if args.importtime:
                 res = subprocess.run(
-                    [sys.executable, "-X", "importtime", *show],
+                    [*python, "-X", "importtime", *script],
                     capture_output=True,
                     text=True,
                     check=True,
