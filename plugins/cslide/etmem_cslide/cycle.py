@@ -114,7 +114,7 @@ def fold_hugepages(
     return uniq, ptype[first], np.floor(mean + 0.5).astype(np.int32)
 
 
-def fold_huge_runs(runs: PageRuns, count: np.ndarray, block: int = MOVE_BATCH):
+def fold_huge_runs(runs: PageRuns, count: np.ndarray, block: int | None = None):
     """:func:`fold_hugepages` over runs and their counts, a block of pages at a time:
     ``(runs, int32 counts)`` of the folded pages.
 
@@ -126,6 +126,7 @@ def fold_huge_runs(runs: PageRuns, count: np.ndarray, block: int = MOVE_BATCH):
         return runs, count
     mask = ~np.uint64(HUGE_2M - 1)
     n = len(runs)
+    block = block or MOVE_BATCH
     pieces: list[PageRuns] = []
     counts: list[np.ndarray] = []
     tail = None  # (key, type, sum, parts) of the group the last block ended in

@@ -143,9 +143,11 @@ class NodePages:
         """The same pages with moves held back."""
         return NodePages(self.runs, self.counts, self.where, self.nodes, held)
 
-    def blocks(self, block: int = BLOCK) -> Iterator[tuple[int, int]]:
-        """``(lo, hi)`` page ranges of at most ``block`` pages, in address order."""
+    def blocks(self, block: int | None = None) -> Iterator[tuple[int, int]]:
+        """``(lo, hi)`` page ranges of at most ``block`` (default :data:`BLOCK`) pages, in
+        address order."""
         n = len(self.counts)
+        block = block or BLOCK
         for lo in range(0, n, block):
             yield lo, min(lo + block, n)
 
