@@ -32,6 +32,7 @@ from .policy import (
     bucket_bytes,
     join_runs,
     plan_moves,
+    where_dtype,
     where_of,
 )
 from .show import stamp
@@ -165,7 +166,7 @@ def fold_huge_runs(runs: PageRuns, count: np.ndarray, block: int | None = None):
 
 def query_where(host, pid: int, runs: PageRuns, nodes) -> np.ndarray:
     """The node byte of every page (``policy.where_of``), queried a batch at a time."""
-    where = np.empty(len(runs), NodePages.empty(nodes).where.dtype)
+    where = np.empty(len(runs), where_dtype(nodes))
     for lo in range(0, len(where), MOVE_BATCH):
         hi = min(lo + MOVE_BATCH, len(where))
         status = np.asarray(host.move_pages(pid, runs.addresses(lo, hi), None), dtype=np.int64)
