@@ -218,7 +218,7 @@ class PageIdleTracker(Tracker):
             zip((first * 8).tolist(), (at[:-1] * 8).tolist(), (at[1:] * 8).tolist(), strict=True)
         )
         words = np.zeros(int(at[-1]), dtype=np.uint64)
-        view = memoryview(words).cast("B")
+        view = words.data.cast("B")
         try:
             for off, lo, hi in spans:
                 os.preadv(self._bitmap, [view[lo:hi]], off)  # short read: zeros, i.e. accessed
