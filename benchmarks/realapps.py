@@ -357,12 +357,33 @@ def end_children() -> None:
                 os.waitpid(int(d), 0)
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (all its threads) so far, in seconds."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of ``pid`` (all its threads) so far, in seconds."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         raw = f.read()
     fields = raw[raw.rfind(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads) so far, in seconds."""
+    return sum(cpu_times(pid))
+
+
+def cpu_speed_s() -> float:
+    """Seconds this machine takes for a fixed piece of Python and numpy work (best of 3): the
+    ratio between two machines' figures (the test bed under TCG against its host) says how much
+    slower every instruction runs there, etmemd's included."""
+    a = np.arange(1 << 20, dtype=np.uint64)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            total += i & 7
+        np.sort(a[::-1] ^ np.uint64(0x5555))
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def majflt(pid: int) -> int:
@@ -593,6 +614,7 @@ def measure(args: argparse.Namespace) -> dict:
             watched = []
         t_start = rclock()  # the project has started (etmem returned) or damo has
         cpu0 = sum(cpu_seconds(p) for p in watched)
+        split0 = cpu_times(daemon_pid) if daemon_pid else (0.0, 0.0)
         flt0 = majflt(pid)
         deadline = t_start + args.duration
         rss0 = before.get("VmRSS", 0)
@@ -613,6 +635,7 @@ def measure(args: argparse.Namespace) -> dict:
             time.sleep(max(0.0, min(1.0, deadline - rclock())))
         t_end = rclock()
         cpu_total = sum(cpu_seconds(p) for p in watched) - cpu0 if watched else 0.0
+        split = cpu_times(daemon_pid) if daemon_pid else (0.0, 0.0)
         # Stop the reader first, so that stopping etmemd or damo is not in its figures.
         reads, misses = rd.finish()
         if not len(reads) or reads[-1, 0] / 1e9 < t_end - 5:
@@ -655,6 +678,11 @@ def measure(args: argparse.Namespace) -> dict:
         "p99_ratio": steady["p99_us"] / base["p99_us"] if base["n"] else float("nan"),
         "cpu_core_share": cpu_total / (t_end - t_start) if watched else None,
         "cpu_s": cpu_total,
+        # etmemd alone: its own code (user) and the kernel's work it calls (system: page-outs,
+        # pagemap, and in the test bed zram's compression of what it pages out)
+        "etmemd_user_s": split[0] - split0[0],
+        "etmemd_system_s": split[1] - split0[1],
+        "cpu_speed_s": cpu_speed_s(),
         "window_s": t_end - t_start,
         "misses": misses,
         "timeline": timeline(reads, t_start, t_end, 5.0),
@@ -698,6 +726,9 @@ def print_report(r: dict) -> None:
           f"({100 * r['throughput_ratio']:.0f} %, p99 x{r['p99_ratio']:.2f}); "
           f"major faults {r['major_faults']}")  # fmt: skip
     print(f"  {r['mode']} CPU: {cpu} ({r['cpu_s']:.1f} s over {r['window_s']:.0f} s)")
+    if r.get("etmemd_pid"):
+        print(f"  etmemd: user {r['etmemd_user_s']:.1f} s, system {r['etmemd_system_s']:.1f} s; "
+              f"this machine's CPU yardstick {1000 * r['cpu_speed_s']:.0f} ms")  # fmt: skip
     marks = ", ".join(f"{k} {'-' if v is None else ('yes' if v else 'NO')}"
                       for k, v in r["targets"].items())  # fmt: skip
     print(f"  targets: {marks}")

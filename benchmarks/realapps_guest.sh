@@ -5,6 +5,7 @@
 #
 #   .venv/bin/pip install damo          # once, into the venv the guest sees read-only
 #   tests/vm/run --mem 4G --timeout 1800 benchmarks/realapps_guest.sh [--keys N] [--duration S]
+#       [--modes "etmem-default etmem-damon damo none"]    (the runs to make; all by default)
 #
 # Prints one JSON report per run (the lines between "=== name" markers) and a summary at the end.
 set -uo pipefail
@@ -12,10 +13,12 @@ cd "$(dirname "$0")/.."
 
 KEYS=300000
 DURATION=90
+MODES="etmem-default etmem-damon damo none"
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) KEYS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
+        --modes) MODES=$2; shift 2 ;;
         *) echo "realapps_guest: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -36,10 +39,15 @@ run() {
         echo "realapps_guest: $name failed" >&2
     fi
 }
-run etmem-default --mode etmem
-run etmem-damon --mode etmem --tracker damon
-run damo --mode damo
-run none --mode none
+for m in $MODES; do
+    case "$m" in
+        etmem-default) run etmem-default --mode etmem ;;
+        etmem-damon) run etmem-damon --mode etmem --tracker damon ;;
+        damo) run damo --mode damo ;;
+        none) run none --mode none ;;
+        *) echo "realapps_guest: unknown mode $m" >&2; rc=2 ;;
+    esac
+done
 for f in "$OUT"/*.json; do
     [ -s "$f" ] || continue
     echo "--- $(basename "$f" .json)"

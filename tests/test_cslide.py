@@ -292,6 +292,24 @@ def test_cycle_promotes_hot_and_demotes_cold_pages(machine, cycling):
     assert query == [addrs]
 
 
+def test_query_and_moves_go_a_batch_at_a_time_with_the_same_result(machine, cycling, monkeypatch):
+    import etmem_cslide.cycle as cy
+
+    monkeypatch.setattr(cy, "MOVE_BATCH", 7)
+    engine, _task = cycling
+
+    result = run_cycle(engine.params)
+
+    addrs = [BASE + i * HUGE for i in range(20)]
+    assert [machine.placement[(PID, a)] for a in addrs] == [0] * 10 + [1] * 10
+    query = [a for _pid, node, a in machine.calls if node is None]
+    assert [len(q) for q in query] == [7, 7, 6] and sum(query, []) == addrs
+    moves = [(node, len(a)) for _pid, node, a in machine.calls if node is not None]
+    assert moves == [(1, 7), (1, 3), (0, 7), (0, 3)]  # cold pages first, in batches
+    assert result.moved == {(PID, 1): 10 * HUGE, (PID, 0): 10 * HUGE}
+    assert engine.params.host_pages == {0: (0, 10 * 2048), 1: (10 * 2048, 0)}
+
+
 def test_cycle_statistics_are_taken_before_the_moves(cycling):
     engine, task = cycling
     run_cycle(engine.params)

@@ -237,3 +237,39 @@ def test_merge_leaves_its_inputs_alone() -> None:
     r1 = pr.accumulate([P(a, [0] * 8, [1] * 8)])
     r2 = pr.merge(r1, P(a, [0] * 8, [1] * 8))
     assert r1.count.tolist() == [1] * 8 and r2.count.tolist() == [2] * 8
+
+
+def _random_runs(rng, n: int) -> pr.PageRuns:
+    """Ascending pages of 4 KiB and 2 MiB, with gaps, as runs."""
+    addr, types, at = [], [], 1 << 30
+    for _ in range(n):
+        t = int(rng.random() < 0.2)
+        size = 4096 if t == 0 else 2 << 20
+        at = -(-at // size) * size + size * int(rng.integers(0, 3))
+        addr.append(at)
+        types.append(t)
+        at += size
+    return pr.PageRuns.from_addresses(np.array(addr, np.uint64), np.array(types, np.uint8))
+
+
+def test_index_of_counts_the_pages_below_each_address() -> None:
+    runs = _random_runs(np.random.default_rng(3), 300)
+    addrs = runs.addresses()
+    probes = np.concatenate([addrs, addrs + np.uint64(1), addrs - np.uint64(1), [0, 2**63]])
+    probes = probes.astype(np.uint64)
+    assert runs.index_of(probes).tolist() == np.searchsorted(addrs, probes).tolist()
+    assert pr.PageRuns.empty().index_of(np.array([5], np.uint64)).tolist() == [0]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 16])
+def test_carry_runs_matches_carry_by_address(chunk: int) -> None:
+    from etmem_sdk import scan
+
+    rng = np.random.default_rng(chunk)
+    old, new = _random_runs(rng, 400), _random_runs(rng, 500)
+    values = rng.integers(1, 200, len(old)).astype(np.uint8)
+    want = scan.carry(old.addresses(), values, new.addresses(), fill=0)
+    got = pr.carry_runs(old, values, new, chunk=chunk)
+    assert got.dtype == np.uint8 and got.tolist() == want.tolist()
+    assert pr.carry_runs(old, values, old) is values  # the same pages: nothing is built
+    assert pr.carry_runs(pr.PageRuns.empty(), values[:0], new, fill=9).tolist() == [9] * len(new)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -122,6 +123,44 @@ def test_page_idle_reports_cleared_bits_as_accessed_and_marks_pages_idle(tmp_pat
         second = t.scan_pass(vmas)
         assert second.weight.tolist() == [0, 1, 0, 0, 0, 1, 0, 0]
         assert (second.type == 0).all()
+
+
+class KernelBitmapTracker(PageIdleTracker):
+    """Writes the fake bitmap as the kernel treats the real one: 1 bits set, 0 bits ignored
+    (a plain file would lose the bits of an earlier block sharing a word)."""
+
+    def _set_idle(self, words: memoryview, offset: int) -> None:
+        old = np.frombuffer(os.pread(self._bitmap, len(words), offset), np.uint64)
+        super()._set_idle(memoryview(np.frombuffer(words, np.uint64) | old), offset)
+
+
+def test_page_idle_pass_is_exact_across_blocks_and_overlapping_vmas(tmp_path):
+    # 150,000 pages (three pagemap blocks of 65,536) with holes, PFNs shuffled over the bitmap
+    rng = np.random.default_rng(7)
+    n = 150_000
+    resident = rng.random(n) < 0.7
+    resident[[0, 65_535, 65_536, 131_071, 131_072, n - 1]] = True  # pages at block edges
+    vaddr = BASE + np.flatnonzero(resident).astype(np.int64) * PAGE_SIZE
+    pfns = rng.permutation(4096 * 64 - 1)[: vaddr.size] + 1
+    proc = fake_pagemap(tmp_path, dict(zip(vaddr.tolist(), pfns.tolist(), strict=True)))
+    sys_root = fake_bitmap(tmp_path)
+    end = BASE + n * PAGE_SIZE
+    # a VMA split since it was read: the two parts overlap, every page is still reported once
+    vmas = [V(BASE + 1000 * PAGE_SIZE, end), V(BASE, BASE + 2000 * PAGE_SIZE)]
+    with KernelBitmapTracker(PID, proc_root=proc, sys_root=sys_root) as t:
+        t.scan_pass(vmas)
+        bits = bitmap_bits(sys_root)
+        assert bits.sum() == vaddr.size and bits[pfns].all()
+        accessed = rng.random(vaddr.size) < 0.25
+        bits[pfns[accessed]] = 0
+        (sys_root / "kernel/mm/page_idle/bitmap").write_bytes(
+            np.packbits(bits, bitorder="little").tobytes()
+        )
+        second = t.scan_pass(vmas)
+    assert second.addr.tolist() == vaddr.tolist()
+    assert second.weight.tolist() == accessed.astype(np.uint8).tolist()
+    assert len(second.runs.start) == np.count_nonzero(np.diff(np.r_[0, resident]) == 1)
+    assert bitmap_bits(sys_root)[pfns].all()  # all idle again
 
 
 def test_page_idle_missing_and_hidden_pfns(tmp_path):

@@ -168,6 +168,20 @@ class PageRuns:
         for addr, _types in self.chunks(chunk, descending=True):
             yield addr
 
+    def index_of(self, addrs: np.ndarray | int) -> np.ndarray:
+        """How many pages lie below each of ``addrs`` (int64): the page index an address has,
+        or would have, in the page order -- ``searchsorted`` over addresses never built."""
+        a = np.atleast_1d(np.asarray(addrs, ADDR_DTYPE))
+        below = np.zeros(a.shape, np.int64)
+        r = np.searchsorted(self.start, a, side="left") - 1  # last run starting below
+        ok = r >= 0
+        if ok.any():
+            rr = r[ok]
+            step = self.step[rr]
+            inside = ((a[ok] - self.start[rr] + step - np.uint64(1)) // step).astype(np.int64)
+            below[ok] = self.first_page()[rr] + np.minimum(inside, self.npages[rr])
+        return below
+
     def same_pages(self, other: PageRuns) -> bool:
         """True when both hold exactly the same pages in the same runs."""
         return len(self.start) == len(other.start) and all(
@@ -372,6 +386,37 @@ def _scatter(out: np.ndarray, src_runs: PageRuns, dest: np.ndarray, values: np.n
             out[pos] = add_saturating(out[pos], values[lo:hi])
         else:
             out[pos] = values[lo:hi]
+
+
+def carry_runs(
+    old: PageRuns, values: np.ndarray, new: PageRuns, fill: int = 0, chunk: int = _CHUNK
+) -> np.ndarray:
+    """Values kept per page of ``old`` lined up with the pages of ``new``: ``values`` where a
+    page of ``new`` has the address of a page of ``old``, else ``fill``.
+
+    A merge of the two page orders, ``chunk`` pages at a time, so nothing per page is built but
+    the result (one value per page of ``new``).  When both hold the same pages, ``values``
+    itself comes back (not a copy).
+    """
+    values = np.asarray(values)
+    if old.same_pages(new):
+        return values
+    out = np.full(len(new), fill, dtype=values.dtype)
+    if len(out) == 0 or len(old) == 0:
+        return out
+    old_ex, new_ex = _Expander(old), _Expander(new)
+    for lo in range(0, old_ex.total, chunk):
+        hi = min(lo + chunk, old_ex.total)
+        oa = old_ex.addresses(lo, hi)
+        # the pages of ``new`` within this chunk's address span
+        n_lo, n_hi = new.index_of(np.array([oa[0], oa[-1] + np.uint64(1)], ADDR_DTYPE)).tolist()
+        for s in range(n_lo, n_hi, chunk):
+            e = min(s + chunk, n_hi)
+            na = new_ex.addresses(s, e)
+            idx = np.minimum(np.searchsorted(oa, na), len(oa) - 1)
+            hit = oa[idx] == na
+            out[s:e][hit] = values[lo:hi][idx[hit]]
+    return out
 
 
 def _merge_pages(refs: PageRefs, p: PassRefs) -> PageRefs:

@@ -19,7 +19,8 @@ Four groups of names:
 * **page arrays** -- :class:`PassRefs` (one pass), :class:`PageRefs` (accumulated, sorted by
   address), both as :class:`PageRuns` plus a small counter per page, :func:`accumulate`,
   :func:`merge`, :func:`cold_mask`, :func:`cold_runs`, :func:`carry` (line up values
-  kept from the previous cycle with the pages seen now), :func:`page_bytes`;
+  kept from the previous cycle with the pages seen now; :func:`carry_runs` does it on runs,
+  never building an address per page), :func:`page_bytes`;
 * **trackers and actuators** -- :func:`open_tracker`, :func:`open_actuator` (by name, bound to the
   current roots), :func:`sample` (several passes with stoppable sleeps between them),
   :class:`TokenBucket` (the ``probe`` tracker's budget, shared by a task's pids);
@@ -78,6 +79,7 @@ from etmem_scan.pagerefs import (
     PageRuns,
     PassRefs,
     accumulate,
+    carry_runs,
     cold_mask,
     cold_runs,
     dram_percent_mask,
@@ -140,6 +142,7 @@ __all__ = [
     "alive",
     "capabilities",
     "carry",
+    "carry_runs",
     "choose_actuator",
     "choose_tracker",
     "cold_mask",

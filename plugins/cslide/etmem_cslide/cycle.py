@@ -4,6 +4,10 @@ One cycle: node pools from sysfs -> VMAs and ``loop`` tracker passes per pid (``
 after each pass) -> counts -> current node of every page (move_pages query) -> statistics ->
 :func:`policy.plan_moves` -> move_pages, cold pages first, per pid and pair.
 
+Pages stay runs the whole way (:class:`policy.NodePages`): the passes fold into the counts as
+they come, the query and the moves go a batch of addresses at a time, and a page costs its
+count, its node byte and (when moves are confirmed) its confirmation byte.
+
 Unlike the original, a pid that is gone or unreadable is skipped for the cycle (logged, shown in
 its task's stats) while the other pids go on; every wait is on the engine's stop event.
 """
@@ -15,17 +19,29 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from etmem_sdk import EtmemError
-from etmem_sdk.scan import PMD, PTE, ScanError
+from etmem_sdk import EtmemError, scan
+from etmem_sdk.scan import PMD, PTE, PageRefs, PageRuns, ScanError
 
 from .config import HUGE_2M, HUGETLB
 from .confirm import MoveConfirmation, default_confirm
-from .host import TYPE_SIZE, accumulate
-from .policy import PidPages, Plan, plan_moves
+from .policy import (
+    NodePages,
+    PidPages,
+    Plan,
+    as_node_pages,
+    bucket_bytes,
+    join_runs,
+    plan_moves,
+    where_dtype,
+    where_of,
+)
 from .show import stamp
 from .state import CslideEngineParams, CslidePidParams, PidState
 
 log = logging.getLogger("etmemd.cslide")
+
+#: pages per move_pages call, query or move (the kernel call's batch, as the original's)
+MOVE_BATCH = 1 << 16
 
 
 @dataclass
@@ -33,8 +49,8 @@ class CycleResult:
     """What one cycle did (for logs and tests)."""
 
     scanned: list[CslidePidParams] = field(default_factory=list)
-    #: the pages of each scanned pid, as the policy saw them
-    pages: list[PidPages] = field(default_factory=list)
+    #: the pages of each scanned pid, as the statistics saw them (no move held back)
+    pages: list[NodePages] = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)
     plan: Plan | None = None
     #: (pid, destination node) -> bytes moved
@@ -99,6 +115,65 @@ def fold_hugepages(
     return uniq, ptype[first], np.floor(mean + 0.5).astype(np.int32)
 
 
+def fold_huge_runs(runs: PageRuns, count: np.ndarray, block: int | None = None):
+    """:func:`fold_hugepages` over runs and their counts, a block of pages at a time:
+    ``(runs, int32 counts)`` of the folded pages.
+
+    A 2 MiB page's parts are neighbours in address order, so a block's last page joins the
+    next block; were the folded addresses ever out of order (a huge page off its 2 MiB grid),
+    the whole page list is folded at once instead.
+    """
+    if not (runs.type == PTE).any():
+        return runs, count
+    mask = ~np.uint64(HUGE_2M - 1)
+    n = len(runs)
+    block = block or MOVE_BATCH
+    pieces: list[PageRuns] = []
+    counts: list[np.ndarray] = []
+    tail = None  # (key, type, sum, parts) of the group the last block ended in
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        addr, ptype = runs.addresses(lo, hi), runs.types(lo, hi)
+        small = ptype == PTE
+        key = np.where(small, addr & mask, addr)
+        if (key[1:] < key[:-1]).any() or (tail is not None and key[0] < tail[0]):
+            whole = fold_hugepages(runs.addresses(), runs.types(), count)
+            return PageRuns.from_addresses(whole[0], whole[1]), whole[2]
+        first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        gkey, gtype = key[first], np.where(small, np.uint8(PMD), ptype).astype(np.uint8)[first]
+        total = np.add.reduceat(count[lo:hi].astype(np.int64), first)
+        parts = np.diff(np.r_[first, hi - lo])
+        if tail is not None:
+            if gkey[0] == tail[0]:
+                gtype[0] = tail[1]
+                total[0] += tail[2]
+                parts[0] += tail[3]
+            else:
+                gkey, gtype = np.r_[tail[0], gkey], np.r_[tail[1], gtype].astype(np.uint8)
+                total, parts = np.r_[tail[2], total], np.r_[tail[3], parts]
+        if hi < n:  # the last group may go on in the next block
+            tail = (gkey[-1], gtype[-1], int(total[-1]), int(parts[-1]))
+            gkey, gtype, total, parts = gkey[:-1], gtype[:-1], total[:-1], parts[:-1]
+        else:
+            tail = None
+        if len(gkey):
+            pieces.append(PageRuns.from_addresses(gkey, gtype))
+            counts.append(np.floor(total / parts + 0.5).astype(np.int32))
+    if not pieces:
+        return PageRuns.empty(), np.empty(0, np.int32)
+    return join_runs(pieces), np.concatenate(counts)
+
+
+def query_where(host, pid: int, runs: PageRuns, nodes) -> np.ndarray:
+    """The node byte of every page (``policy.where_of``), queried a batch at a time."""
+    where = np.empty(len(runs), where_dtype(nodes))
+    for lo in range(0, len(where), MOVE_BATCH):
+        hi = min(lo + MOVE_BATCH, len(where))
+        status = np.asarray(host.move_pages(pid, runs.addresses(lo, hi), None), dtype=np.int64)
+        where[lo:hi] = where_of(status, nodes)
+    return where
+
+
 def _skip(result: CycleResult, p: CslidePidParams, why: str) -> None:
     p.skipped = why
     result.skipped[p.pid] = why
@@ -126,6 +201,7 @@ def run_cycle(eng: CslideEngineParams) -> CycleResult:
 
     # Scan: loop passes over every pid, sleep after each pass. Trackers stay open across
     # cycles (a DAMON tracker needs time to learn regions); the thread closes them.
+    # per pid: params, VMAs, [counts so far, whether they may be added to in place]
     scans: dict[int, tuple[CslidePidParams, list, list]] = {}
     for p in working:
         try:
@@ -140,13 +216,15 @@ def run_cycle(eng: CslideEngineParams) -> CycleResult:
             _skip(result, p, str(exc))
             continue
         p.skipped = ""
-        scans[p.pid] = (p, vmas, [])
+        scans[p.pid] = (p, vmas, [PageRefs.empty(), False])
     for _ in range(cfg.loop):
-        for pid, (p, vmas, passes) in list(scans.items()):
+        for pid, (p, vmas, acc) in list(scans.items()):
             if not vmas:
                 continue
             try:
-                passes.append(p.tracker.scan_pass(vmas))
+                # folded as they come (as scan.accumulate folds a list): one pass alive at a time
+                acc[0] = scan.merge(acc[0], p.tracker.scan_pass(vmas), in_place=acc[1])
+                acc[1] = len(acc[0]) > 0
             except (ScanError, EtmemError, OSError, ValueError) as exc:
                 close_tracker(p)
                 _skip(result, p, f"scan failed: {exc}")
@@ -157,28 +235,25 @@ def run_cycle(eng: CslideEngineParams) -> CycleResult:
 
     # File every page by (count, current node).
     pids: list[CslidePidParams] = []
-    pages: list[PidPages] = []
-    planned: list[PidPages] = []  # as the policy sees them: unconfirmed moves held back
-    nodes = np.array(cfg.nodes, dtype=np.int64)
-    for p, _vmas, passes in scans.values():
-        addr, ptype, count = accumulate(passes)
+    pages: list[NodePages] = []
+    planned: list[NodePages] = []  # as the policy sees them: unconfirmed moves held back
+    for p, _vmas, acc in scans.values():
+        refs = acc.pop(0)
+        runs, count = refs.runs, refs.count
+        del refs
         if cfg.memory == HUGETLB:
-            addr, ptype, count = fold_hugepages(addr, ptype, count)
-        if len(addr):
+            runs, count = fold_huge_runs(runs, count)
+        if len(runs):
             try:
-                status = np.asarray(host.move_pages(p.pid, addr, None), dtype=np.int64)
+                where = query_where(host, p.pid, runs, cfg.nodes)
             except (EtmemError, OSError) as exc:
                 _skip(result, p, f"node query failed: {exc}")
                 continue
-            keep = np.isin(status, nodes)  # negative status: not present / unmapped
-            pid_pages = PidPages(
-                addr=addr[keep].astype(np.uint64),
-                size=TYPE_SIZE[np.minimum(ptype[keep], 2)],
-                count=count[keep].astype(np.int32),
-                node=status[keep].astype(np.int32),
-            )
+            # a negative status (not present, unmapped) or another node: where = absent
+            pid_pages = NodePages(runs, count, where, cfg.nodes)
         else:
-            pid_pages = PidPages.empty()
+            pid_pages = NodePages.empty(cfg.nodes)
+        del runs, count
         pids.append(p)
         pages.append(pid_pages)
         if p.confirmation is not None:
@@ -199,13 +274,20 @@ def run_cycle(eng: CslideEngineParams) -> CycleResult:
     return result
 
 
-def node_pages_kb(pages: PidPages, nodes, hot_threshold: int) -> dict[int, tuple[int, int]]:
+def node_pages_kb(
+    pages: PidPages | NodePages, nodes, hot_threshold: int
+) -> dict[int, tuple[int, int]]:
     """node -> (hot KiB, cold KiB) from each page's real size."""
+    compact = as_node_pages(pages, nodes)
+    low = min(hot_threshold - 1, 0)
+    by_count = bucket_bytes(compact, low, max(hot_threshold, low), held=False)
+    cold = by_count[: hot_threshold - low].sum(axis=0)
+    hot = by_count[hot_threshold - low :].sum(axis=0)
+    index = {n: i for i, n in enumerate(compact.nodes)}
     out = {}
-    hot = pages.count >= hot_threshold
     for n in nodes:
-        on = pages.node == n
-        out[n] = (int(pages.size[on & hot].sum()) // 1024, int(pages.size[on & ~hot].sum()) // 1024)
+        i = index.get(n)
+        out[n] = (0, 0) if i is None else (int(hot[i]) // 1024, int(cold[i]) // 1024)
     return out
 
 
@@ -224,7 +306,7 @@ def update_stats(
     eng: CslideEngineParams,
     working: list[CslidePidParams],
     scanned: list[CslidePidParams],
-    pages: list[PidPages],
+    pages: list[NodePages],
 ) -> None:
     """Per-pid and host hot/cold KiB per node, the time, and the JSON copies in the stats."""
     nodes = eng.config.nodes
@@ -292,14 +374,17 @@ def migrate(
 
 
 def _move(eng: CslideEngineParams, p: CslidePidParams, pair, moves, result: CycleResult) -> None:
-    for addrs, node, nbytes, src in (
-        (moves.cold_addrs(), pair.cold, moves.cold_bytes, pair.hot),
-        (moves.hot_addrs(), pair.hot, moves.hot_bytes, pair.cold),
+    for pieces, node, nbytes, src in (
+        (moves.cold, pair.cold, moves.cold_bytes, pair.hot),
+        (moves.hot, pair.hot, moves.hot_bytes, pair.cold),
     ):
-        if not len(addrs):
+        npages = sum(len(r) for r in pieces)
+        if not npages:
             continue
-        status = np.asarray(eng.host.move_pages(p.pid, addrs, node))
-        landed = int(np.count_nonzero(status == node))
+        landed = 0
+        for addrs in moves.batches(pieces, MOVE_BATCH):
+            status = np.asarray(eng.host.move_pages(p.pid, addrs, node))
+            landed += int(np.count_nonzero(status == node))
         result.moved[(p.pid, node)] = result.moved.get((p.pid, node), 0) + nbytes
         log.info(
             "cslide: task %d move pages %d KB from node %d to node %d (%d of %d pages landed)",
@@ -308,5 +393,5 @@ def _move(eng: CslideEngineParams, p: CslidePidParams, pair, moves, result: Cycl
             src,
             node,
             landed,
-            len(addrs),
+            npages,
         )

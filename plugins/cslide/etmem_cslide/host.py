@@ -8,7 +8,6 @@ tracker and move_pages (tests), and against the real kernel otherwise.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +17,6 @@ from etmem_sdk import EngineError, scan
 from .config import HUGETLB, NodeMem, TaskConfig, read_node_mem
 
 PAGE_SIZE = scan.PAGE_SIZE
-#: bytes of a page by tracker page type (0 = base page, 1 = PMD, 2 = PUD)
-TYPE_SIZE = np.array([PAGE_SIZE, 2 << 20, 1 << 30], dtype=np.int64)
-
-
-def accumulate(passes: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum the weights of ``passes`` per address: (addr uint64, type uint8, count uint16)."""
-    refs = scan.accumulate(passes)
-    return refs.addr, refs.type, refs.count
 
 
 def _default_proc_root() -> str:
