@@ -52,13 +52,9 @@ MAX_CLIENTS = 64
 #: busy. Quick requests need no more: the store serialises them anyway, and every extra
 #: runnable thread costs hand-offs of the interpreter lock.
 WORKER_STALL = 0.02
-#: Requested listen backlog (the kernel caps it at net.core.somaxconn). Short on purpose: a
-#: connect flood keeps it full, the kernel hands connections over in arrival order, and a root
-#: client waits behind every one queued before it, each refused at the pace etmemd gets the
-#: CPU for (~15,000 a second on a busy 2-CPU VM: 4096 of them were ~270 ms). A burst of
-#: clients larger than this waits in connect() instead (ours connects blocking, with its own
-#: deadline), which is as good a queue.
-LISTEN_BACKLOG = 128
+#: Requested listen backlog (the kernel caps it at net.core.somaxconn): room for a burst of
+#: clients while the accept loop is busy or paused.
+LISTEN_BACKLOG = 4096
 #: Connections accepted per second at most, and how many may come at once: any local user can
 #: connect, so a connect flood must cost etmemd a bounded share of a CPU (refusing one takes
 #: ~8 us: at most ~40 % of a CPU). Root clients queue behind the flood's connections in the
