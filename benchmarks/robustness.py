@@ -11,7 +11,11 @@ Runs, each against one etmemd started here on a unique abstract socket:
    connect flooder: answered, p99 latency;
 3. obj add and del through the etmem CLI of TOML files with 40,000 tasks, 65,536 tasks (the
    most a file may hold) in 10 MiB, 185,000 tasks in 10 MiB (refused: how soon), and a
-   10 MiB GKeyFile of repeated headers: seconds each.
+   10 MiB GKeyFile of repeated headers: seconds each;
+4. (``--only stop``, in process) ``project start``, ``project stop`` and ``obj del`` of a
+   started project of 40,000 slide tasks that each hold a pid of their own: stopping gives
+   every claim up. The pids are a fake /proc tree (this machine's pid_max is 32,768);
+   ``--stop-tasks`` sets the count.
 
 Needs root (the flooder drops to uid 65534; object files must be root's).
 """
@@ -137,12 +141,25 @@ def scale(args: argparse.Namespace, work: Path) -> None:
         d.etmem("obj", "del", "-f", str(warm))
         print(f"first use of the slide engine (1 task, add + del): {time.monotonic() - t0:.2f} s")
         cases = [
-            ("40k tasks", "s40k.toml", lambda p: _toml_tasks(p, 40_000)),
-            ("64k tasks, 10 MiB", "s64k.toml", lambda p: _toml_tasks(p, 65_536, 100)),
-            (f"{args.big_tasks} tasks", "sbig.toml", lambda p: _toml_tasks(p, args.big_tasks)),
-            ("GKeyFile, 10 MiB of [task]", "skf.conf", lambda p: _keyfile_headers(p, 10 << 20)),
+            ("40k", "40k tasks", "s40k.toml", lambda p: _toml_tasks(p, 40_000)),
+            ("64k", "64k tasks, 10 MiB", "s64k.toml", lambda p: _toml_tasks(p, 65_536, 100)),
+            (
+                "big",
+                f"{args.big_tasks} tasks",
+                "sbig.toml",
+                lambda p: _toml_tasks(p, args.big_tasks),
+            ),
+            (
+                "keyfile",
+                "GKeyFile, 10 MiB of [task]",
+                "skf.conf",
+                lambda p: _keyfile_headers(p, 10 << 20),
+            ),
         ]
-        for label, name, make in cases:
+        chosen = args.scale_cases.split(",")
+        for key, label, name, make in cases * args.scale_repeat:
+            if key not in chosen:
+                continue
             path = work / name
             make(path)
             os.chmod(path, 0o600)
@@ -154,9 +171,15 @@ def scale(args: argparse.Namespace, work: Path) -> None:
                 took, cpu = time.monotonic() - t0, _cpu_seconds(d.proc.pid) - c0
                 said = "ok" if res.returncode == 0 else (res.stdout.strip() or res.stderr.strip())
                 results.append(f"obj {verb} {took:.2f} s, etmemd CPU {cpu:.2f} s ({said[:160]})")
-            print(f"{label}, {size / 1048576:.1f} MiB: " + "; ".join(results))
+            load = os.getloadavg()[0]
+            print(f"{label}, {size / 1048576:.1f} MiB (load {load:.1f}): " + "; ".join(results))
+        if "concurrent" not in chosen:
+            return
         # Concurrent adds of the biggest file: at most BIG_LOADS are parsed at once.
         big = work / "s64k.toml"
+        if not big.exists():
+            _toml_tasks(big, 65_536, 100)
+            os.chmod(big, 0o600)
         with ThreadPoolExecutor(args.concurrent_adds) as pool:
             t0 = time.monotonic()
             codes = list(
@@ -174,6 +197,80 @@ def scale(args: argparse.Namespace, work: Path) -> None:
         )
     finally:
         d.stop()
+
+
+def _fake_pids(root: Path, first: int, n: int) -> None:
+    """A /proc tree with ``n`` idle processes: what slide's start reads of a target pid."""
+    from etmem_sdk.testing.fake_proc import FakeProc
+
+    FakeProc(root)  # meminfo, self/clear_refs (so the refs tracker is usable), an empty /sys
+    for pid in range(first, first + n):
+        d = root / str(pid)
+        (d / "task" / str(pid)).mkdir(parents=True)
+        (d / "task" / str(pid) / "children").write_text("")
+        (d / "stat").write_text(
+            f"{pid} (w) S 1 {pid} {pid} 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 1\n"
+        )
+
+
+def stop(args: argparse.Namespace, work: Path) -> None:
+    """Start, stop and delete (started) a project of tasks that each hold a pid, in process.
+
+    Each task's periodic worker is a stand-in without a thread: 40,000 timer threads would
+    need more pids than this machine has (pid_max 32,768, shared with everything else), and
+    what is measured is the stop path (stop_task, giving claims up), not thread start-up.
+    """
+    import etmem_slide.engine
+    from etmem_sdk import scan
+    from etmem_sdk.worker import PeriodicWorker
+
+    from etmem_core.lifecycle import ObjectStore
+
+    class IdleWorker(PeriodicWorker):
+        def start(self) -> None:
+            self.ticks = 0
+
+        @property
+        def running(self) -> bool:
+            return not self._stop.is_set()
+
+        def stop(self, timeout: float = 1.0) -> bool:
+            self._stop.set()
+            return True
+
+    n, first = args.stop_tasks, 100_000
+    root = work / "proc"
+    t0 = time.monotonic()
+    _fake_pids(root, first, n)
+    print(f"fake /proc of {n} processes: {time.monotonic() - t0:.1f} s")
+    path = work / "stop.toml"
+    with open(path, "w") as f:
+        f.write('[project]\nname = "s"\nloop = 1\ninterval = 1\nsleep = 1\n')
+        f.write('[[engine]]\nname = "slide"\n')
+        for i in range(n):
+            f.write(f'[[task]]\nname = "t{i}"\ntype = "pid"\nvalue = "{first + i}"\nT = 1\n')
+    os.chmod(path, 0o600)
+    times: dict[str, list[float]] = {}
+    real_worker = etmem_slide.engine.PeriodicWorker
+    etmem_slide.engine.PeriodicWorker = IdleWorker  # type: ignore[misc]
+    try:
+        with scan.using_defaults(proc_root=str(root), sys_root=str(root.parent / "proc-sys")):
+            store = ObjectStore(hook_deadline=0)  # hooks on this thread, as a profiler wants
+            for _ in range(args.rounds):
+                for label, call, arg in (
+                    ("obj add", store.obj_add, str(path)),
+                    ("project start", store.project_start, "s"),
+                    ("project stop", store.project_stop, "s"),
+                    ("project start", store.project_start, "s"),
+                    ("obj del (started)", store.obj_del, str(path)),
+                ):
+                    t0 = time.monotonic()
+                    call(arg)
+                    times.setdefault(label, []).append(time.monotonic() - t0)
+    finally:
+        etmem_slide.engine.PeriodicWorker = real_worker  # type: ignore[misc]
+    shown = "; ".join(f"{label} {min(v):.2f}-{max(v):.2f} s" for label, v in times.items())
+    print(f"{n} tasks holding a pid each, {args.rounds} rounds: {shown}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -285,8 +382,17 @@ def main() -> int:
         "--big-tasks", type=int, default=185_000, help="tasks of the 10 MiB file (over the limit)"
     )
     parser.add_argument("--concurrent-adds", type=int, default=50)
+    parser.add_argument(
+        "--scale-cases",
+        default="40k,64k,big,keyfile,concurrent",
+        help="which files --only scale adds and deletes (comma-separated)",
+    )
+    parser.add_argument(
+        "--scale-repeat", type=int, default=1, help="add and delete each file this many times"
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--only", choices=("fuzz", "load", "scale", "faults"), default=None)
+    parser.add_argument("--stop-tasks", type=int, default=40_000, help="tasks of --only stop")
+    parser.add_argument("--only", choices=("fuzz", "load", "scale", "faults", "stop"), default=None)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
@@ -296,7 +402,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="etmem-robust-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o700)
-        for name, run in (("fuzz", fuzz), ("load", load), ("scale", scale), ("faults", faults)):
+        for name, run in (
+            ("fuzz", fuzz),
+            ("load", load),
+            ("scale", scale),
+            ("faults", faults),
+            ("stop", stop),
+        ):
             if args.only in (None, name):
                 run(args, work)
     return 0

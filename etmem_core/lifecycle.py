@@ -154,6 +154,8 @@ class ObjectStore:
     ) -> None:
         self.registry = registry if registry is not None else EngineRegistry()
         self._load_file = load if load is not None else objfile.load_object_file
+        #: parses of files added, for their obj del (with the default loader only)
+        self._memo = objfile.ParseMemo() if load is None else None
         self._projects: list[Project] = []
         self._lock = threading.RLock()
         self.lock_wait = lock_wait
@@ -239,17 +241,18 @@ class ObjectStore:
     # -- obj add / del ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _loaded(self, path: str) -> Iterator[Any]:
+    def _loaded(self, path: str, *, reuse: bool = False) -> Iterator[Any]:
         """The parsed object file, for one request: a big file's slot is held until the
-        request is done, since its parsed form lives that long."""
+        request is done, since its parsed form lives that long. ``reuse``: the parse made
+        when these very bytes were added will do (``obj del``)."""
         slot: list[bool] = []
         try:
-            yield self._load(path, slot)
+            yield self._load(path, slot, reuse=reuse)
         finally:
             if slot:
                 self._big_loads.release()
 
-    def _load(self, path: str, slot: list[bool] | None = None) -> Any:
+    def _load(self, path: str, slot: list[bool] | None = None, *, reuse: bool = False) -> Any:
         """Check and parse an object file; C resolves relative paths in the daemon's cwd.
 
         With ``slot``, a big file's parse slot stays taken (``slot`` says so) for the caller
@@ -271,7 +274,10 @@ class ObjectStore:
             )
         try:
             try:
-                obj = self._load_file(full)
+                if reuse and self._memo is not None:
+                    obj = objfile.load_object_file(full, memo=self._memo)
+                else:
+                    obj = self._load_file(full)
             except OptError:
                 raise
             except objfile.ObjectFileSyntaxError as exc:
@@ -312,6 +318,8 @@ class ObjectStore:
                 raise OptError(
                     OptCode.OPT_INTER_ERR, f"{path}: {type(exc).__name__}: {exc}"
                 ) from exc
+            if self._memo is not None:
+                self._memo.remember(obj)
         log.info("obj add %s: done", path)
 
     def _rollback(self, undo: list[Undo], path: str) -> None:
@@ -326,7 +334,7 @@ class ObjectStore:
 
         As in C every group is attempted and the last failure is raised.
         """
-        with _gc_paused(), self._loaded(path) as obj, self._request():
+        with _gc_paused(), self._loaded(path, reuse=True) as obj, self._request():
             last: OptError | None = self._del_tasks(path, obj.tasks)
             for remove, sections in (
                 (self._del_engine, obj.engines),

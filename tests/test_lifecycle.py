@@ -1125,6 +1125,70 @@ def test_the_keys_a_task_is_checked_for_by_name_only_are_all_it_is_checked_on() 
         assert spy.read <= keyed, spy.read - keyed
 
 
+def test_obj_del_of_a_file_unchanged_since_its_add_reuses_that_parse(
+    store: ObjectStore, files: Files, rec: Rec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing was ~2/3 of an obj del of 40,000 tasks, and the file is usually the very one
+    added: bytes equal to those added are not parsed again (they are still read and checked);
+    changed bytes are."""
+    from etmem_core import objfile
+
+    parsed: list[str] = []
+    real = objfile.parse_object_data
+
+    def counting(data: bytes | str, path: str) -> objfile.ObjectFile:
+        parsed.append(os.path.basename(path))
+        return real(data, path)
+
+    monkeypatch.setattr(objfile, "parse_object_data", counting)
+    head = MANY_HEAD
+    same = files("same.toml", head + _like_tasks("t1", "t2"))
+    store.obj_add(same)
+    store.obj_del(same)
+    assert parsed == ["same.toml"] and store.projects == []
+    # changed after its add: parsed again, and what it says now is what is deleted
+    changed = files("changed.toml", head + _like_tasks("t1", "t2"))
+    store.obj_add(changed)
+    files("changed.toml", head.replace('name = "rec"\n', 'name = "rec"\n# edited\n'))
+    store.obj_del(changed)
+    assert parsed == ["same.toml", "changed.toml", "changed.toml"]
+    assert store.projects == []
+    # a refused add is not remembered, and a delete forgets what it took
+    store.obj_add(same)
+    with pytest.raises(OptError):
+        store.obj_add(same)  # exists
+    store.obj_del(same)
+    with pytest.raises(OptError):
+        store.obj_del(same)
+    assert parsed.count("same.toml") == 4  # add, refused add, (del reused), del parsed anew
+
+
+def test_the_parse_memo_is_bounded_in_files_and_sections(tmp_path: Path) -> None:
+    """What obj del may reuse stays bounded whatever was added (its tasks may have gone
+    another way), and only the bytes it was made from get it back."""
+    from etmem_core import objfile
+
+    def parsed(name: str, tasks: int) -> objfile.ObjectFile:
+        text = MANY_HEAD + _like_tasks(*(f"t{i}" for i in range(tasks)))
+        obj = objfile.parse_object_data(text, str(tmp_path / name))
+        obj.digest = objfile.digest_of(text.encode())
+        return obj
+
+    memo = objfile.ParseMemo(max_files=3, max_sections=12)  # a file of n tasks: n + 2
+    a, b, c, d = parsed("a.toml", 2), parsed("b.toml", 2), parsed("c.toml", 2), parsed("d.toml", 2)
+    for obj in (a, b, c, d):
+        memo.remember(obj)
+    assert len(memo) == 3 and memo.take(a.path, a.digest) is None  # the oldest went
+    assert memo.take(b.path, b.digest + b"x") is None  # other bytes
+    assert memo.take(b.path, b.digest) is None  # and the try forgot it
+    assert memo.take(c.path, c.digest).tasks == c.tasks  # type: ignore[union-attr]
+    memo.remember(parsed("big.toml", 11))  # 13 sections: more than the memo holds at all
+    assert len(memo) == 1
+    memo.remember(parsed("e.toml", 4))
+    memo.remember(parsed("f.toml", 4))  # 4 + 6 + 6 > 12: d goes
+    assert len(memo) == 2 and memo.take(d.path, d.digest) is None
+
+
 def test_cyclic_gc_pauses_while_an_object_file_is_read_and_applied(files: Files) -> None:
     import gc
 

@@ -12,6 +12,7 @@ registry and the SDK's test harness both build it here, so they validate plugins
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -78,8 +79,16 @@ class EngineHooks:
             return [functools.partial(hook, self, **kwargs) for kwargs in calls]
         function = impls[0].function
         argnames = impls[0].argnames
+        partial = functools.partial
         try:
-            return [functools.partial(function, *[c[a] for a in argnames]) for c in calls]
+            if not argnames:
+                return [partial(function) for _ in calls]
+            if len(argnames) == 1:
+                (name,) = argnames
+                return [partial(function, c[name]) for c in calls]
+            # one C call per call for the arguments, not a Python loop over their names
+            args = operator.itemgetter(*argnames)
+            return [partial(function, *args(c)) for c in calls]
         except KeyError as exc:  # as pluggy says it
             raise pluggy.HookCallError(f"hook call must provide argument {exc.args[0]!r}") from None
 
