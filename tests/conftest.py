@@ -96,3 +96,20 @@ def run_as(user: int, group: int, work: Callable[[], str]) -> str:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, said
     return said
+
+
+def python_calls(work: Callable[[], object]) -> tuple[object, int]:
+    """``work()``'s result and how many Python function calls it made: a count, not a time, so
+    tests can tell a per-item Python step from one C-level pass on any machine."""
+    calls = 0
+
+    def count(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        result = work()
+    finally:
+        sys.setprofile(None)
+    return result, calls

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import pytest
+from conftest import python_calls
 from etmem_sdk import (
     BufferReply,
     ConfigSection,
@@ -148,7 +149,6 @@ def test_a_batch_is_made_without_a_python_step_per_argument_of_each_call() -> No
     """A 40,000-task file makes a batch of 40,000 calls; gathering each call's arguments was
     an inner list comprehension (one Python frame per call). Count the frames, and check
     that hookimpls of 0, 1 and 2 arguments still get theirs."""
-    import sys
 
     class Sizes:
         def __init__(self) -> None:
@@ -170,19 +170,11 @@ def test_a_batch_is_made_without_a_python_step_per_argument_of_each_call() -> No
     h = EngineHooks(plugin)
     tasks = [Task(f"t{i}", "pid", "1") for i in range(300)]
     section = ConfigSection("task", {})
-    calls = 0
-
-    def count(frame, event, arg):
-        nonlocal calls
-        calls += event == "call"
-
-    sys.setprofile(count)
-    try:
-        fills = h.batch(
+    fills, calls = python_calls(
+        lambda: h.batch(
             EngineHooks.fill_task_params, [{"task": t, "config": section} for t in tasks]
         )
-    finally:
-        sys.setprofile(None)
+    )
     assert calls < 50, calls  # was > 300: one per call
     clears = h.batch(EngineHooks.clear_task_params, [{"task": t} for t in tasks[:2]])
     engs = h.batch(EngineHooks.clear_eng_params, [{"engine": Engine("e", "e")}])
