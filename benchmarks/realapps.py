@@ -299,17 +299,39 @@ def server(
         log.close()
 
 
+def c_reader(workdir: Path) -> Path:
+    """realapps_reader.c built into ``workdir`` (the test bed sees the checkout read-only)."""
+    exe = workdir / "realapps_reader"
+    src = Path(__file__).resolve().with_name("realapps_reader.c")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("--reader c needs a C compiler (cc); or use --reader python")
+    built = subprocess.run([cc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True)
+    if built.returncode:
+        raise RuntimeError(f"building {src.name} failed: {built.stderr.decode()[-400:]}")
+    return exe
+
+
 class Reader:
     """The reader child process; ``finish()`` stops it and loads its reads, ``close()`` ends it."""
 
     def __init__(self, args: argparse.Namespace, port: int, workdir: Path, run_for: float) -> None:
-        self.out = workdir / "reader.npy"
+        self.raw = args.reader == "c"
+        self.out = workdir / ("reader.bin" if self.raw else "reader.npy")
         ready = workdir / "reader.ready"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--reader", "--app", args.app,
-               "--port", str(port), "--keys", str(args.keys),
-               "--hot-fraction", str(args.hot_fraction), "--dist", args.dist,
-               "--zipf-s", str(args.zipf_s), "--seed", str(args.seed), "--run-for", str(run_for),
-               "--out", str(self.out), "--ready", str(ready)]  # fmt: skip
+        if self.raw:
+            keys = workdir / "reader.keys"
+            seq = reader_keys(args.keys, args.hot_fraction, args.dist, args.zipf_s, args.seed)
+            seq.astype(np.uint32).tofile(keys)
+            cmd = [str(c_reader(workdir)), args.app, str(port), str(keys),
+                   str(run_for), str(self.out), str(ready)]  # fmt: skip
+        else:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--reader-child",
+                   "--app", args.app, "--port", str(port), "--keys", str(args.keys),
+                   "--hot-fraction", str(args.hot_fraction), "--dist", args.dist,
+                   "--zipf-s", str(args.zipf_s), "--seed", str(args.seed),
+                   "--run-for", str(run_for), "--out", str(self.out),
+                   "--ready", str(ready)]  # fmt: skip
         self.proc = subprocess.Popen(cmd)
         try:
             deadline = time.monotonic() + 60
@@ -333,7 +355,8 @@ class Reader:
         self.proc.wait(30)
         if self.proc.returncode:
             raise RuntimeError(f"the reader failed ({self.proc.returncode})")
-        return np.load(self.out), int(Path(str(self.out) + ".misses").read_text())
+        reads = np.fromfile(self.out, np.int64).reshape(-1, 2) if self.raw else np.load(self.out)
+        return reads, int(Path(str(self.out) + ".misses").read_text())
 
     def close(self) -> None:
         _end(self.proc, 15)
@@ -654,6 +677,7 @@ def measure(args: argparse.Namespace) -> dict:
         "value": args.value,
         "dist": args.dist,
         "hot_fraction": args.hot_fraction,
+        "reader": args.reader,
         "fill_order": args.fill_order,
         "fill_s": fill_s,
         "swap": swap_desc,
@@ -716,7 +740,8 @@ def print_report(r: dict) -> None:
     t60 = "never" if r["time_to_60pct_s"] is None else f"{r['time_to_60pct_s']:.0f} s"
     cpu = "-" if r["cpu_core_share"] is None else f"{100 * r['cpu_core_share']:.1f} % of a core"
     print(f"{r['app']} {r['keys']} x {r['value']} B, {r['dist']} reads "
-          f"(hot {r['hot_fraction']:.0%}, fill {r['fill_order']}), mode {r['mode']}, "
+          f"(hot {r['hot_fraction']:.0%}, fill {r['fill_order']}, "
+          f"reader {r.get('reader', 'python')}), mode {r['mode']}, "
           f"tracker {r['tracker']}")  # fmt: skip
     print(f"  RSS {r['rss_before_mib']:.1f} MiB -> {r['rss_end_mib']:.1f} MiB "
           f"(swap {r['swap_end_mib']:.1f} MiB): reclaimed {100 * r['reclaimed_end']:.1f} % "
@@ -771,6 +796,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="uniform over the hot keys, or Zipfian over all keys.",
     )
     ap.add_argument("--zipf-s", type=float, default=0.99, help="The Zipf exponent.")
+    ap.add_argument(
+        "--reader",
+        choices=("python", "c"),
+        default="python",
+        help="The reader's implementation: c (built with cc) costs far fewer instructions per "
+        "read, which matters under the test bed's emulator.",
+    )
     ap.add_argument(
         "--fill-order",
         choices=("shuffled", "sequential"),
@@ -831,7 +863,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--quiet", action="store_true", help="No progress messages on stderr.")
     # The reader child's own arguments.
-    ap.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--reader-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--run-for", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -845,7 +877,7 @@ def _interrupt(_sig: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    if args.reader:
+    if args.reader_child:
         return run_reader(args)
     if os.geteuid() != 0:
         print("realapps: run as root (swap and etmemd need it)", file=sys.stderr)

@@ -6,6 +6,10 @@
 #   .venv/bin/pip install damo          # once, into the venv the guest sees read-only
 #   tests/vm/run --mem 4G --timeout 1800 benchmarks/realapps_guest.sh [--keys N] [--duration S]
 #       [--modes "etmem-default etmem-damon damo none"]    (the runs to make; all by default)
+#       [--hot-fraction F] [--reader c|python]
+#
+# The reader is the C one by default here: under TCG the Python reader's interpreter costs a third
+# of each read's time (docs/performance.md, "The test bed's reader").
 #
 # Prints one JSON report per run (the lines between "=== name" markers) and a summary at the end.
 set -uo pipefail
@@ -14,11 +18,15 @@ cd "$(dirname "$0")/.."
 KEYS=300000
 DURATION=90
 MODES="etmem-default etmem-damon damo none"
+HOT=0.1
+READER=c
 while [ $# -gt 0 ]; do
     case "$1" in
         --keys) KEYS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --modes) MODES=$2; shift 2 ;;
+        --hot-fraction) HOT=$2; shift 2 ;;
+        --reader) READER=$2; shift 2 ;;
         *) echo "realapps_guest: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -31,7 +39,8 @@ rc=0
 run() {
     local name=$1; shift
     echo "=== $name"
-    if "$PY" benchmarks/realapps.py --app redis --keys "$KEYS" --duration "$DURATION" --json "$@" \
+    if "$PY" benchmarks/realapps.py --app redis --keys "$KEYS" --duration "$DURATION" \
+        --hot-fraction "$HOT" --reader "$READER" --json "$@" \
         >"$OUT/$name.json"; then
         cat "$OUT/$name.json"
     else

@@ -60,7 +60,11 @@ def _readers(port: int) -> list[int]:
             argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--reader" in argv and str(port).encode() in argv and str(SCRIPT).encode() in argv:
+        if (
+            b"--reader-child" in argv
+            and str(port).encode() in argv
+            and str(SCRIPT).encode() in argv
+        ):
             found.append(int(d))
     return found
 
@@ -102,6 +106,33 @@ def test_fill_reader_and_sampling_against_redis(tmp_path: Path) -> None:
         finally:
             conn.close()
     assert _gone(pid)
+
+
+@pytest.mark.parametrize("app", ["redis", "memcached"])
+@pytest.mark.parametrize("impl", ["python", "c"])
+def test_both_readers_name_keys_and_parse_hits_and_misses_alike(
+    app: str, impl: str, tmp_path: Path
+) -> None:
+    if shutil.which(realapps.SERVERS[app]) is None:
+        pytest.skip(f"{realapps.SERVERS[app]} not installed")
+    if impl == "c" and shutil.which("cc") is None:
+        pytest.skip("no C compiler")
+    with realapps.server(app, 400, 200, tmp_path) as (_pid, port):
+        realapps.fill(app, port, 400, 200, "sequential", seed=3)
+        # the reader asks for keys 0..799 of which only 0..399 exist: half its reads miss
+        args = realapps.parse(
+            ["--app", app, "--keys", "800", "--hot-fraction", "1", "--reader", impl]
+        )
+        rd = realapps.Reader(args, port, tmp_path, run_for=30)
+        try:
+            time.sleep(1.0)
+            reads, misses = rd.finish()
+        finally:
+            rd.close()
+    assert rd.proc.returncode == 0  # stopped by SIGTERM in the middle, it still writes its reads
+    assert len(reads) > 200
+    assert 0.4 < misses / len(reads) < 0.6, (misses, len(reads))
+    assert (np.diff(reads[:, 0]) > 0).all() and (reads[:, 1] > 0).all()
 
 
 def test_measure_etmem_run_cleans_up() -> None:
