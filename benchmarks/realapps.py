@@ -299,11 +299,16 @@ def server(
         log.close()
 
 
+def c_compiler() -> str | None:
+    """The C compiler ``--reader c`` builds with, if the machine has one."""
+    return shutil.which("cc") or shutil.which("gcc")
+
+
 def c_reader(workdir: Path) -> Path:
     """realapps_reader.c built into ``workdir`` (the test bed sees the checkout read-only)."""
     exe = workdir / "realapps_reader"
     src = Path(__file__).resolve().with_name("realapps_reader.c")
-    cc = shutil.which("cc") or shutil.which("gcc")
+    cc = c_compiler()
     if cc is None:
         raise RuntimeError("--reader c needs a C compiler (cc); or use --reader python")
     built = subprocess.run([cc, "-O2", "-Wall", "-o", str(exe), str(src)], capture_output=True)

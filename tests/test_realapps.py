@@ -69,6 +69,17 @@ def _readers(port: int) -> list[int]:
     return found
 
 
+def _read_for(args, port: int, workdir: Path, seconds: float):
+    """Run the reader of ``args`` for ``seconds`` and stop it: (reader, reads, misses)."""
+    rd = realapps.Reader(args, port, workdir, run_for=30)
+    try:
+        time.sleep(seconds)
+        reads, misses = rd.finish()
+    finally:
+        rd.close()
+    return rd, reads, misses
+
+
 def test_reader_keys_hot_tenth_and_zipf() -> None:
     hot = realapps.reader_keys(10_000, 0.1, "uniform", 0.99, seed=1, n=50_000)
     assert hot.min() >= 0 and hot.max() < 1000
@@ -86,12 +97,7 @@ def test_fill_reader_and_sampling_against_redis(tmp_path: Path) -> None:
         rss_kb = procfs.read_status(pid)["VmRSS"]
         assert rss_kb > 2000  # 2000 x 1 KiB values are resident
         args = realapps.parse(["--keys", "2000", "--hot-fraction", "0.1"])
-        rd = realapps.Reader(args, port, tmp_path, run_for=30)
-        try:
-            time.sleep(1.0)
-            reads, misses = rd.finish()
-        finally:
-            rd.close()
+        _rd, reads, misses = _read_for(args, port, tmp_path, 1.0)
         assert misses == 0
         assert len(reads) > 100
         assert (reads[:, 1] > 0).all()
@@ -115,7 +121,7 @@ def test_both_readers_name_keys_and_parse_hits_and_misses_alike(
 ) -> None:
     if shutil.which(realapps.SERVERS[app]) is None:
         pytest.skip(f"{realapps.SERVERS[app]} not installed")
-    if impl == "c" and shutil.which("cc") is None:
+    if impl == "c" and realapps.c_compiler() is None:
         pytest.skip("no C compiler")
     with realapps.server(app, 400, 200, tmp_path) as (_pid, port):
         realapps.fill(app, port, 400, 200, "sequential", seed=3)
@@ -123,12 +129,7 @@ def test_both_readers_name_keys_and_parse_hits_and_misses_alike(
         args = realapps.parse(
             ["--app", app, "--keys", "800", "--hot-fraction", "1", "--reader", impl]
         )
-        rd = realapps.Reader(args, port, tmp_path, run_for=30)
-        try:
-            time.sleep(1.0)
-            reads, misses = rd.finish()
-        finally:
-            rd.close()
+        rd, reads, misses = _read_for(args, port, tmp_path, 1.0)
     assert rd.proc.returncode == 0  # stopped by SIGTERM in the middle, it still writes its reads
     assert len(reads) > 200
     assert 0.4 < misses / len(reads) < 0.6, (misses, len(reads))
